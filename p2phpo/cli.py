@@ -1,0 +1,30 @@
+"""The ``p2phpo`` command line (typer)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from p2phpo import __version__
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"p2phpo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Peer-to-peer hyperparameter search with no central coordinator."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,377 @@
+"""The trial ledger: a grow-only CRDT of per-origin logs.
+
+Each node appends only to its own log; an entry is keyed ``(origin, seq)``
+with ``seq`` counting 1, 2, 3 ... without gaps. Merge is set union, so it is
+commutative, associative and idempotent. The version vector ``vv`` (origin ->
+highest contiguous seq) is the whole digest: what a peer lacks is exactly the
+entries above its vv.
+
+Entries that arrive ahead of a gap are held (at most ``max_pending`` per
+origin) until the gap fills; an ``(origin, seq)`` that arrives again with
+different bytes is a conflict: counted, never applied.
+
+Trial views are folded incrementally as entries apply; ``changes`` is an
+append-only log of trial ids whose view changed, so consumers (the samplers'
+column frame, the search core) update from a cursor instead of rescanning.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from p2phpo.core.entries import (
+    Abandon,
+    Claim,
+    Entry,
+    Report,
+    Result,
+    Status,
+    StudyEntry,
+    TrialId,
+    encode_entry,
+)
+from p2phpo.core.hrw import hrw
+
+MASK64 = (1 << 64) - 1
+
+
+class TrialState(enum.Enum):
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+    ABANDONED = "ABANDONED"
+    SUPERSEDED = "SUPERSEDED"
+
+    @property
+    def finished(self) -> bool:
+        return self is not TrialState.RUNNING
+
+    @property
+    def counted(self) -> bool:
+        """Counts toward the study's n_trials budget."""
+        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+
+
+_STATE_OF = {
+    Status.COMPLETE: TrialState.COMPLETE,
+    Status.PRUNED: TrialState.PRUNED,
+    Status.FAILED: TrialState.FAILED,
+    Status.SUPERSEDED: TrialState.SUPERSEDED,
+}
+# Lower wins when several RESULTs name one trial (e.g. the owner's and a reclaimer's).
+_PRECEDENCE = {Status.COMPLETE: 0, Status.PRUNED: 1, Status.FAILED: 2, Status.SUPERSEDED: 3}
+
+
+class TrialView:
+    """The folded state of one trial. Read-only for callers; the ledger updates it."""
+
+    __slots__ = ("id", "claim", "reports", "results", "abandons", "state", "result", "abandon")
+
+    def __init__(self, tid: TrialId) -> None:
+        self.id = tid
+        self.claim: Claim | None = None
+        self.reports: dict[int, float] = {}
+        self.results: list[Result] = []
+        self.abandons: list[Abandon] = []
+        self.state = TrialState.RUNNING
+        self.result: Result | None = None
+        self.abandon: Abandon | None = None
+
+    # -- derived fields --------------------------------------------------
+    @property
+    def origin(self) -> int:
+        return self.id[0]
+
+    @property
+    def slot(self) -> int:
+        return self.claim.slot if self.claim else -1
+
+    @property
+    def params(self) -> dict:
+        return self.claim.params if self.claim else {}
+
+    @property
+    def retry_of(self) -> TrialId | None:
+        return self.claim.retry_of if self.claim else None
+
+    @property
+    def claim_wall(self) -> float | None:
+        return self.claim.wall if self.claim else None
+
+    @property
+    def last_report(self) -> tuple[int, float] | None:
+        if not self.reports:
+            return None
+        step = max(self.reports)
+        return step, self.reports[step]
+
+    @property
+    def value(self) -> float | None:
+        return self.result.value if self.result else None
+
+    @property
+    def error(self) -> str | None:
+        return self.result.error if self.result else None
+
+    @property
+    def duration(self) -> float | None:
+        return self.result.duration if self.result else None
+
+    @property
+    def finished_wall(self) -> float | None:
+        if self.result:
+            return self.result.wall
+        return self.abandon.wall if self.abandon else None
+
+    def _refresh(self) -> None:
+        if self.results:
+            self.result = min(
+                self.results, key=lambda r: (_PRECEDENCE[r.status], r.origin, r.seq)
+            )
+            self.state = _STATE_OF[self.result.status]
+        elif self.abandons:
+            self.result = None
+            self.state = TrialState.ABANDONED
+        else:
+            self.state = TrialState.RUNNING
+        self.abandon = min(self.abandons, key=lambda a: a.key) if self.abandons else None
+
+    def __repr__(self) -> str:
+        return f"TrialView({self.id}, slot={self.slot}, {self.state.value}, value={self.value})"
+
+
+@dataclass(slots=True)
+class MergeStats:
+    added: list[Entry] = field(default_factory=list)  # applied, in application order
+    duplicates: int = 0
+    conflicts: int = 0
+    held: int = 0  # out-of-order entries now waiting for a gap to fill
+    dropped: int = 0  # out-of-order entries over the per-origin cap
+
+
+def _vv_term(origin: int, seq: int) -> int:
+    data = origin.to_bytes(8, "big") + seq.to_bytes(8, "big")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+class Ledger:
+    """One replica of the study's trial ledger."""
+
+    def __init__(self, max_pending: int = 256) -> None:
+        self.max_pending = max_pending
+        self._logs: dict[int, list[Entry]] = {}
+        self._raw: dict[int, list[bytes]] = {}
+        self._pending: dict[int, dict[int, tuple[Entry, bytes]]] = {}
+        self._vv: dict[int, int] = {}
+        self._vv_hash = 0
+        self._trials: dict[TrialId, TrialView] = {}
+        self._studies: list[StudyEntry] = []
+        self._size = 0
+        self.changes: list[TrialId] = []
+        self.counts = {"duplicates": 0, "conflicts": 0, "dropped_pending": 0}
+
+    # -- digest ----------------------------------------------------------
+    @property
+    def vv(self) -> dict[int, int]:
+        """origin -> highest contiguous seq. Do not mutate."""
+        return self._vv
+
+    def vv_hash(self) -> int:
+        """64-bit hash of the vv: equal vvs give equal hashes (XOR of per-origin terms)."""
+        return self._vv_hash
+
+    def next_seq(self, origin: int) -> int:
+        return self._vv.get(origin, 0) + 1
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Entry]:
+        for origin in sorted(self._logs):
+            yield from self._logs[origin]
+
+    def origins(self) -> list[int]:
+        return sorted(self._logs)
+
+    def get(self, origin: int, seq: int) -> Entry | None:
+        log = self._logs.get(origin)
+        return log[seq - 1] if log and 0 < seq <= len(log) else None
+
+    def raw(self, origin: int, seq: int) -> bytes | None:
+        raws = self._raw.get(origin)
+        return raws[seq - 1] if raws and 0 < seq <= len(raws) else None
+
+    def entries_of(self, origin: int) -> list[Entry]:
+        return list(self._logs.get(origin, ()))
+
+    def pending_count(self) -> int:
+        return sum(len(p) for p in self._pending.values())
+
+    # -- writing ---------------------------------------------------------
+    def append(self, entry: Entry) -> Entry:
+        """Append a local entry: its seq must be exactly ``next_seq(origin)``."""
+        if entry.seq != self.next_seq(entry.origin):
+            raise ValueError(
+                f"local append out of order: seq {entry.seq}, expected {self.next_seq(entry.origin)}"
+            )
+        self._apply(entry, encode_entry(entry))
+        return entry
+
+    def new(self, origin: int, cls: type, *, wall: float, **fields: object) -> Entry:
+        """Build an entry of ``cls`` with the next seq of ``origin`` and append it."""
+        return self.append(cls(origin=origin, seq=self.next_seq(origin), wall=wall, **fields))
+
+    def merge(self, entries: Iterable[Entry | tuple[Entry, bytes]]) -> MergeStats:
+        """Union ``entries`` into this replica, in any order; see the module docstring."""
+        stats = MergeStats()
+        for item in entries:
+            entry, raw = item if isinstance(item, tuple) else (item, encode_entry(item))
+            self._merge_one(entry, raw, stats)
+        self.counts["duplicates"] += stats.duplicates
+        self.counts["conflicts"] += stats.conflicts
+        self.counts["dropped_pending"] += stats.dropped
+        return stats
+
+    def _merge_one(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
+        origin, seq = entry.origin, entry.seq
+        have = self._vv.get(origin, 0)
+        if seq <= have:
+            if self._raw[origin][seq - 1] == raw:
+                stats.duplicates += 1
+            else:
+                stats.conflicts += 1
+            return
+        if seq > have + 1:
+            self._hold(entry, raw, stats)
+            return
+        self._apply(entry, raw)
+        stats.added.append(entry)
+        self._drain(origin, stats)
+
+    def _hold(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
+        pending = self._pending.setdefault(entry.origin, {})
+        held = pending.get(entry.seq)
+        if held is not None:
+            if held[1] == raw:
+                stats.duplicates += 1
+            else:
+                stats.conflicts += 1
+            return
+        if len(pending) >= self.max_pending:
+            # Keep the entries closest to the gap: they unblock the log soonest.
+            far = max(pending)
+            if far < entry.seq:
+                stats.dropped += 1
+                return
+            del pending[far]
+            stats.dropped += 1
+            stats.held -= 1
+        pending[entry.seq] = (entry, raw)
+        stats.held += 1
+
+    def _drain(self, origin: int, stats: MergeStats) -> None:
+        pending = self._pending.get(origin)
+        while pending:
+            nxt = self._vv[origin] + 1
+            item = pending.pop(nxt, None)
+            if item is None:
+                break
+            self._apply(*item)
+            stats.added.append(item[0])
+            stats.held -= 1
+        if pending is not None and not pending:
+            del self._pending[origin]
+
+    def _apply(self, entry: Entry, raw: bytes) -> None:
+        origin = entry.origin
+        old = self._vv.get(origin, 0)
+        self._logs.setdefault(origin, []).append(entry)
+        self._raw.setdefault(origin, []).append(raw)
+        if old:
+            self._vv_hash ^= _vv_term(origin, old)
+        self._vv_hash ^= _vv_term(origin, entry.seq)
+        self._vv[origin] = entry.seq
+        self._size += 1
+        self._fold(entry)
+
+    # -- delta -------------------------------------------------------------
+    def delta_since(
+        self, vv: dict[int, int], limit_bytes: int | None = None, max_entries: int | None = None
+    ) -> list[Entry]:
+        """Entries above ``vv``, in origin/seq order, each origin's run gap-free.
+
+        Stops before the encoded sizes would exceed ``limit_bytes`` or the count
+        ``max_entries``; the receiver's vv then advances by a prefix per origin.
+        """
+        out: list[Entry] = []
+        used = 0
+        for origin in sorted(self._vv):
+            start = vv.get(origin, 0)
+            if start >= self._vv[origin]:
+                continue
+            log, raws = self._logs[origin], self._raw[origin]
+            for i in range(start, len(log)):
+                size = len(raws[i])
+                if limit_bytes is not None and used + size > limit_bytes:
+                    return out
+                if max_entries is not None and len(out) >= max_entries:
+                    return out
+                out.append(log[i])
+                used += size
+        return out
+
+    def entry_size(self, entry: Entry) -> int:
+        raw = self.raw(entry.origin, entry.seq)
+        return len(raw) if raw is not None else len(encode_entry(entry))
+
+    def missing_count(self, vv: dict[int, int]) -> int:
+        """How many entries this replica holds above ``vv``."""
+        return sum(max(0, s - vv.get(o, 0)) for o, s in self._vv.items())
+
+    # -- trial views -------------------------------------------------------
+    @property
+    def study(self) -> StudyEntry | None:
+        """The STUDY entry in force: the lowest rendezvous weight among those seen."""
+        if not self._studies:
+            return None
+        return min(self._studies, key=lambda s: (hrw("study", s.origin, s.seq), s.origin))
+
+    @property
+    def studies(self) -> list[StudyEntry]:
+        return list(self._studies)
+
+    def trial(self, tid: TrialId) -> TrialView | None:
+        view = self._trials.get(tid)
+        return view if view is not None and view.claim is not None else None
+
+    def trials(self) -> dict[TrialId, TrialView]:
+        return {tid: v for tid, v in self._trials.items() if v.claim is not None}
+
+    def _view(self, tid: TrialId) -> TrialView:
+        view = self._trials.get(tid)
+        if view is None:
+            view = self._trials[tid] = TrialView(tid)
+        return view
+
+    def _fold(self, entry: Entry) -> None:
+        if isinstance(entry, StudyEntry):
+            self._studies.append(entry)
+            return
+        if isinstance(entry, Claim):
+            view = self._view(entry.key)
+            view.claim = entry
+        else:
+            view = self._view(entry.trial)
+            if isinstance(entry, Report):
+                view.reports[entry.step] = entry.value
+            elif isinstance(entry, Result):
+                view.results.append(entry)
+            else:
+                view.abandons.append(entry)
+        view._refresh()
+        if view.claim is not None:
+            self.changes.append(view.id)
