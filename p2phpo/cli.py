@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from p2phpo import __version__
+from p2phpo.commands.keygen import keygen
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -24,6 +25,9 @@ def _root(
     ] = False,
 ) -> None:
     """Peer-to-peer hyperparameter search with no central coordinator."""
+
+
+app.command("keygen")(keygen)
 
 
 def main() -> None:

@@ -1,0 +1,346 @@
+"""Datagram codec: envelope, AEAD, replay window, strict msgpack, size limits.
+
+Pure and sans-IO: no clock, no socket, no entropy. The boot salt and the TCP
+hello nonces are drawn by the runtime (``os.urandom``) and passed in.
+
+Interface for the gossip core (stable names)
+--------------------------------------------
+- ``sealer = Sealer(keyring, sender_id, restart_counter, boot_salt, label_hash(label))``
+  then ``sealer.seal(messages) -> bytes`` (messages: a list of msgpack-able
+  objects), or ``sealer.seal_packed([pack(m) for m in ...])`` when messages
+  are already packed (``pack``/``packed_size`` measure them once).
+- Budget: ``payload_size(sizes) <= plaintext_budget(limit)`` where
+  ``payload_size`` adds the msgpack array header; ``seal*`` raises ValueError
+  (our misuse) when the datagram would exceed ``max_datagram``.
+- ``opener = Opener(keyring, [label_hash(label), label_hash(label, study_fp)])``
+  then ``opener.open(data, now) -> Datagram(sender, epoch, counter,
+  messages, key_id)`` or ``raise WireError`` whose ``.reason`` is a
+  :class:`DropReason`; count it with ``DropCounter.add(err)``.
+- Opening changes no state unless authentication and decoding succeed. With
+  ``open(data, now, commit=False)`` the replay window is left untouched too:
+  check each message's schema, then ``opener.accept(datagram)``.
+- Map keys inside messages must be str or bytes (msgpack ``strict_map_key``):
+  send ``{origin: seq}`` as a list of pairs.
+- Schema helpers (``expect_int`` …) raise ``WireError(BAD_SCHEMA)``.
+- TCP: ``TcpSession`` in :mod:`p2phpo.core.wire_tcp` (re-exported here).
+- Study adoption: ``sealer.label_hash = label_hash(label, fp)`` and
+  ``opener.label_hashes = [...]`` (accept the label-only hash from joiners).
+
+Envelope (41 bytes, all associated data), then ciphertext + 16-byte tag::
+
+    version u8 | label hash 8 | key id 4 | sender u64 | restart u32 | boot salt u64 | counter u64
+
+The subkey is HKDF(cluster key, info = sender | restart | boot salt), so the
+nonce can be the counter: a restart bumps the persisted restart counter and a
+copied state dir still gets a fresh random salt, hence a fresh subkey.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from p2phpo.core.wire_codec import (
+    DEFAULT_MAX_DEPTH,
+    DropCounter,
+    DropReason,
+    WireError,
+    array_header,
+    array_header_size,
+    check_depth,
+    expect_bool,
+    expect_bytes,
+    expect_enum,
+    expect_float,
+    expect_int,
+    expect_list,
+    expect_map,
+    expect_optional,
+    expect_str,
+    expect_tuple,
+    expect_uint64,
+    pack,
+    packed_size,
+    unpack_strict,
+)
+from p2phpo.core.wire_crypto import (
+    KEY_LEN,
+    TAG_LEN,
+    Aead,
+    Cipher,
+    Keyring,
+    Lru,
+    NullAead,
+    counter_nonce,
+    derive,
+    key_id,
+)
+from p2phpo.core.wire_tcp import MAX_FRAME, Role, TcpSession, tcp_hello
+
+__all__ = [
+    "DEFAULT_MAX_DATAGRAM", "DEFAULT_MAX_DEPTH", "HEADER_LEN", "KEY_LEN", "MAX_FRAME",
+    "OVERHEAD", "TAG_LEN", "VERSION", "Aead", "Cipher", "Datagram", "DropCounter",
+    "DropReason", "Epoch", "Keyring", "NullAead", "Opener", "Role", "Sealer", "TcpSession",
+    "WireError", "array_header", "array_header_size", "check_depth", "expect_bool",
+    "expect_bytes", "expect_enum", "expect_float", "expect_int", "expect_list", "expect_map",
+    "expect_optional", "expect_str", "expect_tuple", "expect_uint64", "key_id", "label_hash",
+    "pack", "packed_size", "payload_size", "plaintext_budget", "tcp_hello", "unpack_strict",
+]
+
+VERSION = 1
+DEFAULT_MAX_DATAGRAM = 1232
+"""Largest UDP payload sent or accepted (IPv6 minimum MTU minus headers)."""
+
+_HEADER = struct.Struct(">B8s4sQIQQ")
+HEADER_LEN = _HEADER.size
+OVERHEAD = HEADER_LEN + TAG_LEN
+_MIN_DATAGRAM = OVERHEAD + 1  # the payload is at least an empty msgpack array
+_U32 = 0xFFFF_FFFF
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
+_SUBKEY_INFO = b"p2phpo/udp/v1"
+
+
+def plaintext_budget(limit: int = DEFAULT_MAX_DATAGRAM) -> int:
+    """Plaintext bytes (msgpack array header included) that fit a datagram of ``limit``."""
+    return limit - OVERHEAD
+
+
+def payload_size(message_sizes: Sequence[int]) -> int:
+    """Plaintext bytes of a payload holding messages of the given packed sizes."""
+    return array_header_size(len(message_sizes)) + sum(message_sizes)
+
+
+def label_hash(label: str, study_fp: bytes | None = None) -> bytes:
+    """8-byte cluster tag: blake2b of the ``--cluster`` label and, once adopted, the study."""
+    raw = label.encode()
+    h = hashlib.blake2b(digest_size=8, person=b"p2phpo-label")
+    h.update(len(raw).to_bytes(4, "big") + raw)
+    if study_fp is not None:
+        h.update(b"\x01" + study_fp)
+    return h.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """One life of a sender: persisted restart counter plus a random 64-bit boot salt."""
+
+    restart: int
+    salt: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.restart <= _U32 and 0 <= self.salt <= _U64):
+            raise ValueError("restart is a uint32 and salt a uint64")
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """An authenticated, decoded datagram. ``messages`` are not schema-checked yet."""
+
+    sender: int
+    epoch: Epoch
+    counter: int
+    messages: list[Any]
+    key_id: bytes
+
+
+def _subkey_aead(cipher: Cipher, key: bytes, sender: int, restart: int, salt: int) -> Aead:
+    info = _SUBKEY_INFO + struct.pack(">QIQ", sender, restart, salt)
+    return cipher.aead(derive(key, info))
+
+
+class Sealer:
+    """Seals this node's outgoing datagrams; one per node life (epoch)."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        sender_id: int,
+        restart_counter: int,
+        boot_salt: int,
+        label_hash: bytes,
+        *,
+        max_datagram: int = DEFAULT_MAX_DATAGRAM,
+    ) -> None:
+        if not 0 <= sender_id <= _U64:
+            raise ValueError("sender id is a uint64")
+        self._keyring = keyring
+        self._sender = sender_id
+        self._epoch = Epoch(restart_counter, boot_salt)
+        self.label_hash = label_hash
+        self.max_datagram = max_datagram
+        self._counter = 0
+        self._aead: tuple[bytes, Aead] | None = None
+
+    @property
+    def label_hash(self) -> bytes:
+        return self._label
+
+    @label_hash.setter
+    def label_hash(self, value: bytes) -> None:
+        if not isinstance(value, bytes) or len(value) != 8:
+            raise ValueError("a label hash is 8 bytes (see label_hash())")
+        self._label = value
+
+    @property
+    def sender(self) -> int:
+        return self._sender
+
+    @property
+    def epoch(self) -> Epoch:
+        return self._epoch
+
+    @property
+    def counter(self) -> int:
+        """The counter of the last sealed datagram (0 before the first)."""
+        return self._counter
+
+    def plaintext_budget(self) -> int:
+        return plaintext_budget(self.max_datagram)
+
+    def seal(self, messages: list[Any]) -> bytes:
+        """One datagram carrying ``messages`` (a list of msgpack-able objects)."""
+        return self.seal_raw(pack(list(messages)))
+
+    def seal_packed(self, packed: Sequence[bytes]) -> bytes:
+        """One datagram from messages already packed with :func:`pack`."""
+        return self.seal_raw(array_header(len(packed)) + b"".join(packed))
+
+    def seal_raw(self, payload: bytes) -> bytes:
+        """Seal arbitrary plaintext bytes (tests and fuzzing seal junk with this)."""
+        size = OVERHEAD + len(payload)
+        if size > self.max_datagram:
+            raise ValueError(f"datagram of {size} bytes exceeds the {self.max_datagram}-byte limit")
+        if self._counter >= _U64:
+            raise RuntimeError("datagram counter exhausted; restart the node")
+        self._counter += 1
+        kid, aead = self._current_aead()
+        ad = _HEADER.pack(
+            VERSION, self._label, kid, self._sender,
+            self._epoch.restart, self._epoch.salt, self._counter,
+        )
+        return ad + aead.encrypt(counter_nonce(self._counter), payload, ad)
+
+    def _current_aead(self) -> tuple[bytes, Aead]:
+        kid = self._keyring.primary_id
+        if self._aead is None or self._aead[0] != kid:
+            aead = _subkey_aead(
+                self._keyring.cipher, self._keyring.primary,
+                self._sender, self._epoch.restart, self._epoch.salt,
+            )
+            self._aead = (kid, aead)
+        return self._aead
+
+
+_WindowKey = tuple[int, int, int]  # (sender, restart, salt)
+
+
+class Opener:
+    """Authenticates and decodes incoming datagrams; owns the replay windows."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        label_hashes: Iterable[bytes],
+        *,
+        max_datagram: int = DEFAULT_MAX_DATAGRAM,
+        window_bits: int = 1024,
+        max_windows: int = 4096,
+        max_subkeys: int = 1024,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
+        self._keyring = keyring
+        self.label_hashes = label_hashes
+        self.max_datagram = max_datagram
+        self.max_depth = max_depth
+        self._wbits = window_bits
+        self._wmask = (1 << window_bits) - 1
+        # (sender, restart, salt) -> [highest counter, bitmap: bit i = highest - i seen]
+        self._windows: Lru[_WindowKey, list[int]] = Lru(max_windows)
+        self._newest: Lru[int, int] = Lru(max_windows)  # sender -> newest restart seen
+        self._subkeys: Lru[tuple[bytes, int, int, int], Aead] = Lru(max_subkeys)
+
+    @property
+    def label_hashes(self) -> frozenset[bytes]:
+        return self._labels
+
+    @label_hashes.setter
+    def label_hashes(self, values: Iterable[bytes]) -> None:
+        self._labels = frozenset(values)
+
+    def open(self, data: bytes, now: float = 0.0, *, commit: bool = True) -> Datagram:
+        """Authenticate and decode ``data`` or raise WireError.
+
+        ``now`` is accepted for symmetry with the gossip core; the wire needs no
+        clock. With ``commit`` (default) the replay window records the counter.
+        """
+        n = len(data)
+        if n > self.max_datagram or n < _MIN_DATAGRAM:
+            raise WireError(DropReason.BAD_SIZE, f"{n} bytes")
+        if data[0] != VERSION:
+            raise WireError(DropReason.BAD_VERSION, f"version {data[0]}")
+        _, label, kid, sender, restart, salt, counter = _HEADER.unpack_from(data)
+        if label not in self._labels:
+            raise WireError(DropReason.UNKNOWN_CLUSTER)
+        key = self._keyring.get(kid)
+        if key is None:
+            raise WireError(DropReason.BAD_AUTH, "unknown key id")
+        self._check_replay(sender, restart, salt, counter)
+        sk = (kid, sender, restart, salt)
+        aead = self._subkeys.get(sk)
+        fresh = aead is None
+        if aead is None:
+            aead = _subkey_aead(self._keyring.cipher, key, sender, restart, salt)
+        try:
+            plain = aead.decrypt(counter_nonce(counter), data[HEADER_LEN:], data[:HEADER_LEN])
+        except InvalidTag:
+            raise WireError(DropReason.BAD_AUTH, "tag mismatch") from None
+        if fresh:
+            self._subkeys.put(sk, aead)
+        messages = unpack_strict(plain, max_depth=self.max_depth)
+        if type(messages) is not list:
+            raise WireError(DropReason.BAD_SCHEMA, "payload is not an array")
+        dg = Datagram(sender, Epoch(restart, salt), counter, messages, kid)
+        if commit:
+            self.accept(dg)
+        return dg
+
+    def accept(self, dg: Datagram) -> None:
+        """Record ``dg``'s counter in its replay window (done by ``open`` unless commit=False)."""
+        wk = (dg.sender, dg.epoch.restart, dg.epoch.salt)
+        self._check_replay(*wk, dg.counter)
+        win = self._windows.get(wk)
+        if win is None:
+            self._windows.put(wk, [dg.counter, 1])
+        elif dg.counter > win[0]:
+            win[1] = ((win[1] << (dg.counter - win[0])) | 1) & self._wmask
+            win[0] = dg.counter
+        else:
+            win[1] |= 1 << (win[0] - dg.counter)
+        newest = self._newest.peek(dg.sender)
+        if newest is None or dg.epoch.restart > newest:
+            self._newest.put(dg.sender, dg.epoch.restart)
+        else:
+            self._newest.get(dg.sender)  # refresh recency
+
+    def _check_replay(self, sender: int, restart: int, salt: int, counter: int) -> None:
+        newest = self._newest.peek(sender)
+        if newest is not None and restart < newest:
+            raise WireError(DropReason.REPLAY, "stale epoch")
+        win = self._windows.peek((sender, restart, salt))
+        if win is None or counter > win[0]:
+            return
+        d = win[0] - counter
+        if d >= self._wbits or (win[1] >> d) & 1:
+            raise WireError(DropReason.REPLAY, f"counter {counter}")
+
+    def snapshot(self) -> bytes:
+        """Canonical bytes of the replay state, for tests that assert it did not change."""
+        nbytes = (self._wbits + 7) // 8
+        windows = sorted([*k, w[0], w[1].to_bytes(nbytes, "big")] for k, w in self._windows.items())
+        newest = sorted([s, r] for s, r in self._newest.items())
+        return pack([windows, newest])
