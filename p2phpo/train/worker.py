@@ -1,0 +1,552 @@
+"""The worker subprocess that runs trials for a node, and the node's client.
+
+Training never runs on the node's event loop: each node starts one worker,
+``python -m p2phpo.train.worker``, at a lower priority (``nice``) and with
+XLA's threads capped, so the node's gossip timers stay on time. The worker
+imports the objective and loads its data once, then runs trial after trial in
+the same process, so JAX's in-memory compile cache carries over (and JAX's
+persistent compilation cache in ``cache_dir`` survives restarts).
+
+Protocol
+--------
+Frames on the worker's stdin (node -> worker) and stdout (worker -> node):
+a 4-byte big-endian length, then a msgpack map with a ``"type"`` key; at
+most 1 MiB per frame. The worker moves fd 1 onto stderr before anything else
+runs, so a ``print`` in an objective (or a C library) cannot corrupt the pipe;
+stderr is free text (the node appends it to ``node.log``).
+
+node -> worker::
+
+    {"type": "init", "objective": "mnist-mlp" | "pkg.mod:fn", "options": {...}}
+    {"type": "run", "trial_id": str, "number": int, "params": {...}}
+    {"type": "verdict", "trial_id": str, "step": int | None,
+     "verdict": "continue" | "prune" | "stop"}
+    {"type": "shutdown"}
+
+worker -> node::
+
+    {"type": "ready", "pid": int, "info": {...}}        # after init; info from
+                                                        # the objective's prepare()
+    {"type": "setup_error", "error": str}               # then the worker exits
+    {"type": "report", "trial_id", "step", "value"}     # then waits <= 1 s for
+                                                        # a verdict, default continue
+    {"type": "result", "trial_id", "status": "COMPLETE" | "PRUNED" | "FAILED",
+     "value": float | None, "error": str | None, "duration": float,
+     "last_step": int | None, "verdict": "prune" | "stop" | None}
+
+A ``verdict`` of prune or stop for the running trial is honoured at its next
+report even if it arrived late; a verdict with ``step`` None (sent by
+:meth:`WorkerClient.stop_current`) applies to the next report. Error texts
+are capped at 256 bytes. EOF on stdin or ``shutdown`` ends the worker; on
+Linux it also dies with its parent (``PR_SET_PDEATHSIG``).
+
+:class:`WorkerClient` is the asyncio side used by the node; :func:`run_inprocess`
+runs one trial with the same outcome rules without a subprocess (tests,
+``hp.optimize``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import inspect
+import math
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from typing import IO, Any
+
+import msgpack
+
+from p2phpo.train import objectives
+from p2phpo.trial import Pruned, Trial, Verdict
+
+MAX_FRAME = 1 << 20
+ERROR_CAP = 256
+VERDICT_TIMEOUT = 1.0
+_HEADER = struct.Struct(">I")
+
+
+class SetupError(Exception):
+    """The worker could not load the objective or its data (ABANDON setup error)."""
+
+
+class ProtocolError(Exception):
+    """A frame was malformed or too large."""
+
+
+class TrialStatus(enum.Enum):
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrialOutcome:
+    """How a trial ended. ``value`` is the result (COMPLETE) or the last report (PRUNED)."""
+
+    status: TrialStatus
+    value: float | None
+    error: str | None
+    duration: float
+    last_step: int | None
+    verdict: Verdict | None = None  # PRUNE or STOP when the node ended it
+
+
+def cap_error(text: str, limit: int = ERROR_CAP) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
+
+
+# -- frames --------------------------------------------------------------------
+
+def encode_frame(msg: Mapping[str, Any]) -> bytes:
+    body = msgpack.packb(dict(msg), use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext)
+    except Exception as exc:
+        raise ProtocolError(f"undecodable frame: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("frame is not a map with a 'type'")
+    return msg
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError("extension types are not allowed")
+
+
+def _frame_length(header: bytes) -> int:
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes exceeds {MAX_FRAME}")
+    return length
+
+
+# -- running one trial (shared by the worker and the in-process runner) -----------
+
+def execute(fn: Callable[[Trial], Any], trial: Trial) -> TrialOutcome:
+    """Call the objective and classify how it ended; never raises (but for Ctrl-C)."""
+    t0 = time.perf_counter()
+    try:
+        value = fn(trial)
+    except Pruned as exc:
+        last = max(trial.reports) if trial.reports else None
+        return TrialOutcome(TrialStatus.PRUNED, trial.reports.get(last) if last is not None else None,
+                            None, time.perf_counter() - t0, last, exc.verdict)
+    except (Exception, SystemExit) as exc:
+        traceback.print_exc(file=sys.stderr)
+        return _failed(f"{type(exc).__name__}: {exc}", trial, t0)
+    duration = time.perf_counter() - t0
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return _failed(f"objective returned {type(value).__name__}, not a number", trial, t0)
+    if not math.isfinite(value):
+        return _failed(f"objective returned {value}", trial, t0)
+    last = max(trial.reports) if trial.reports else None
+    return TrialOutcome(TrialStatus.COMPLETE, value, None, duration, last)
+
+
+def _failed(text: str, trial: Trial, t0: float) -> TrialOutcome:
+    last = max(trial.reports) if trial.reports else None
+    return TrialOutcome(TrialStatus.FAILED, None, cap_error(text), time.perf_counter() - t0, last)
+
+
+def run_inprocess(objective: str | Callable[[Trial], Any], params: Mapping[str, Any], *,
+                  options: Mapping[str, Any] | None = None,
+                  on_report: Callable[[int, float], Verdict] | None = None,
+                  trial_id: str = "", number: int = 0) -> TrialOutcome:
+    """Run one trial in this process, with the worker's outcome rules."""
+    fn = objectives.resolve(objective) if isinstance(objective, str) else objective
+    reporter = on_report or (lambda step, value: Verdict.CONTINUE)
+    trial = Trial(params, reporter=reporter, options=options, number=number, trial_id=trial_id)
+    return execute(fn, trial)
+
+
+# -- the worker process side ---------------------------------------------------------
+
+class _Channel:
+    """Blocking frame I/O on raw file descriptors, with a receive timeout."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd = rfd, wfd
+        self.buf = bytearray()
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        data = memoryview(encode_frame(msg))
+        while data:
+            data = data[os.write(self.wfd, data):]
+
+    def recv(self, timeout: float | None) -> dict[str, Any] | None:
+        """Next message, or None if ``timeout`` passes; EOFError when the pipe closes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 4:
+                length = _frame_length(bytes(self.buf[:4]))
+                if len(self.buf) >= 4 + length:
+                    body = bytes(self.buf[4: 4 + length])
+                    del self.buf[: 4 + length]
+                    return decode_body(body)
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.rfd], [], [], wait)
+            if not ready:
+                return None
+            chunk = os.read(self.rfd, 1 << 16)
+            if not chunk:
+                raise EOFError("stdin closed")
+            self.buf += chunk
+
+
+class _Worker:
+    def __init__(self, channel: _Channel, verdict_timeout: float) -> None:
+        self.ch = channel
+        self.verdict_timeout = verdict_timeout
+        self.shutdown = False
+
+    def serve(self) -> int:
+        init = self.ch.recv(None)
+        if init is None or init.get("type") != "init":
+            self.ch.send({"type": "setup_error", "error": "expected an init message"})
+            return 2
+        options = init.get("options") or {}
+        try:
+            fn = objectives.resolve(str(init.get("objective")))
+            info = objectives.prepare(fn, options)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            self.ch.send({"type": "setup_error", "error": cap_error(str(exc) or type(exc).__name__)})
+            return 3
+        self.ch.send({"type": "ready", "pid": os.getpid(), "info": info})
+        while not self.shutdown:
+            msg = self.ch.recv(None)
+            if msg["type"] == "shutdown":
+                break
+            if msg["type"] == "run":
+                self.ch.send(self._run(fn, msg, options))
+        return 0
+
+    def _run(self, fn: Callable[[Trial], Any], msg: dict[str, Any], options: dict) -> dict:
+        tid = str(msg.get("trial_id", ""))
+        trial = Trial(msg.get("params") or {}, options=options, number=int(msg.get("number", 0)),
+                      trial_id=tid, reporter=lambda step, value: self._report(tid, step, value))
+        out = execute(fn, trial)
+        return {"type": "result", "trial_id": tid, "status": out.status.value, "value": out.value,
+                "error": out.error, "duration": out.duration, "last_step": out.last_step,
+                "verdict": out.verdict.value if out.verdict else None}
+
+    def _report(self, tid: str, step: int, value: float) -> Verdict:
+        self.ch.send({"type": "report", "trial_id": tid, "step": step, "value": value})
+        deadline = time.monotonic() + self.verdict_timeout
+        while True:
+            msg = self.ch.recv(max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                return Verdict.CONTINUE
+            if msg["type"] == "shutdown":
+                self.shutdown = True
+                return Verdict.STOP
+            if msg["type"] != "verdict" or msg.get("trial_id") != tid:
+                continue
+            verdict = Verdict(msg.get("verdict", "continue"))
+            if verdict is not Verdict.CONTINUE:
+                return verdict
+            if msg.get("step") == step:
+                return Verdict.CONTINUE
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> int:
+    """Entry point of ``python -m p2phpo.train.worker``."""
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed to fd 1 now lands on stderr
+    sys.stdout = sys.stderr
+    _die_with_parent()
+    try:
+        os.nice(int(os.environ.get("P2PHPO_WORKER_NICE", "10")))
+    except (OSError, ValueError):
+        pass
+    _pin_threads(os.environ.get("P2PHPO_WORKER_CPUS", ""))
+    worker = _Worker(_Channel(0, out_fd), float(os.environ.get("P2PHPO_VERDICT_TIMEOUT", VERDICT_TIMEOUT)))
+    try:
+        return worker.serve()
+    except (EOFError, BrokenPipeError):
+        return 0
+    except ProtocolError as exc:
+        print(f"p2phpo worker: {exc}", file=sys.stderr)
+        return 2
+
+
+def _pin_threads(spec: str) -> None:
+    if not spec or not hasattr(os, "sched_setaffinity"):
+        return
+    try:
+        os.sched_setaffinity(0, {int(c) for c in spec.split(",")})
+    except (OSError, ValueError):
+        pass
+
+
+# -- the node side (asyncio) ------------------------------------------------------------
+
+def worker_env(threads: int, cache_dir: str | os.PathLike[str] | None,
+               base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a worker: capped XLA/BLAS threads, persistent compile cache."""
+    env = dict(os.environ if base is None else base)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    threads = max(1, min(threads, len(cpus)))
+    flags = env.get("XLA_FLAGS", "")
+    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    elif threads < len(cpus):
+        start = os.getpid() % len(cpus)  # spread the workers of several nodes on one host
+        env["P2PHPO_WORKER_CPUS"] = ",".join(str(cpus[(start + i) % len(cpus)]) for i in range(threads))
+    env["XLA_FLAGS"] = flags.strip()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, str(threads))
+    if cache_dir is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
+        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+ReportCallback = Callable[[int, float], "Verdict | Awaitable[Verdict]"]
+_WAKE = object()
+
+
+class WorkerClient:
+    """Drives one worker subprocess from the node's event loop.
+
+    ``start()`` raises :class:`SetupError` with the worker's text when the
+    objective or its data cannot load. ``run()`` returns a
+    :class:`TrialOutcome`; if the worker dies mid-trial the outcome is FAILED
+    ("worker died: ...") and the next ``run()`` starts a fresh worker.
+    """
+
+    def __init__(self, objective: str, options: Mapping[str, Any] | None = None, *,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 stderr_path: str | os.PathLike[str] | None = None,
+                 threads: int | None = None, nice: int = 10,
+                 verdict_timeout: float = VERDICT_TIMEOUT, setup_timeout: float = 600.0,
+                 python: str | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.objective = objective
+        self.options = dict(options or {})
+        self.cache_dir = cache_dir
+        self.stderr_path = stderr_path
+        self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
+        self.nice = nice
+        self.verdict_timeout = verdict_timeout
+        self.setup_timeout = setup_timeout
+        self.python = python or sys.executable
+        self.extra_env = dict(env or {})
+        self.info: dict[str, Any] = {}
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._current: str | None = None
+        self._stop_deadline: float | None = None
+        self._started_once = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> dict[str, Any]:
+        """Spawn the worker and wait for ready; returns the objective's info."""
+        if self._started_once:
+            self.restarts += 1
+        self._started_once = True
+        env = worker_env(self.threads, self.cache_dir)
+        env.update(self.extra_env, P2PHPO_WORKER_NICE=str(self.nice),
+                   P2PHPO_VERDICT_TIMEOUT=str(self.verdict_timeout))
+        if self.stderr_path is not None and self._stderr is None:
+            self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - closed in close()
+        self._proc = await asyncio.create_subprocess_exec(
+            self.python, "-m", "p2phpo.train.worker", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=self._stderr, env=env)
+        self._queue = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read_loop(self._proc))
+        self._send({"type": "init", "objective": self.objective, "options": self.options})
+        msg = await self._next(asyncio.get_running_loop().time() + self.setup_timeout)
+        if msg is None or msg is _WAKE:
+            await self._kill()
+            raise SetupError(f"worker did not get ready within {self.setup_timeout:.0f} s")
+        if isinstance(msg, BaseException) or msg.get("type") != "ready":
+            text = msg.get("error") if isinstance(msg, dict) else await self._death_text()
+            await self._kill()
+            raise SetupError(str(text))
+        self.info = dict(msg.get("info") or {})
+        return self.info
+
+    async def run(self, trial_id: str, number: int, params: Mapping[str, Any],
+                  on_report: ReportCallback, *, timeout: float | None = None) -> TrialOutcome:
+        """Run one trial; ``on_report(step, value)`` answers each report with a Verdict."""
+        if not self.alive:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        deadline = None if timeout is None else t0 + timeout
+        self._current, self._stop_deadline, last_step = trial_id, None, None
+        try:
+            self._send({"type": "run", "trial_id": trial_id, "number": number, "params": dict(params)})
+            while True:
+                msg = await self._next(_earliest(deadline, self._stop_deadline))
+                if msg is _WAKE:
+                    continue
+                if msg is None:
+                    return await self._overdue(deadline, t0, last_step)
+                if isinstance(msg, BaseException):
+                    return TrialOutcome(TrialStatus.FAILED, None, cap_error(await self._death_text()),
+                                        loop.time() - t0, last_step)
+                if msg.get("trial_id") != trial_id:
+                    continue
+                if msg["type"] == "report":
+                    last_step = int(msg["step"])
+                    await self._answer(msg, on_report)
+                elif msg["type"] == "result":
+                    return _outcome(msg)
+        finally:
+            self._current = None
+
+    async def stop_current(self, grace: float = 5.0) -> None:
+        """Ask the running trial to stop at its next report; kill it after ``grace`` s."""
+        if self._current is None or not self.alive:
+            return
+        self._send({"type": "verdict", "trial_id": self._current, "step": None, "verdict": "stop"})
+        self._stop_deadline = asyncio.get_running_loop().time() + grace
+        self._queue.put_nowait(_WAKE)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within ``timeout`` s."""
+        if self.alive:
+            try:
+                self._send({"type": "shutdown"})
+                self._proc.stdin.close()  # type: ignore[union-attr]
+                await asyncio.wait_for(self._proc.wait(), timeout)  # type: ignore[union-attr]
+            except (TimeoutError, ConnectionError, OSError):
+                pass
+        await self._kill()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    # -- internals --
+    async def _answer(self, msg: dict[str, Any], on_report: ReportCallback) -> None:
+        try:
+            verdict = on_report(int(msg["step"]), float(msg["value"]))
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except BaseException:
+            await self._kill()
+            raise
+        self._send({"type": "verdict", "trial_id": msg["trial_id"], "step": msg["step"],
+                    "verdict": Verdict(verdict).value})
+
+    async def _overdue(self, deadline: float | None, t0: float, last_step: int | None) -> TrialOutcome:
+        loop = asyncio.get_running_loop()
+        await self._kill()
+        if self._stop_deadline is not None and (deadline is None or self._stop_deadline <= deadline):
+            return TrialOutcome(TrialStatus.PRUNED, None, "killed: no report within the stop grace",
+                                loop.time() - t0, last_step, Verdict.STOP)
+        return TrialOutcome(TrialStatus.FAILED, None, f"trial timed out after {loop.time() - t0:.0f} s",
+                            loop.time() - t0, last_step)
+
+    def _send(self, msg: Mapping[str, Any]) -> None:
+        if self._proc is None or self._proc.stdin is None or self._proc.stdin.is_closing():
+            return
+        try:
+            self._proc.stdin.write(encode_frame(msg))
+        except (ConnectionError, RuntimeError):
+            pass  # the reader notices the death
+
+    async def _next(self, deadline: float | None) -> Any:
+        timeout = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            while True:
+                length = _frame_length(await proc.stdout.readexactly(4))
+                self._queue.put_nowait(decode_body(await proc.stdout.readexactly(length)))
+        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError) as exc:
+            if not isinstance(exc, asyncio.IncompleteReadError):
+                proc.kill()
+            self._queue.put_nowait(exc)
+
+    async def _death_text(self) -> str:
+        proc = self._proc
+        if proc is None:
+            return "worker died"
+        try:
+            code = await asyncio.wait_for(proc.wait(), 5.0)
+        except TimeoutError:
+            proc.kill()
+            code = await proc.wait()
+        self._proc = None
+        if code < 0:
+            try:
+                return f"worker died: killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker died: signal {-code}"
+        return f"worker died: exit code {code}"
+
+    async def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+        if proc is not None:
+            await proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+
+
+def _earliest(*times: float | None) -> float | None:
+    real = [t for t in times if t is not None]
+    return min(real) if real else None
+
+
+def _outcome(msg: Mapping[str, Any]) -> TrialOutcome:
+    verdict = msg.get("verdict")
+    value = msg.get("value")
+    return TrialOutcome(TrialStatus(msg["status"]), None if value is None else float(value),
+                        msg.get("error"), float(msg.get("duration") or 0.0), msg.get("last_step"),
+                        Verdict(verdict) if verdict else None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The worker subprocess and its asyncio client, driven through real pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from p2phpo.train.worker import (
+    ProtocolError,
+    SetupError,
+    TrialStatus,
+    WorkerClient,
+    cap_error,
+    decode_body,
+    encode_frame,
+    run_inprocess,
+)
+from p2phpo.trial import Verdict
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOM = "examples.custom_objective:objective"
+
+
+def _client(tmp_path: Path, objective: str = CUSTOM, options: dict | None = None,
+            **kw) -> WorkerClient:
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    return WorkerClient(objective, options or {"max_epochs": 20}, stderr_path=tmp_path / "worker.log",
+                        cache_dir=tmp_path / "jax-cache", env=env, **kw)
+
+
+def test_custom_objective_is_pruned_through_the_pipe(tmp_path: Path) -> None:
+    seen: list[tuple[int, float]] = []
+
+    def on_report(step: int, value: float) -> Verdict:
+        seen.append((step, value))
+        return Verdict.PRUNE if step == 3 else Verdict.CONTINUE
+
+    async def main():
+        client = _client(tmp_path)
+        await client.start()
+        try:
+            return await client.run("ab:1", 0, {"x": 1.0, "y": 2.0}, on_report)
+        finally:
+            await client.close()
+
+    out = asyncio.run(main())
+    assert [s for s, _ in seen] == [1, 2, 3]
+    assert out.status is TrialStatus.PRUNED and out.verdict is Verdict.PRUNE
+    assert out.last_step == 3 and out.value == pytest.approx(seen[-1][1])
+
+
+def test_objective_raising_is_failed_with_its_error_text(tmp_path: Path) -> None:
+    async def main():
+        client = _client(tmp_path, options={"max_epochs": 5, "fail_at_epoch": 2})
+        await client.start()
+        try:
+            failed = await client.run("ab:1", 0, {"x": 0.0}, lambda s, v: Verdict.CONTINUE)
+            return failed, client.pid
+        finally:
+            await client.close()
+
+    out, _ = asyncio.run(main())
+    assert out.status is TrialStatus.FAILED
+    assert out.error == "RuntimeError: injected failure at epoch 2"
+    assert out.last_step == 1
+
+
+def test_worker_killed_mid_trial_is_failed_and_restarted(tmp_path: Path) -> None:
+    async def main():
+        client = _client(tmp_path, options={"max_epochs": 3})
+        await client.start()
+        first_pid = client.pid
+
+        def kill_on_report(step: int, value: float) -> Verdict:
+            os.kill(client.pid, signal.SIGKILL)
+            return Verdict.CONTINUE
+
+        try:
+            died = await client.run("ab:1", 0, {"x": 1.0}, kill_on_report)
+            again = await client.run("ab:2", 1, {"x": 2.0}, lambda s, v: Verdict.CONTINUE)
+            return died, again, first_pid, client.pid, client.restarts
+        finally:
+            await client.close()
+
+    died, again, pid1, pid2, restarts = asyncio.run(main())
+    assert died.status is TrialStatus.FAILED
+    assert died.error == "worker died: killed by SIGKILL"
+    assert again.status is TrialStatus.COMPLETE and again.last_step == 3
+    assert pid1 != pid2 and restarts == 1
+
+
+def test_prints_in_objective_do_not_corrupt_the_pipe_and_stop_current_stops(tmp_path: Path) -> None:
+    (tmp_path / "noisy_obj.py").write_text(
+        "import sys, os\n"
+        "def objective(trial):\n"
+        "    for step in range(1, 50):\n"
+        "        print('epoch', step, 'x' * 5000)\n"
+        "        os.write(1, b'raw bytes on fd 1\\n')\n"
+        "        trial.report(step, step * 0.5)\n"
+        "    return 1.0\n")
+
+    async def main():
+        client = _client(tmp_path, objective="noisy_obj:objective")
+        await client.start()
+
+        async def on_report(step: int, value: float) -> Verdict:
+            if step == 2:
+                await client.stop_current()
+            return Verdict.CONTINUE
+
+        try:
+            return await client.run("ab:1", 0, {}, on_report)
+        finally:
+            await client.close()
+
+    out = asyncio.run(main())
+    assert out.status is TrialStatus.PRUNED and out.verdict is Verdict.STOP
+    assert out.last_step == 2 and out.value == 1.0  # the stop overtakes the continue
+    assert b"raw bytes on fd 1" in (tmp_path / "worker.log").read_bytes()
+
+
+def test_setup_errors_carry_the_reason(tmp_path: Path) -> None:
+    async def start(objective: str, options: dict) -> str:
+        client = _client(tmp_path, objective=objective, options=options)
+        try:
+            with pytest.raises(SetupError) as info:
+                await client.start()
+            return str(info.value)
+        finally:
+            await client.close()
+
+    assert "no_such_module" in asyncio.run(start("no_such_module:fn", {}))
+    missing = tmp_path / "nowhere"
+    text = asyncio.run(start("mnist-mlp", {"dataset": str(missing)}))
+    assert "nowhere" in text and "neither a known name" in text
+
+
+def test_trial_timeout_kills_a_hung_trial(tmp_path: Path) -> None:
+    (tmp_path / "hung_obj.py").write_text(
+        "import time\ndef objective(trial):\n    time.sleep(60)\n    return 0.0\n")
+
+    async def main():
+        client = _client(tmp_path, objective="hung_obj:objective")
+        await client.start()
+        try:
+            return await client.run("ab:1", 0, {}, lambda s, v: Verdict.CONTINUE, timeout=0.5)
+        finally:
+            await client.close()
+
+    out = asyncio.run(main())
+    assert out.status is TrialStatus.FAILED and "timed out" in out.error
+
+
+def test_inprocess_runner_classifies_outcomes() -> None:
+    ok = run_inprocess(CUSTOM, {"x": math.pi, "y": 2.275}, options={"max_epochs": 4, "noise": 0})
+    assert ok.status is TrialStatus.COMPLETE and ok.value == pytest.approx(0.397887 * 1.125, rel=1e-4)
+    pruned = run_inprocess(CUSTOM, {}, options={"max_epochs": 9},
+                           on_report=lambda s, v: Verdict.STOP if s == 2 else Verdict.CONTINUE)
+    assert pruned.status is TrialStatus.PRUNED and pruned.verdict is Verdict.STOP and pruned.last_step == 2
+    nan = run_inprocess(lambda trial: float("nan"), {})
+    assert nan.status is TrialStatus.FAILED and "nan" in nan.error
+    long = run_inprocess(lambda trial: 1 / 0 if trial else 0, {})
+    assert long.error == "ZeroDivisionError: division by zero"
+
+
+def test_frames_roundtrip_and_reject_bad_input() -> None:
+    msg = {"type": "report", "trial_id": "ab:1", "step": 3, "value": 0.5}
+    frame = encode_frame(msg)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert decode_body(frame[4:]) == msg
+    with pytest.raises(ProtocolError):
+        decode_body(b"\x93\x01\x02\x03")  # a list, not a map
+    with pytest.raises(ProtocolError):
+        decode_body(b"\xc1")
+    with pytest.raises(ProtocolError):
+        encode_frame({"type": "x", "blob": b"\0" * (2 << 20)})
+    assert len(cap_error("é" * 300).encode()) <= 256
