@@ -19,6 +19,7 @@ from pathlib import Path
 from p2phpo.core.wire_crypto import KEY_LEN, Cipher, Keyring
 
 ENV_VAR = "P2PHPO_KEY"
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 class KeyFileError(KeyError):
@@ -37,11 +38,8 @@ def parse_key(text: str, *, where: str) -> bytes:
     """Decode one key written as hex (64 digits) or base64 (standard or URL-safe)."""
     s = text.strip()
     raw: bytes | None = None
-    if len(s) == 2 * KEY_LEN:
-        try:
-            raw = bytes.fromhex(s)
-        except ValueError:
-            raw = None
+    if len(s) % 2 == 0 and all(c in _HEX for c in s):
+        raw = bytes.fromhex(s)
     if raw is None:
         try:
             raw = base64.b64decode(s.replace("-", "+").replace("_", "/"), validate=True)
@@ -79,9 +77,13 @@ def _read_file_keys(path: str | Path, warn: Callable[[str], None] | None) -> lis
         mode = p.stat().st_mode
         text = p.read_text()
     except FileNotFoundError:
-        raise KeyFileError(f"key file {p} does not exist; create one with `p2phpo keygen --out {p}`.") from None
+        raise KeyFileError(
+            f"key file {p} does not exist; create one with `p2phpo keygen --out {p}`."
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise KeyFileError(f"cannot read key file {p}: {getattr(e, 'strerror', None) or e}.") from None
+        raise KeyFileError(
+            f"cannot read key file {p}: {getattr(e, 'strerror', None) or e}."
+        ) from None
     if warn is not None and mode & (stat.S_IRWXG | stat.S_IRWXO):
         warn(f"key file {p} is readable by other users; run `chmod 600 {p}`.")
     lines = [ln.strip() for ln in text.splitlines()]

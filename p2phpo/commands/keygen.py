@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from p2phpo.keys import KeyFileError, generate_key, write_key_file
 
@@ -17,9 +16,7 @@ def keygen(
         Path | None,
         typer.Option("--out", help="Write the key to this file (mode 0600) instead of stdout."),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite an existing key file.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key file.")] = False,
 ) -> None:
     """Generate a cluster key; share it with every node via --key-file or P2PHPO_KEY."""
     if out is None:
@@ -28,6 +25,6 @@ def keygen(
     try:
         write_key_file(out, force=force)
     except KeyFileError as e:
-        Console(stderr=True).print(f"error: {e}", highlight=False, markup=False)
+        typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    Console(stderr=True).print(f"wrote a new cluster key to {out}", highlight=False, markup=False)
+    typer.echo(f"wrote a new cluster key to {out}", err=True)

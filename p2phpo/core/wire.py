@@ -83,13 +83,49 @@ from p2phpo.core.wire_crypto import (
 from p2phpo.core.wire_tcp import MAX_FRAME, Role, TcpSession, tcp_hello
 
 __all__ = [
-    "DEFAULT_MAX_DATAGRAM", "DEFAULT_MAX_DEPTH", "HEADER_LEN", "KEY_LEN", "MAX_FRAME",
-    "OVERHEAD", "TAG_LEN", "VERSION", "Aead", "Cipher", "Datagram", "DropCounter",
-    "DropReason", "Epoch", "Keyring", "NullAead", "Opener", "Role", "Sealer", "TcpSession",
-    "WireError", "array_header", "array_header_size", "check_depth", "expect_bool",
-    "expect_bytes", "expect_enum", "expect_float", "expect_int", "expect_list", "expect_map",
-    "expect_optional", "expect_str", "expect_tuple", "expect_uint64", "key_id", "label_hash",
-    "pack", "packed_size", "payload_size", "plaintext_budget", "tcp_hello", "unpack_strict",
+    "DEFAULT_MAX_DATAGRAM",
+    "DEFAULT_MAX_DEPTH",
+    "HEADER_LEN",
+    "KEY_LEN",
+    "MAX_FRAME",
+    "OVERHEAD",
+    "TAG_LEN",
+    "VERSION",
+    "Aead",
+    "Cipher",
+    "Datagram",
+    "DropCounter",
+    "DropReason",
+    "Epoch",
+    "Keyring",
+    "NullAead",
+    "Opener",
+    "Role",
+    "Sealer",
+    "TcpSession",
+    "WireError",
+    "array_header",
+    "array_header_size",
+    "check_depth",
+    "expect_bool",
+    "expect_bytes",
+    "expect_enum",
+    "expect_float",
+    "expect_int",
+    "expect_list",
+    "expect_map",
+    "expect_optional",
+    "expect_str",
+    "expect_tuple",
+    "expect_uint64",
+    "key_id",
+    "label_hash",
+    "pack",
+    "packed_size",
+    "payload_size",
+    "plaintext_budget",
+    "tcp_hello",
+    "unpack_strict",
 ]
 
 VERSION = 1
@@ -220,8 +256,13 @@ class Sealer:
         self._counter += 1
         kid, aead = self._current_aead()
         ad = _HEADER.pack(
-            VERSION, self._label, kid, self._sender,
-            self._epoch.restart, self._epoch.salt, self._counter,
+            VERSION,
+            self._label,
+            kid,
+            self._sender,
+            self._epoch.restart,
+            self._epoch.salt,
+            self._counter,
         )
         return ad + aead.encrypt(counter_nonce(self._counter), payload, ad)
 
@@ -229,8 +270,11 @@ class Sealer:
         kid = self._keyring.primary_id
         if self._aead is None or self._aead[0] != kid:
             aead = _subkey_aead(
-                self._keyring.cipher, self._keyring.primary,
-                self._sender, self._epoch.restart, self._epoch.salt,
+                self._keyring.cipher,
+                self._keyring.primary,
+                self._sender,
+                self._epoch.restart,
+                self._epoch.salt,
             )
             self._aead = (kid, aead)
         return self._aead

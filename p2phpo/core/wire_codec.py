@@ -142,7 +142,9 @@ def unpack_strict(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
             ext_hook=_reject_ext,
         )
     except _UNPACK_ERRORS as e:
-        raise WireError(DropReason.BAD_SCHEMA, f"undecodable msgpack ({type(e).__name__})") from None
+        raise WireError(
+            DropReason.BAD_SCHEMA, f"undecodable msgpack ({type(e).__name__})"
+        ) from None
     check_depth(obj, max_depth)
     return obj
 

@@ -143,7 +143,12 @@ class TcpSession:
         """One sealed, length-prefixed frame carrying ``obj``."""
         if self._tx is None:
             raise RuntimeError("seal_frame before the handshake completed")
-        payload = pack(obj)
+        return self.seal_raw(pack(obj))
+
+    def seal_raw(self, payload: bytes) -> bytes:
+        """Seal arbitrary plaintext bytes as one frame (tests and fuzzing seal junk)."""
+        if self._tx is None:
+            raise RuntimeError("seal_frame before the handshake completed")
         if len(payload) > self.max_frame:
             raise ValueError(f"frame of {len(payload)} bytes exceeds the {self.max_frame} cap")
         self._tx_n += 1
@@ -179,8 +184,12 @@ class TcpSession:
         )
         if self._role is Role.SERVER:
             self._out += tcp_hello(
-                self._keyring, role=self._role, nonce=self._nonce, sender=self._sender,
-                label_hash=self._label, key_id=kid,
+                self._keyring,
+                role=self._role,
+                nonce=self._nonce,
+                sender=self._sender,
+                label_hash=self._label,
+                key_id=kid,
             )
             nc, ns = peer_nonce, self._nonce
         else:
