@@ -1,0 +1,538 @@
+"""One node's search logic: budget slots, claims, conflicts, orphans, pruning.
+
+Pure and sans-IO. The core reads the node's ledger replica and membership
+view and decides; it never trains. Callers (the asyncio node, the
+simulator, ``hp.optimize``) run what it commands and hand back reports and
+outcomes:
+
+    cmds = core.step(now, wall)          # StartTrial / StopTrial / StudyDone
+    verdict = core.report(trial, step, value, wall)
+    core.finish(trial, Outcome(...), wall)
+    new = core.take_new_entries()        # persist (fsync), then gossip
+
+Budget. The cluster runs ``n_trials`` counted trials, one per *slot*
+0..n-1 (open-ended without ``n_trials``). A slot is DONE when a trial on it
+has a counted RESULT, BUSY while one runs, REOPENED when all its trials were
+abandoned or superseded, FREE when never claimed. An idle ready node claims
+from the lowest free/reopened slots: idle ready members are matched to those
+slots greedily in rendezvous order, so nodes that go idle together pick
+different slots, and a node that finds no match still claims the lowest
+slot after ``claim_grace`` seconds, so no view of the membership can stall
+the search. When two running claims name one slot, the lowest
+``hrw(slot, origin)`` wins; the loser stops and writes RESULT SUPERSEDED.
+
+Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
+DEAD/LEFT) by the rendezvous winner among live ready members, once an
+anti-entropy exchange has completed after the owner's death (so its last
+RESULT had a chance to arrive). Its slot reopens and is retried with the same
+params (``retry_of``); after ``max_retries`` abandonments the trial is FAILED.
+A RESULT beats ABANDON, and a running retry stops as soon as any counted
+RESULT for its slot arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from p2phpo.core.entries import (
+    Abandon,
+    AbandonReason,
+    Claim,
+    Entry,
+    Report,
+    Result,
+    Status,
+    StudyEntry,
+    TrialId,
+    cap_error,
+)
+from p2phpo.core.hrw import hrw, hrw_order
+from p2phpo.core.ledger import Ledger, TrialState, TrialView
+from p2phpo.trial import Verdict
+
+LIVE = ("ALIVE", "SUSPECT")
+GONE = ("DEAD", "LEFT")
+
+
+class Exhausted(Exception):
+    """Raised by a plan's ``suggest`` when the space has nothing left (grid done)."""
+
+
+class StudyPlan(Protocol):
+    """What the search needs from a study: budget, sampler and pruner, all pure."""
+
+    fingerprint: str
+    direction: str  # "minimize" | "maximize"
+    n_trials: int | None
+    timeout: float | None  # seconds after the STUDY's created_wall
+    target: float | None
+
+    def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]: ...
+
+    def should_report(self, step: int) -> bool: ...
+
+    def should_prune(self, ledger: Ledger, trial: TrialView, step: int, value: float) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    max_retries: int = 2  # abandonments of one slot before its trial is FAILED
+    trial_timeout: float | None = None  # seconds; a trial running longer is FAILED
+    claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
+    capacity: int = 1  # trials this node runs at once
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    state: str  # ALIVE | SUSPECT | DEAD | LEFT
+    ready: bool = False  # advertises a loaded worker
+    study: str | None = None  # fingerprint it runs
+
+
+@dataclass(frozen=True, slots=True)
+class StartTrial:
+    trial: TrialId
+    slot: int
+    params: dict[str, Any]
+    retry_of: TrialId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopTrial:
+    trial: TrialId
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StudyDone:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: Status
+    value: float | None = None
+    error: str | None = None
+    duration: float = 0.0
+
+
+Command = StartTrial | StopTrial | StudyDone
+PlanFactory = Callable[[StudyEntry], StudyPlan]
+
+
+@dataclass(slots=True)
+class _Slot:
+    trials: list[TrialId] = field(default_factory=list)
+
+
+def spec_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two normalized specs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += spec_diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "<spec>"]
+
+
+class SearchCore:
+    """The search logic of node ``node_id`` over ``ledger``."""
+
+    def __init__(
+        self,
+        node_id: int,
+        ledger: Ledger,
+        config: SearchConfig,
+        make_plan: PlanFactory,
+        local_study: tuple[dict, str] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.ledger = ledger
+        self.config = config
+        self.make_plan = make_plan
+        self.local_study = local_study  # (normalized spec, fingerprint) from --study
+        self.plan: StudyPlan | None = None
+        self.study: StudyEntry | None = None
+        self.refused: str | None = None
+        self.ready = False
+        self.leaving = False
+        self.done: str | None = None
+        self.exhausted: str | None = None
+        self.members: dict[int, MemberView] = {}
+        self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
+        self._slots: dict[int, _Slot] = {}
+        self._running: set[TrialId] = set()
+        self._low = 0  # every slot below is DONE
+        self._cursor = 0
+        self._gone_since: dict[int, float] = {}
+        self._last_sync = -math.inf
+        self._abandoned_by_me: set[TrialId] = set()
+        self._unmatched_since: float | None = None
+        self._new: list[Entry] = []
+        self._best: tuple[float, TrialId] | None = None
+
+    # -- inputs ----------------------------------------------------------
+    def set_members(self, now: float, members: dict[int, MemberView]) -> None:
+        for mid, view in members.items():
+            if view.state in GONE:
+                self._gone_since.setdefault(mid, now)
+            else:
+                self._gone_since.pop(mid, None)
+        self.members = dict(members)
+
+    def synced_with(self, peer: int, now: float) -> None:
+        """An anti-entropy exchange with ``peer`` completed at ``now``."""
+        self._last_sync = now
+
+    def recover(self, wall: float) -> None:
+        """After a restart: abandon our own trials the ledger still shows RUNNING."""
+        self._sync_index()
+        for tid in sorted(self._running):
+            if tid[0] == self.node_id:
+                self._write(Abandon, wall, trial=tid, reason=AbandonReason.RESTARTED)
+        self._sync_index()
+
+    def leave(self, wall: float) -> None:
+        """Graceful exit: abandon our running trials so others retry them now."""
+        self.leaving = True
+        for tid in sorted(self._own):
+            self._write(Abandon, wall, trial=tid, reason=AbandonReason.LEFT)
+        self._own.clear()
+
+    # -- the decision step -------------------------------------------------
+    def step(self, now: float, wall: float) -> list[Command]:
+        self._sync_index()
+        if self.plan is None and not self._adopt(wall):
+            return []
+        cmds: list[Command] = self._police_own(now, wall)
+        self._reclaim_orphans(now, wall)
+        self._sync_index()
+        if self._claims_open(wall):
+            start = self._maybe_claim(now, wall)
+            if start is not None:
+                cmds.append(start)
+        finished = self._finished_reason(wall)
+        if finished and self.done is None:
+            self.done = finished
+            cmds.append(StudyDone(finished))
+        return cmds
+
+    def _adopt(self, wall: float) -> bool:
+        entry = self.ledger.study
+        if entry is None:
+            if self.local_study is None:
+                return False
+            spec, fp = self.local_study
+            self._write(StudyEntry, wall, spec=spec, fingerprint=fp)
+            entry = self.ledger.study
+        if self.local_study is not None and entry.fingerprint != self.local_study[1]:
+            if self.refused is None:
+                fields = spec_diff(self.local_study[0], entry.spec) or ["dataset fingerprint"]
+                self.refused = (
+                    "this node's study differs from the cluster's study in: " + ", ".join(fields)
+                )
+            return False
+        self.study = entry
+        self.plan = self.make_plan(entry)
+        return True
+
+    # -- the slot index ----------------------------------------------------
+    def _sync_index(self) -> None:
+        changes = self.ledger.changes
+        for tid in changes[self._cursor :]:
+            view = self.ledger.trial(tid)
+            if view is None:
+                continue
+            slot = self._slots.setdefault(view.slot, _Slot())
+            if tid not in slot.trials:
+                slot.trials.append(tid)
+            if view.state is TrialState.RUNNING:
+                self._running.add(tid)
+            else:
+                self._running.discard(tid)
+                self._note_best(view)
+        self._cursor = len(changes)
+        while self._slot_state(self._low) == "DONE":
+            self._low += 1
+
+    def _note_best(self, view: TrialView) -> None:
+        if view.state is not TrialState.COMPLETE or view.value is None or self.plan is None:
+            return
+        key = (self._sign() * view.value, view.id)
+        if self._best is None or key < self._best:
+            self._best = key
+
+    def _sign(self) -> float:
+        return -1.0 if self.plan is not None and self.plan.direction == "maximize" else 1.0
+
+    def _views(self, slot: int) -> list[TrialView]:
+        s = self._slots.get(slot)
+        return [] if s is None else [self.ledger.trial(t) for t in s.trials]
+
+    def _slot_state(self, slot: int) -> str:
+        views = self._views(slot)
+        if not views:
+            return "FREE"
+        if any(v.state.counted for v in views):
+            return "DONE"
+        if any(v.state is TrialState.RUNNING for v in views):
+            return "BUSY"
+        return "REOPENED"
+
+    # -- own trials: conflicts, timeouts --------------------------------------
+    def _police_own(self, now: float, wall: float) -> list[Command]:
+        cmds: list[Command] = []
+        for tid in sorted(self._own):
+            reason = self._stop_reason(tid, now)
+            if reason is None:
+                continue
+            started = self._own.pop(tid)
+            if reason == "trial_timeout":
+                self._write(Result, wall, trial=tid, status=Status.FAILED,
+                            error=f"trial_timeout of {self.config.trial_timeout:g}s exceeded",
+                            duration=now - started)
+                cmds.append(StopTrial(tid, Verdict.STOP, reason))
+            else:
+                self._write(Result, wall, trial=tid, status=Status.SUPERSEDED, duration=now - started)
+                cmds.append(StopTrial(tid, Verdict.STOP, reason))
+        return cmds
+
+    def _stop_reason(self, tid: TrialId, now: float) -> str | None:
+        view = self.ledger.trial(tid)
+        if view is None or view.state is not TrialState.RUNNING:
+            return None
+        others = [v for v in self._views(view.slot) if v.id != tid]
+        if any(v.state.counted for v in others):
+            return "slot already has a result"
+        rivals = [v.id for v in others if v.state is TrialState.RUNNING]
+        if rivals and _winner(view.slot, rivals + [tid]) != tid:
+            return "lost a double claim"
+        timeout = self.config.trial_timeout
+        if timeout is not None and now - self._own[tid] > timeout:
+            return "trial_timeout"
+        return None
+
+    # -- orphans ---------------------------------------------------------------
+    def _owner_gone(self, owner: int) -> bool:
+        since = self._gone_since.get(owner)
+        return since is not None and self._last_sync >= since
+
+    def _reclaim_orphans(self, now: float, wall: float) -> None:
+        live = self._ready_members(include_busy=True)
+        if self.node_id not in live:
+            return
+        for tid in sorted(self._running):
+            owner = tid[0]
+            if owner == self.node_id or tid in self._abandoned_by_me:
+                continue
+            if not self._owner_gone(owner):
+                continue
+            if _rendezvous(("orphan", tid), live) != self.node_id:
+                continue
+            reason = AbandonReason.LEFT if self.members[owner].state == "LEFT" else AbandonReason.DEAD
+            self._write(Abandon, wall, trial=tid, reason=reason)
+            self._abandoned_by_me.add(tid)
+
+    # -- claiming -------------------------------------------------------------
+    def _claims_open(self, wall: float) -> bool:
+        if not self.ready or self.leaving or self.done or len(self._own) >= self.config.capacity:
+            return False
+        return self._closed_reason(wall) is None
+
+    def _closed_reason(self, wall: float) -> str | None:
+        plan, study = self.plan, self.study
+        if self.exhausted:
+            return self.exhausted
+        if plan.timeout is not None and wall >= study.wall + plan.timeout:
+            return "timeout reached"
+        if plan.target is not None and self._best is not None:
+            if self._best[0] <= self._sign() * plan.target:
+                return "target reached"
+        return None
+
+    def _ready_members(self, include_busy: bool) -> list[int]:
+        fp = self.plan.fingerprint if self.plan else None
+        out = [
+            mid for mid, m in self.members.items()
+            if mid != self.node_id and m.state in LIVE and m.ready and m.study == fp
+        ]
+        if not include_busy:
+            busy = {t[0] for t in self._running}
+            out = [m for m in out if m not in busy]
+        if self.ready and not self.leaving:
+            out.append(self.node_id)
+        return sorted(out)
+
+    def _open_slots(self, limit: int) -> list[int]:
+        n = self.plan.n_trials
+        out: list[int] = []
+        slot = self._low
+        while len(out) < limit and (n is None or slot < n):
+            if self._slot_state(slot) in ("FREE", "REOPENED"):
+                out.append(slot)
+            slot += 1
+        return out
+
+    def _pick_slot(self, now: float) -> int | None:
+        idle = self._ready_members(include_busy=False)
+        slots = self._open_slots(max(1, len(idle)))
+        if not slots:
+            self._unmatched_since = None
+            return None
+        remaining = list(idle)
+        for slot in slots:
+            if not remaining:
+                break
+            winner = _rendezvous(("slot", slot), remaining)
+            if winner == self.node_id:
+                self._unmatched_since = None
+                return slot
+            remaining.remove(winner)
+        if self._unmatched_since is None:
+            self._unmatched_since = now
+        if now - self._unmatched_since >= self.config.claim_grace:
+            self._unmatched_since = None
+            return slots[0]
+        return None
+
+    def _maybe_claim(self, now: float, wall: float) -> StartTrial | None:
+        slot = self._pick_slot(now)
+        if slot is None:
+            return None
+        retry = self._retry_target(slot)
+        if retry is not None and self._retries_used(slot) > self.config.max_retries:
+            self._write(Result, wall, trial=retry.id, status=Status.FAILED,
+                        error=f"abandoned {self._retries_used(slot)} times (owner died or left)")
+            return None
+        if retry is not None:
+            params = dict(retry.params)
+        else:
+            try:
+                params = self.plan.suggest(self.ledger, self.node_id, slot)
+            except Exhausted:
+                self.exhausted = "search space exhausted"
+                return None
+        retry_of = None if retry is None else retry.id
+        claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
+        self._own[claim.key] = now
+        return StartTrial(claim.key, slot, dict(params), retry_of)
+
+    def _abandoned(self, slot: int) -> list[TrialView]:
+        return [v for v in self._views(slot) if v.state is TrialState.ABANDONED]
+
+    def _retry_target(self, slot: int) -> TrialView | None:
+        """The newest abandoned trial of a reopened slot: its params are retried."""
+        abandoned = self._abandoned(slot)
+        return max(abandoned, key=lambda v: (v.claim_wall, v.id)) if abandoned else None
+
+    def _retries_used(self, slot: int) -> int:
+        """Abandonments that count against max_retries (setup errors do not)."""
+        return sum(1 for v in self._abandoned(slot)
+                   if v.abandon.reason is not AbandonReason.SETUP_ERROR)
+
+    # -- the running trial ----------------------------------------------------
+    def report(self, trial: TrialId, step: int, value: float, wall: float) -> Verdict:
+        """Record an intermediate value of our trial and answer: continue, prune, stop."""
+        if trial not in self._own or self.plan is None:
+            return Verdict.STOP
+        view = self.ledger.trial(trial)
+        if self.plan.should_report(step):
+            self._write(Report, wall, trial=trial, step=int(step), value=float(value))
+        if self.plan.should_prune(self.ledger, view, int(step), float(value)):
+            return Verdict.PRUNE
+        return Verdict.CONTINUE
+
+    def finish(self, trial: TrialId, outcome: Outcome, wall: float) -> None:
+        """Our trial ended; ignored if it was already stopped (superseded, timeout)."""
+        if self._own.pop(trial, None) is None:
+            return
+        value = outcome.value
+        if outcome.status is Status.PRUNED and value is None:
+            last = self.ledger.trial(trial).last_report
+            value = None if last is None else last[1]
+        error = None if outcome.error is None else cap_error(outcome.error)
+        self._write(Result, wall, trial=trial, status=outcome.status, value=value,
+                    error=error, duration=max(0.0, outcome.duration))
+
+    def setup_failed(self, trial: TrialId | None, wall: float) -> None:
+        """The worker could not load: abandon the trial (it does not burn budget)."""
+        self.ready = False
+        if trial is not None and self._own.pop(trial, None) is not None:
+            self._write(Abandon, wall, trial=trial, reason=AbandonReason.SETUP_ERROR)
+
+    # -- outputs ---------------------------------------------------------------
+    def _write(self, cls: type, wall: float, **fields: Any) -> Entry:
+        entry = self.ledger.new(self.node_id, cls, wall=wall, **fields)
+        self._new.append(entry)
+        return entry
+
+    def take_new_entries(self) -> list[Entry]:
+        out, self._new = self._new, []
+        return out
+
+    @property
+    def running(self) -> list[TrialId]:
+        return sorted(self._own)
+
+    def get_timer(self, now: float, wall: float) -> float | None:
+        """The next monotonic time at which ``step`` has timed work to do."""
+        times: list[float] = []
+        if self.config.trial_timeout is not None:
+            times += [t + self.config.trial_timeout for t in self._own.values()]
+        if self._unmatched_since is not None:
+            times.append(self._unmatched_since + self.config.claim_grace)
+        if self.plan is not None and self.plan.timeout is not None and not self.done:
+            times.append(now + max(0.0, self.study.wall + self.plan.timeout - wall))
+        return min(times) if times else None
+
+    def _finished_reason(self, wall: float) -> str | None:
+        if self.plan is None:
+            return None
+        n = self.plan.n_trials
+        if n is not None and self._low >= n:
+            return f"budget of {n} trials used"
+        closed = self._closed_reason(wall)
+        live_running = [t for t in self._running if t[0] not in self._gone_since]
+        if closed and not live_running:
+            return closed
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """Budget and quality counters for the status view and the simulator."""
+        self._sync_index()
+        trials = self.ledger.trials()
+        counts: dict[str, int] = {}
+        for v in trials.values():
+            counts[v.state.value] = counts.get(v.state.value, 0) + 1
+        counted = sum(1 for v in trials.values() if v.state.counted)
+        slots_done = sum(1 for s in self._slots if self._slot_state(s) == "DONE")
+        n = self.plan.n_trials if self.plan else None
+        best = None
+        if self._best is not None:
+            v = self.ledger.trial(self._best[1])
+            best = {"trial": v.id, "value": v.value, "params": dict(v.params)}
+        return {
+            "n_trials": n,
+            "claimed": len(self._slots),
+            "finished": counted,
+            "counts": counts,
+            "duplicates": counted - slots_done,
+            "overshoot": max(0, counted - n) if n is not None else 0,
+            "best": best,
+            "done": self.done,
+            "refused": self.refused,
+        }
+
+
+def _rendezvous(key: object, candidates: list[int]) -> int | None:
+    order = hrw_order(key, candidates)
+    return order[0] if order else None
+
+
+def _winner(slot: int, trials: list[TrialId]) -> TrialId:
+    """The claim that keeps a doubly claimed slot: lowest hrw(slot, origin)."""
+    return min(trials, key=lambda t: (hrw(slot, t[0]), t))

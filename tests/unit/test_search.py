@@ -1,0 +1,264 @@
+"""The search core: budget slots, conflicts, orphans, retries, pruning, study checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2phpo.core.entries import AbandonReason, Status
+from p2phpo.core.ledger import Ledger, TrialState
+from p2phpo.core.search import (
+    Exhausted,
+    MemberView,
+    Outcome,
+    SearchConfig,
+    SearchCore,
+    StartTrial,
+    StopTrial,
+    StudyDone,
+)
+from p2phpo.trial import Verdict
+
+SPEC = {"study": {"name": "t", "direction": "minimize"}, "space": {"x": {"type": "float"}}}
+
+
+@dataclass
+class FakePlan:
+    fingerprint: str
+    direction: str = "minimize"
+    n_trials: int | None = 6
+    timeout: float | None = None
+    target: float | None = None
+    grid: int | None = None
+
+    def suggest(self, ledger, node_id, slot):
+        if self.grid is not None and slot >= self.grid:
+            raise Exhausted
+        return {"x": float(slot) / 10}
+
+    def should_report(self, step):
+        return step in (1, 3)
+
+    def should_prune(self, ledger, trial, step, value):
+        return value > 0.5
+
+
+def make_node(node_id: int, ledger: Ledger | None = None, spec=SPEC, fp="fp1", **plan_kw):
+    plan_kw.setdefault("n_trials", 6)
+    core = SearchCore(node_id, Ledger() if ledger is None else ledger, SearchConfig(claim_grace=1.0),
+                      lambda study: FakePlan(study.fingerprint, **plan_kw),
+                      local_study=None if spec is None else (spec, fp))
+    core.ready = True
+    return core
+
+
+def genesis(core: SearchCore) -> None:
+    """Let ``core`` write the STUDY entry without claiming a trial."""
+    core.ready = False
+    core.step(0.0, 0.0)
+    core.ready = True
+
+
+def sync(*cores: SearchCore) -> None:
+    """Full anti-entropy between every pair."""
+    for a in cores:
+        for b in cores:
+            if a is not b:
+                b.ledger.merge(a.ledger.delta_since(b.ledger.vv))
+
+
+def members(cores, dead=(), now=0.0):
+    view = {c.node_id: MemberView("DEAD" if c.node_id in dead else "ALIVE", True, "fp1")
+            for c in cores}
+    for c in cores:
+        if c.node_id not in dead:
+            c.set_members(now, view)
+
+
+def run_cluster(cores, speeds, until=200.0):
+    """A tiny discrete loop: each node finishes its trial after `speed` seconds."""
+    busy: dict[int, tuple[float, tuple]] = {}
+    now = 0.0
+    done = set()
+    while now < until and len(done) < len(cores):
+        for c in cores:
+            if c.node_id in busy and busy[c.node_id][0] <= now:
+                _, tid = busy.pop(c.node_id)
+                c.finish(tid, Outcome(Status.COMPLETE, value=float(tid[1]), duration=1.0), wall=now)
+            sync(*cores)
+            for cmd in c.step(now, now):
+                if isinstance(cmd, StartTrial):
+                    busy[c.node_id] = (now + speeds[c.node_id], cmd.trial)
+                elif isinstance(cmd, StopTrial):
+                    busy.pop(c.node_id, None)
+                elif isinstance(cmd, StudyDone):
+                    done.add(c.node_id)
+        now += 0.25
+    return done
+
+
+def test_single_node_runs_the_budget_then_is_done() -> None:
+    core = make_node(1)
+    done = run_cluster([core], {1: 1.0})
+    assert done == {1}
+    st = core.status()
+    assert st["finished"] == 6 and st["overshoot"] == 0 and st["duplicates"] == 0
+    assert sorted(v.slot for v in core.ledger.trials().values()) == list(range(6))
+
+
+def test_three_nodes_of_different_speeds_share_the_budget_exactly() -> None:
+    cores = [make_node(i, spec=SPEC if i == 1 else None, n_trials=30) for i in (1, 2, 3)]
+    members(cores)
+    done = run_cluster(cores, {1: 1.0, 2: 2.0, 3: 3.0})
+    assert done == {1, 2, 3}
+    for c in cores:
+        st = c.status()
+        assert st["finished"] == 30 and st["overshoot"] == 0 and st["duplicates"] == 0
+    per_node = [sum(1 for t in cores[0].ledger.trials() if t[0] == c.node_id) for c in cores]
+    assert per_node[0] > per_node[1] > per_node[2]  # faster nodes did more
+
+
+def test_double_claim_is_resolved_the_same_way_on_both_nodes() -> None:
+    a, b = make_node(1), make_node(2, spec=None)
+    genesis(a)
+    sync(a, b)
+    # Each believes it is alone: both claim slot 0 without seeing the other.
+    ca = [c for c in a.step(0.0, 0.0) if isinstance(c, StartTrial)][0]
+    cb = [c for c in b.step(0.0, 0.0) if isinstance(c, StartTrial)][0]
+    assert ca.slot == cb.slot == 0
+    sync(a, b)
+    stops = [c for c in a.step(1.0, 1.0) + b.step(1.0, 1.0) if isinstance(c, StopTrial)]
+    assert len(stops) == 1
+    sync(a, b)
+    slot0 = [v.state.value for v in a.ledger.trials().values() if v.slot == 0]
+    assert sorted(slot0) == ["RUNNING", "SUPERSEDED"]
+    assert a.status()["counts"] == b.status()["counts"]
+
+
+def test_orphan_of_a_dead_node_is_retried_with_the_same_params() -> None:
+    cores = [make_node(i, spec=SPEC if i == 1 else None) for i in (1, 2, 3)]
+    genesis(cores[0])
+    sync(*cores)
+    members(cores)
+    starts = {c.node_id: [x for x in c.step(0.0, 0.0) if isinstance(x, StartTrial)] for c in cores}
+    sync(*cores)
+    victim = cores[2]
+    lost = starts[victim.node_id][0]
+    alive = cores[:2]
+    members(cores, dead={victim.node_id}, now=5.0)
+    for c in alive:  # no reclaim before an anti-entropy exchange after the death
+        c.step(5.0, 5.0)
+    assert cores[0].ledger.trial(lost.trial).state is TrialState.RUNNING
+    for c in alive:
+        c.synced_with(0, 6.0)
+    for c in alive:
+        c.step(6.0, 6.0)
+    sync(*alive)
+    view = cores[0].ledger.trial(lost.trial)
+    assert view.state is TrialState.ABANDONED and view.abandon.reason is AbandonReason.DEAD
+    # The original trials finish; the reopened slot is retried with the same params.
+    for c in alive:
+        for tid in c.running:
+            c.finish(tid, Outcome(Status.COMPLETE, value=0.1), 7.0)
+    sync(*alive)
+    retries = [x for c in alive for x in c.step(8.0, 8.0) if isinstance(x, StartTrial)]
+    retry = [r for r in retries if r.retry_of == lost.trial]
+    assert len(retry) == 1 and retry[0].params == lost.params and retry[0].slot == lost.slot
+
+
+def test_a_late_result_of_the_original_stops_its_retry() -> None:
+    a, b = make_node(1), make_node(2, spec=None)
+    genesis(a)
+    sync(a, b)
+    members([a, b])
+    start_b = [x for x in b.step(0.0, 0.0) if isinstance(x, StartTrial)][0]
+    sync(a, b)
+    a.set_members(2.0, {1: MemberView("ALIVE", True, "fp1"), 2: MemberView("DEAD", True, "fp1")})
+    a.synced_with(2, 3.0)
+    a.step(3.0, 3.0)  # abandons b's trial
+    for tid in a.running:
+        a.finish(tid, Outcome(Status.COMPLETE, value=0.2), 3.5)
+    retry = [x for x in a.step(4.0, 4.0) if isinstance(x, StartTrial)]
+    assert retry and retry[0].retry_of == start_b.trial
+    # b was only slow: its RESULT arrives; RESULT beats ABANDON and a's retry stops.
+    b.finish(start_b.trial, Outcome(Status.COMPLETE, value=0.3), 4.5)
+    sync(a, b)
+    stops = [x for x in a.step(5.0, 5.0) if isinstance(x, StopTrial)]
+    assert [s.trial for s in stops] == [retry[0].trial]
+    assert a.ledger.trial(start_b.trial).state is TrialState.COMPLETE
+    assert a.ledger.trial(retry[0].trial).state is TrialState.SUPERSEDED
+
+
+def test_a_slot_abandoned_too_often_is_failed() -> None:
+    core = make_node(1, n_trials=1)
+    core.step(0.0, 0.0)
+    for i in range(2):  # the original and two retries are abandoned
+        core.leave(float(i))
+        core.leaving = False
+        cmds = core.step(float(i) + 0.5, float(i) + 0.5)
+        assert any(isinstance(c, StartTrial) and c.retry_of for c in cmds)
+    core.leave(3.0)
+    core.leaving = False
+    cmds = core.step(4.0, 4.0)  # a third abandonment: no retry, the trial is FAILED
+    views = list(core.ledger.trials().values())
+    failed = [v for v in views if v.state is TrialState.FAILED]
+    assert len(failed) == 1 and "abandoned 3 times" in failed[0].error
+    assert any(isinstance(c, StudyDone) for c in cmds + core.step(5.0, 5.0))
+
+
+def test_a_different_study_is_refused_with_the_differing_fields() -> None:
+    a = make_node(1)
+    a.step(0.0, 0.0)
+    other = {"study": {"name": "t", "direction": "maximize"}, "space": {"x": {"type": "float"}}}
+    b = make_node(2, spec=other, fp="fp2")
+    sync(a, b)
+    assert b.step(0.0, 0.0) == []
+    assert b.refused and "study.direction" in b.refused
+    assert all(t[0] == a.node_id for t in b.ledger.trials())
+
+
+def test_restart_abandons_own_running_trials() -> None:
+    led = Ledger()
+    a = make_node(1, ledger=led)
+    start = [x for x in a.step(0.0, 0.0) if isinstance(x, StartTrial)][0]
+    again = make_node(1, ledger=led)  # same ledger replayed from disk after a crash
+    again.recover(10.0)
+    view = led.trial(start.trial)
+    assert view.state is TrialState.ABANDONED and view.abandon.reason is AbandonReason.RESTARTED
+    retry = [x for x in again.step(11.0, 11.0) if isinstance(x, StartTrial)][0]
+    assert retry.retry_of == start.trial
+
+
+def test_reports_at_rungs_and_pruning_verdicts() -> None:
+    a = make_node(1)
+    start = [x for x in a.step(0.0, 0.0) if isinstance(x, StartTrial)][0]
+    assert a.report(start.trial, 1, 0.2, 1.0) is Verdict.CONTINUE
+    assert a.report(start.trial, 2, 0.3, 2.0) is Verdict.CONTINUE  # not a rung: no entry
+    assert a.report(start.trial, 3, 0.9, 3.0) is Verdict.PRUNE
+    a.finish(start.trial, Outcome(Status.PRUNED), 3.5)
+    view = a.ledger.trial(start.trial)
+    assert view.reports == {1: 0.2, 3: 0.9}
+    assert view.state is TrialState.PRUNED and view.value == 0.9
+    assert a.report((99, 1), 1, 0.1, 4.0) is Verdict.STOP  # not ours
+
+
+def test_timeout_closes_claims_and_ends_the_study() -> None:
+    a = make_node(1, n_trials=None, timeout=10.0)
+    start = [x for x in a.step(0.0, 0.0) if isinstance(x, StartTrial)][0]
+    a.finish(start.trial, Outcome(Status.COMPLETE, value=0.4), 11.0)
+    cmds = a.step(11.0, 11.0)
+    assert [type(c) for c in cmds] == [StudyDone] and cmds[0].reason == "timeout reached"
+
+
+def test_grid_exhaustion_ends_the_study() -> None:
+    a = make_node(1, n_trials=None, grid=2)
+    done = run_cluster([a], {1: 1.0})
+    assert done == {1} and a.status()["finished"] == 2 and a.done == "search space exhausted"
+
+
+def test_nodes_not_ready_never_hold_work() -> None:
+    a, b = make_node(1), make_node(2, spec=None)
+    b.ready = False
+    a.step(0.0, 0.0)
+    sync(a, b)
+    assert b.step(0.0, 0.0) == []
+    assert all(t[0] == 1 for t in a.ledger.trials())
