@@ -350,26 +350,32 @@ class Opener:
             raise WireError(DropReason.BAD_SCHEMA, "payload is not an array")
         dg = Datagram(sender, Epoch(restart, salt), counter, messages, kid)
         if commit:
-            self.accept(dg)
+            self._record(sender, restart, salt, counter)
         return dg
 
     def accept(self, dg: Datagram) -> None:
-        """Record ``dg``'s counter in its replay window (done by ``open`` unless commit=False)."""
-        wk = (dg.sender, dg.epoch.restart, dg.epoch.salt)
-        self._check_replay(*wk, dg.counter)
+        """Record ``dg``'s counter in its replay window (done by ``open`` unless commit=False).
+
+        Raises WireError(REPLAY) if the counter was recorded since it was opened.
+        """
+        self._check_replay(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter)
+        self._record(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter)
+
+    def _record(self, sender: int, restart: int, salt: int, counter: int) -> None:
+        wk = (sender, restart, salt)
         win = self._windows.get(wk)
         if win is None:
-            self._windows.put(wk, [dg.counter, 1])
-        elif dg.counter > win[0]:
-            win[1] = ((win[1] << (dg.counter - win[0])) | 1) & self._wmask
-            win[0] = dg.counter
+            self._windows.put(wk, [counter, 1])
+        elif counter > win[0]:
+            win[1] = ((win[1] << (counter - win[0])) | 1) & self._wmask
+            win[0] = counter
         else:
-            win[1] |= 1 << (win[0] - dg.counter)
-        newest = self._newest.peek(dg.sender)
-        if newest is None or dg.epoch.restart > newest:
-            self._newest.put(dg.sender, dg.epoch.restart)
+            win[1] |= 1 << (win[0] - counter)
+        newest = self._newest.peek(sender)
+        if newest is None or restart > newest:
+            self._newest.put(sender, restart)
         else:
-            self._newest.get(dg.sender)  # refresh recency
+            self._newest.get(sender)  # refresh recency
 
     def _check_replay(self, sender: int, restart: int, salt: int, counter: int) -> None:
         newest = self._newest.peek(sender)

@@ -151,18 +151,17 @@ def unpack_strict(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
 
 def check_depth(obj: object, max_depth: int) -> None:
     """Raise WireError(BAD_SCHEMA) if containers nest deeper than ``max_depth``."""
-    stack: list[tuple[object, int]] = [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if isinstance(o, list):
-            children: Any = o
-        elif isinstance(o, dict):
-            children = o.values()
-        else:
-            continue
-        if d > max_depth:
+    level = [obj] if type(obj) is list or type(obj) is dict else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
             raise WireError(DropReason.BAD_SCHEMA, f"nesting deeper than {max_depth}")
-        stack.extend((c, d + 1) for c in children if isinstance(c, list | dict))
+        nxt: list[Any] = []
+        for o in level:
+            values = o if type(o) is list else o.values()
+            nxt += [v for v in values if type(v) is list or type(v) is dict]
+        level = nxt
 
 
 # --------------------------------------------------------------------------- schema toolkit
