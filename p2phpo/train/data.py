@@ -255,6 +255,8 @@ def _build(name: str, source: str, x_train: np.ndarray, y_train: np.ndarray,
            val_size: int | None, seed: int, where: str) -> Dataset:
     x_train = _as_images(x_train, where)
     y_train = _as_labels(y_train, len(x_train), where)
+    if len(np.unique(y_train)) < 2:
+        raise DatasetError(f"{where}: every label is {y_train[0]} (is the label column right?)")
     rng = np.random.default_rng(seed)
     if x_test is None:
         n_test = max(1, len(y_train) // 10)
@@ -452,7 +454,7 @@ def _local_candidates(name: str, data_dir: str | os.PathLike[str] | None,
 def load_dataset(name: str = "mnist", *, data_dir: str | os.PathLike[str] | None = None,
                  val_size: int | None = None, seed: int = 0, download: bool = True,
                  mirrors: Sequence[str] | None = None, offline_sample: bool = True,
-                 label_column: str = "first", timeout: float = 10.0,
+                 label_column: str = "first", timeout: float = 5.0,
                  env: Mapping[str, str] | None = None) -> Dataset:
     """Resolve ``name`` (a known dataset or a path) and load it; see the module doc."""
     env = os.environ if env is None else env
