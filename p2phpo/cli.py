@@ -8,6 +8,7 @@ import typer
 
 from p2phpo import __version__
 from p2phpo.commands.keygen import keygen
+from p2phpo.commands.train import train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -28,6 +29,7 @@ def _root(
 
 
 app.command("keygen")(keygen)
+app.command("train")(train)
 
 
 def main() -> None:
