@@ -1,0 +1,639 @@
+"""The node's gossip protocol core: SWIM probes, piggyback, anti-entropy.
+
+Sans-IO in aioquic's shape. The runtime (or the simulator) calls
+``receive_datagram(data, addr, now)`` for every datagram, sends what
+``datagrams_to_send(now)`` returns, arms one timer from ``get_timer()`` and
+calls ``handle_timer(now)`` when it fires, runs a TCP push-pull for every
+``tcp_requests(now)`` item with a :class:`SyncSession`, and reads
+``next_event()``. Nothing here reads a clock, opens a socket or draws entropy
+except from the ``random.Random`` passed in; members and peers are visited in
+sorted order so a seeded run replays exactly. Nothing a peer sends raises: a
+bad datagram is dropped whole, counted by reason and reported as ``Dropped``.
+
+Anti-entropy: every PING and ACK carries a ``Digest`` (vv hash, origins,
+entries). A peer far ahead (> ``far_behind`` entries) is asked for a TCP
+push-pull; a mismatch seen on two exchanges in a row with one peer starts a
+Scuttlebutt exchange of the vvs of the mismatched buckets, after which each
+side sends the other's missing entries, MTU-bounded and paced per gossip tick.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
+from p2phpo.core.gossip_queue import PiggybackQueue
+from p2phpo.core.gossip_sync import (
+    SyncSession,
+    bucket_hashes,
+    bucket_of,
+    chunk_buckets,
+    mismatched,
+    n_buckets,
+    restrict,
+)
+from p2phpo.core.ledger import Ledger
+from p2phpo.core.membership import Membership, MemberEvent, MemberInfo
+from p2phpo.core.messages import (
+    Ack,
+    Addr,
+    Alive,
+    Dead,
+    Digest,
+    EntryMsg,
+    Leave,
+    Message,
+    MemberRecord,
+    Nack,
+    Ping,
+    PingReq,
+    PPEntries,
+    State,
+    Suspect,
+    SyncReq,
+    SyncVV,
+    decode_messages,
+    encode_message,
+    to_wire,
+)
+from p2phpo.core.profiles import LAN, Profile
+from p2phpo.core.wire import (
+    DEFAULT_MAX_DATAGRAM,
+    OVERHEAD,
+    DropCounter,
+    DropReason,
+    Opener,
+    Sealer,
+    WireError,
+)
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Knobs of one node's gossip core (defaults: DESIGN §4)."""
+
+    profile: Profile = LAN
+    addr: Addr = ("127.0.0.1", 7946)
+    """Address peers should use to reach this node (``--advertise``)."""
+    incarnation: int = 0
+    """Starting incarnation (the node persists it and passes the last one + 1)."""
+    max_datagram: int = DEFAULT_MAX_DATAGRAM
+    queue_bytes: int = 256 * 1024
+    """Byte budget of the piggyback queue; what it forgets, anti-entropy carries."""
+    far_behind: int = 64
+    """A peer this many entries ahead is caught up over TCP instead of UDP."""
+    sync_bytes: int = 16 * 1024
+    """Most entry bytes one UDP anti-entropy exchange sends."""
+    sync_burst: int = 4
+    """Most anti-entropy datagrams sent to one peer per gossip tick."""
+    frame_bytes: int = 1 << 20
+    """Most entry bytes in one push-pull frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesMerged:
+    entries: list[Entry]
+    sender: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    reason: DropReason
+    addr: Addr | None
+
+
+@dataclass(frozen=True, slots=True)
+class TcpRequest:
+    """Run a push-pull with ``node`` (0 when only the address is known: a seed)."""
+
+    node: int
+    addr: Addr
+
+
+Event = MemberEvent | EntriesMerged | Dropped
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: int
+    addr: Addr
+    timeout_at: float
+    end_at: float
+    relays: list[int] = field(default_factory=list)
+    nacks: int = 0
+    indirect: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    origin: int
+    addr: Addr
+    seq: int
+    nack_at: float
+    expire_at: float
+    nack: bool
+
+
+class GossipCore:
+    """One node's SWIM + Lifeguard + ledger dissemination state machine."""
+
+    def __init__(
+        self,
+        node_id: int,
+        config: GossipConfig,
+        rng: random.Random,
+        ledger: Ledger,
+        sealer: Sealer,
+        opener: Opener,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.profile = config.profile
+        self.rng = rng
+        self.ledger = ledger
+        self.sealer = sealer
+        self.opener = opener
+        self.membership = Membership(
+            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta
+        )
+        self.queue = PiggybackQueue(config.queue_bytes)
+        self.dropped = DropCounter()
+        self.stats = dict.fromkeys(
+            ("bytes_in", "bytes_out", "datagrams_in", "datagrams_out", "accepted", "entries_in"), 0
+        )
+        self.seeds: list[Addr] = []
+        self.started = False
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
+        self._mismatch: dict[int, int] = {}
+        self._sync_at: dict[int, float] = {}
+        self._sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
+        self._tcp_at: dict[object, float] = {}
+        self._tcp_wanted: list[TcpRequest] = []
+        self._t = dict.fromkeys(("probe", "gossip", "reconnect", "pushpull", "join"), _INF)
+        self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget())
+
+    # ------------------------------------------------------------------ API
+    def start(self, now: float) -> None:
+        """Arm the timers (staggered by the rng). Idempotent."""
+        if self.started:
+            return
+        self.started = True
+        p = self.profile
+        self._t["probe"] = now + self.rng.random() * p.probe_interval
+        self._t["gossip"] = now + self.rng.random() * p.gossip_interval
+        self._t["reconnect"] = now + p.reconnect_interval * (0.5 + self.rng.random())
+        self._t["pushpull"] = now + p.pushpull_interval * (0.5 + self.rng.random())
+
+    def join(self, seeds: list[Addr], now: float) -> None:
+        """Contact ``seeds`` now and again every two probe intervals until joined."""
+        self.start(now)
+        self.seeds = [tuple(s) for s in seeds if tuple(s) != self.config.addr]  # type: ignore[misc]
+        self._t["join"] = now if self.seeds else _INF
+
+    def leave(self, now: float) -> None:
+        """Gossip a graceful LEAVE right away (the runtime then does a final push-pull)."""
+        self.membership.leave(now)
+        self._flush_membership()
+        live = self.membership.ids(State.ALIVE, State.SUSPECT)
+        for node in self._sample(live, 2 * self.profile.gossip_nodes):
+            self._send(self._addr_of(node), [])
+        self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
+        self._probe = None
+
+    def set_meta(self, meta: dict[str, Any], now: float) -> None:
+        """Advertise new metadata (ready worker, study fingerprint...) to the cluster."""
+        self.membership.set_meta(meta, now)
+        self._flush_membership()
+
+    def set_addr(self, addr: Addr) -> None:
+        self.membership.set_addr(addr)
+
+    def append_local(self, entries: list[Entry]) -> None:
+        """Disseminate entries this node just appended to the ledger."""
+        for e in entries:
+            raw = self.ledger.raw(e.origin, e.seq) or encode_entry(e)
+            self._queue_entry(e, raw)
+
+    def members(self) -> list[MemberInfo]:
+        return self.membership.members()
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def tcp_requests(self, now: float) -> list[TcpRequest]:
+        """Peers the runtime should push-pull with over TCP now."""
+        out, self._tcp_wanted = self._tcp_wanted, []
+        return out
+
+    def pushpull_peer(self) -> TcpRequest | None:
+        """A random live member for a push-pull (the final one before exit)."""
+        live = self.membership.ids(State.ALIVE)
+        if not live:
+            return None
+        node = self.rng.choice(live)
+        return TcpRequest(node, self._addr_of(node))
+
+    def sync_session(self, *, initiator: bool) -> SyncSession:
+        return SyncSession(self, initiator=initiator)
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            **self.stats,
+            "dropped": self.dropped.as_dict(),
+            "queue_items": len(self.queue),
+            "queue_bytes": self.queue.nbytes,
+            "queue_forgotten": self.queue.forgotten,
+        }
+
+    def count_drop(self, reason: DropReason, addr: Addr | None = None) -> None:
+        self.dropped.add(reason)
+        self._events.append(Dropped(reason, addr))
+
+    # ------------------------------------------------------------------ timers
+    def get_timer(self) -> float | None:
+        ts = list(self._t.values())
+        if self._probe is not None:
+            ts.append(self._probe.end_at if self._probe.indirect else self._probe.timeout_at)
+        for r in self._relays.values():
+            ts.append(r.expire_at if not r.nack else min(r.nack_at, r.expire_at))
+        d = self.membership.next_deadline()
+        if d is not None:
+            ts.append(d)
+        t = min(ts, default=_INF)
+        return None if t == _INF else t
+
+    def handle_timer(self, now: float) -> None:
+        self.membership.expire(now)
+        self._probe_timers(now)
+        self._relay_timers(now)
+        t = self._t
+        if now >= t["probe"]:
+            self._start_probe(now)
+            t["probe"] = now + self.profile.probe_interval * self.membership.scale()
+        if now >= t["gossip"]:
+            self._gossip_round(now)
+            t["gossip"] = now + self.profile.gossip_interval
+        if now >= t["join"]:
+            self._join_round(now)
+        if now >= t["reconnect"]:
+            self._reconnect(now)
+            t["reconnect"] = now + self.profile.reconnect_interval
+        if now >= t["pushpull"]:
+            peer = self.pushpull_peer()
+            if peer is not None:
+                self._want_tcp(peer.node, peer.addr, now)
+            t["pushpull"] = now + self.profile.pushpull_interval
+        for seq in [s for s, (_, exp) in sorted(self._pings.items()) if exp <= now]:
+            del self._pings[seq]
+        self._flush_membership()
+
+    def _probe_timers(self, now: float) -> None:
+        p = self._probe
+        if p is None:
+            return
+        if not p.indirect and now >= p.timeout_at:
+            p.indirect = True
+            others = [n for n in self.membership.ids(State.ALIVE) if n != p.target]
+            p.relays = self._sample(others, self.profile.indirect_checks)
+            for node in p.relays:
+                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)])
+        if now >= p.end_at:
+            self._probe = None
+            expected = len(p.relays)
+            self.membership.adjust_awareness(max(0, expected - p.nacks) if expected else 1)
+            self.membership.suspect(p.target, now)
+
+    def _relay_timers(self, now: float) -> None:
+        for seq in sorted(self._relays):
+            r = self._relays[seq]
+            if r.nack and now >= r.nack_at:
+                r.nack = False
+                self._send(r.addr, [Nack(r.seq)], piggyback=False)
+            if now >= r.expire_at:
+                del self._relays[seq]
+
+    def _start_probe(self, now: float) -> None:
+        if self._probe is not None or self.membership.leaving:
+            return
+        target = self.membership.next_probe_target()
+        if target is None:
+            return
+        addr = self._addr_of(target)
+        seq = self._next_seq()
+        scale = self.membership.scale()
+        self._probe = _Probe(
+            seq, target, addr,
+            timeout_at=now + self.profile.probe_timeout * scale,
+            end_at=now + self.profile.probe_interval * scale,
+        )
+        self._send(addr, [Ping(seq, target), self._digest()])
+
+    def _gossip_round(self, now: float) -> None:
+        m = self.membership
+        dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
+        targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
+        if len(self.queue):
+            for node in self._sample(targets, self.profile.gossip_nodes):
+                self._send(self._addr_of(node), [])
+        for node in sorted(self._sync_out):
+            self._drain_sync(node)
+
+    def _join_round(self, now: float) -> None:
+        if self.membership.joined or not self.seeds or self.membership.leaving:
+            self._t["join"] = _INF if self.membership.leaving else now + 2 * self.profile.probe_interval
+            return
+        for addr in self.seeds:
+            seq = self._next_seq()
+            self._pings[seq] = ("join", now + 2 * self.profile.probe_interval)
+            self._send(addr, [self.membership.self_alive(), Ping(seq, 0), self._digest()])
+        self._t["join"] = now + 2 * self.profile.probe_interval
+
+    def _reconnect(self, now: float) -> None:
+        dead = self.membership.ids(State.DEAD)
+        if not dead or self.membership.leaving:
+            return
+        node = self.rng.choice(dead)
+        m = self.membership.get(node)
+        assert m is not None
+        seq = self._next_seq()
+        self._pings[seq] = ("reconnect", now + self.profile.probe_interval)
+        self._send(m.addr, [Ping(seq, node), Dead(node, m.incarnation, self.node_id), self._digest()])
+
+    # ------------------------------------------------------------------ receive
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Handle one datagram from ``addr``; bad ones are dropped and counted."""
+        self.stats["bytes_in"] += len(data)
+        self.stats["datagrams_in"] += 1
+        try:
+            dg = self.opener.open(data, now, commit=False)
+            msgs = decode_messages(dg.messages)
+            entries = self._decode_entries(msgs)
+            self.opener.accept(dg)
+        except WireError as e:
+            self.count_drop(e.reason, addr)
+            return
+        self.stats["accepted"] += 1
+        if dg.sender == self.node_id:
+            return
+        self._dispatch(dg.sender, msgs, entries, addr, now)
+        self._flush_membership()
+
+    @staticmethod
+    def _decode_entries(msgs: list[Message]) -> list[tuple[Entry, bytes]]:
+        out = []
+        for m in msgs:
+            if type(m) is EntryMsg:
+                try:
+                    out.append((decode_entry(m.raw), m.raw))
+                except EntryError:
+                    raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
+        return out
+
+    def _dispatch(
+        self, sender: int, msgs: list[Message], entries: list[tuple[Entry, bytes]], addr: Addr, now: float
+    ) -> None:
+        known = self.membership.get(sender)
+        stranger = known is None or known.state != State.ALIVE
+        for m in msgs:
+            if type(m) in (Alive, Suspect, Dead, Leave):
+                self.membership.apply(m, now)  # type: ignore[arg-type]
+        for m in msgs:
+            t = type(m)
+            if t is Ping:
+                self._on_ping(m, addr, stranger)  # type: ignore[arg-type]
+            elif t is PingReq:
+                self._on_ping_req(sender, m, addr, now)  # type: ignore[arg-type]
+            elif t is Ack:
+                self._on_ack(sender, m.seq, addr, now)  # type: ignore[union-attr]
+            elif t is Nack:
+                if self._probe and self._probe.seq == m.seq and sender in self._probe.relays:  # type: ignore[union-attr]
+                    self._probe.nacks += 1
+            elif t is Digest:
+                self._on_digest(sender, m, addr, now)  # type: ignore[arg-type]
+            elif t is SyncReq:
+                self._on_sync_req(sender, m, addr)  # type: ignore[arg-type]
+            elif t is SyncVV:
+                self._on_sync_vv(sender, m, addr, now)  # type: ignore[arg-type]
+        if entries:
+            self._merge(entries, sender, regossip=True)
+
+    def _on_ping(self, m: Ping, addr: Addr, stranger: bool) -> None:
+        if m.target not in (0, self.node_id):
+            return
+        head: list[Message] = [Ack(m.seq), self._digest()]
+        if stranger or m.target == 0:
+            head.insert(0, self.membership.self_alive())
+        self._send(addr, head)
+
+    def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
+        seq = self._next_seq()
+        p = self.profile
+        self._relays[seq] = _Relay(sender, addr, m.seq, now + p.probe_timeout, now + p.probe_interval, m.nack)
+        self._send(m.addr, [Ping(seq, m.target), self._digest()])
+
+    def _on_ack(self, sender: int, seq: int, addr: Addr, now: float) -> None:
+        p = self._probe
+        if p is not None and seq == p.seq and (sender == p.target or sender in p.relays):
+            self._probe = None
+            self.membership.record_ack(p.target, now)
+            self.membership.adjust_awareness(-1)
+            return
+        r = self._relays.get(seq)
+        if r is not None:
+            del self._relays[seq]
+            self._send(r.addr, [Ack(r.seq)])
+            return
+        ping = self._pings.pop(seq, None)
+        if ping is not None:
+            self._want_tcp(sender, addr, now)
+
+    # ------------------------------------------------------------------ anti-entropy
+    def _digest(self) -> Digest:
+        return Digest(self.ledger.vv_hash(), len(self.ledger.vv), len(self.ledger))
+
+    def _on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
+        if d.vv_hash == self.ledger.vv_hash():
+            self._mismatch.pop(sender, None)
+            return
+        if d.total > len(self.ledger) + self.config.far_behind:
+            self._want_tcp(sender, addr, now)
+            return
+        count = self._mismatch.get(sender, 0) + 1
+        if count < 2:
+            self._mismatch[sender] = count
+            return
+        self._mismatch.pop(sender, None)
+        if now - self._sync_at.get(sender, -_INF) < self.profile.probe_interval:
+            return
+        self._sync_at[sender] = now
+        vv = self.ledger.vv
+        nb = n_buckets(max(d.n_origins, len(vv)))
+        if nb == 1:
+            self._send_vvs(addr, 1, [0], reply=True)
+        else:
+            self._send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False)
+
+    def _on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
+        diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
+        if diff:
+            self._send_vvs(addr, m.n_buckets, diff, reply=True)
+
+    def _send_vvs(self, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
+        vv = self.ledger.vv
+        for group in chunk_buckets(vv, buckets, nb, self._budget - 32):
+            part = restrict(vv, set(group), nb)
+            self._send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False)
+
+    def _on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
+        nb, bset = m.n_buckets, set(m.buckets)
+        theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
+        vv = self.ledger.vv
+        base = {o: (theirs.get(o, 0) if bucket_of(o, nb) in bset else s) for o, s in vv.items()}
+        if self.ledger.missing_count(base) > self.config.far_behind:
+            self._want_tcp(sender, addr, now)
+        else:
+            delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes)
+            q: deque[bytes] = deque()
+            for e in delta:
+                raw = self.ledger.raw(e.origin, e.seq)
+                msg = encode_message(EntryMsg(raw)) if raw is not None else b""
+                if len(msg) + 8 > self._budget or not msg:
+                    self._want_tcp(sender, addr, now)
+                    break
+                q.append(msg)
+            if q:
+                self._sync_out[sender] = (addr, q)
+        if m.reply:
+            self._send_vvs(addr, nb, sorted(bset), reply=False)
+
+    def _drain_sync(self, node: int) -> None:
+        addr, q = self._sync_out[node]
+        for _ in range(self.config.sync_burst):
+            if not q:
+                break
+            parts, room = [], self._budget - 3
+            while q and len(q[0]) <= room:
+                room -= len(q[0])
+                parts.append(q.popleft())
+            self._send_packed(addr, parts)
+        if not q:
+            del self._sync_out[node]
+
+    def _want_tcp(self, node: int, addr: Addr, now: float) -> None:
+        key: object = node if node else addr
+        if now - self._tcp_at.get(key, -_INF) < 10 * self.profile.probe_interval:
+            return
+        self._tcp_at[key] = now
+        self._tcp_wanted.append(TcpRequest(node, addr))
+
+    # ------------------------------------------------------------------ push-pull hooks
+    def apply_pushpull_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
+        for r in records:
+            self.membership.apply_record(r, now)
+        self._flush_membership()
+
+    def delta_frames(self, vv: dict[int, int]) -> list[list[Any]]:
+        """PP_ENTRIES frames holding every entry above ``vv``."""
+        frames: list[list[Any]] = []
+        batch: list[bytes] = []
+        used = 0
+        for e in self.ledger.delta_since(vv):
+            raw = self.ledger.raw(e.origin, e.seq) or encode_entry(e)
+            if batch and used + len(raw) + 8 > self.config.frame_bytes:
+                frames.append(to_wire(PPEntries(tuple(batch))))
+                batch, used = [], 0
+            batch.append(raw)
+            used += len(raw) + 8
+        if batch:
+            frames.append(to_wire(PPEntries(tuple(batch))))
+        return frames
+
+    def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
+        """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
+        try:
+            pairs = [(decode_entry(r), r) for r in raws]
+        except EntryError:
+            raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
+        return self._merge(pairs, 0, regossip=regossip)
+
+    def _merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int:
+        stats = self.ledger.merge(pairs)
+        if stats.added:
+            self.stats["entries_in"] += len(stats.added)
+            self._events.append(EntriesMerged(list(stats.added), sender))
+            if regossip:
+                for e in stats.added:
+                    self._queue_entry(e, self.ledger.raw(e.origin, e.seq) or encode_entry(e))
+        return len(stats.added)
+
+    # ------------------------------------------------------------------ sending
+    def _queue_entry(self, e: Entry, raw: bytes) -> None:
+        msg = encode_message(EntryMsg(raw))
+        if len(msg) + 64 <= self._budget:
+            self.queue.put(("e", e.origin, e.seq), msg)
+
+    def _flush_membership(self) -> None:
+        m = self.membership
+        for msg in m.outbox:
+            self.queue.put(("m", msg.node), encode_message(msg))
+        m.outbox.clear()
+        self._events.extend(m.events)
+        m.events.clear()
+        if m.joined and self._t["join"] != _INF:
+            self._t["join"] = _INF
+
+    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None:
+        parts = [encode_message(m) for m in head]
+        if piggyback:
+            room = self._budget - 3 - sum(len(p) for p in parts)
+            limit = self.profile.retransmit_limit(self.membership.n_live())
+            parts += self.queue.take(room, limit)
+        if parts:
+            self._send_packed(addr, parts)
+
+    def _send_packed(self, addr: Addr, parts: list[bytes]) -> None:
+        data = self.sealer.seal_packed(parts)
+        self.stats["bytes_out"] += len(data)
+        self.stats["datagrams_out"] += 1
+        self._out.append((data, addr))
+
+    def _addr_of(self, node: int) -> Addr:
+        m = self.membership.get(node)
+        assert m is not None
+        return m.addr
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _sample(self, pool: list[int], k: int) -> list[int]:
+        return self.rng.sample(pool, min(k, len(pool)))
+
+    # ------------------------------------------------------------------ inspection
+    def dump(self) -> list[Any]:
+        """Canonical protocol state (no counters, no events) for equality checks."""
+        p = self._probe
+        probe = None if p is None else [p.seq, p.target, p.timeout_at, p.end_at, p.relays, p.nacks, p.indirect]
+        relays = [[s, r.origin, r.seq, r.nack_at, r.expire_at, r.nack] for s, r in sorted(self._relays.items())]
+        return [
+            self.node_id, self.membership.dump(), sorted(self.ledger.vv.items()), self.queue.dump(),
+            probe, relays, sorted(self._pings.items()), sorted(self._mismatch.items()),
+            sorted(self._sync_at.items()), [[n, len(q)] for n, (_, q) in sorted(self._sync_out.items())],
+            sorted(self._t.items()), self._seq, len(self._tcp_wanted), self.started, self.seeds,
+        ]

@@ -1,0 +1,356 @@
+"""Gossip messages: frozen records, their msgpack layout and strict decoding.
+
+A datagram's plaintext is a msgpack array of messages; each message is an
+array ``[type, field, ...]``. TCP sync frames hold exactly one message. Decoding
+is all-or-nothing: :func:`decode_messages` either returns every message of the
+opened payload, schema-checked, or raises ``WireError`` (reason BAD_SCHEMA) and the
+caller changes nothing. Ledger entries travel as their canonical bytes and are
+decoded later by the core (``decode_entry``), so a bad entry costs only itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from p2phpo.core.wire_codec import (
+    DropReason,
+    WireError,
+    array_header,
+    expect_bool,
+    expect_bytes,
+    expect_int,
+    expect_list,
+    expect_map,
+    expect_str,
+    expect_uint64,
+    pack,
+)
+
+Addr = tuple[str, int]
+
+MAX_HOST = 255
+MAX_META_KEYS = 16
+MAX_META_KEY = 32
+MAX_META_STR = 256
+MAX_META_BYTES = 1024
+MAX_MEMBERS_FRAME = 100_000
+MAX_ENTRIES_FRAME = 100_000
+
+
+class MsgType(enum.IntEnum):
+    PING = 1
+    PING_REQ = 2
+    ACK = 3
+    NACK = 4
+    ALIVE = 5
+    SUSPECT = 6
+    DEAD = 7
+    LEAVE = 8
+    ENTRY = 9
+    DIGEST = 10
+    SYNC_VV = 11
+    SYNC_REQ = 12
+    PP_STATE = 20
+    PP_ENTRIES = 21
+    PP_END = 22
+
+
+class State(enum.IntEnum):
+    """A member's state as this node sees it."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    target: int  # 0: whoever listens at the address (join via a seed)
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    seq: int
+    target: int
+    addr: Addr
+    nack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    node: int
+    incarnation: int
+    addr: Addr
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    node: int
+    incarnation: int
+    sender: int  # who suspects
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    node: int
+    incarnation: int
+    sender: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    node: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMsg:
+    raw: bytes  # canonical entry bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    vv_hash: int
+    n_origins: int
+    total: int  # sum of the vv: how many entries the sender holds
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReq:
+    """Bucketed digest: one 4-byte hash per bucket of origins."""
+
+    n_buckets: int
+    hashes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncVV:
+    """The sender's vv restricted to ``buckets`` (complete for those buckets)."""
+
+    n_buckets: int
+    buckets: tuple[int, ...]
+    vv: dict[int, int]
+    reply: bool  # the receiver should answer with its own vv for these buckets
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    node: int
+    incarnation: int
+    state: State
+    addr: Addr
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PPState:
+    members: tuple[MemberRecord, ...]
+    vv: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PPEntries:
+    raws: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PPEnd:
+    pass
+
+
+Message = (
+    Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | Leave | EntryMsg | Digest | SyncReq | SyncVV
+)
+Frame = PPState | PPEntries | PPEnd
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _addr(a: Addr) -> list[Any]:
+    return [a[0], a[1]]
+
+
+def _vv_flat(vv: dict[int, int]) -> list[int]:
+    out: list[int] = []
+    for o in sorted(vv):
+        out += (o, vv[o])
+    return out
+
+
+def to_wire(m: Message | Frame) -> list[Any]:
+    """The msgpack-ready array of one message."""
+    t = type(m)
+    if t is Ping:
+        return [MsgType.PING, m.seq, m.target]
+    if t is PingReq:
+        return [MsgType.PING_REQ, m.seq, m.target, *_addr(m.addr), m.nack]
+    if t is Ack:
+        return [MsgType.ACK, m.seq]
+    if t is Nack:
+        return [MsgType.NACK, m.seq]
+    if t is Alive:
+        return [MsgType.ALIVE, m.node, m.incarnation, *_addr(m.addr), m.meta]
+    if t is Suspect:
+        return [MsgType.SUSPECT, m.node, m.incarnation, m.sender]
+    if t is Dead:
+        return [MsgType.DEAD, m.node, m.incarnation, m.sender]
+    if t is Leave:
+        return [MsgType.LEAVE, m.node, m.incarnation]
+    if t is EntryMsg:
+        return [MsgType.ENTRY, m.raw]
+    if t is Digest:
+        return [MsgType.DIGEST, m.vv_hash, m.n_origins, m.total]
+    if t is SyncReq:
+        return [MsgType.SYNC_REQ, m.n_buckets, m.hashes]
+    if t is SyncVV:
+        return [MsgType.SYNC_VV, m.n_buckets, list(m.buckets), _vv_flat(m.vv), m.reply]
+    if t is PPState:
+        members = [[r.node, r.incarnation, int(r.state), *_addr(r.addr), r.meta] for r in m.members]
+        return [MsgType.PP_STATE, members, _vv_flat(m.vv)]
+    if t is PPEntries:
+        return [MsgType.PP_ENTRIES, list(m.raws)]
+    if t is PPEnd:
+        return [MsgType.PP_END]
+    raise TypeError(f"not a message: {m!r}")
+
+
+def encode_message(m: Message | Frame) -> bytes:
+    """msgpack bytes of one message (a datagram is the array of several)."""
+    return pack(to_wire(m))
+
+
+def join_messages(parts: list[bytes]) -> bytes:
+    """A datagram payload from already-encoded messages."""
+    return array_header(len(parts)) + b"".join(parts)
+
+
+def payload_overhead(n: int) -> int:
+    return len(array_header(n))
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _bad(what: str) -> WireError:
+    return WireError(DropReason.BAD_SCHEMA, what)
+
+
+def _get_addr(host: object, port: object) -> Addr:
+    return (expect_str(host, MAX_HOST, min_len=1), expect_int(port, 0, 65535))
+
+
+def _get_meta(x: object) -> dict[str, Any]:
+    meta = expect_map(x, MAX_META_KEYS)
+    for k, v in meta.items():
+        expect_str(k, MAX_META_KEY, min_len=1)
+        if v is None or type(v) in (bool, float):
+            continue
+        if type(v) is int:
+            expect_int(v, -(1 << 63), (1 << 64) - 1)
+        elif type(v) is str:
+            expect_str(v, MAX_META_STR)
+        else:
+            raise _bad("meta values are str, int, float, bool or nil")
+    if len(pack(meta)) > MAX_META_BYTES:
+        raise _bad("meta too large")
+    return meta
+
+
+def _get_vv(x: object, max_pairs: int) -> dict[int, int]:
+    flat = expect_list(x, 2 * max_pairs)
+    if len(flat) % 2:
+        raise _bad("odd vv list")
+    vv: dict[int, int] = {}
+    prev = -1
+    for i in range(0, len(flat), 2):
+        o = expect_uint64(flat[i])
+        if o <= prev:
+            raise _bad("vv origins not ascending")
+        prev = o
+        vv[o] = expect_int(flat[i + 1], 1, 1 << 62)
+    return vv
+
+
+def _fields(x: object, n_min: int, n_max: int) -> list[Any]:
+    return expect_list(x, n_max, min_len=n_min)
+
+
+def _decode_one(x: object) -> Message:
+    f = expect_list(x, 8, min_len=1)
+    t = expect_int(f[0], 0, 255)
+    u64 = expect_uint64
+    if t == MsgType.PING and len(f) == 3:
+        return Ping(u64(f[1]), u64(f[2]))
+    if t == MsgType.PING_REQ and len(f) == 6:
+        return PingReq(u64(f[1]), u64(f[2]), _get_addr(f[3], f[4]), expect_bool(f[5]))
+    if t == MsgType.ACK and len(f) == 2:
+        return Ack(u64(f[1]))
+    if t == MsgType.NACK and len(f) == 2:
+        return Nack(u64(f[1]))
+    if t == MsgType.ALIVE and len(f) == 6:
+        return Alive(u64(f[1]), u64(f[2]), _get_addr(f[3], f[4]), _get_meta(f[5]))
+    if t == MsgType.SUSPECT and len(f) == 4:
+        return Suspect(u64(f[1]), u64(f[2]), u64(f[3]))
+    if t == MsgType.DEAD and len(f) == 4:
+        return Dead(u64(f[1]), u64(f[2]), u64(f[3]))
+    if t == MsgType.LEAVE and len(f) == 3:
+        return Leave(u64(f[1]), u64(f[2]))
+    if t == MsgType.ENTRY and len(f) == 2:
+        return EntryMsg(expect_bytes(f[1], 65536, min_len=1))
+    if t == MsgType.DIGEST and len(f) == 4:
+        return Digest(u64(f[1]), u64(f[2]), u64(f[3]))
+    if t == MsgType.SYNC_REQ and len(f) == 3:
+        nb = expect_int(f[1], 1, 4096)
+        return SyncReq(nb, expect_bytes(f[2], 4 * nb, min_len=4 * nb))
+    if t == MsgType.SYNC_VV and len(f) == 5:
+        nb = expect_int(f[1], 1, 4096)
+        buckets = tuple(expect_int(b, 0, nb - 1) for b in expect_list(f[2], nb, min_len=1))
+        return SyncVV(nb, buckets, _get_vv(f[3], 65536), expect_bool(f[4]))
+    raise _bad("unknown message type or arity")
+
+
+def decode_messages(obj: object, max_messages: int = 512) -> list[Message]:
+    """Every message of an opened datagram (its decoded array), or WireError(BAD_SCHEMA)."""
+    items = expect_list(obj, max_messages, min_len=1)
+    return [_decode_one(x) for x in items]
+
+
+def _decode_member(x: object) -> MemberRecord:
+    f = expect_list(x, 6, min_len=6)
+    state = expect_int(f[2], 0, 3)
+    return MemberRecord(
+        expect_uint64(f[0]), expect_uint64(f[1]), State(state), _get_addr(f[3], f[4]), _get_meta(f[5])
+    )
+
+
+def decode_frame(obj: object) -> Frame:
+    """One TCP sync frame (as the sealed stream decoded it), or WireError(BAD_SCHEMA)."""
+    f = expect_list(obj, 3, min_len=1)
+    t = expect_int(f[0], 0, 255)
+    if t == MsgType.PP_STATE and len(f) == 3:
+        members = tuple(_decode_member(m) for m in expect_list(f[1], MAX_MEMBERS_FRAME))
+        if len({m.node for m in members}) != len(members):
+            raise _bad("member listed twice")
+        return PPState(members, _get_vv(f[2], 1 << 20))
+    if t == MsgType.PP_ENTRIES and len(f) == 2:
+        raws = expect_list(f[1], MAX_ENTRIES_FRAME)
+        return PPEntries(tuple(expect_bytes(r, 65536, min_len=1) for r in raws))
+    if t == MsgType.PP_END and len(f) == 1:
+        return PPEnd()
+    raise _bad("unknown frame type or arity")
