@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from p2phpo import __version__
+from p2phpo.commands.export import export
 from p2phpo.commands.keygen import keygen
 from p2phpo.commands.train import train
 
@@ -28,6 +29,7 @@ def _root(
     """Peer-to-peer hyperparameter search with no central coordinator."""
 
 
+app.command("export")(export)
 app.command("keygen")(keygen)
 app.command("train")(train)
 
