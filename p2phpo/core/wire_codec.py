@@ -145,23 +145,31 @@ def unpack_strict(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         raise WireError(
             DropReason.BAD_SCHEMA, f"undecodable msgpack ({type(e).__name__})"
         ) from None
-    check_depth(obj, max_depth)
+    check_depth(obj, max_depth, data)
     return obj
 
 
-def check_depth(obj: object, max_depth: int) -> None:
-    """Raise WireError(BAD_SCHEMA) if containers nest deeper than ``max_depth``."""
-    level = [obj] if type(obj) is list or type(obj) is dict else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > max_depth:
+_NOT_CONTAINER_BYTES = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
+
+
+def check_depth(obj: object, max_depth: int, raw: bytes | None = None) -> None:
+    """Raise WireError(BAD_SCHEMA) if containers nest deeper than ``max_depth``.
+
+    With ``raw`` (the msgpack bytes of ``obj``), a C-speed count of bytes that
+    could be container headers bounds the depth, and the walk is skipped when
+    the bound is already within the limit (most small datagrams).
+    """
+    if raw is not None and len(raw.translate(None, _NOT_CONTAINER_BYTES)) <= max_depth:
+        return
+    stack: list[tuple[Any, int]] = [(obj, 1)] if type(obj) in (list, dict) else []
+    while stack:
+        o, d = stack.pop()
+        if d > max_depth:
             raise WireError(DropReason.BAD_SCHEMA, f"nesting deeper than {max_depth}")
-        nxt: list[Any] = []
-        for o in level:
-            values = o if type(o) is list else o.values()
-            nxt += [v for v in values if type(v) is list or type(v) is dict]
-        level = nxt
+        for v in o if type(o) is list else o.values():
+            t = type(v)
+            if t is list or t is dict:
+                stack.append((v, d + 1))
 
 
 # --------------------------------------------------------------------------- schema toolkit

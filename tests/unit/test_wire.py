@@ -246,7 +246,13 @@ def test_bad_payloads_are_bad_schema_and_change_nothing():
 
 
 def test_unpack_strict_accepts_nesting_up_to_the_limit():
-    assert unpack_strict(b"\x91" * 31 + b"\xc0") is not None
+    assert unpack_strict(b"\x91" * 32 + b"\xc0") is not None
+    filler = pack(b"\x90" * 100)  # header-like bytes defeat the quick bound: the walk runs
+    assert unpack_strict(b"\x92" + filler + b"\x91" * 31 + b"\xc0") is not None
+    for data in (b"\x91" * 33 + b"\xc0", b"\x92" + filler + b"\x91" * 32 + b"\xc0"):
+        with pytest.raises(WireError) as ei:
+            unpack_strict(data)
+        assert ei.value.reason is DropReason.BAD_SCHEMA
     assert unpack_strict(msgpack.packb({"a": [{"b": b"c"}]})) == {"a": [{"b": b"c"}]}
 
 
