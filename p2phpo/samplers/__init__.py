@@ -1,0 +1,14 @@
+"""Samplers: pure ``suggest(ctx, frame, rng) -> params`` functions (DESIGN §6)."""
+
+from p2phpo.samplers.base import (
+    GridExhausted,
+    Sampler,
+    SamplerContext,
+    SamplerError,
+    get_sampler,
+    sampler_names,
+    sampler_rng,
+)
+
+__all__ = ["GridExhausted", "Sampler", "SamplerContext", "SamplerError", "get_sampler",
+           "sampler_names", "sampler_rng"]

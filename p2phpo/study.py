@@ -1,0 +1,397 @@
+"""Study specs (TOML), their fingerprint, the search plan, and ``hp.optimize``.
+
+A :class:`StudySpec` is parsed from the study file of DESIGN §10, validated
+with one clear sentence per mistake (:class:`StudyError`), and normalized:
+every default spelled out, durations in seconds, sampler and pruner options
+completed, so two files that differ only in whitespace, key order or
+spelled-out defaults have the same :meth:`StudySpec.fingerprint`.
+
+:class:`Plan` is what the search core (``core/search.py``) asks: the next
+params of a slot (the sampler over the incrementally kept frame), which
+steps to report, and whether to prune (the pruner over the report index).
+
+:func:`optimize` is the in-process path: one node, no sockets, the same
+ledger, search core, samplers and pruners as ``p2phpo node``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import re
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2phpo.core.entries import Status, trial_id_str
+from p2phpo.core.frame import FrameBuilder, direction_sign
+from p2phpo.core.hrw import canonical, hrw
+from p2phpo.core.ledger import Ledger
+from p2phpo.core.search import Exhausted, Outcome, SearchConfig, SearchCore, StartTrial, StudyDone
+from p2phpo.pruners import Pruner, PrunerError, ReportIndex, get_pruner
+from p2phpo.samplers import GridExhausted, SamplerContext, SamplerError, get_sampler, sampler_rng
+from p2phpo.samplers.grid import GridSampler
+from p2phpo.space import Space, SpaceError, Value
+from p2phpo.trial import Pruned, Trial
+
+
+class StudyError(ValueError):
+    """A study file or spec that cannot be run; the message is one clear sentence."""
+
+
+_STUDY_KEYS = {"name", "direction", "metric", "seed", "n_trials", "timeout", "target",
+               "trial_timeout", "max_retries"}
+_TABLES = {"study", "sampler", "pruner", "objective", "space"}
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: Any, what: str = "timeout") -> float:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or ``"1d"``."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if not math.isfinite(text) or text <= 0:
+            raise StudyError(f"{what} must be a positive duration, got {text!r}")
+        return float(text)
+    if not isinstance(text, str):
+        raise StudyError(f"{what} must be a duration like \"2h\", \"30m\" or \"90s\", got {text!r}")
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip().lower())
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])|\s", "", text.lower()):
+        raise StudyError(f"{what} must be a duration like \"2h\", \"30m\" or \"90s\", got {text!r}")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise StudyError(f"{what} must be a positive duration, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class StudySpec:
+    """A validated study; build with :meth:`load`, :meth:`from_toml` or :meth:`from_dict`."""
+
+    space: Space
+    name: str = "study"
+    direction: str = "minimize"
+    metric: str = "value"
+    seed: int = 0
+    n_trials: int | None = None
+    timeout: float | None = None  # seconds after the study's creation
+    target: float | None = None
+    trial_timeout: float | None = None
+    max_retries: int = 2
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "none"
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    objective: str = "mnist-mlp"
+    objective_options: dict[str, Any] = field(default_factory=dict)
+
+    # -- loading -----------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> StudySpec:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise StudyError(f"cannot read study file {str(p)!r}: {e.strerror or e}") from None
+        try:
+            return cls.from_toml(text)
+        except StudyError as e:
+            raise StudyError(f"{p}: {e}") from None
+
+    @classmethod
+    def from_toml(cls, text: str) -> StudySpec:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise StudyError(f"the study file is not valid TOML ({e})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
+        """From the TOML tables (or a normalized spec, e.g. a STUDY entry's)."""
+        if not isinstance(data, Mapping):
+            raise StudyError("a study spec must be a table")
+        unknown = sorted(set(data) - _TABLES)
+        if unknown:
+            raise StudyError(f"unknown table(s) [{'], ['.join(unknown)}]; a study file has "
+                             "[study], [sampler], [pruner], [objective] and [space]")
+        tables = {}
+        for t in _TABLES:
+            v = data.get(t, {})
+            if not isinstance(v, Mapping):
+                raise StudyError(f"[{t}] must be a table")
+            tables[t] = dict(v)
+        if "space" not in data:
+            raise StudyError("the study has no [space] table: declare at least one parameter")
+        try:
+            space = Space.from_dict(tables["space"])
+        except SpaceError as e:
+            raise StudyError(f"[space] {e}") from None
+        study = _study_fields(tables["study"])
+        sampler = tables["sampler"].pop("name", "tpe")
+        pruner = tables["pruner"].pop("name", "none")
+        objective = tables["objective"].pop("name", "mnist-mlp")
+        if not isinstance(objective, str) or not objective:
+            raise StudyError("[objective] name must be \"mnist-mlp\" or \"package.module:function\"")
+        spec = cls(space, sampler=sampler, sampler_options=tables["sampler"], pruner=pruner,
+                   pruner_options=tables["pruner"], objective=objective,
+                   objective_options=tables["objective"], **study)
+        return spec._completed()
+
+    def _completed(self) -> StudySpec:
+        """Validate sampler and pruner and spell out their options."""
+        if not isinstance(self.sampler, str):
+            raise StudyError(f"[sampler] name must be a string, got {self.sampler!r}")
+        try:
+            s = get_sampler(self.sampler, self.sampler_options)
+            if isinstance(s, GridSampler):
+                s.axes(self.space)
+            p = get_pruner(self.pruner, self.pruner_options, self.direction, self.max_resource)
+        except (SamplerError, PrunerError) as e:
+            raise StudyError(f"[{'sampler' if isinstance(e, SamplerError) else 'pruner'}] {e}"
+                             ) from None
+        return dataclasses.replace(self, sampler_options=_options(s),
+                                   pruner_options=_options(p, "direction"))
+
+    @property
+    def max_resource(self) -> int | None:
+        """The objective's ``max_epochs`` (the pruning resource), if it declares one."""
+        v = self.objective_options.get("max_epochs")
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+    # -- normalized form and fingerprint ------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The normalized spec: TOML tables with every default, None values left out."""
+        study = {"name": self.name, "direction": self.direction, "metric": self.metric,
+                 "seed": self.seed, "n_trials": self.n_trials, "timeout": self.timeout,
+                 "target": self.target, "trial_timeout": self.trial_timeout,
+                 "max_retries": self.max_retries}
+        return _drop_none({
+            "study": study,
+            "sampler": {"name": self.sampler, **self.sampler_options},
+            "pruner": {"name": self.pruner, **self.pruner_options},
+            "objective": {"name": self.objective, **self.objective_options},
+            "space": self.space.to_dict(),
+        })
+
+    def fingerprint(self, dataset_fingerprint: str = "") -> str:
+        """blake2b hex of the canonical msgpack of the normalized spec (+ the data's)."""
+        raw = canonical({"spec": self.to_dict(), "dataset": dataset_fingerprint})
+        return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+    # -- what the search uses ------------------------------------------------
+    def make_sampler(self) -> Any:
+        return get_sampler(self.sampler, self.sampler_options)
+
+    def make_pruner(self) -> Pruner:
+        return get_pruner(self.pruner, self.pruner_options, self.direction, self.max_resource)
+
+    def plan(self, fingerprint: str = "") -> Plan:
+        return Plan(self, fingerprint or self.fingerprint())
+
+
+def _study_fields(t: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(t) - _STUDY_KEYS)
+    if unknown:
+        raise StudyError(f"[study] has unknown key(s) {', '.join(unknown)} (known: "
+                         f"{', '.join(sorted(_STUDY_KEYS))})")
+    out: dict[str, Any] = {}
+    name = t.get("name", "study")
+    if not isinstance(name, str) or not name:
+        raise StudyError(f"[study] name must be a non-empty string, got {name!r}")
+    out["name"] = name
+    d = t.get("direction", "minimize")
+    if d not in ("minimize", "maximize"):
+        raise StudyError(f"[study] direction must be \"minimize\" or \"maximize\", got {d!r}")
+    out["direction"] = d
+    metric = t.get("metric", "value")
+    if not isinstance(metric, str) or not metric:
+        raise StudyError(f"[study] metric must be a non-empty string, got {metric!r}")
+    out["metric"] = metric
+    for key, default, low in (("seed", 0, 0), ("n_trials", None, 1), ("max_retries", 2, 0)):
+        v = t.get(key, default)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise StudyError(f"[study] {key} must be an integer >= {low}, got {v!r}")
+        out[key] = v
+    for key in ("timeout", "trial_timeout"):
+        out[key] = None if t.get(key) is None else parse_duration(t[key], f"[study] {key}")
+    target = t.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, int | float)
+                               or not math.isfinite(target)):
+        raise StudyError(f"[study] target must be a number, got {target!r}")
+    out["target"] = None if target is None else float(target)
+    if out["n_trials"] is None and out["timeout"] is None and out["target"] is None:
+        raise StudyError("[study] needs n_trials, timeout or target so that the search can end")
+    return out
+
+
+def _options(obj: Any, *skip: str) -> dict[str, Any]:
+    d = dataclasses.asdict(obj)
+    for k in ("name", *skip):
+        d.pop(k, None)
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items() if v is not None}
+
+
+def _drop_none(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _drop_none(v) for k, v in d.items() if v is not None}
+    return d
+
+
+def spec_from_entry(spec: Mapping[str, Any]) -> StudySpec:
+    """The :class:`StudySpec` of a STUDY entry's normalized spec."""
+    return StudySpec.from_dict(spec)
+
+
+class Plan:
+    """The study as the search core sees it (``core.search.StudyPlan``).
+
+    Keeps a :class:`FrameBuilder` and a :class:`ReportIndex` that follow the
+    ledger's change log, so each ``suggest`` and ``should_prune`` costs the
+    new entries only.
+    """
+
+    def __init__(self, spec: StudySpec, fingerprint: str) -> None:
+        self.spec = spec
+        self.fingerprint = fingerprint
+        self.direction = spec.direction
+        self.n_trials = spec.n_trials
+        self.timeout = spec.timeout
+        self.target = spec.target
+        self.sampler = spec.make_sampler()
+        self.pruner = spec.make_pruner()
+        self._frames = FrameBuilder(spec.space, spec.direction)
+        self._reports = ReportIndex()
+
+    def context(self, node_id: int, slot: int) -> SamplerContext:
+        s = self.spec
+        return SamplerContext(s.space, s.direction, node_id, slot, s.n_trials,
+                              s.sampler_options, s.seed)
+
+    def suggest(self, ledger: Any, node_id: int, slot: int) -> dict[str, Value]:
+        frame = self._frames.sync(ledger)
+        try:
+            return self.sampler.suggest(self.context(node_id, slot), frame,
+                                        sampler_rng(self.spec.seed, node_id, slot))
+        except GridExhausted as e:
+            raise Exhausted(str(e)) from None
+
+    def should_report(self, step: int) -> bool:
+        return self.pruner.reports_at(step)
+
+    def should_prune(self, ledger: Any, trial: Any, step: int, value: float) -> bool:
+        if not self.pruner.reports_at(step):
+            return False
+        return self.pruner.decide(trial.id, step, value, self._reports.sync(ledger))
+
+
+def make_plan(entry: Any) -> Plan:
+    """``core.search.PlanFactory``: the plan of an adopted STUDY entry."""
+    return StudySpec.from_dict(entry.spec).plan(entry.fingerprint)
+
+
+# -- hp.optimize -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizeResult:
+    """What :func:`optimize` returns. ``best_*`` are None when no trial completed."""
+
+    best_params: dict[str, Value] | None
+    best_value: float | None
+    best_trial: Any  # ledger TrialView or None
+    trials: list[Any]  # ledger TrialViews in slot order
+    ledger: Any = None
+
+
+def optimize(objective: Callable[..., float], space: Space, n_trials: int | None = 100,
+             sampler: str = "tpe", pruner: str | None = None, direction: str = "minimize",
+             seed: int = 0, timeout: float | str | None = None,
+             sampler_options: Mapping[str, Any] | None = None,
+             pruner_options: Mapping[str, Any] | None = None,
+             target: float | None = None) -> OptimizeResult:
+    """Run ``objective(trial) -> value`` on up to ``n_trials`` suggested parameter sets.
+
+    In-process and single-node, through the same ledger, search core, sampler
+    and pruner as ``p2phpo node``. ``trial.report(step, value)`` raises
+    ``hp.Pruned`` when the pruner says stop (the trial is PRUNED with that
+    value); an objective that raises is FAILED with the error text and the
+    search goes on. ``timeout`` (seconds or "30m") stops starting new trials.
+    """
+    if not isinstance(space, Space):
+        raise TypeError(f"space must be an hp.Space, got {type(space).__name__}")
+    study = {"name": getattr(objective, "__name__", "objective"), "direction": direction,
+             "seed": seed, "n_trials": n_trials, "timeout": timeout, "target": target}
+    spec = StudySpec.from_dict({
+        "study": {k: v for k, v in study.items() if v is not None},
+        "sampler": {"name": sampler, **dict(sampler_options or {})},
+        "pruner": {"name": pruner or "none", **dict(pruner_options or {})},
+        "objective": {"name": "python"}, "space": space.to_dict()})
+    spec = dataclasses.replace(spec, space=space)
+    ledger = run_local(spec, objective, node_id=(hrw("optimize", seed) | 1) & ((1 << 63) - 1))
+    return _result(spec, ledger)
+
+
+def run_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
+              clock: Callable[[], float] = time.monotonic,
+              wall: Callable[[], float] = time.time) -> Ledger:
+    """Drive one :class:`SearchCore` in this process until the study is done.
+
+    The search core claims slots, asks the plan for params and decides on
+    reports; this loop only runs the objective and hands back outcomes.
+    """
+    ledger = Ledger()
+    core = SearchCore(node_id, ledger, SearchConfig(max_retries=spec.max_retries),
+                      lambda entry: Plan(spec, entry.fingerprint),
+                      local_study=(spec.to_dict(), spec.fingerprint()))
+    core.ready = True
+    idle = 0
+    while idle < 3:  # a step may only write entries (e.g. FAILED after retries)
+        cmds = core.step(clock(), wall())
+        if core.refused or any(isinstance(c, StudyDone) for c in cmds):
+            break
+        starts = [c for c in cmds if isinstance(c, StartTrial)]
+        idle = 0 if starts else idle + 1
+        for start in starts:
+            outcome = _run_trial(core, start, spec, objective, clock, wall)
+            core.finish(start.trial, outcome, wall())
+    return ledger
+
+
+def _run_trial(core: SearchCore, start: StartTrial, spec: StudySpec,
+               objective: Callable[..., float], clock: Callable[[], float],
+               wall: Callable[[], float]) -> Outcome:
+    tid = start.trial
+    trial = Trial(start.params, space=spec.space, options=spec.objective_options,
+                  reporter=lambda step, value: core.report(tid, step, value, wall()),
+                  number=start.slot, trial_id=trial_id_str(tid))
+    t0 = clock()
+    try:
+        value = objective(trial)
+    except Pruned as p:
+        last = trial.reports.get(p.step) if p.step is not None else None
+        return Outcome(Status.PRUNED, value=last, duration=clock() - t0)
+    except KeyboardInterrupt:
+        core.finish(tid, Outcome(Status.FAILED, error="interrupted", duration=clock() - t0),
+                    wall())
+        raise
+    except Exception as e:  # the objective's failure is a FAILED trial, not ours
+        return Outcome(Status.FAILED, error=f"{type(e).__name__}: {e}", duration=clock() - t0)
+    duration = clock() - t0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return Outcome(Status.FAILED, error=f"objective returned {value!r}, not a number",
+                       duration=duration)
+    if not math.isfinite(value):
+        return Outcome(Status.FAILED, error=f"objective returned {value}", duration=duration)
+    return Outcome(Status.COMPLETE, value=float(value), duration=duration)
+
+
+def _result(spec: StudySpec, ledger: Any) -> OptimizeResult:
+    views = sorted(ledger.trials().values(), key=lambda v: (v.slot, v.id))
+    sign = direction_sign(spec.direction)
+    done = [v for v in views if v.state.name == "COMPLETE" and v.value is not None]
+    best = min(done, key=lambda v: (sign * v.value, v.slot), default=None)
+    return OptimizeResult(None if best is None else dict(best.params),
+                          None if best is None else best.value, best, views, ledger)
