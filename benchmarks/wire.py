@@ -130,38 +130,34 @@ def tcp_rate(cipher: Cipher, frames: int, reps: int) -> tuple[float, float]:
     return frames / t, frames * size / t / 1e6
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20_000)
-    ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
+def datagram_rows(n: int, reps: int, results: dict) -> list[list]:
     rng = random.Random(0)
     rows: list[list] = []
-    extra: dict = {"n": args.n, "results": {}}
     for name, make in (("probe", probe), ("full", full)):
-        batches = [make(rng) for _ in range(args.n)]
-        base_pack, base_unpack = msgpack_rates(batches, args.reps)
+        batches = [make(rng) for _ in range(n)]
+        base_pack, base_unpack = msgpack_rates(batches, reps)
         rows.append([name, "msgpack (base)", "-", round(base_pack), round(base_unpack), 1.0, 1.0])
         for cipher in (Cipher.NULL, Cipher.AES_GCM):
-            seal, opn, size = datagram_rates(cipher, batches, args.reps)
-            rows.append(
-                [
-                    name,
-                    cipher.value,
-                    size,
-                    round(seal),
-                    round(opn),
-                    round(seal / base_pack, 3),
-                    round(opn / base_unpack, 3),
-                ]
-            )
-            extra["results"][f"{name}/{cipher.value}"] = {
+            seal, opn, size = datagram_rates(cipher, batches, reps)
+            ratios = [round(seal / base_pack, 3), round(opn / base_unpack, 3)]
+            rows.append([name, cipher.value, size, round(seal), round(opn), *ratios])
+            results[f"{name}/{cipher.value}"] = {
                 "bytes": size,
                 "sealed_per_s": seal,
                 "opened_per_s": opn,
                 "baseline_pack_per_s": base_pack,
                 "baseline_unpack_per_s": base_unpack,
             }
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    results: dict = {}
+    rows = datagram_rows(args.n, args.reps, results)
     for cipher in (Cipher.NULL, Cipher.AES_GCM):
         fps, mbps = tcp_rate(cipher, max(50, args.n // 40), args.reps)
         rows.append(
@@ -175,13 +171,13 @@ def main() -> None:
                 "-",
             ]
         )
-        extra["results"][f"tcp/{cipher.value}"] = {"frames_per_s": fps, "mb_per_s": mbps}
+        results[f"tcp/{cipher.value}"] = {"frames_per_s": fps, "mb_per_s": mbps}
     emit(
         "wire",
         f"wire: datagrams per second (n={args.n}, best of {args.reps})",
         ["payload", "cipher", "bytes", "sealed/s", "opened/s", "seal vs pack", "open vs unpack"],
         rows,
-        extra,
+        {"n": args.n, "results": results},
     )
 
 
