@@ -10,7 +10,9 @@ data) then the sender's node id sealed under a hello key derived from the
 cluster key (the client's key id selects it; the server answers under the
 same key). Each side draws its 16-byte nonce at random (passed in); the
 per-direction subkeys are HKDF(cluster key, nonce_c | nonce_s | direction),
-so every session has fresh keys and a replayed client hello gets nowhere.
+so every session has fresh keys and a replayed client hello gets nowhere:
+the replayer cannot seal a frame, so :attr:`TcpSession.peer_proven` stays
+false (the runtime should send bulk data only once it is true).
 
 Frames: ``length u32`` (of the sealed body) then AEAD(body) with the frame
 counter as nonce and the length as associated data. The length is checked
@@ -127,6 +129,16 @@ class TcpSession:
     def established(self) -> bool:
         """True once the peer's hello authenticated and frames can be sealed."""
         return self._tx is not None
+
+    @property
+    def peer_proven(self) -> bool:
+        """True once a frame from the peer authenticated under this session's fresh keys.
+
+        A hello alone can be a replay; count the connection as unauthenticated
+        (pre-auth cap, 5 s deadline) until this is true, and let a server send
+        bulk data only after it.
+        """
+        return self._rx_n > 0
 
     @property
     def failed(self) -> WireError | None:

@@ -49,9 +49,12 @@ def test_handshake_and_frames_both_ways(cipher):
     assert not c.established
     connect(c, s)
     assert (c.peer_sender, s.peer_sender) == (2, 1)
+    assert not s.peer_proven and not c.peer_proven
     frames = [{"vv": [[1, 2]]}, [b"x" * 5000], "done"]
     assert s.feed(b"".join(c.seal_frame(f) for f in frames)) == frames
+    assert s.peer_proven
     assert c.feed(s.seal_frame([1, 2, 3])) == [[1, 2, 3]]
+    assert c.peer_proven
 
 
 def test_byte_by_byte_delivery():
@@ -140,3 +143,14 @@ def test_small_frame_cap_and_local_misuse():
 
 def test_hello_size_is_fixed():
     assert len(session(Role.CLIENT).data_to_send()) == HELLO_LEN
+
+
+def test_replayed_client_hello_never_proves_itself():
+    c, s = session(Role.CLIENT), session(Role.SERVER)
+    hello = c.data_to_send()
+    connect(c, s)
+    old_frame = c.seal_frame("recorded")
+    replayed = session(Role.SERVER, nonce=b"u" * 16)  # a new connection, fresh server nonce
+    assert replayed.feed(hello) == []
+    assert replayed.established and not replayed.peer_proven
+    assert fails(replayed, old_frame) is DropReason.BAD_AUTH
