@@ -325,6 +325,8 @@ class Opener:
         n = len(data)
         if n > self.max_datagram or n < _MIN_DATAGRAM:
             raise WireError(DropReason.BAD_SIZE, f"{n} bytes")
+        if type(data) is not bytes:  # bytearray or memoryview from a socket layer
+            data = bytes(data)
         if data[0] != VERSION:
             raise WireError(DropReason.BAD_VERSION, f"version {data[0]}")
         _, label, kid, sender, restart, salt, counter = _HEADER.unpack_from(data)

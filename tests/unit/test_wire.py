@@ -71,6 +71,8 @@ def test_round_trip(cipher):
     assert dg.messages == MSGS
     assert dg.key_id == key_id(K1)
     assert o.open(s.seal([]), 0.0).counter == 2
+    assert o.open(memoryview(s.seal(MSGS)), 0.0).messages == MSGS
+    assert o.open(bytearray(s.seal(MSGS)), 0.0).messages == MSGS
 
 
 def test_null_cipher_has_the_same_sizes_as_aes_gcm():
