@@ -336,17 +336,7 @@ class Opener:
         if key is None:
             raise WireError(DropReason.BAD_AUTH, "unknown key id")
         self._check_replay(sender, restart, salt, counter)
-        sk = (kid, sender, restart, salt)
-        aead = self._subkeys.get(sk)
-        fresh = aead is None
-        if aead is None:
-            aead = _subkey_aead(self._keyring.cipher, key, sender, restart, salt)
-        try:
-            plain = aead.decrypt(counter_nonce(counter), data[HEADER_LEN:], data[:HEADER_LEN])
-        except InvalidTag:
-            raise WireError(DropReason.BAD_AUTH, "tag mismatch") from None
-        if fresh:
-            self._subkeys.put(sk, aead)
+        plain = self._decrypt(data, (kid, sender, restart, salt), key, counter)
         messages = unpack_strict(plain, max_depth=self.max_depth)
         if type(messages) is not list:
             raise WireError(DropReason.BAD_SCHEMA, "payload is not an array")
@@ -354,6 +344,20 @@ class Opener:
         if commit:
             self._record(sender, restart, salt, counter)
         return dg
+
+    def _decrypt(self, data: bytes, sk: tuple[bytes, int, int, int], key: bytes, ctr: int) -> bytes:
+        """Plaintext of ``data`` under the subkey ``sk`` names; cached only once it worked."""
+        aead = self._subkeys.get(sk)
+        fresh = aead is None
+        if aead is None:
+            aead = _subkey_aead(self._keyring.cipher, key, *sk[1:])
+        try:
+            plain = aead.decrypt(counter_nonce(ctr), data[HEADER_LEN:], data[:HEADER_LEN])
+        except InvalidTag:
+            raise WireError(DropReason.BAD_AUTH, "tag mismatch") from None
+        if fresh:
+            self._subkeys.put(sk, aead)
+        return plain
 
     def accept(self, dg: Datagram) -> None:
         """Record ``dg``'s counter in its replay window (done by ``open`` unless commit=False).
