@@ -13,12 +13,14 @@ keyword arguments.
 
 from __future__ import annotations
 
+import bisect
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2phpo.core.entries import trial_id_str
+from p2phpo.core.entries import TrialId, trial_id_str
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
 
 
@@ -211,7 +213,8 @@ def trial_fields(ledger: Ledger, direction: str, *, recent: int = 8) -> dict[str
         counts[view.state.value] += 1
     best = best_trial(trials, direction)
     epochs = max_epochs_of(ledger)
-    running = sorted((v for v in trials if v.state is TrialState.RUNNING), key=lambda v: v.slot)
+    running = sorted((v for v in trials if v.state is TrialState.RUNNING),
+                     key=lambda v: (v.slot, v.id))
     done = sorted(
         (v for v in trials if v.state.finished),
         key=lambda v: (v.finished_wall or 0.0, v.id), reverse=True,
@@ -226,18 +229,133 @@ def trial_fields(ledger: Ledger, direction: str, *, recent: int = 8) -> dict[str
     }
 
 
+class TrialSummary:
+    """``trial_fields`` kept up to date from the ledger's ``changes`` log.
+
+    A node refreshes its view twice a second; rescanning every trial costs
+    ~15 ms at 10,000 trials on the event loop, so this follows the ledger's
+    change cursor instead and does work only for trials that changed.
+    ``fields(direction)`` equals ``trial_fields(ledger, direction)``.
+    """
+
+    def __init__(self, ledger: Ledger, *, recent: int = 8) -> None:
+        self.ledger = ledger
+        self.recent = recent
+        self._cursor = 0
+        self._state: dict[TrialId, TrialState] = {}
+        self.counts = {s.value: 0 for s in TrialState}
+        self.finished = 0
+        self._counted_in: Counter[int] = Counter()  # slot -> counted trials
+        self._running_in: Counter[int] = Counter()  # slot -> running trials
+        self._open_slots: set[int] = set()  # running, and no counted trial yet
+        self._running: set[TrialId] = set()
+        self._done: list[tuple[float, TrialId]] = []  # sorted (finished wall, id)
+        self._done_key: dict[TrialId, tuple[float, TrialId]] = {}
+        self._best: TrialId | None = None
+        self._best_dir: str | None = None  # direction _best was computed for
+
+    @property
+    def claimed(self) -> int:
+        return self.finished + len(self._open_slots)
+
+    def update(self) -> None:
+        changes = self.ledger.changes
+        for tid in dict.fromkeys(changes[self._cursor:]):  # each changed trial once
+            self._apply(tid)
+        self._cursor = len(changes)
+
+    def _apply(self, tid: TrialId) -> None:
+        view = self.ledger.trial(tid)
+        if view is None:
+            return
+        old, new = self._state.get(tid), view.state
+        if old is not None:
+            self._count(view.slot, tid, old, -1)
+        self._count(view.slot, tid, new, +1)
+        self._state[tid] = new
+        self._move_done(view)
+        self._consider_best(view)
+
+    def _count(self, slot: int, tid: TrialId, state: TrialState, d: int) -> None:
+        self.counts[state.value] += d
+        if state.counted:
+            self._counted_in[slot] += d
+            self.finished += d
+        if state is TrialState.RUNNING:
+            self._running_in[slot] += d
+            (self._running.add if d > 0 else self._running.discard)(tid)
+        if self._running_in[slot] > 0 and self._counted_in[slot] == 0:
+            self._open_slots.add(slot)
+        else:
+            self._open_slots.discard(slot)
+
+    def _move_done(self, view: TrialView) -> None:
+        old = self._done_key.pop(view.id, None)
+        if old is not None:
+            del self._done[bisect.bisect_left(self._done, old)]
+        if view.state.finished:
+            key = (view.finished_wall or 0.0, view.id)
+            bisect.insort(self._done, key)
+            self._done_key[view.id] = key
+
+    def _consider_best(self, view: TrialView) -> None:
+        if self._best_dir is None:
+            return
+        if view.id == self._best:
+            self._best_dir = None  # the best trial itself changed: rescan once
+            return
+        if view.state is not TrialState.COMPLETE or view.value is None:
+            return
+        best = self.ledger.trial(self._best) if self._best else None
+        if best is None or best.value is None or _better(self._best_dir, view.value, best.value) \
+                or (view.value == best.value and view.id < best.id):
+            self._best = view.id
+
+    def best(self, direction: str) -> TrialView | None:
+        if self._best_dir != direction:
+            found = best_trial(list(self.ledger.trials().values()), direction)
+            self._best, self._best_dir = (found.id if found else None), direction
+        return self.ledger.trial(self._best) if self._best else None
+
+    def fields(self, direction: str) -> dict[str, Any]:
+        self.update()
+        best = self.best(direction)
+        epochs = max_epochs_of(self.ledger)
+        running = sorted((v for v in map(self.ledger.trial, self._running) if v is not None),
+                         key=lambda v: (v.slot, v.id))
+        recent = [self.ledger.trial(tid) for _, tid in reversed(self._done[-self.recent:])]
+        return {
+            "claimed": self.claimed, "finished": self.finished, "trial_counts": dict(self.counts),
+            "best_trial": trial_id_str(best.id) if best else None,
+            "best_value": best.value if best else None,
+            "best_params": dict(best.params) if best else {},
+            "running": tuple(_running(v, epochs) for v in running),
+            "recent": tuple(_finished(v) for v in recent if v is not None),
+        }
+
+
 def snapshot_from_ledger(
-    ledger: Ledger, *, recent: int = 8, health: dict[str, Any] | None = None, **fields: Any
+    ledger: Ledger,
+    *,
+    summary: TrialSummary | None = None,
+    recent: int = 8,
+    health: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> NodeSnapshot:
     """A snapshot whose study, trial and ledger parts come from ``ledger``.
 
-    ``health`` adds to the ledger-health part (peers_agree, bytes_in_per_s,
-    dropped, ...); every other keyword (members, events, node_id, wall, ...)
-    is passed to ``NodeSnapshot`` and wins over what the ledger says.
+    Pass the same ``summary`` (a ``TrialSummary`` of this ledger) on every
+    refresh to avoid rescanning all trials. ``health`` adds to the
+    ledger-health part (peers_agree, bytes_in_per_s, dropped, ...); every
+    other keyword (members, events, node_id, wall, ...) is passed to
+    ``NodeSnapshot`` and wins over what the ledger says.
     """
     base: dict[str, Any] = study_fields(ledger)
     direction = fields.get("direction", base.get("direction", "minimize"))
-    base.update(trial_fields(ledger, direction, recent=recent))
+    if summary is None:
+        base.update(trial_fields(ledger, direction, recent=recent))
+    else:
+        base.update(summary.fields(direction))
     base["ledger"] = LedgerHealth(
         entries=len(ledger), vv_hash=ledger.vv_hash(), pending=ledger.pending_count(),
         **(health or {}),

@@ -252,3 +252,44 @@ def test_default_state_dir(monkeypatch, tmp_path):
     assert default_state_dir() == tmp_path / "p2phpo"
     monkeypatch.delenv("XDG_STATE_HOME")
     assert default_state_dir().parts[-3:] == (".local", "state", "p2phpo")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_summary_matches_a_full_rescan(seed):
+    """What the node shows after each new entry equals a fresh look at the ledger."""
+    import random
+
+    from p2phpo.ui.snapshot import TrialSummary
+
+    rng = random.Random(seed)
+    led = Ledger()
+    summary = TrialSummary(led, recent=5)
+    origins = [A, B, C]
+    open_trials: list = []
+    for i in range(150):
+        node = rng.choice(origins)
+        wall = 1000.0 + rng.random() * 100  # skewed clocks: walls out of order
+        roll = rng.random()
+        if i == 40:
+            led.new(A, StudyEntry, wall=wall, spec=study(rng.choice(["minimize", "maximize"])),
+                    fingerprint="cd" * 16)
+        elif roll < 0.35 or not open_trials:
+            c = led.new(node, Claim, wall=wall, slot=rng.randrange(12), params={"x": i},
+                        retry_of=rng.choice(open_trials) if open_trials and roll < 0.1 else None)
+            open_trials.append(c.key)
+        elif roll < 0.55:
+            led.new(node, Report, wall=wall, trial=rng.choice(open_trials),
+                    step=rng.randrange(5), value=rng.random())
+        elif roll < 0.9:
+            status = rng.choice(list(Status))
+            value = None if status is Status.FAILED else round(rng.random(), 1)  # ties
+            led.new(node, Result, wall=wall, trial=rng.choice(open_trials), status=status,
+                    value=value, duration=1.0)
+        else:
+            led.new(node, Abandon, wall=wall, trial=rng.choice(open_trials),
+                    reason=AbandonReason.DEAD)
+        if rng.random() < 0.5:
+            assert snapshot_from_ledger(led, summary=summary, recent=5) == \
+                snapshot_from_ledger(led, recent=5)
+    assert snapshot_from_ledger(led, summary=summary, recent=5) == \
+        snapshot_from_ledger(led, recent=5)
