@@ -284,7 +284,14 @@ _WindowKey = tuple[int, int, int]  # (sender, restart, salt)
 
 
 class Opener:
-    """Authenticates and decodes incoming datagrams; owns the replay windows."""
+    """Authenticates and decodes incoming datagrams; owns the replay windows.
+
+    One window of ``window_bits`` counters per (sender, restart, salt), created
+    only by an authenticated datagram; at most ``max_windows`` are kept (least
+    recently used evicted: a replay of an evicted epoch's packets would pass,
+    so keep the cap well above the cluster size). Once a sender's newer
+    restart counter has been seen, its older epochs are rejected as REPLAY.
+    """
 
     def __init__(
         self,

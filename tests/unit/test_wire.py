@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2phpo.core.wire import (
     DEFAULT_MAX_DATAGRAM,
@@ -341,3 +343,31 @@ def test_wire_core_modules_import_no_clock_socket_or_os():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module.split(".")[0]]
             assert not banned.intersection(names), f"{path.name} imports {names}"
+
+
+_scalars = (
+    st.integers(-(2**63), 2**64 - 1)
+    | st.binary(max_size=40)
+    | st.text(max_size=20)
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=False)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages=st.lists(_values, max_size=6), cipher=st.sampled_from(CIPHERS))
+def test_any_msgpack_messages_round_trip(messages, cipher):
+    s, o = pair(cipher)
+    if len(pack(messages)) > plaintext_budget():
+        with pytest.raises(ValueError):
+            s.seal(messages)
+        return
+    assert o.open(s.seal(messages), 0.0).messages == messages
