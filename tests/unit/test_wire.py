@@ -188,18 +188,17 @@ def test_keyring_rejects_bad_keys():
 def test_size_limits():
     s, o = pair()
     budget = plaintext_budget()
-    full = s.seal_raw(pack([b"x" * (budget - 1 - 3)]))  # array hdr 1 + bin8 hdr 2... fill exactly
-    assert len(full) <= DEFAULT_MAX_DATAGRAM
-    o.open(full, 0.0)
-    exact = s.seal_raw(b"\x91\xc5" + (budget - 4).to_bytes(2, "big") + b"y" * (budget - 4))
+    blob = b"y" * (budget - 4)  # array header 1 byte + bin16 header 3 bytes fill the budget
+    exact = s.seal([blob])
     assert len(exact) == DEFAULT_MAX_DATAGRAM
-    assert o.open(exact, 0.0).messages == [b"y" * (budget - 4)]
+    assert o.open(exact, 0.0).messages == [blob]
     with pytest.raises(ValueError):
-        s.seal([b"z" * budget])  # our own misuse: too big to send
+        s.seal([blob + b"!"])  # our own misuse: one byte too big to send
     big = Sealer(Keyring([K1]), 7, 1, 0xABCDEF, LABEL, max_datagram=9000).seal([b"z" * 2000])
     assert reason(o, big) is DropReason.BAD_SIZE
+    assert reason(o, exact + b"\x00") is DropReason.BAD_SIZE
     assert reason(o, b"") is DropReason.BAD_SIZE
-    assert reason(o, full[:OVERHEAD]) is DropReason.BAD_SIZE
+    assert reason(o, exact[:OVERHEAD]) is DropReason.BAD_SIZE
 
 
 def test_payload_size_matches_seal_packed():
