@@ -36,7 +36,7 @@ from p2phpo.core.gossip_sync import (
     restrict,
 )
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.membership import Membership, MemberEvent, MemberInfo
+from p2phpo.core.membership import MemberEvent, MemberInfo, Membership
 from p2phpo.core.messages import (
     Ack,
     Addr,
@@ -45,8 +45,8 @@ from p2phpo.core.messages import (
     Digest,
     EntryMsg,
     Leave,
-    Message,
     MemberRecord,
+    Message,
     Nack,
     Ping,
     PingReq,

@@ -1,0 +1,1 @@
+"""asyncio adapters around the pure cores (sockets, timers, subprocesses)."""

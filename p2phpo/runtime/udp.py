@@ -1,0 +1,298 @@
+"""asyncio adapter for the gossip core (uvloop when available).
+
+Thin on purpose: it binds UDP and TCP on the same port, feeds the core every
+datagram with ``loop.time()``, sends what the core returns, keeps exactly one
+timer armed from ``core.get_timer()``, runs the TCP push-pulls the core asks
+for, and hands the core's events to an ``asyncio.Queue`` (and an optional
+callback). All protocol decisions live in :mod:`p2phpo.core.gossip`.
+
+    rt = GossipRuntime.create(node_id, ledger, bind="0.0.0.0:7946", keyring=ring)
+    await rt.start(seeds=[("10.0.0.2", 7946)])
+    ...
+    await rt.stop()          # LEAVE, then a final push-pull
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from p2phpo.core.entries import Entry
+from p2phpo.core.gossip import Event, GossipConfig, GossipCore
+from p2phpo.core.ledger import Ledger
+from p2phpo.core.messages import Addr
+from p2phpo.core.profiles import LAN, Profile
+from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
+from p2phpo.runtime.tcp import PushPullServer, TcpSettings, pushpull_client
+
+INSECURE_KEY = bytes(32)
+"""Key used without ``--key-file``: the null cipher under a public key (loopback only)."""
+
+
+class RuntimeConfigError(ValueError):
+    """A bind/advertise/key combination the runtime refuses; ``str()`` is one sentence."""
+
+
+def parse_hostport(text: str, default_port: int = 7946) -> Addr:
+    """``host:port``, ``[v6addr]:port``, ``host`` or ``[v6addr]`` as a (host, port) pair."""
+    text = text.strip()
+    try:
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+            ipaddress.IPv6Address(host)
+        elif text.count(":") == 1:
+            host, _, p = text.partition(":")
+            port = int(p)
+        else:
+            host, port = text, default_port
+    except ValueError:
+        raise RuntimeConfigError(f"cannot read {text!r} as host:port or [v6addr]:port.") from None
+    if not host or not 0 <= port <= 65535:
+        raise RuntimeConfigError(f"cannot read {text!r} as host:port or [v6addr]:port.")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, keyring: Keyring | None, insecure: bool) -> None:
+    if keyring is None and not insecure and not is_loopback(host):
+        raise RuntimeConfigError(
+            f"refusing to bind {host} without a cluster key: pass --key-file "
+            "(create one with `p2phpo keygen`) or --insecure."
+        )
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is installed, else the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(main: Any) -> Any:
+    """``asyncio.run`` on uvloop when available."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, rt: GossipRuntime) -> None:
+        self.rt = rt
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.rt._on_datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.rt.send_errors += 1
+
+
+class GossipRuntime:
+    """One node's sockets, timer and push-pull tasks around a :class:`GossipCore`."""
+
+    def __init__(
+        self,
+        core: GossipCore,
+        *,
+        bind: Addr,
+        keyring: Keyring,
+        label: bytes,
+        secure: bool,
+        insecure: bool = False,
+        advertise: Addr | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        max_queue: int = 10_000,
+    ) -> None:
+        check_bind(bind[0], keyring if secure else None, insecure)
+        self.core = core
+        self.bind = bind
+        self.advertise = advertise
+        self.secure = secure
+        self.on_event = on_event
+        self.events: asyncio.Queue[Event] = asyncio.Queue(max_queue)
+        self.events_lost = 0
+        self.send_errors = 0
+        self.tcp = TcpSettings(keyring, label, frozenset({label}))
+        self._transport: asyncio.DatagramTransport | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._pp: PushPullServer | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.addr: Addr | None = None
+
+    @classmethod
+    def create(
+        cls,
+        node_id: int,
+        ledger: Ledger,
+        *,
+        bind: str | Addr = "127.0.0.1:0",
+        keyring: Keyring | None = None,
+        profile: Profile = LAN,
+        meta: dict[str, Any] | None = None,
+        cluster: str = "default",
+        restart: int = 0,
+        incarnation: int = 0,
+        insecure: bool = False,
+        advertise: str | Addr | None = None,
+        rng: random.Random | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        **config: Any,
+    ) -> GossipRuntime:
+        """Build the wire, the core and the runtime for a node (no sockets yet)."""
+        bind_addr = parse_hostport(bind, 0) if isinstance(bind, str) else bind
+        adv = parse_hostport(advertise) if isinstance(advertise, str) else advertise
+        check_bind(bind_addr[0], keyring, insecure)
+        secure = keyring is not None
+        ring = keyring if keyring is not None else Keyring([INSECURE_KEY], cipher=Cipher.NULL)
+        label = label_hash(cluster)
+        salt = int.from_bytes(os.urandom(8), "big")
+        sealer = Sealer(ring, node_id, restart, salt, label)
+        opener = Opener(ring, [label])
+        cfg = GossipConfig(profile=profile, addr=adv or bind_addr, incarnation=incarnation, **config)
+        rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(8), "big"))
+        core = GossipCore(node_id, cfg, rng, ledger, sealer, opener, meta)
+        return cls(
+            core, bind=bind_addr, keyring=ring, label=label, secure=secure,
+            insecure=insecure, advertise=adv, on_event=on_event,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, seeds: list[Addr] | None = None) -> Addr:
+        """Bind UDP and TCP on one port, join ``seeds``; returns the bound address."""
+        loop = self._loop = asyncio.get_running_loop()
+        host, port = self.bind
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(host, port)
+        )
+        sock = self._transport.get_extra_info("sockname")
+        self.addr = (host, sock[1])
+        self._pp = PushPullServer(self.core, self.tcp, self._flush)
+        try:
+            self._server = await asyncio.start_server(self._pp.handle, host, sock[1])
+        except OSError:
+            self._transport.close()
+            raise
+        if self.advertise is None:
+            self.core.set_addr(self.addr if not _is_any(host) else (_primary_ip(host), sock[1]))
+        self.core.join(list(seeds or []), loop.time())
+        self._flush()
+        return self.addr
+
+    async def stop(self, leave: bool = True) -> None:
+        """Leave gracefully (LEAVE gossiped, final push-pull) unless ``leave`` is False."""
+        loop = asyncio.get_running_loop()
+        if leave and self._transport is not None:
+            self.core.leave(loop.time())
+            self._flush()
+            peer = self.core.pushpull_peer()
+            if peer is not None:
+                await pushpull_client(self.core, peer.addr, self.tcp, self._flush)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # ------------------------------------------------------------------ node helpers
+    def append_local(self, entries: list[Entry]) -> None:
+        self.core.append_local(entries)
+        self._flush()
+
+    def set_meta(self, meta: dict[str, Any]) -> None:
+        assert self._loop is not None
+        self.core.set_meta(meta, self._loop.time())
+        self._flush()
+
+    def counters(self) -> dict[str, Any]:
+        c = self.core.counters()
+        c["events_lost"] = self.events_lost
+        c["send_errors"] = self.send_errors
+        if self._pp is not None:
+            c["tcp_refused"] = self._pp.refused
+            c["tcp_sessions"] = self._pp.sessions
+        return c
+
+    # ------------------------------------------------------------------ plumbing
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        assert self._loop is not None
+        self.core.receive_datagram(data, addr, self._loop.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(self._loop.time())
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the core wants sent, start push-pulls, deliver events, re-arm."""
+        loop = self._loop
+        if loop is None or self._transport is None:
+            return
+        now = loop.time()
+        for data, addr in self.core.datagrams_to_send(now):
+            self._transport.sendto(data, addr)
+        for req in self.core.tcp_requests(now):
+            task = loop.create_task(pushpull_client(self.core, req.addr, self.tcp, self._flush))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        while (ev := self.core.next_event()) is not None:
+            if self.on_event is not None:
+                self.on_event(ev)
+            try:
+                self.events.put_nowait(ev)
+            except asyncio.QueueFull:
+                self.events_lost += 1
+        self._rearm(loop)
+
+    def _rearm(self, loop: asyncio.AbstractEventLoop) -> None:
+        t = self.core.get_timer()
+        if t == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = t
+        self._timer = None if t is None else loop.call_at(t, self._on_timer)
+
+
+def _is_any(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _primary_ip(host: str) -> str:
+    """The address of the interface that routes outward (a UDP connect sends nothing)."""
+    v6 = host == "::"
+    probe = ("2001:db8::1", 9) if v6 else ("192.0.2.1", 9)
+    try:
+        with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(probe)
+            return s.getsockname()[0]
+    except OSError:
+        return "::1" if v6 else "127.0.0.1"
