@@ -195,7 +195,11 @@ def test_fuzz_tcp_frames():
                 Keyring([KEY]), role=Role.SERVER, nonce=b"n" * 16, sender=2, label_hash=LABEL
             )
             c = TcpSession(
-                Keyring([KEY]), role=Role.CLIENT, nonce=rng.randbytes(16), sender=1, label_hash=LABEL
+                Keyring([KEY]),
+                role=Role.CLIENT,
+                nonce=rng.randbytes(16),
+                sender=1,
+                label_hash=LABEL,
             )
             kind, data = "hello", mutate(rng, c.data_to_send())
         else:
