@@ -1,0 +1,116 @@
+"""Study files: validation with clear errors, normalization, fingerprint, the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2phpo.core.entries import Claim, StudyEntry
+from p2phpo.core.ledger import Ledger
+from p2phpo.study import StudyError, StudySpec, make_plan, parse_duration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist_mlp.toml"
+
+MINIMAL = """
+[study]
+name = "t"
+n_trials = 10
+[space]
+x = { type = "float", low = 0, high = 1 }
+"""
+
+
+def test_the_example_study_file_loads():
+    spec = StudySpec.load(EXAMPLE)
+    assert spec.direction == "maximize" and spec.n_trials == 30 and spec.timeout == 7200.0
+    assert spec.sampler == "tpe" and spec.pruner == "asha" and spec.max_resource == 5
+    assert list(spec.space.names) == ["lr", "layers", "width", "activation", "dropout",
+                                      "optimizer", "weight_decay", "batch_size"]
+
+
+def test_fingerprint_ignores_whitespace_key_order_and_spelled_out_defaults():
+    a = StudySpec.from_toml(MINIMAL)
+    b = StudySpec.from_toml("""
+[space]
+x = {high = 1.0, low = 0.0, type = "float", log = false}
+
+[sampler]
+name = "tpe"
+n_startup = 10
+
+[study]
+n_trials = 10
+name   =   "t"
+direction = "minimize"
+""")
+    assert a.fingerprint() == b.fingerprint()
+    assert a.to_dict() == b.to_dict()
+
+
+def test_fingerprint_changes_with_the_spec_and_the_dataset():
+    a = StudySpec.from_toml(MINIMAL)
+    b = StudySpec.from_toml(MINIMAL.replace("n_trials = 10", "n_trials = 11"))
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint("data-1") != a.fingerprint("data-2")
+
+
+def test_normalized_spec_round_trips():
+    spec = StudySpec.load(EXAMPLE)
+    again = StudySpec.from_dict(spec.to_dict())
+    assert again == spec and again.fingerprint() == spec.fingerprint()
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0), ("1d", 86400.0),
+    (45, 45.0), (0.5, 0.5),
+])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["2 hours", "h", "", "-5s", 0, "10x", True])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(StudyError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("patch, message", [
+    (("n_trials = 10", "n_trials = 10\nwarmup = 3"), r"unknown key\(s\) warmup"),
+    (("n_trials = 10", "n_trials = 10\ndirection = \"up\""), "direction must be"),
+    (("n_trials = 10", "n_trials = -1"), "n_trials must be an integer >= 1"),
+    (("n_trials = 10", ""), "needs n_trials, timeout or target"),
+    (("n_trials = 10", "n_trials = 10\ntimeout = \"soon\""), "timeout must be a duration"),
+    (("low = 0,", "low = 2,"), r"\[space\] parameter 'x': low \(2"),
+    (("[space]", "[spaces]"), r"unknown table\(s\) \[spaces\]"),
+    (("[space]", "[sampler]\nname = \"cmaes\"\n[space]"), r"\[sampler\] unknown sampler 'cmaes'"),
+    (("[space]", "[sampler]\nname = \"grid\"\nsteps = { y = 3 }\n[space]"),
+     "unknown parameter"),
+    (("[space]", "[pruner]\nname = \"hyperband\"\n[space]"), r"\[pruner\].*max_resource"),
+    (("[space]", "[pruner]\nname = \"asha\"\neta = 3\n[space]"), "no option"),
+    (("name = \"t\"", "name = \"t\"\nname = \"u\""), "not valid TOML"),
+])
+def test_mistakes_are_reported_in_one_sentence(patch, message):
+    old, new = patch
+    with pytest.raises(StudyError, match=message) as e:
+        StudySpec.from_toml(MINIMAL.replace(old, new, 1))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_is_a_study_error(tmp_path):
+    with pytest.raises(StudyError, match="cannot read study file"):
+        StudySpec.load(tmp_path / "nope.toml")
+
+
+def test_the_plan_of_a_study_entry_suggests_and_prunes():
+    spec = StudySpec.load(EXAMPLE)
+    entry = StudyEntry(1, 1, 0.0, spec=spec.to_dict(), fingerprint=spec.fingerprint())
+    plan = make_plan(entry)
+    assert plan.fingerprint == entry.fingerprint and plan.n_trials == 30
+    led = Ledger()
+    led.append(entry)
+    params = plan.suggest(led, 7, 0)
+    assert spec.space.contains(params)
+    claim = led.new(7, Claim, wall=1.0, slot=0, params=params)
+    assert plan.should_report(1) and plan.should_report(3) and not plan.should_report(2)
+    assert not plan.should_prune(led, led.trial(claim.key), 1, 0.5)
