@@ -13,9 +13,8 @@ import math
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Group
 from rich.panel import Panel
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -98,18 +97,24 @@ def _security(snap: NodeSnapshot) -> Text:
     return Text("no key (loopback only)", style="yellow")
 
 
-def _budget(snap: NodeSnapshot) -> RenderableType:
+def bar(done: int, total: int, width: int, style: str = "green") -> Text:
+    """A text progress bar: ``━`` done, ``─`` to go (readable without colour too)."""
+    filled = 0 if total <= 0 else round(width * min(max(done, 0), total) / total)
+    text = Text("━" * filled, style=style)
+    text.append("─" * (width - filled), style="dim")
+    return text
+
+
+def _budget(snap: NodeSnapshot) -> Text:
     tail = f"{snap.claimed} claimed · {len(snap.running)} running"
     if snap.n_trials is None:
         return Text(f"open-ended · {snap.finished} finished · {tail}")
-    bar = ProgressBar(total=max(snap.n_trials, 1), completed=min(snap.finished, snap.n_trials),
-                      width=30, complete_style="green", finished_style="bold green")
-    count = Text(f"{snap.finished}/{snap.n_trials} finished", style="bold")
+    text = bar(snap.finished, snap.n_trials, 30, "bold green" if snap.done else "green")
+    text.append(f" {snap.finished}/{snap.n_trials} finished", style="bold")
     if snap.done:
-        count.append(" · study done", style="bold green")
-    grid = Table.grid(padding=(0, 1))
-    grid.add_row(bar, count, Text(f"· {tail}"))
-    return grid
+        text.append(" · study done", style="bold green")
+    text.append(f" · {tail}")
+    return text
 
 
 def _best(snap: NodeSnapshot) -> Text:
@@ -149,20 +154,33 @@ def _ack(m: MemberRow) -> str:
     return "never" if m.last_ack_age is None else f"{fmt_duration(m.last_ack_age)} ago"
 
 
-def render_members(members: tuple[MemberRow, ...] | list[MemberRow]) -> Table:
-    table = Table(title="members", title_justify="left", box=box.SIMPLE_HEAD, expand=True)
+_MEMBER_ORDER = {"DEAD": 0, "SUSPECT": 1, "ALIVE": 2, "LEFT": 3}
+
+
+def _more(shown: int, total: int, what: str) -> Text | None:
+    return Text(f"… {total - shown} more {what}", style="dim") if total > shown else None
+
+
+def render_members(members: tuple[MemberRow, ...] | list[MemberRow], limit: int = 12) -> Table:
+    """This node first, then members in trouble (DEAD, SUSPECT), then the rest."""
+    table = Table(title=f"members ({len(members)})", title_justify="left",
+                  box=box.SIMPLE_HEAD, expand=True)
     table.add_column("node", no_wrap=True)
     table.add_column("address", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("inc", justify="right")
     table.add_column("last ack", justify="right", no_wrap=True)
     table.add_column("trials", justify="right")
-    for m in sorted(members, key=lambda m: (not m.is_self, m.id)):
+    ordered = sorted(members, key=lambda m: (not m.is_self, _MEMBER_ORDER.get(m.state, 4), m.id))
+    for m in ordered[:limit]:
         name = Text(node_hex(m.id))
         if m.is_self:
             name.append(" (this node)", style="dim")
         state = Text(m.state, style=MEMBER_STYLE.get(m.state, ""))
         table.add_row(name, m.addr or "-", state, str(m.incarnation), _ack(m), str(m.trials_run))
+    more = _more(limit, len(ordered), "members")
+    if more is not None:
+        table.add_row(more, "", "", "", "", "")
     if not members:
         table.add_row(Text("no members known yet", style="dim"), "", "", "", "", "")
     return table
@@ -171,17 +189,16 @@ def render_members(members: tuple[MemberRow, ...] | list[MemberRow]) -> Table:
 # -- trials --------------------------------------------------------------------------
 
 
-def _progress(t: RunningTrial) -> RenderableType:
+def _progress(t: RunningTrial) -> Text:
     step = t.step or 0
     if t.max_epochs is None:
         return Text(f"step {step}" if t.step is not None else "starting", style="cyan")
-    grid = Table.grid(padding=(0, 1))
-    grid.add_row(ProgressBar(total=t.max_epochs, completed=min(step, t.max_epochs), width=20),
-                 Text(f"{step}/{t.max_epochs}"))
-    return grid
+    text = bar(step, t.max_epochs, 20)
+    text.append(f" {step}/{t.max_epochs}")
+    return text
 
 
-def render_running(running: tuple[RunningTrial, ...] | list[RunningTrial]) -> Table:
+def render_running(running: tuple[RunningTrial, ...] | list[RunningTrial], limit: int = 12) -> Table:
     table = Table(title=f"running ({len(running)})", title_justify="left",
                   box=box.SIMPLE_HEAD, expand=True)
     table.add_column("trial", no_wrap=True)
@@ -189,12 +206,15 @@ def render_running(running: tuple[RunningTrial, ...] | list[RunningTrial]) -> Ta
     table.add_column("epochs", no_wrap=True)
     table.add_column("last", justify="right")
     table.add_column("params", overflow="ellipsis", no_wrap=True, ratio=1)
-    for t in running:
+    for t in running[:limit]:
         name = Text(t.trial)
         if t.retry_of:
             name.append(" retry", style="magenta")
         table.add_row(name, str(t.slot), _progress(t), fmt_value(t.last_value),
                       fmt_params(t.params))
+    more = _more(limit, len(running), "running")
+    if more is not None:
+        table.add_row(more, "", "", "", "")
     if not running:
         table.add_row(Text("idle", style="dim"), "", "", "", "")
     return table
@@ -282,8 +302,8 @@ def render_events(events: tuple[Event, ...] | list[Event], limit: int = MAX_EVEN
     return grid
 
 
-def render(snap: NodeSnapshot) -> Group:
-    """The whole status view, top to bottom."""
+def render(snap: NodeSnapshot, *, max_rows: int = 12) -> Group:
+    """The whole status view, top to bottom; long tables show ``max_rows`` rows."""
     bottom = Table.grid(expand=True, padding=(0, 2))
     bottom.add_column(ratio=1)
     bottom.add_column(ratio=2)
@@ -292,7 +312,8 @@ def render(snap: NodeSnapshot) -> Group:
         Panel(render_events(snap.events), title="events", title_align="left", border_style="dim"),
     )
     return Group(
-        render_header(snap), render_members(snap.members), render_running(snap.running),
+        render_header(snap), render_members(snap.members, max_rows),
+        render_running(snap.running, max_rows),
         render_recent(snap.recent), bottom,
     )
 

