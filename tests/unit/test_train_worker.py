@@ -180,3 +180,25 @@ def test_frames_roundtrip_and_reject_bad_input() -> None:
     with pytest.raises(ProtocolError):
         encode_frame({"type": "x", "blob": b"\0" * (2 << 20)})
     assert len(cap_error("é" * 300).encode()) <= 256
+
+
+def test_builtin_mnist_mlp_runs_in_the_worker_with_a_persistent_compile_cache(tmp_path: Path) -> None:
+    options = {"dataset": "mnist", "max_epochs": 3}
+    env_extra = {"P2PHPO_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    async def main():
+        client = _client(tmp_path, objective="mnist-mlp", options=options)
+        client.extra_env.update(env_extra)
+        info = await client.start()
+        try:
+            out = await client.run("ab:1", 0, {"layers": 1, "width": 32, "batch_size": 128},
+                                   lambda s, v: Verdict.PRUNE if s == 2 else Verdict.CONTINUE)
+            return info, out
+        finally:
+            await client.close()
+
+    info, out = asyncio.run(main())
+    assert info["dataset"]["name"] == "mnist" and info["dataset"]["train"] == 4000
+    assert len(info["dataset"]["fingerprint"]) == 64
+    assert out.status is TrialStatus.PRUNED and out.last_step == 2 and 0.5 < out.value < 1.0
+    assert any((tmp_path / "jax-cache").iterdir())

