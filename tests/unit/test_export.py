@@ -150,6 +150,8 @@ def test_optuna_study_holds_every_trial(state, tmp_path):
     best = study.best_trial
     assert best.intermediate_values == {1: 0.90, 2: 0.95, 3: 0.97}
     assert best.user_attrs["p2phpo_trial"] == names["best"]
+    # times are the ledger's wall clocks (1970 here), not the moment of export
+    assert best.datetime_start.year == 1970 and best.datetime_start < best.datetime_complete
     assert best.distributions["lr"].log and best.distributions["width"].high == 1024
     assert best.distributions["act"].choices == ("relu", "gelu", "tanh")
     again = invoke("--state-dir", str(root), "--format", "optuna", "--storage", f"sqlite:///{db}")
@@ -229,3 +231,68 @@ def test_seed_uses_the_runtime_fetch_when_present(state, monkeypatch):
     res = invoke("--seed", "127.0.0.1:7946", "--format", "jsonl")
     assert res.exit_code == 0, res.output
     assert calls == [("127.0.0.1:7946", None)] and len(res.stdout.splitlines()) == 5
+
+
+DESIGN_TOML = """
+[study]
+name = "mnist-mlp"
+direction = "maximize"
+metric = "val_accuracy"
+n_trials = 100
+[sampler]
+name = "tpe"
+[pruner]
+name = "asha"
+min_resource = 1
+reduction_factor = 3
+[objective]
+name = "mnist-mlp"
+dataset = "mnist"
+max_epochs = 20
+[space]
+lr           = { type = "float", low = 1e-4, high = 1e-1, log = true }
+layers       = { type = "int", low = 1, high = 4 }
+width        = { type = "int", low = 32, high = 1024, log = true }
+activation   = { type = "choice", values = ["relu", "gelu", "tanh"] }
+dropout      = { type = "float", low = 0.0, high = 0.5 }
+batch_size   = { type = "choice", values = [64, 128, 256, 512] }
+"""
+
+
+def test_optuna_distributions_come_from_the_study_spec(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from p2phpo.export import optuna_distributions
+    from p2phpo.study import StudySpec
+    from p2phpo.ui.snapshot import snapshot_from_ledger
+
+    spec = StudySpec.from_toml(DESIGN_TOML)
+    with Storage.open(tmp_path / "s", urandom=_urandom) as st:
+        me = st.node_id
+        st.append_local(StudyEntry(origin=me, seq=1, wall=1.0, spec=spec.to_dict(),
+                                   fingerprint=spec.fingerprint()))
+        c = st.append_local(Claim(origin=me, seq=2, wall=2.0, slot=0, params={
+            "lr": 0.003, "layers": 2, "width": 256, "activation": "gelu", "dropout": 0.1,
+            "batch_size": 128}))
+        st.append_local(Result(origin=me, seq=3, wall=3.0, trial=c.key, value=0.98,
+                               duration=1.0))
+        dists = optuna_distributions(st.ledger)
+        snap = snapshot_from_ledger(st.ledger)
+    d = optuna.distributions
+    assert dists["lr"] == d.FloatDistribution(1e-4, 1e-1, log=True)
+    assert dists["layers"] == d.IntDistribution(1, 4)
+    assert dists["width"] == d.IntDistribution(32, 1024, log=True)
+    assert dists["activation"] == d.CategoricalDistribution(["relu", "gelu", "tanh"])
+    assert dists["batch_size"] == d.CategoricalDistribution([64, 128, 256, 512])
+    assert dists["dropout"] == d.FloatDistribution(0.0, 0.5)
+    assert (snap.study, snap.direction, snap.metric, snap.n_trials) == \
+        ("mnist-mlp", "maximize", "val_accuracy", 100)
+
+
+def test_optuna_missing_is_said_clearly(state, monkeypatch, tmp_path):
+    import sys
+
+    root, _ = state
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    res = invoke("--state-dir", str(root), "--format", "optuna",
+                 "--storage", f"sqlite:///{tmp_path / 'x.db'}")
+    assert res.exit_code == 2 and "needs the optuna package" in res.stderr
