@@ -8,13 +8,16 @@ from p2phpo.ui.snapshot import (
     MemberRow,
     NodeSnapshot,
     RunningTrial,
+    TrialSummary,
     default_state_dir,
+    member_rows,
     snapshot_from_ledger,
     to_status_json,
+    trials_per_node,
 )
 
 __all__ = [
     "Event", "FinishedTrial", "LedgerHealth", "MemberRow", "NodeSnapshot", "RunningTrial",
-    "default_state_dir", "event_json", "format_event_line", "render", "snapshot_from_ledger",
-    "to_status_json",
+    "TrialSummary", "default_state_dir", "event_json", "format_event_line", "member_rows",
+    "render", "snapshot_from_ledger", "to_status_json", "trials_per_node",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,45 @@ class NodeSnapshot:
     events: tuple[Event, ...] = ()  # oldest first
     wall: float = 0.0  # when the snapshot was taken
     done: bool = False
+
+
+# -- from the membership core -------------------------------------------------------
+
+
+def fmt_addr(addr: Any) -> str:
+    """``host:port``, ``[v6addr]:port``; a string passes through."""
+    if isinstance(addr, str):
+        return addr
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def member_rows(
+    infos: Iterable[Any],
+    *,
+    now: float,
+    self_id: int | None = None,
+    trials_run: Mapping[int, int] | None = None,
+) -> tuple[MemberRow, ...]:
+    """Rows from ``Membership.members()`` (node, addr, state, incarnation, last_ack).
+
+    ``now`` is the same monotonic clock the membership core was given;
+    ``trials_run`` is ``TrialSummary.per_node`` or ``trials_per_node(ledger)``.
+    """
+    runs = trials_run or {}
+    rows = []
+    for m in infos:
+        state = getattr(m.state, "name", str(m.state))
+        age = None if m.last_ack is None else max(0.0, now - m.last_ack)
+        rows.append(MemberRow(id=m.node, addr=fmt_addr(m.addr), state=state,
+                              incarnation=m.incarnation, last_ack_age=age,
+                              trials_run=runs.get(m.node, 0), is_self=m.node == self_id))
+    return tuple(rows)
+
+
+def trials_per_node(ledger: Ledger) -> Counter[int]:
+    """How many trials each node has claimed (running, finished or abandoned)."""
+    return Counter(tid[0] for tid in ledger.trials())
 
 
 # -- from a ledger ---------------------------------------------------------------
@@ -253,6 +293,7 @@ class TrialSummary:
         self._done_key: dict[TrialId, tuple[float, TrialId]] = {}
         self._best: TrialId | None = None
         self._best_dir: str | None = None  # direction _best was computed for
+        self.per_node: Counter[int] = Counter()  # node -> trials it claimed
 
     @property
     def claimed(self) -> int:
@@ -269,7 +310,9 @@ class TrialSummary:
         if view is None:
             return
         old, new = self._state.get(tid), view.state
-        if old is not None:
+        if old is None:
+            self.per_node[view.origin] += 1
+        else:
             self._count(view.slot, tid, old, -1)
         self._count(view.slot, tid, new, +1)
         self._state[tid] = new

@@ -307,3 +307,20 @@ def test_big_clusters_show_trouble_first_and_count_the_rest():
     assert line_with(out, "000000000000ffff", "DEAD")  # a dead member is never hidden
     assert "(this node)" in out
     assert "running (30)" in out and "… 25 more running" in out
+
+
+def test_member_rows_from_the_membership_core():
+    from p2phpo.core.membership import MemberInfo
+    from p2phpo.core.messages import State
+    from p2phpo.ui.snapshot import TrialSummary, member_rows, trials_per_node
+
+    led, _ = build_ledger()
+    summary = TrialSummary(led)
+    summary.update()
+    assert summary.per_node == trials_per_node(led) and summary.per_node[B] == 3
+    infos = [MemberInfo(A, ("127.0.0.1", 7946), State.ALIVE, 0, {}, None, 0.0),
+             MemberInfo(B, ("::1", 7947), State.DEAD, 4, {}, 90.0, 95.0)]
+    rows = member_rows(infos, now=100.0, self_id=A, trials_run=summary.per_node)
+    out = text(render(NodeSnapshot(members=rows)))
+    assert line_with(out, "22bb33cc44dd55ee", "[::1]:7947", "DEAD", "10.0s ago", " 3")
+    assert line_with(out, "1a2b3c4d5e6f7081", "(this node)", "127.0.0.1:7946", "ALIVE")
