@@ -111,6 +111,8 @@ def _budget(snap: NodeSnapshot) -> Text:
         return Text(f"open-ended · {snap.finished} finished · {tail}")
     text = bar(snap.finished, snap.n_trials, 30, "bold green" if snap.done else "green")
     text.append(f" {snap.finished}/{snap.n_trials} finished", style="bold")
+    if snap.finished > snap.n_trials:  # a partition let both sides count
+        text.append(f" · overshoot {snap.finished - snap.n_trials}", style="yellow")
     if snap.done:
         text.append(" · study done", style="bold green")
     text.append(f" · {tail}")

@@ -388,7 +388,7 @@ def snapshot_from_ledger(
     """A snapshot whose study, trial and ledger parts come from ``ledger``.
 
     Pass the same ``summary`` (a ``TrialSummary`` of this ledger) on every
-    refresh to avoid rescanning all trials. ``health`` adds to the
+    refresh to avoid rescanning all trials (``recent`` is then the summary's). ``health`` adds to the
     ledger-health part (peers_agree, bytes_in_per_s, dropped, ...); every
     other keyword (members, events, node_id, wall, ...) is passed to
     ``NodeSnapshot`` and wins over what the ledger says.

@@ -184,6 +184,8 @@ def test_budget_counts_retries_once_and_study_done():
     assert (snap.finished, snap.claimed) == (4, 6)
     assert snap.trial_counts["ABANDONED"] == 1 and snap.trial_counts["RUNNING"] == 2
     assert not snap.done  # trials still running
+    out = text(render(snapshot_from_ledger(led, n_trials=3)))
+    assert "4/3 finished · overshoot 1" in line_with(out, "budget")
     assert snap.recent[0].state == "ABANDONED"  # newest finished first
 
 
