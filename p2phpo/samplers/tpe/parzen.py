@@ -5,8 +5,8 @@ plus a prior kernel (mean 0.5, width 1 on the unit interval), kernel weights
 from :func:`recency_weights` with the prior weighted ``prior_weight``;
 numeric dimensions use normal kernels truncated to ``[0, 1]`` with the
 Hyperopt bandwidth (distance to the farther neighbour, the "magic clip"
-lower bound ``1 / min(100, 1 + n_kernels)``, upper bound 1), or, in the
-multivariate mode, Optuna's ``0.2 · n^(-1/(d+4))`` bandwidth; categorical
+lower bound ``1 / min(100, 1 + n_kernels)``, upper bound 1) in both the
+univariate and the multivariate mode, as Optuna 5 does; categorical
 dimensions use Optuna's kernel (``prior_weight / n_kernels`` on every
 category plus 1 on the observed one, normalized).
 
@@ -16,8 +16,8 @@ to the bin width, which cancels).
 
 Densities are evaluated without a Python loop over observations: for a
 normal kernel ``log N(x) = a + b·x + c·x²`` with per-kernel ``(a, b, c)``,
-so the (candidates × kernels) log-density table is one matmul of
-``[1, x, x²]`` against a ``3 × kernels`` coefficient table.
+so the (candidates × kernels) log-density table is one product of
+``[1, x, x²]`` with a ``3 × kernels`` coefficient table.
 """
 
 from __future__ import annotations
@@ -120,7 +120,10 @@ class Parzen:
         out = np.empty((n, x.shape[1] + c.shape[1]))
         if x.shape[1]:
             feats = np.stack([np.ones_like(x), x, x * x], axis=2).transpose(1, 0, 2)
-            t = np.matmul(feats.astype(np.float32), self._coef().astype(np.float32))
+            # einsum runs numpy's own loops: a threaded BLAS gemm for these thin
+            # products is several times slower on a busy machine.
+            t = np.einsum("dnj,djk->dnk", feats.astype(np.float32),
+                          self._coef().astype(np.float32))
             # Terms are bounded above (sigma >= 1/100) and the prior kernel keeps
             # the sum away from 0, so exp needs no max-shift here.
             np.exp(t, out=t)
@@ -140,7 +143,7 @@ class Parzen:
             # each dimension's coef[0] carries log w: keep it once
             a = coef[:, 0].sum(axis=0, keepdims=True) - (x.shape[1] - 1) * np.log(self.weights)
             table = np.concatenate([a, coef[:, 1], coef[:, 2]], axis=0)  # (1 + 2d, k)
-            t = feats @ table
+            t = np.einsum("nj,jk->nk", feats, table)
         else:
             t += np.log(self.weights)
         for j, tab in enumerate(self.cat):
@@ -160,19 +163,16 @@ def _trunc_normal(rng: np.random.Generator, mu: np.ndarray, sigma: np.ndarray) -
     return np.clip(x, 0.0, 1.0)
 
 
-def build(x: np.ndarray, c: np.ndarray, n_choices: tuple[int, ...], *, multivariate: bool,
-          prior_weight: float, n_dims: int) -> Parzen:
+def build(x: np.ndarray, c: np.ndarray, n_choices: tuple[int, ...], *,
+          prior_weight: float) -> Parzen:
     """The estimator of observations ``x`` (numeric, unit cube) and ``c`` (category
-    indices), rows oldest first. ``n_dims`` is the space's dimension."""
+    indices), rows oldest first."""
     m, n_num = x.shape
     k = m + 1
     w = np.append(recency_weights(m), prior_weight)
     w = w / w.sum()
     min_sigma = 1.0 / min(100.0, 1.0 + k)
-    if multivariate:
-        sig = np.full((m, n_num), 0.2 * max(m, 1) ** (-1.0 / (n_dims + 4)))
-    else:
-        sig = _neighbour_bandwidth(x)
+    sig = _neighbour_bandwidth(x)
     sigma = np.vstack([np.clip(sig, min_sigma, 1.0), np.ones((1, n_num))])
     mu = np.vstack([x, np.full((1, n_num), 0.5)])
     cats = []
@@ -185,14 +185,13 @@ def build(x: np.ndarray, c: np.ndarray, n_choices: tuple[int, ...], *, multivari
 
 
 def _neighbour_bandwidth(x: np.ndarray) -> np.ndarray:
-    """Hyperopt's rule per column: the larger gap to a sorted neighbour, counting
-    the prior mean 0.5 and the interval ends; end kernels use their inner gap."""
+    """Hyperopt's rule per column: the larger gap to a sorted neighbour (the
+    interval ends count as neighbours); the end kernels use their inner gap.
+    As in Optuna 5 the prior's mean is not among the neighbours."""
     m, d = x.shape
-    if d == 0:
-        return np.zeros((m, 0))
-    pts = np.empty((d, m + 1))  # one contiguous row per dimension sorts faster
-    pts[:, :m] = x.T
-    pts[:, m] = 0.5
+    if d == 0 or m == 0:
+        return np.zeros((m, d))
+    pts = np.ascontiguousarray(x.T)  # one contiguous row per dimension sorts faster
     order = np.argsort(pts, axis=1)
     s = np.take_along_axis(pts, order, axis=1)
     e = np.hstack([np.zeros((d, 1)), s, np.ones((d, 1))])
@@ -203,4 +202,4 @@ def _neighbour_bandwidth(x: np.ndarray) -> np.ndarray:
         sig[:, -1] = e[:, -2] - e[:, -3]
     out = np.empty_like(sig)
     np.put_along_axis(out, order, sig, axis=1)
-    return out[:, :m].T
+    return out.T

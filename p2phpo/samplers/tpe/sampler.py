@@ -3,13 +3,14 @@
 After ``n_startup`` finished trials, the finished trials are split into the
 best ``gamma(n) = min(ceil(0.1·n), 25)`` ("below", density ``l``) and the
 rest ("above", density ``g``); ``n_ei_candidates`` points drawn from ``l``
-are scored by ``log l(x) - log g(x)`` and the best one wins — per parameter
-(``multivariate=False``, Optuna's default) or jointly.
+are scored by ``log l(x) - log g(x)`` and the best one wins — jointly
+(``multivariate=True``, the default, as in Optuna 5 for one objective) or
+per parameter (``multivariate=False``, Hyperopt's independent TPE).
 
 Ranking: COMPLETE trials by value, then PRUNED trials deeper first and by
 their last report within a depth; FAILED trials are ignored. With
-``constant_liar`` (default on) RUNNING trials count in ``n`` and join the
-"above" set, so nodes working at the same time spread out.
+``constant_liar`` (default on) RUNNING trials join the "above" set (they do
+not count in ``n``), so nodes working at the same time spread out.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from p2phpo.samplers.base import SamplerContext, SamplerError, positive_int, reg
 from p2phpo.samplers.tpe import parzen
 from p2phpo.space import Choice, Space, Value
 
-DEFAULTS: dict[str, Any] = {"n_startup": 10, "n_ei_candidates": 24, "multivariate": False,
+DEFAULTS: dict[str, Any] = {"n_startup": 10, "n_ei_candidates": 24, "multivariate": True,
                             "prior_weight": 1.0, "constant_liar": True}
 
 
@@ -39,7 +40,7 @@ def gamma(n: int) -> int:
 class TPESampler:
     n_startup: int = 10
     n_ei_candidates: int = 24
-    multivariate: bool = False
+    multivariate: bool = True
     prior_weight: float = 1.0
     constant_liar: bool = True
     name: str = "tpe"
@@ -64,8 +65,8 @@ class TPESampler:
             return space.decode(rng.random(len(space)))
         below, above = self._split(frame)
         num, cat, n_choices = _layout(space)
-        l_est = self._estimator(frame, below, num, cat, n_choices, len(space))
-        g_est = self._estimator(frame, above, num, cat, n_choices, len(space))
+        l_est = self._estimator(frame, below, num, cat, n_choices)
+        g_est = self._estimator(frame, above, num, cat, n_choices)
         xs, cs = l_est.sample(rng, self.n_ei_candidates, joint=self.multivariate)
         u = np.empty((self.n_ei_candidates, len(space)))
         u[:, num] = xs
@@ -86,19 +87,18 @@ class TPESampler:
         ranked = frame.ranked()
         running = (np.flatnonzero(frame.state == RowState.RUNNING) if self.constant_liar
                    else np.empty(0, np.int64))
-        n_below = gamma(ranked.size + running.size)
+        n_below = gamma(ranked.size)  # running trials do not count in n (as in Optuna)
         below = np.sort(ranked[:n_below])
         above = np.sort(np.concatenate([ranked[n_below:], running]))
         return below, above
 
     def _estimator(self, frame: Frame, rows: np.ndarray, num: np.ndarray, cat: np.ndarray,
-                   n_choices: tuple[int, ...], n_dims: int) -> parzen.Parzen:
+                   n_choices: tuple[int, ...]) -> parzen.Parzen:
         x = frame.x[rows]
         c = np.minimum(np.floor(x[:, cat] * np.asarray(n_choices, dtype=np.float32)),
                        np.asarray(n_choices) - 1).astype(np.int64)
         return parzen.build(x[:, num].astype(np.float64), c, n_choices,
-                            multivariate=self.multivariate, prior_weight=self.prior_weight,
-                            n_dims=n_dims)
+                            prior_weight=self.prior_weight)
 
 
 def _layout(space: Space) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
