@@ -9,6 +9,8 @@ import typer
 from p2phpo import __version__
 from p2phpo.commands.export import export
 from p2phpo.commands.keygen import keygen
+from p2phpo.commands.node import node, status
+from p2phpo.commands.simulate import simulate
 from p2phpo.commands.train import train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -29,9 +31,12 @@ def _root(
     """Peer-to-peer hyperparameter search with no central coordinator."""
 
 
+app.command("node")(node)
+app.command("status")(status)
 app.command("export")(export)
 app.command("keygen")(keygen)
 app.command("train")(train)
+app.command("simulate")(simulate)
 
 
 def main() -> None:

@@ -82,6 +82,7 @@ class SearchConfig:
     max_retries: int = 2  # abandonments of one slot before its trial is FAILED
     trial_timeout: float | None = None  # seconds; a trial running longer is FAILED
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
+    reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node runs at once
 
 
@@ -317,9 +318,13 @@ class SearchCore:
         return None
 
     # -- orphans ---------------------------------------------------------------
-    def _owner_gone(self, owner: int) -> bool:
+    def _owner_gone(self, owner: int, now: float) -> bool:
+        """DEAD or LEFT, and either synced since, or gone long enough that no peer is left
+        to sync with (a lone survivor must not wait forever)."""
         since = self._gone_since.get(owner)
-        return since is not None and self._last_sync >= since
+        if since is None:
+            return False
+        return self._last_sync >= since or now - since >= self.config.reclaim_fallback
 
     def _reclaim_orphans(self, now: float, wall: float) -> None:
         live = self._ready_members(include_busy=True)
@@ -329,7 +334,7 @@ class SearchCore:
             owner = tid[0]
             if owner == self.node_id or tid in self._abandoned_by_me:
                 continue
-            if not self._owner_gone(owner):
+            if not self._owner_gone(owner, now):
                 continue
             if _rendezvous(("orphan", tid), live) != self.node_id:
                 continue

@@ -1,0 +1,116 @@
+"""``p2phpo node`` and ``p2phpo status``: run a node, or watch a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from p2phpo.runtime.node import Node, NodeError, NodeOptions, fail
+from p2phpo.runtime.udp import run as run_loop
+
+
+def node(
+    study: Annotated[Path | None, typer.Option(help="Study file (TOML). Without it and without --seed: the built-in MNIST MLP study.")] = None,
+    seed: Annotated[list[str] | None, typer.Option(help="A peer to join, HOST:PORT or [v6]:PORT (repeatable).")] = None,
+    bind: Annotated[str, typer.Option(help="Address to listen on (UDP and TCP).")] = "127.0.0.1:7946",
+    advertise: Annotated[str | None, typer.Option(help="HOST:PORT peers should use to reach this node.")] = None,
+    cluster: Annotated[str, typer.Option(help="Cluster label; packets of other clusters are dropped.")] = "default",
+    state_dir: Annotated[Path | None, typer.Option(help="Where the node keeps its id and ledger [default: ~/.local/state/p2phpo].")] = None,
+    key_file: Annotated[str | None, typer.Option(help="Cluster key file (p2phpo keygen); or set P2PHPO_KEY.")] = None,
+    insecure: Annotated[bool, typer.Option(help="Allow a non-loopback bind without a key.")] = False,
+    profile: Annotated[str, typer.Option(help="Failure-detector timings: lan, local or wan.")] = "lan",
+    data_dir: Annotated[str | None, typer.Option(help="Folder with the dataset files.")] = None,
+    ui: Annotated[bool | None, typer.Option("--ui/--no-ui", help="Live view (default: when stdout is a terminal).")] = None,
+    linger: Annotated[bool, typer.Option(help="Keep serving the ledger after the study is done.")] = False,
+    log_level: Annotated[str, typer.Option(help="node.log level: debug, info, warning.")] = "info",
+) -> None:
+    """Run a node: join the cluster, run trials, gossip results."""
+    opts = NodeOptions(study=study, seeds=list(seed or []), bind=bind, advertise=advertise,
+                       cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
+                       profile=profile, data_dir=data_dir, linger=linger)
+    code = run_loop(_run_node(opts, ui, log_level))
+    raise typer.Exit(code)
+
+
+async def _run_node(opts: NodeOptions, ui: bool | None, log_level: str) -> int:
+    from rich.console import Console
+
+    from p2phpo.ui.live import run_live, run_events
+
+    n = Node(opts)
+    console = Console()
+    live = console.is_terminal if ui is None else ui
+    try:
+        n.setup()
+    except NodeError as exc:
+        fail(str(exc))
+        return 2
+    stop_view = asyncio.Event()
+    runner = asyncio.create_task(n.run())
+    started = asyncio.create_task(n.started.wait())
+    await asyncio.wait([runner, started], return_when=asyncio.FIRST_COMPLETED)
+    if runner.done():
+        started.cancel()
+        return _finish(n, runner)
+    view = asyncio.create_task(
+        (run_live if live else run_events)(n.snapshot, stop_view, 0.5, console=console))
+    await asyncio.wait([runner])
+    stop_view.set()
+    await view
+    return _finish(n, runner)
+
+
+def _finish(n: Node, runner: asyncio.Task) -> int:
+    exc = runner.exception() if runner.done() and not runner.cancelled() else None
+    if isinstance(exc, NodeError):
+        fail(str(exc))
+        return 2
+    if exc is not None:
+        raise exc
+    if n.error:
+        fail(n.error)
+    return n.exit_code
+
+
+def status(
+    seed: Annotated[str, typer.Option(help="A node of the cluster, HOST:PORT.")],
+    key_file: Annotated[str | None, typer.Option(help="Cluster key file; or set P2PHPO_KEY.")] = None,
+    cluster: Annotated[str, typer.Option(help="Cluster label.")] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot and exit.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster's ledger.")] = 10.0,
+) -> None:
+    """Watch a cluster as an observer (runs no trials)."""
+    code = run_loop(_status(seed, key_file, cluster, as_json, timeout))
+    raise typer.Exit(code)
+
+
+async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, timeout: float) -> int:
+    from rich.console import Console
+
+    from p2phpo.runtime.fetch import observe, stop_observer
+    from p2phpo.ui.live import run_live
+    from p2phpo.ui.snapshot import to_status_json
+
+    try:
+        n = await observe(seed, key_file, cluster, timeout)
+    except NodeError as exc:
+        fail(str(exc))
+        return 2
+    try:
+        if as_json:
+            print(json.dumps(to_status_json(n.snapshot()), indent=1))
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await run_live(n.snapshot, stop, 0.5, console=Console())
+        return 0
+    finally:
+        await stop_observer(n)
