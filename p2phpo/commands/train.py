@@ -23,9 +23,9 @@ def train(
     params: Annotated[str | None, typer.Option("--params", help="Hyperparameters as a JSON object, e.g. '{\"lr\": 0.001, \"width\": 256}'.")] = None,
     trial: Annotated[str | None, typer.Option("--trial", help="Take the params of this trial ('<origin hex>:<seq>') from --state-dir.")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="A node's state dir (with --trial).")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="mnist, fashion-mnist, or a path (IDX folder, .npz, .csv).")] = "mnist",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="mnist, fashion-mnist, or a path (IDX folder, .npz, .csv); default: the study's, else mnist.")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset files.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Number of epochs.")] = 10,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Number of epochs; default: the study's max_epochs, else 10.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and shuffling.")] = 0,
     test: Annotated[bool, typer.Option("--test", help="Also report accuracy on the held-out test set.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (DESIGN §10) instead of a table.")] = False,
@@ -33,6 +33,9 @@ def train(
     """Train the built-in mnist-mlp objective with one set of hyperparameters."""
     try:
         chosen = _resolve_params(params, trial, state_dir)
+        study = _study_objective(state_dir) if trial is not None else {}
+        dataset = dataset or str(study.get("dataset") or "mnist")
+        epochs = epochs or _positive_int(study.get("max_epochs"), 10)
         report = _run(chosen, dataset, data_dir, epochs, seed, test, json_out)
     except _UsageError as exc:
         _err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
@@ -64,6 +67,24 @@ def _resolve_params(params: str | None, trial: str | None, state_dir: Path | Non
         return read_trial_params(state_dir, trial)  # type: ignore[arg-type]
     except (StorageError, OSError, ValueError) as exc:
         raise _UsageError(str(exc)) from None
+
+
+def _study_objective(state_dir: Path | None) -> dict[str, Any]:
+    """The ``[objective]`` table of the study recorded in a state dir, if readable."""
+    try:
+        from p2phpo.storage import read_state
+
+        for entry in read_state(state_dir).ledger:  # type: ignore[arg-type]
+            spec = getattr(entry, "spec", None)
+            if isinstance(spec, dict) and isinstance(spec.get("objective"), dict):
+                return spec["objective"]
+    except Exception:  # an unreadable study only loses the defaults
+        pass
+    return {}
+
+
+def _positive_int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
 def _run(params: dict[str, Any], dataset: str, data_dir: Path | None, epochs: int, seed: int,

@@ -344,7 +344,9 @@ class WorkerClient:
     ``start()`` raises :class:`SetupError` with the worker's text when the
     objective or its data cannot load. ``run()`` returns a
     :class:`TrialOutcome`; if the worker dies mid-trial the outcome is FAILED
-    ("worker died: ...") and the next ``run()`` starts a fresh worker.
+    ("worker died: ...") and the next ``run()`` starts a fresh worker (which
+    may raise SetupError). If ``on_report`` raises, the worker is killed and
+    the exception propagates. ``run(timeout=...)`` kills a hung trial: FAILED.
     """
 
     def __init__(self, objective: str, options: Mapping[str, Any] | None = None, *,
@@ -383,6 +385,8 @@ class WorkerClient:
 
     async def start(self) -> dict[str, Any]:
         """Spawn the worker and wait for ready; returns the objective's info."""
+        if self._proc is not None:
+            await self._kill()
         if self._started_once:
             self.restarts += 1
         self._started_once = True

@@ -100,3 +100,21 @@ def test_train_command_json_schema_and_bad_input() -> None:
         res = runner.invoke(app, ["train", *args])
         assert res.exit_code == 2, (args, res.output)
         assert "Traceback" not in res.output and "error:" in res.output
+
+
+def test_train_command_reads_a_trial_from_a_state_dir(tmp_path) -> None:
+    from p2phpo.core.entries import Claim, trial_id_str
+    from p2phpo.storage import Storage
+
+    with Storage.open(tmp_path / "state") as store:
+        claim = store.append_local(Claim(origin=store.node_id, seq=store.ledger.next_seq(store.node_id),
+                                         wall=1.0, slot=0, params=SMALL))
+    tid = trial_id_str((claim.origin, claim.seq))
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--trial", tid, "--state-dir", str(tmp_path / "state"),
+                              "--epochs", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["params"] == SMALL
+    res = runner.invoke(app, ["train", "--trial", f"{claim.origin:016x}:99", "--state-dir",
+                              str(tmp_path / "state")])
+    assert res.exit_code == 2 and "not in the ledger" in res.output
