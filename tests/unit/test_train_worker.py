@@ -202,3 +202,38 @@ def test_builtin_mnist_mlp_runs_in_the_worker_with_a_persistent_compile_cache(tm
     assert len(info["dataset"]["fingerprint"]) == 64
     assert out.status is TrialStatus.PRUNED and out.last_step == 2 and 0.5 < out.value < 1.0
     assert any((tmp_path / "jax-cache").iterdir())
+
+
+def test_late_prune_verdict_is_honoured_at_the_next_report(tmp_path: Path) -> None:
+    async def on_report(step: int, value: float) -> Verdict:
+        if step == 1:
+            await asyncio.sleep(0.4)  # the worker stops waiting after 0.1 s and goes on
+            return Verdict.PRUNE
+        return Verdict.CONTINUE
+
+    async def main():
+        client = _client(tmp_path, verdict_timeout=0.1)
+        await client.start()
+        nice = os.getpriority(os.PRIO_PROCESS, client.pid) - os.getpriority(os.PRIO_PROCESS, 0)
+        try:
+            return await client.run("ab:1", 0, {}, on_report), nice
+        finally:
+            await client.close()
+
+    out, nice = asyncio.run(main())
+    assert out.status is TrialStatus.PRUNED and out.verdict is Verdict.PRUNE
+    assert 2 <= out.last_step < 20
+    assert nice == 10
+
+
+def test_worker_env_caps_threads_and_sets_the_compile_cache(tmp_path: Path) -> None:
+    from p2phpo.train.worker import worker_env
+
+    one = worker_env(1, tmp_path, base={"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
+    assert "--xla_cpu_multi_thread_eigen=false" in one["XLA_FLAGS"]
+    assert one["XLA_FLAGS"].startswith("--xla_dump_to=/tmp/x")
+    assert one["OMP_NUM_THREADS"] == "1" and one["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path)
+    cpus = len(os.sched_getaffinity(0))
+    if cpus > 2:
+        two = worker_env(2, None, base={})
+        assert len(two["P2PHPO_WORKER_CPUS"].split(",")) == 2
