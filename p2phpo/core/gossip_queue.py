@@ -5,8 +5,13 @@ key replaces the older one: a member's latest state, an entry's bytes). Each
 datagram takes the least-sent items first and, among equally sent ones, the
 newest; an item is retired after ``limit`` transmissions. The queue holds at
 most ``max_bytes``: past that it forgets the most-sent, oldest items first —
-anti-entropy carries whatever it forgets. Deterministic: plain insertion
-ordered dicts, no hashing of strings or bytes.
+anti-entropy carries whatever it forgets.
+
+Layout: one list per transmit count ("tier"), newest at the end, holding
+``(key, version)``; the live item is ``_items[key] = (tier, version, data)``,
+so a stale list slot (item moved, replaced or retired) is skipped in O(1) and
+lists are compacted when mostly stale. Deterministic: no hashing of strings
+or bytes decides an order.
 """
 
 from __future__ import annotations
@@ -14,80 +19,123 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 _MIN_ITEM = 4  # smallest message we could still fit: stop scanning below this
-_MAX_SCAN = 512  # items inspected per take(), so one call stays cheap
+_MAX_SCAN = 512  # live items inspected per take(), so one call stays cheap
+_MAX_MISSES = 16  # consecutive items too big for the room left: the datagram is full
 
 
 class PiggybackQueue:
     def __init__(self, max_bytes: int = 256 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._tiers: list[dict[Hashable, bytes]] = [{}]  # index = times sent
-        self._tier_of: dict[Hashable, int] = {}
+        self._tiers: list[list[tuple[Hashable, int]]] = [[]]
+        self._live: list[int] = [0]  # live items per tier
+        self._head: list[int] = [0]  # slots before this index are stale
+        self._items: dict[Hashable, tuple[int, int, bytes]] = {}
+        self._version = 0
         self._bytes = 0
         self.forgotten = 0
 
     def __len__(self) -> int:
-        return len(self._tier_of)
+        return len(self._items)
 
     @property
     def nbytes(self) -> int:
         return self._bytes
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._tier_of
+        return key in self._items
 
     def put(self, key: Hashable, data: bytes) -> None:
         """Queue ``data`` under ``key`` as never sent (replacing any older item)."""
         self._remove(key)
-        self._tiers[0][key] = data
-        self._tier_of[key] = 0
+        self._place(key, 0, data)
         self._bytes += len(data)
         self._enforce_budget()
 
+    def _place(self, key: Hashable, tier: int, data: bytes) -> None:
+        while tier >= len(self._tiers):
+            self._tiers.append([])
+            self._live.append(0)
+            self._head.append(0)
+        self._version += 1
+        self._items[key] = (tier, self._version, data)
+        self._tiers[tier].append((key, self._version))
+        self._live[tier] += 1
+
     def _remove(self, key: Hashable) -> None:
-        tier = self._tier_of.pop(key, None)
-        if tier is not None:
-            self._bytes -= len(self._tiers[tier].pop(key))
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._live[item[0]] -= 1
+            self._bytes -= len(item[2])
+
+    def _is_live(self, tier: int, key: Hashable, version: int) -> bytes | None:
+        item = self._items.get(key)
+        return item[2] if item is not None and item[0] == tier and item[1] == version else None
+
+    def _compact(self, tier: int) -> None:
+        slots = self._tiers[tier]
+        while slots and self._is_live(tier, *slots[-1]) is None:
+            slots.pop()  # taken items were the newest: their slots sit at the end
+        self._head[tier] = min(self._head[tier], len(slots))
+        if self._head[tier] > 256 and 2 * self._head[tier] > len(slots):
+            del slots[: self._head[tier]]
+            self._head[tier] = 0
+        if len(slots) > 32 and len(slots) > 2 * self._live[tier]:
+            self._tiers[tier] = [(k, v) for k, v in slots if self._is_live(tier, k, v) is not None]
+            self._head[tier] = 0
 
     def _enforce_budget(self) -> None:
         t = len(self._tiers) - 1
         while self._bytes > self.max_bytes and t >= 0:
-            tier = self._tiers[t]
-            if not tier:
+            if not self._live[t]:
                 t -= 1
                 continue
-            key = next(iter(tier))  # oldest of the most-sent tier
-            self._remove(key)
+            slots, i = self._tiers[t], self._head[t]
+            while self._is_live(t, *slots[i]) is None:
+                i += 1
+            self._remove(slots[i][0])  # oldest of the most-sent tier
+            self._head[t] = i + 1
             self.forgotten += 1
+            self._compact(t)
 
     def take(self, room: int, limit: int) -> list[bytes]:
         """Items that fit in ``room`` bytes, least-sent and newest first; each counts as sent."""
-        picked: list[tuple[int, Hashable]] = []
-        scanned = 0
-        for t, tier in enumerate(self._tiers):
-            if room < _MIN_ITEM or scanned >= _MAX_SCAN:
-                break
-            for key in reversed(tier):
-                scanned += 1
-                size = len(tier[key])
-                if size <= room:
-                    picked.append((t, key))
-                    room -= size
-                if room < _MIN_ITEM or scanned >= _MAX_SCAN:
-                    break
-        out = [self._tiers[t][k] for t, k in picked]
-        # Promote oldest-first so the newest stays newest in its next tier.
-        for t, key in reversed(picked):
-            data = self._tiers[t].pop(key)
-            if t + 1 >= limit:
-                del self._tier_of[key]
-                self._bytes -= len(data)
+        picked: list[tuple[int, Hashable, bytes]] = []
+        scanned = misses = 0
+        for t, slots in enumerate(self._tiers):
+            if not self._live[t]:
                 continue
-            if t + 1 == len(self._tiers):
-                self._tiers.append({})
-            self._tiers[t + 1][key] = data
-            self._tier_of[key] = t + 1
-        return out
+            for i in range(len(slots) - 1, -1, -1):
+                if room < _MIN_ITEM or scanned >= _MAX_SCAN or misses >= _MAX_MISSES:
+                    break
+                key, version = slots[i]
+                data = self._is_live(t, key, version)
+                if data is None:
+                    continue
+                scanned += 1
+                if len(data) <= room:
+                    picked.append((t, key, data))
+                    room -= len(data)
+                    misses = 0
+                else:
+                    misses += 1
+            else:
+                continue
+            break
+        for _, key, _ in picked:
+            self._remove(key)
+        for t in sorted({t for t, _, _ in picked}):
+            self._compact(t)  # taken slots were the newest: trim them off the end
+        # Promote oldest-first so the newest stays newest in its next tier.
+        for t, key, data in reversed(picked):
+            if t + 1 < limit:
+                self._place(key, t + 1, data)
+                self._bytes += len(data)
+        return [data for _, _, data in picked]
 
     def dump(self) -> list[list[object]]:
-        """Keys per tier, in order (tests, fuzz)."""
-        return [[list(k) if isinstance(k, tuple) else k for k in tier] for tier in self._tiers]
+        """Live keys per tier, oldest first (tests, fuzz)."""
+        out: list[list[object]] = []
+        for t, slots in enumerate(self._tiers):
+            live = [k for k, v in slots if self._is_live(t, k, v) is not None]
+            out.append([list(k) if isinstance(k, tuple) else k for k in live])
+        return out

@@ -125,8 +125,26 @@ class PushPullServer:
         self.preauth = 0
         self.refused = 0
         self.sessions = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Cancel the connections still being served and wait for them."""
+        for t in list(self.tasks):
+            t.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = self.settings
         if self.preauth >= s.preauth_cap:
             self.refused += 1

@@ -213,6 +213,8 @@ class GossipRuntime:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             self._server.close()
+            if self._pp is not None:
+                await self._pp.close()
             await self._server.wait_closed()
             self._server = None
         if self._transport is not None:

@@ -71,6 +71,8 @@ class Net:
         self.sent = 0
         self.delivered = 0
         self.tcp_sessions = 0
+        self.on_event: Callable[[Node, Any], None] | None = None
+        self.keep_events = True
 
     # -- setup -----------------------------------------------------------------
     def add(
@@ -94,6 +96,19 @@ class Net:
         core.join(list(seeds or []), self.now)
         self._pump(node)
         return node
+
+    def mesh(self, n: int) -> list[Node]:
+        """``n`` nodes that already know each other (large benchmarks skip the join)."""
+        nodes = [self.add() for _ in range(n)]
+        records = [x.core.membership.self_alive() for x in nodes]
+        for x in nodes:
+            m = x.core.membership
+            for r in records:
+                if r.node != x.node_id:
+                    m.apply_alive(r, self.now)
+            m.outbox.clear()
+            m.events.clear()
+        return nodes
 
     def kill(self, node: Node) -> None:
         """Crash: the node stops sending and receiving, no goodbye."""
@@ -129,7 +144,10 @@ class Net:
         if t is not None:
             self._push(max(t, self.now), "timer", (node, t))
         while (ev := core.next_event()) is not None:
-            node.events.append((self.now, ev))
+            if self.keep_events:
+                node.events.append((self.now, ev))
+            if self.on_event is not None:
+                self.on_event(node, ev)
 
     def _send(self, node: Node, data: bytes, dst: tuple[str, int]) -> None:
         self.sent += 1
