@@ -77,6 +77,7 @@ MIRRORS: dict[str, tuple[str, ...]] = {
     ),
 }
 KNOWN = tuple(CHECKSUMS)
+ALIASES = {"fashion": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist"}
 DEFAULT_VAL_SIZE = 5000
 MAX_DOWNLOAD_BYTES = 64 << 20
 
@@ -459,6 +460,7 @@ def load_dataset(name: str = "mnist", *, data_dir: str | os.PathLike[str] | None
     """Resolve ``name`` (a known dataset or a path) and load it; see the module doc."""
     env = os.environ if env is None else env
     kw = {"val_size": val_size, "seed": seed, "label_column": label_column}
+    name = ALIASES.get(name.lower(), name.lower()) if name.lower() in KNOWN + tuple(ALIASES) else name
     if name not in KNOWN:
         path = Path(name).expanduser()
         if data_dir is not None and not path.is_absolute() and (Path(data_dir) / path).exists():

@@ -470,11 +470,12 @@ class WorkerClient:
             verdict = on_report(int(msg["step"]), float(msg["value"]))
             if inspect.isawaitable(verdict):
                 verdict = await verdict
+            verdict = Verdict.CONTINUE if verdict is None else Verdict(verdict)
         except BaseException:
             await self._kill()
             raise
         self._send({"type": "verdict", "trial_id": msg["trial_id"], "step": msg["step"],
-                    "verdict": Verdict(verdict).value})
+                    "verdict": verdict.value})
 
     async def _overdue(self, deadline: float | None, t0: float, last_step: int | None) -> TrialOutcome:
         loop = asyncio.get_running_loop()
