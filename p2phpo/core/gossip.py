@@ -35,8 +35,15 @@ from p2phpo.core.gossip_sync import (
     n_buckets,
     restrict,
 )
+from p2phpo.core.gossip_types import (
+    Dropped,
+    EntriesMerged,
+    Event,
+    GossipConfig,
+    TcpRequest,
+)
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.membership import MemberEvent, MemberInfo, Membership
+from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
     Ack,
     Addr,
@@ -59,9 +66,7 @@ from p2phpo.core.messages import (
     encode_message,
     to_wire,
 )
-from p2phpo.core.profiles import LAN, Profile
 from p2phpo.core.wire import (
-    DEFAULT_MAX_DATAGRAM,
     OVERHEAD,
     DropCounter,
     DropReason,
@@ -71,51 +76,6 @@ from p2phpo.core.wire import (
 )
 
 _INF = float("inf")
-
-
-@dataclass(frozen=True, slots=True)
-class GossipConfig:
-    """Knobs of one node's gossip core (defaults: DESIGN §4)."""
-
-    profile: Profile = LAN
-    addr: Addr = ("127.0.0.1", 7946)
-    """Address peers should use to reach this node (``--advertise``)."""
-    incarnation: int = 0
-    """Starting incarnation (the node persists it and passes the last one + 1)."""
-    max_datagram: int = DEFAULT_MAX_DATAGRAM
-    queue_bytes: int = 256 * 1024
-    """Byte budget of the piggyback queue; what it forgets, anti-entropy carries."""
-    far_behind: int = 64
-    """A peer this many entries ahead is caught up over TCP instead of UDP."""
-    sync_bytes: int = 16 * 1024
-    """Most entry bytes one UDP anti-entropy exchange sends."""
-    sync_burst: int = 4
-    """Most anti-entropy datagrams sent to one peer per gossip tick."""
-    frame_bytes: int = 1 << 20
-    """Most entry bytes in one push-pull frame."""
-
-
-@dataclass(frozen=True, slots=True)
-class EntriesMerged:
-    entries: list[Entry]
-    sender: int
-
-
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    reason: DropReason
-    addr: Addr | None
-
-
-@dataclass(frozen=True, slots=True)
-class TcpRequest:
-    """Run a push-pull with ``node`` (0 when only the address is known: a seed)."""
-
-    node: int
-    addr: Addr
-
-
-Event = MemberEvent | EntriesMerged | Dropped
 
 
 @dataclass(slots=True)
@@ -229,6 +189,11 @@ class GossipCore:
     def members(self) -> list[MemberInfo]:
         return self.membership.members()
 
+    @property
+    def incarnation(self) -> int:
+        """Our current incarnation (persist it; start the next life above it)."""
+        return self.membership.incarnation
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
@@ -289,6 +254,8 @@ class GossipCore:
         if now >= t["gossip"]:
             self._gossip_round(now)
             t["gossip"] = now + self.profile.gossip_interval
+        if t["join"] == _INF and self.seeds and not self.membership.joined and not self.membership.leaving:
+            t["join"] = now  # everyone else is gone: go back to the seeds
         if now >= t["join"]:
             self._join_round(now)
         if now >= t["reconnect"]:
@@ -298,7 +265,7 @@ class GossipCore:
             peer = self.pushpull_peer()
             if peer is not None:
                 self._want_tcp(peer.node, peer.addr, now)
-            t["pushpull"] = now + self.profile.pushpull_interval
+            t["pushpull"] = now + self.profile.pushpull_every(self.membership.n_live())
         for seq in [s for s, (_, exp) in sorted(self._pings.items()) if exp <= now]:
             del self._pings[seq]
         self._flush_membership()

@@ -47,6 +47,12 @@ class Profile:
         lo = self.suspicion_mult * scale * self.probe_interval
         return lo, lo * self.suspicion_max_mult
 
+    def pushpull_every(self, n_members: int) -> float:
+        """Push-pull period, stretched past 32 members so TCP load per node stays flat."""
+        if n_members <= 32:
+            return self.pushpull_interval
+        return self.pushpull_interval * (math.ceil(math.log2(n_members) - 5) + 1)
+
     def retransmit_limit(self, n_members: int) -> int:
         """How many times one update is piggybacked before it is retired."""
         return self.retransmit_mult * max(1, math.ceil(math.log10(n_members + 1)))

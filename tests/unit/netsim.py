@@ -28,9 +28,11 @@ KEY = bytes(range(32))
 LABEL = label_hash("netsim")
 
 
-def make_wire(node_id: int, key: bytes = KEY, cipher: Cipher = Cipher.NULL) -> tuple[Sealer, Opener]:
+def make_wire(
+    node_id: int, key: bytes = KEY, cipher: Cipher = Cipher.NULL, restart: int = 0
+) -> tuple[Sealer, Opener]:
     ring = Keyring([key], cipher=cipher)
-    return Sealer(ring, node_id, 0, node_id & 0xFFFF, LABEL), Opener(ring, [LABEL])
+    return Sealer(ring, node_id, restart, node_id & 0xFFFF, LABEL), Opener(ring, [LABEL])
 
 
 @dataclass
@@ -83,12 +85,13 @@ class Net:
         meta: dict[str, Any] | None = None,
         key: bytes = KEY,
         ledger: Ledger | None = None,
+        restart: int = 0,
     ) -> Node:
         node_id = node_id if node_id is not None else len(self.by_id) + 1
         addr = (f"10.0.{node_id >> 8 & 255}.{node_id & 255}", 7946)
         ledger = ledger if ledger is not None else Ledger()
-        sealer, opener = make_wire(node_id, key, self.cipher)
-        cfg = GossipConfig(profile=self.profile, addr=addr, **self.config)
+        sealer, opener = make_wire(node_id, key, self.cipher, restart)
+        cfg = GossipConfig(profile=self.profile, addr=addr, incarnation=restart, **self.config)
         core = GossipCore(node_id, cfg, random.Random(f"{self.seed}/{node_id}"), ledger, sealer, opener, meta)
         node = Node(node_id, addr, core, ledger)
         self.nodes[addr] = node

@@ -197,6 +197,23 @@ def test_tcp_catch_up_of_ten_thousand_entries():
     assert net.tcp_sessions >= 1
 
 
+def test_restarted_node_comes_back_alive_with_its_ledger():
+    net, nodes = cluster(4)
+    victim = nodes[2]
+    add_entries(victim, 3)
+    net.run_for(1.0)
+    net.kill(victim)
+    net.run_for(10.0)
+    assert view(nodes[0], victim) == State.DEAD
+    back = net.add(victim.node_id, seeds=[nodes[0].addr], ledger=victim.ledger, restart=1)
+    net.run_for(3.0)
+    for n in nodes:
+        if n is not victim:
+            assert view(n, back) == State.ALIVE
+            assert n.ledger.vv == back.ledger.vv
+    assert all(m.state == State.ALIVE for m in back.core.members())
+
+
 def test_metadata_changes_are_gossiped():
     net, nodes = cluster(3)
     nodes[1].core.set_meta({"ready": True, "study": "ab12"}, net.now)

@@ -1,0 +1,56 @@
+"""Configuration, events and requests of the gossip core (re-exported by ``gossip``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2phpo.core.entries import Entry
+from p2phpo.core.membership import MemberEvent
+from p2phpo.core.messages import Addr
+from p2phpo.core.profiles import LAN, Profile
+from p2phpo.core.wire import DEFAULT_MAX_DATAGRAM, DropReason
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Knobs of one node's gossip core (defaults: DESIGN §4)."""
+
+    profile: Profile = LAN
+    addr: Addr = ("127.0.0.1", 7946)
+    """Address peers should use to reach this node (``--advertise``)."""
+    incarnation: int = 0
+    """Starting incarnation (the node persists it and passes the last one + 1)."""
+    max_datagram: int = DEFAULT_MAX_DATAGRAM
+    queue_bytes: int = 256 * 1024
+    """Byte budget of the piggyback queue; what it forgets, anti-entropy carries."""
+    far_behind: int = 64
+    """A peer this many entries ahead is caught up over TCP instead of UDP."""
+    sync_bytes: int = 16 * 1024
+    """Most entry bytes one UDP anti-entropy exchange sends."""
+    sync_burst: int = 4
+    """Most anti-entropy datagrams sent to one peer per gossip tick."""
+    frame_bytes: int = 1 << 20
+    """Most entry bytes in one push-pull frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesMerged:
+    entries: list[Entry]
+    sender: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    reason: DropReason
+    addr: Addr | None
+
+
+@dataclass(frozen=True, slots=True)
+class TcpRequest:
+    """Run a push-pull with ``node`` (0 when only the address is known: a seed)."""
+
+    node: int
+    addr: Addr
+
+
+Event = MemberEvent | EntriesMerged | Dropped
