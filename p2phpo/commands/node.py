@@ -39,7 +39,7 @@ def node(
 async def _run_node(opts: NodeOptions, ui: bool | None, log_level: str) -> int:
     from rich.console import Console
 
-    from p2phpo.ui.live import run_live, run_events
+    from p2phpo.ui.live import run_events, run_live
 
     n = Node(opts)
     console = Console()

@@ -160,6 +160,7 @@ class SearchCore:
         self.study: StudyEntry | None = None
         self.refused: str | None = None
         self.ready = False
+        self.worker_busy = False  # the runner still winds down a stopped trial
         self.leaving = False
         self.done: str | None = None
         self.exhausted: str | None = None
@@ -344,7 +345,9 @@ class SearchCore:
 
     # -- claiming -------------------------------------------------------------
     def _claims_open(self, wall: float) -> bool:
-        if not self.ready or self.leaving or self.done or len(self._own) >= self.config.capacity:
+        if not self.ready or self.leaving or self.done or self.worker_busy:
+            return False
+        if len(self._own) >= self.config.capacity:
             return False
         return self._closed_reason(wall) is None
 
@@ -490,6 +493,9 @@ class SearchCore:
             times += [t + self.config.trial_timeout for t in self._own.values()]
         if self._unmatched_since is not None:
             times.append(self._unmatched_since + self.config.claim_grace)
+        owners = {t[0] for t in self._running}
+        times += [since + self.config.reclaim_fallback
+                  for node, since in self._gone_since.items() if node in owners]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
             times.append(now + max(0.0, self.study.wall + self.plan.timeout - wall))
         return min(times) if times else None

@@ -56,7 +56,13 @@ from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
-from p2phpo.ui.snapshot import Event, MemberRow, TrialSummary, default_state_dir, snapshot_from_ledger
+from p2phpo.ui.snapshot import (
+    Event,
+    MemberRow,
+    TrialSummary,
+    default_state_dir,
+    snapshot_from_ledger,
+)
 
 log = logging.getLogger("p2phpo.node")
 
@@ -320,8 +326,10 @@ class Node:
                 f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir"))
             return
         spec = self.spec
+        prof = PROFILES[self.opts.profile]
         config = SearchConfig(max_retries=spec.max_retries, trial_timeout=spec.trial_timeout,
-                              claim_grace=PROFILES[self.opts.profile].probe_interval * 4)
+                              claim_grace=prof.probe_interval * 4,
+                              reclaim_fallback=prof.probe_interval * 10)
         self.core = SearchCore(self.node_id, self.ledger, config, make_plan,
                                local_study=(spec.to_dict(), fp))
         self.core.recover(time.time())
@@ -378,6 +386,8 @@ class Node:
         if isinstance(cmd, StartTrial):
             self._event("started", self.node_id, cmd.trial,
                         f"slot {cmd.slot}" + (" (retry)" if cmd.retry_of else ""))
+            assert self.core is not None
+            self.core.worker_busy = True  # one trial at a time in the worker
             self._spawn(self._run_trial(cmd))
         elif isinstance(cmd, StopTrial):
             self._event("stopped", self.node_id, cmd.trial, cmd.reason)
@@ -403,11 +413,13 @@ class Node:
         try:
             out = await self.worker.run(trial_id_str(cmd.trial), cmd.slot, cmd.params, on_report)
         except SetupError as exc:
+            core.worker_busy = False
             core.setup_failed(cmd.trial, time.time())
             self._flush_entries()
             self.request_stop(2, f"the worker could not restart: {exc}")
             return
         self._progress.pop(cmd.trial, None)
+        core.worker_busy = False
         core.finish(cmd.trial, Outcome(_STATUS[out.status], out.value, out.error, out.duration),
                     time.time())
         self._flush_entries()
