@@ -85,6 +85,20 @@ def test_indirect_probe_through_a_third_node():
     assert ack is not None and ack > t0 + 1.0
 
 
+def test_exact_virtual_times_of_suspicion_and_death():
+    net, (a, b) = cluster(2)
+    net.kill(b)
+    probe = a.core._probe
+    suspect_at = probe.end_at if probe is not None else a.core._t["probe"] + LOCAL.probe_interval
+    net.run_for(3.0)
+    ((ts, sus),) = events(a, MemberSuspected)
+    ((td, dead),) = events(a, MemberDead)
+    lo, _ = LOCAL.suspicion_bounds(2)  # two members: no confirmations expected, the floor applies
+    assert ts == pytest.approx(suspect_at, abs=1e-12)
+    assert td == pytest.approx(suspect_at + lo, abs=1e-12)
+    assert sus.by == dead.by == a.node_id
+
+
 def test_crashed_node_is_suspected_then_dead_within_lifeguard_bounds():
     net, nodes = cluster(5)
     a, victim = nodes[0], nodes[3]
