@@ -156,3 +156,41 @@ def test_bad_input_ends_with_one_sentence_and_exit_2(tmp_path: Path, nodes) -> N
     k = nodes("k", "--key-file", str(tmp_path / "missing.key")).start()
     assert k.wait(60) == 2
     assert "Traceback" not in k.err.read_text()
+
+
+MNIST_STUDY = """
+[study]
+name = "mnist-e2e"
+direction = "maximize"
+metric = "val_accuracy"
+n_trials = 2
+
+[sampler]
+name = "random"
+
+[objective]
+name = "mnist-mlp"
+dataset = "mnist"
+max_epochs = 1
+
+[space]
+lr = { type = "float", low = 1e-3, high = 3e-3, log = true }
+width = { type = "int", low = 64, high = 128 }
+batch_size = { type = "choice", values = [128] }
+"""
+
+
+def test_two_nodes_train_the_mnist_mlp_on_the_offline_sample(tmp_path: Path, nodes) -> None:
+    study = tmp_path / "mnist.toml"
+    study.write_text(MNIST_STUDY)
+    a = nodes("a", "--study", str(study)).start()
+    b = nodes("b", "--seed", a.addr).start()
+    for n in (a, b):
+        assert n.wait(240) == 0, n.err.read_text()
+    rows = export(a.state)
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert len(done) == 2
+    for r in done:
+        assert 0.7 < r["value"] < 1.0  # learned something, and the labels were not misread
+    ready = [e for e in a.events() if e["event"] == "ready"]
+    assert ready and "mnist" in ready[0]["detail"]
