@@ -114,3 +114,27 @@ def test_parse_hostport():
     assert parse_hostport("example.org") == ("example.org", 7946)
     with pytest.raises(RuntimeConfigError):
         parse_hostport("host:notaport")
+
+
+async def ipv6_scenario() -> None:
+    a = GossipRuntime.create(1, Ledger(), bind="[::1]:0", profile=LOCAL)
+    b = GossipRuntime.create(2, Ledger(), bind="[::1]:0", profile=LOCAL)
+    seed = await a.start()
+    await b.start(seeds=[seed])
+    try:
+        assert await wait_for(lambda: states(b).get(1) == State.ALIVE == states(a).get(2), 10.0)
+        assert states(b)[2] == State.ALIVE
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+def test_ipv6_loopback_bind():
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    run(ipv6_scenario())
