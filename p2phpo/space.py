@@ -93,6 +93,12 @@ class Float:
             return self.low + k * self.step
         return np.clip(v, self.low, self.high)
 
+    def bin_of(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-cube bounds of the bins of the values ``u`` decode to (stepped only)."""
+        v = self.from_unit(u)
+        half = 0.5 * (self.step or 0.0)
+        return np.clip(self.to_unit(v - half), 0, 1), np.clip(self.to_unit(v + half), 0, 1)
+
     def value(self, x: float) -> float:
         return float(x)
 
@@ -158,6 +164,12 @@ class Int:
             return np.clip(np.round(np.exp(v)), self.low, self.high)
         k = np.clip(np.round((v - self.low) / self.step), 0, n - 1)
         return self.low + k * self.step
+
+    def bin_of(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-cube bounds of the bins of the integers ``u`` decode to."""
+        v = self.from_unit(u)
+        half = 0.5 if self.log else 0.5 * self.step
+        return np.clip(self.to_unit(v - half), 0, 1), np.clip(self.to_unit(v + half), 0, 1)
 
     def value(self, x: float) -> int:
         return int(round(x))

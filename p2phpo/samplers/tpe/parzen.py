@@ -10,9 +10,10 @@ univariate and the multivariate mode, as Optuna 5 does; categorical
 dimensions use Optuna's kernel (``prior_weight / n_kernels`` on every
 category plus 1 on the observed one, normalized).
 
-Stepped and integer dimensions are scored at their bin centre with the
-continuous density (Optuna integrates the bin; the ratio l/g is the same up
-to the bin width, which cancels).
+Stepped and integer dimensions are sampled as continuous and snapped to a
+value, then scored by the kernels' mass over that value's bin, as Optuna
+does; bins narrower than a fifth of the smallest kernel width use the
+density at the bin centre instead (the width cancels in l/g).
 
 Densities are evaluated without a Python loop over observations: for a
 normal kernel ``log N(x) = a + b·x + c·x²`` with per-kernel ``(a, b, c)``,
@@ -22,11 +23,16 @@ so the (candidates × kernels) log-density table is one product of
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+
+# Per numeric dimension: None (continuous) or the unit-cube (low, high) bounds of
+# each candidate's bin (stepped floats and integers).
+Bins = Sequence[tuple[np.ndarray, np.ndarray] | None]
 
 
 def recency_weights(n: int) -> np.ndarray:
@@ -107,18 +113,24 @@ class Parzen:
         return x, c
 
     # -- densities -------------------------------------------------------
-    def _coef(self) -> np.ndarray:
-        """(n_num, 3, k): log(w·N(x)) = coef[0] + coef[1]·x + coef[2]·x² per kernel."""
-        inv = 1.0 / (self.sigma * self.sigma)
-        a = (-0.5 * self.mu * self.mu * inv - np.log(self.sigma) - self.logz - _LOG_SQRT_2PI
-             + np.log(self.weights)[:, None])
-        return np.ascontiguousarray(np.stack([a, self.mu * inv, -0.5 * inv], axis=1).T)
+    def _coef(self, dims: Sequence[int] | None = None, with_weights: bool = True
+              ) -> np.ndarray:
+        """(d, 3, k): log N(x) = coef[0] + coef[1]·x + coef[2]·x² per kernel and
+        dimension (``coef[0]`` also carries log w when ``with_weights``)."""
+        mu, sig, logz = self.mu, self.sigma, self.logz
+        if dims is not None:
+            mu, sig, logz = mu[:, dims], sig[:, dims], logz[:, dims]
+        inv = 1.0 / (sig * sig)
+        a = -0.5 * mu * mu * inv - np.log(sig) - logz - _LOG_SQRT_2PI
+        if with_weights:
+            a = a + np.log(self.weights)[:, None]
+        return np.ascontiguousarray(np.stack([a, mu * inv, -0.5 * inv], axis=1).T)
 
-    def log_pdf_each(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def log_pdf_each(self, x: np.ndarray, c: np.ndarray, bins: Bins = ()) -> np.ndarray:
         """Per-dimension marginal log densities ``(n, n_num + n_cat)`` (univariate TPE)."""
-        n = x.shape[0]
-        out = np.empty((n, x.shape[1] + c.shape[1]))
-        if x.shape[1]:
+        n, n_num = x.shape
+        out = np.empty((n, n_num + c.shape[1]))
+        if n_num:
             feats = np.stack([np.ones_like(x), x, x * x], axis=2).transpose(1, 0, 2)
             # einsum runs numpy's own loops: a threaded BLAS gemm for these thin
             # products is several times slower on a busy machine.
@@ -127,29 +139,79 @@ class Parzen:
             # Terms are bounded above (sigma >= 1/100) and the prior kernel keeps
             # the sum away from 0, so exp needs no max-shift here.
             np.exp(t, out=t)
-            out[:, : x.shape[1]] = np.log(t.sum(axis=2)).T
+            out[:, :n_num] = np.log(t.sum(axis=2)).T
+            for j, rows, logm in self._wide_bins(x, bins):
+                out[rows, j] = np.log(np.maximum(np.exp(logm) @ self.weights, 1e-300))
         for j, table in enumerate(self.cat):
             p = self.weights @ table
-            out[:, x.shape[1] + j] = np.log(p[c[:, j]])
+            out[:, n_num + j] = np.log(p[c[:, j]])
         return out
 
-    def log_pdf_joint(self, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def log_pdf_joint(self, x: np.ndarray, c: np.ndarray, bins: Bins = ()) -> np.ndarray:
         """Joint log density ``(n,)`` of the product-kernel mixture (multivariate TPE)."""
-        n = x.shape[0]
-        t = np.zeros((n, self.n_kernels))
-        if x.shape[1]:
-            coef = self._coef()  # (d, 3, k)
-            feats = np.concatenate([np.ones((n, 1)), x, x * x], axis=1)  # (n, 1 + 2d)
-            # each dimension's coef[0] carries log w: keep it once
-            a = coef[:, 0].sum(axis=0, keepdims=True) - (x.shape[1] - 1) * np.log(self.weights)
-            table = np.concatenate([a, coef[:, 1], coef[:, 2]], axis=0)  # (1 + 2d, k)
-            t = np.einsum("nj,jk->nk", feats, table)
+        n, n_num = x.shape
+        wide = list(self._wide_bins(x, bins))
+        exact = {j for j, rows, _ in wide if rows.size == n}  # no density term needed
+        dims = [j for j in range(n_num) if j not in exact]
+        # float32 for the (candidates x kernels) table: the log densities need
+        # about 1e-3 absolute accuracy to rank 24 candidates, and it halves the cost
+        if dims:
+            coef = self._coef(dims, with_weights=False)  # (d, 3, k)
+            feats = np.concatenate([np.ones((n, 1)), x[:, dims], x[:, dims] ** 2], axis=1)
+            table = np.concatenate([coef[:, 0].sum(axis=0, keepdims=True)
+                                    + np.log(self.weights), coef[:, 1], coef[:, 2]], axis=0)
+            t = np.einsum("nj,jk->nk", feats.astype(np.float32), table.astype(np.float32))
         else:
-            t += np.log(self.weights)
+            t = np.repeat(np.log(self.weights).astype(np.float32)[None, :], n, axis=0)
+        for j, rows, logm in wide:
+            if j in exact:
+                t += logm
+            else:  # swap the density term for the mass on these rows
+                t[rows] += logm - self._log_density(x[rows, j], j)
         for j, tab in enumerate(self.cat):
-            t += np.log(tab[:, c[:, j]]).T
+            t += np.log(tab.T).astype(np.float32)[c[:, j]]  # small table: log it first
         m = t.max(axis=1, keepdims=True)
-        return (m + np.log(np.exp(t - m).sum(axis=1, keepdims=True)))[:, 0]
+        t -= m
+        np.exp(t, out=t)
+        return (m[:, 0] + np.log(t.sum(axis=1))).astype(np.float64)
+
+    def _log_density(self, xj: np.ndarray, j: int) -> np.ndarray:
+        """``(len(xj), k)`` truncated-normal log densities of dimension ``j``."""
+        mu, sig = self.mu[:, j], self.sigma[:, j]
+        z = (xj[:, None] - mu) / sig
+        return -0.5 * z * z - np.log(sig) - self.logz[:, j] - _LOG_SQRT_2PI
+
+    def _wide_bins(self, x: np.ndarray, bins: Bins
+                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """For stepped/integer dimensions, the candidates whose bin is wide enough
+        for the density at its centre to misstate the kernel's mass over it.
+
+        Yields ``(dim, rows, log mass (rows, k))``; the mass is exact (normal
+        CDF differences), computed once per distinct bin. Narrower bins keep
+        the density: the bin width cancels in l/g.
+        """
+        for j, b in enumerate(bins):
+            if b is None:
+                continue
+            lo, hi = b
+            rows = np.flatnonzero(hi - lo > _NARROW_BIN)
+            if rows.size == 0:
+                continue
+            ulo, first, inv = np.unique(lo[rows], return_index=True, return_inverse=True)
+            mu, sig = self.mu[:, j], self.sigma[:, j]
+            mass = _gauss_mass((ulo[:, None] - mu) / sig, (hi[rows][first][:, None] - mu) / sig)
+            logm = np.log(np.maximum(mass, 1e-300)) - self.logz[:, j]
+            yield j, rows, logm[inv]
+
+
+_NARROW_BIN = 0.002  # 0.2 x the smallest kernel width: midpoint rule error < 0.2%
+
+
+def _gauss_mass(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
+    """P(za <= Z <= zb) for a standard normal Z, accurate in both tails."""
+    r = 1.0 / np.sqrt(2.0)
+    qa, qb = 0.5 * _erfc_pos(np.abs(za) * r), 0.5 * _erfc_pos(np.abs(zb) * r)
+    return np.where(za >= 0, qa - qb, np.where(zb <= 0, qb - qa, 1.0 - qa - qb))
 
 
 def _trunc_normal(rng: np.random.Generator, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 from p2phpo.core.frame import Frame, RowState
 from p2phpo.samplers.base import SamplerContext, SamplerError, positive_int, register, take_options
 from p2phpo.samplers.tpe import parzen
-from p2phpo.space import Choice, Space, Value
+from p2phpo.space import Choice, Float, Space, Value
 
 DEFAULTS: dict[str, Any] = {"n_startup": 10, "n_ei_candidates": 24, "multivariate": True,
                             "prior_weight": 1.0, "constant_liar": True}
@@ -73,10 +73,14 @@ class TPESampler:
         u[:, cat] = (cs + 0.5) / np.asarray(n_choices, dtype=np.float64)
         u = space.snap(u)
         xs = u[:, num]
+        params = [space.params[space.names[j]] for j in num]
+        bins = [None if isinstance(p, Float) and p.step is None else p.bin_of(u[:, j])
+                for p, j in zip(params, num, strict=True)]
         if self.multivariate:
-            score = l_est.log_pdf_joint(xs, cs) - g_est.log_pdf_joint(xs, cs)
+            score = l_est.log_pdf_joint(xs, cs, bins) - g_est.log_pdf_joint(xs, cs, bins)
             return space.decode(u[int(np.argmax(score))])
-        score = l_est.log_pdf_each(xs, cs) - g_est.log_pdf_each(xs, cs)  # (n, n_num + n_cat)
+        # (n, n_num + n_cat): each parameter takes its own best candidate
+        score = l_est.log_pdf_each(xs, cs, bins) - g_est.log_pdf_each(xs, cs, bins)
         best = np.argmax(score, axis=0)
         dims = np.concatenate([num, cat])
         pick = np.empty(len(space))
