@@ -63,39 +63,29 @@ async def _exchange(
     """Run one push-pull to completion; True if it finished cleanly."""
     loop = asyncio.get_running_loop()
     started = False
-    for obj in pending or []:
-        for f in sync.receive(obj, loop.time()):
-            writer.write(tcp.seal_frame(f))
-    while not sync.done:
-        if tcp.established and not started:
-            started = True
-            for f in sync.start(loop.time()):
-                writer.write(tcp.seal_frame(f))
-        hello = tcp.data_to_send()
+    objs = list(pending or [])
+    while True:
+        hello = tcp.data_to_send()  # handshake bytes always go before any frame
         if hello:
             writer.write(hello)
+        frames = []
+        if tcp.established and not started:
+            started = True
+            frames += sync.start(loop.time())
+        for obj in objs:
+            frames += sync.receive(obj, loop.time())
+        for f in frames:
+            writer.write(tcp.seal_frame(f))
+        on_change()
         await writer.drain()
         if sync.done:
-            break
+            return sync.failed is None
         try:
             objs = tcp.feed(await _read(reader, s.deadline))
         except WireError as e:
             core.count_drop(e.reason)
             on_change()
             return False
-        if tcp.established and not started:
-            started = True
-            for f in sync.start(loop.time()):
-                writer.write(tcp.seal_frame(f))
-        for obj in objs:
-            for f in sync.receive(obj, loop.time()):
-                writer.write(tcp.seal_frame(f))
-        on_change()
-    hello = tcp.data_to_send()
-    if hello:
-        writer.write(hello)
-    await writer.drain()
-    return sync.failed is None
 
 
 async def pushpull_client(

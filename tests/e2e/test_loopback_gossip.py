@@ -138,3 +138,29 @@ def test_ipv6_loopback_bind():
     except OSError:
         pytest.skip("no IPv6 loopback on this host")
     run(ipv6_scenario())
+
+
+async def tcp_abuse_scenario() -> None:
+    rt = GossipRuntime.create(1, Ledger(), keyring=Keyring([os.urandom(32)]), profile=LOCAL)
+    host, port = await rt.start()
+    conns = []
+    try:
+        # A junk hello is rejected and counted.
+        r, w = await asyncio.open_connection(host, port)
+        w.write(b"\x01" + os.urandom(200))
+        await w.drain()
+        assert await r.read(100) == b""  # the server hangs up
+        w.close()
+        assert sum(rt.counters()["dropped"].values()) == 1
+        # Idle unauthenticated connections are capped.
+        for _ in range(rt.tcp.preauth_cap + 4):
+            conns.append(await asyncio.open_connection(host, port))
+        assert await wait_for(lambda: rt.counters()["tcp_refused"] == 4, 5.0)
+    finally:
+        for _, w in conns:
+            w.close()
+        await rt.stop()
+
+
+def test_tcp_junk_is_counted_and_preauth_connections_are_capped():
+    run(tcp_abuse_scenario())
