@@ -411,7 +411,9 @@ class GossipCore:
     def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
         seq = self._next_seq()
         p = self.profile
-        self._relays[seq] = _Relay(sender, addr, m.seq, now + p.probe_timeout, now + p.probe_interval, m.nack)
+        # Nack a little before the prober's own deadline so Lifeguard can count it.
+        nack_at = now + 0.8 * p.probe_timeout
+        self._relays[seq] = _Relay(sender, addr, m.seq, nack_at, now + p.probe_interval, m.nack)
         self._send(m.addr, [Ping(seq, m.target), self._digest()])
 
     def _on_ack(self, sender: int, seq: int, addr: Addr, now: float) -> None:

@@ -119,6 +119,19 @@ def test_crashed_node_is_suspected_then_dead_within_lifeguard_bounds():
     assert first_dead - first_suspect >= lo - 1e-9
 
 
+def test_nacks_keep_local_health_when_the_target_is_dead():
+    net, (a, b, c) = cluster(3)
+    health = a.core.membership
+    raised: list[int] = []
+    adjust = health.adjust_awareness
+    health.adjust_awareness = lambda d: (raised.append(d) if d > 0 else None, adjust(d))  # type: ignore[method-assign]
+    net.kill(c)
+    net.run_for(5.0)
+    assert view(a, c) == State.DEAD
+    # b relayed a's probes of c, got no answer and said so in time: a never doubts itself.
+    assert raised == []
+
+
 def test_suspected_node_refutes_with_higher_incarnation():
     net, nodes = cluster(4)
     b = nodes[1]
