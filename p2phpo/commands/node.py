@@ -81,18 +81,21 @@ def status(
     key_file: Annotated[str | None, typer.Option(help="Cluster key file; or set P2PHPO_KEY.")] = None,
     cluster: Annotated[str, typer.Option(help="Cluster label.")] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot and exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print the view once and exit.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster's ledger.")] = 10.0,
 ) -> None:
     """Watch a cluster as an observer (runs no trials)."""
-    code = run_loop(_status(seed, key_file, cluster, as_json, timeout))
+    code = run_loop(_status(seed, key_file, cluster, as_json, once, timeout))
     raise typer.Exit(code)
 
 
-async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, timeout: float) -> int:
+async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, once: bool,
+                  timeout: float) -> int:
     from rich.console import Console
 
     from p2phpo.runtime.fetch import observe, stop_observer
     from p2phpo.ui.live import run_live
+    from p2phpo.ui.render import render
     from p2phpo.ui.snapshot import to_status_json
 
     try:
@@ -103,6 +106,9 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
     try:
         if as_json:
             print(json.dumps(to_status_json(n.snapshot()), indent=1))
+            return 0
+        if once:
+            Console().print(render(n.snapshot()))
             return 0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

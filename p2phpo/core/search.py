@@ -84,6 +84,7 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node runs at once
+    confirm_delay: float = 0.0  # seconds between CLAIM and start, so double claims meet first
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,7 @@ class SearchCore:
         self.exhausted: str | None = None
         self.members: dict[int, MemberView] = {}
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
+        self._pending: dict[TrialId, tuple[float, StartTrial]] = {}  # claimed, not yet started
         self._slots: dict[int, _Slot] = {}
         self._running: set[TrialId] = set()
         self._low = 0  # every slot below is DONE
@@ -201,9 +203,10 @@ class SearchCore:
     def leave(self, wall: float) -> None:
         """Graceful exit: abandon our running trials so others retry them now."""
         self.leaving = True
-        for tid in sorted(self._own):
+        for tid in sorted(self._own) + sorted(self._pending):
             self._write(Abandon, wall, trial=tid, reason=AbandonReason.LEFT)
         self._own.clear()
+        self._pending.clear()
 
     # -- the decision step -------------------------------------------------
     def step(self, now: float, wall: float) -> list[Command]:
@@ -287,7 +290,7 @@ class SearchCore:
 
     # -- own trials: conflicts, timeouts --------------------------------------
     def _police_own(self, now: float, wall: float) -> list[Command]:
-        cmds: list[Command] = []
+        cmds = self._confirm_pending(now, wall)
         for tid in sorted(self._own):
             reason = self._stop_reason(tid, now)
             if reason is None:
@@ -301,6 +304,25 @@ class SearchCore:
             else:
                 self._write(Result, wall, trial=tid, status=Status.SUPERSEDED, duration=now - started)
                 cmds.append(StopTrial(tid, Verdict.STOP, reason))
+        return cmds
+
+    def _confirm_pending(self, now: float, wall: float) -> list[Command]:
+        """Start the claims whose confirmation delay passed and that kept their slot."""
+        cmds: list[Command] = []
+        for tid in sorted(self._pending):
+            due, start = self._pending[tid]
+            self._own[tid] = due  # measured from the claim; used by _stop_reason
+            reason = self._stop_reason(tid, now)
+            if reason is None and now < due:
+                del self._own[tid]
+                continue
+            del self._pending[tid]
+            if reason is None:
+                self._own[tid] = now
+                cmds.append(start)
+            else:
+                del self._own[tid]
+                self._write(Result, wall, trial=tid, status=Status.SUPERSEDED, duration=0.0)
         return cmds
 
     def _stop_reason(self, tid: TrialId, now: float) -> str | None:
@@ -347,7 +369,7 @@ class SearchCore:
     def _claims_open(self, wall: float) -> bool:
         if not self.ready or self.leaving or self.done or self.worker_busy:
             return False
-        if len(self._own) >= self.config.capacity:
+        if len(self._own) + len(self._pending) >= self.config.capacity:
             return False
         return self._closed_reason(wall) is None
 
@@ -426,8 +448,12 @@ class SearchCore:
                 return None
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
+        start = StartTrial(claim.key, slot, dict(params), retry_of)
+        if self.config.confirm_delay > 0:
+            self._pending[claim.key] = (now + self.config.confirm_delay, start)
+            return None
         self._own[claim.key] = now
-        return StartTrial(claim.key, slot, dict(params), retry_of)
+        return start
 
     def _abandoned(self, slot: int) -> list[TrialView]:
         return [v for v in self._views(slot) if v.state is TrialState.ABANDONED]
@@ -484,11 +510,12 @@ class SearchCore:
 
     @property
     def running(self) -> list[TrialId]:
-        return sorted(self._own)
+        """Our claimed trials: started, or waiting out the confirmation delay."""
+        return sorted(self._own) + sorted(self._pending)
 
     def get_timer(self, now: float, wall: float) -> float | None:
         """The next monotonic time at which ``step`` has timed work to do."""
-        times: list[float] = []
+        times: list[float] = [due for due, _ in self._pending.values()]
         if self.config.trial_timeout is not None:
             times += [t + self.config.trial_timeout for t in self._own.values()]
         if self._unmatched_since is not None:

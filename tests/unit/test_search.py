@@ -262,3 +262,19 @@ def test_nodes_not_ready_never_hold_work() -> None:
     sync(a, b)
     assert b.step(0.0, 0.0) == []
     assert all(t[0] == 1 for t in a.ledger.trials())
+
+
+def test_confirmation_delay_lets_a_double_claim_meet_before_anything_runs() -> None:
+    cfg = SearchConfig(claim_grace=1.0, confirm_delay=0.5)
+    a = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), (SPEC, "fp1"))
+    b = SearchCore(2, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), None)
+    a.ready = b.ready = True
+    genesis(a)
+    sync(a, b)
+    assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # both claim slot 0, start later
+    sync(a, b)
+    starts = [c for c in a.step(0.6, 0.6) + b.step(0.6, 0.6) if isinstance(c, StartTrial)]
+    assert len(starts) == 1 and starts[0].slot == 0  # only the winner ever trains
+    sync(a, b)
+    slot0 = sorted(v.state.value for v in a.ledger.trials().values() if v.slot == 0)
+    assert slot0 == ["RUNNING", "SUPERSEDED"]
