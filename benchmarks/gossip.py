@@ -144,6 +144,26 @@ def false_dead(n: int, loss: float, seconds: float, seed: int) -> int:
     return count[0]
 
 
+# --------------------------------------------------------------------------- repair
+def repair_once(n: int, seed: int) -> tuple[float, int]:
+    """An entry whose every gossip copy was lost: seconds until anti-entropy put it everywhere."""
+    net = Net(seed=seed, profile=LAN)
+    net.keep_events = False
+    nodes = net.mesh(n)
+    net.run_for(2.0)
+    a = nodes[0]
+    e = a.ledger.new(a.node_id, Report, wall=1.0, trial=(a.node_id, 1), step=1, value=1.0)
+    raw = a.ledger.raw(e.origin, e.seq)
+    net.drop(lambda src, dst, data: raw in data)
+    a.core.append_local([e])
+    net._pump(a)
+    net.run_for(10.0)  # every piggybacked copy is lost and retired
+    net.drop_rules.clear()
+    t0, tcp0 = net.now, net.tcp_sessions
+    net.run_for(300.0, stop=lambda: all(len(x.ledger) == 1 for x in nodes))
+    return net.now - t0, net.tcp_sessions - tcp0
+
+
 # --------------------------------------------------------------------------- bandwidth
 def bandwidth(n: int, busy: bool, seconds: float, seed: int) -> float:
     net = Net(seed=seed, profile=LAN)
@@ -244,6 +264,13 @@ def main() -> None:
         fd_rows.append([n, "10%", secs, seeds, sum(false_dead(n, 0.1, secs, s) for s in range(seeds))])
     emit("gossip_false_dead", "Healthy nodes declared DEAD at 10% loss (lan)",
          ["N", "loss", "seconds", "seeds", "false DEAD"], fd_rows)
+    rep = []
+    for n, seeds in ((10, 10 if not q else 2), (100, 5 if not q else 1)):
+        got = [repair_once(n, s) for s in range(seeds)]
+        times = [t for t, _ in got]
+        rep.append([n, seeds, pct(times, 0.5), pct(times, 0.99), sum(k for _, k in got)])
+    emit("gossip_repair", "Seconds until anti-entropy repairs an entry gossip lost (lan)",
+         ["N", "seeds", "p50 s", "p99 s", "TCP push-pulls"], rep)
     bw = []
     for n in (10, 100):
         idle = bandwidth(n, False, 20.0, 1)

@@ -12,7 +12,8 @@ bad datagram is dropped whole, counted by reason and reported as ``Dropped``.
 
 Anti-entropy: every PING and ACK carries a ``Digest`` (vv hash, origins,
 entries). A peer far ahead (> ``far_behind`` entries) is asked for a TCP
-push-pull; a mismatch seen on two exchanges in a row with one peer starts a
+push-pull; a mismatch seen on two exchanges in a row with one peer (or on two
+exchanges in a row while our own vv did not move) starts a
 Scuttlebutt exchange of the vvs of the mismatched buckets, after which each
 side sends the other's missing entries, MTU-bounded and paced per gossip tick.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
@@ -41,6 +41,8 @@ from p2phpo.core.gossip_types import (
     Event,
     GossipConfig,
     TcpRequest,
+    _Probe,
+    _Relay,
 )
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import MemberInfo, Membership
@@ -76,28 +78,6 @@ from p2phpo.core.wire import (
 )
 
 _INF = float("inf")
-
-
-@dataclass(slots=True)
-class _Probe:
-    seq: int
-    target: int
-    addr: Addr
-    timeout_at: float
-    end_at: float
-    relays: list[int] = field(default_factory=list)
-    nacks: int = 0
-    indirect: bool = False
-
-
-@dataclass(slots=True)
-class _Relay:
-    origin: int
-    addr: Addr
-    seq: int
-    nack_at: float
-    expire_at: float
-    nack: bool
 
 
 class GossipCore:
@@ -137,6 +117,7 @@ class GossipCore:
         self._relays: dict[int, _Relay] = {}
         self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
         self._mismatch: dict[int, int] = {}
+        self._stuck: int | None = None  # our vv hash at the last mismatching exchange
         self._sync_at: dict[int, float] = {}
         self._sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
         self._tcp_at: dict[object, float] = {}
@@ -437,14 +418,19 @@ class GossipCore:
         return Digest(self.ledger.vv_hash(), len(self.ledger.vv), len(self.ledger))
 
     def _on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
-        if d.vv_hash == self.ledger.vv_hash():
+        mine = self.ledger.vv_hash()
+        if d.vv_hash == mine:
             self._mismatch.pop(sender, None)
+            self._stuck = None
             return
         if d.total > len(self.ledger) + self.config.far_behind:
             self._want_tcp(sender, addr, now)
             return
+        # Persistent: this peer mismatched last time too, or the previous exchange
+        # (with anyone) mismatched and nothing reached us since.
+        stuck, self._stuck = self._stuck == mine, mine
         count = self._mismatch.get(sender, 0) + 1
-        if count < 2:
+        if count < 2 and not stuck:
             self._mismatch[sender] = count
             return
         self._mismatch.pop(sender, None)
@@ -602,7 +588,7 @@ class GossipCore:
         relays = [[s, r.origin, r.seq, r.nack_at, r.expire_at, r.nack] for s, r in sorted(self._relays.items())]
         return [
             self.node_id, self.membership.dump(), sorted(self.ledger.vv.items()), self.queue.dump(),
-            probe, relays, sorted(self._pings.items()), sorted(self._mismatch.items()),
+            probe, relays, sorted(self._pings.items()), sorted(self._mismatch.items()), self._stuck,
             sorted(self._sync_at.items()), [[n, len(q)] for n, (_, q) in sorted(self._sync_out.items())],
             sorted(self._t.items()), self._seq, len(self._tcp_wanted), self.started, self.seeds,
         ]

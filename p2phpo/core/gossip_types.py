@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from p2phpo.core.entries import Entry
 from p2phpo.core.membership import MemberEvent
@@ -54,3 +54,25 @@ class TcpRequest:
 
 
 Event = MemberEvent | EntriesMerged | Dropped
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: int
+    addr: Addr
+    timeout_at: float
+    end_at: float
+    relays: list[int] = field(default_factory=list)
+    nacks: int = 0
+    indirect: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    origin: int
+    addr: Addr
+    seq: int
+    nack_at: float
+    expire_at: float
+    nack: bool
