@@ -13,7 +13,8 @@ from p2phpo.commands.node import node, status
 from p2phpo.commands.simulate import simulate
 from p2phpo.commands.train import train
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Peer-to-peer hyperparameter search with no central coordinator.")
 
 
 def _version(value: bool) -> None:

@@ -15,11 +15,11 @@ from p2phpo.runtime.udp import run as run_loop
 
 def node(
     study: Annotated[Path | None, typer.Option(help="Study file (TOML). Without it and without --seed: the built-in MNIST MLP study.")] = None,
-    seed: Annotated[list[str] | None, typer.Option(help="A peer to join, HOST:PORT or [v6]:PORT (repeatable).")] = None,
+    seed: Annotated[list[str] | None, typer.Option(help="A peer to join, HOST:PORT or \\[v6addr]:PORT (repeatable).")] = None,
     bind: Annotated[str, typer.Option(help="Address to listen on (UDP and TCP).")] = "127.0.0.1:7946",
     advertise: Annotated[str | None, typer.Option(help="HOST:PORT peers should use to reach this node.")] = None,
     cluster: Annotated[str, typer.Option(help="Cluster label; packets of other clusters are dropped.")] = "default",
-    state_dir: Annotated[Path | None, typer.Option(help="Where the node keeps its id and ledger [default: ~/.local/state/p2phpo].")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Where the node keeps its id and ledger (default ~/.local/state/p2phpo).")] = None,
     key_file: Annotated[str | None, typer.Option(help="Cluster key file (p2phpo keygen); or set P2PHPO_KEY.")] = None,
     insecure: Annotated[bool, typer.Option(help="Allow a non-loopback bind without a key.")] = False,
     profile: Annotated[str, typer.Option(help="Failure-detector timings: lan, local or wan.")] = "lan",
@@ -31,7 +31,7 @@ def node(
     """Run a node: join the cluster, run trials, gossip results."""
     opts = NodeOptions(study=study, seeds=list(seed or []), bind=bind, advertise=advertise,
                        cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
-                       profile=profile, data_dir=data_dir, linger=linger)
+                       profile=profile, data_dir=data_dir, linger=linger, log_level=log_level)
     code = run_loop(_run_node(opts, ui, log_level))
     raise typer.Exit(code)
 

@@ -90,6 +90,7 @@ class NodeOptions:
     data_dir: str | None = None
     linger: bool = False
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
+    log_level: str = "info"
 
 
 class Node:
@@ -118,6 +119,7 @@ class Node:
         self._worker_task: asyncio.Task[Any] | None = None
         self.summary: TrialSummary | None = None
         self.addr: tuple[str, int] | None = None
+        self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
 
     # -- setup -----------------------------------------------------------------
@@ -129,6 +131,8 @@ class Node:
         except KeyFileError as exc:
             raise NodeError(str(exc).strip("'\"")) from None
         self.keyed = ring is not None
+        if o.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise NodeError(f"unknown --log-level {o.log_level!r}; use debug, info, warning or error")
         if o.profile not in PROFILES:
             raise NodeError(f"unknown profile {o.profile!r}; use one of {', '.join(PROFILES)}")
         try:
@@ -173,7 +177,7 @@ class Node:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("p2phpo")
         root.addHandler(handler)
-        root.setLevel(logging.INFO)
+        root.setLevel(self.opts.log_level.upper())
         if self.storage.truncated_bytes:
             log.warning("cut a torn tail of %d bytes from ledger.log", self.storage.truncated_bytes)
 
@@ -436,6 +440,16 @@ class Node:
         del self.events[:-200]
         log.info("%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-", detail)
 
+    def _rates(self, counters: dict[str, Any], now: float) -> dict[str, float]:
+        """Bytes/s in and out since the previous snapshot."""
+        cur = (now, counters.get("bytes_in", 0), counters.get("bytes_out", 0))
+        prev = self._last_rates or cur
+        self._last_rates = cur
+        dt = cur[0] - prev[0]
+        if dt <= 0:
+            return {}
+        return {"bytes_in_per_s": (cur[1] - prev[1]) / dt, "bytes_out_per_s": (cur[2] - prev[2]) / dt}
+
     def snapshot(self) -> Any:
         assert self.rt is not None and self.summary is not None
         self.summary.update()
@@ -452,7 +466,7 @@ class Node:
                                      m.node == self.node_id))
         ds = self.worker_info.get("dataset") or {}
         source = f"{ds.get('name')} ({ds.get('source')})" if ds else None
-        health = {"dropped": dict(counters.get("dropped", {}))}
+        health = {"dropped": dict(counters.get("dropped", {})), **self._rates(counters, now)}
         return snapshot_from_ledger(
             self.ledger, summary=self.summary, health=health, node_id=self.node_id,
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),

@@ -206,6 +206,8 @@ def test_resolution_order_data_dir_then_env_then_cache(tmp_path: Path) -> None:
         load_dataset("mnist", data_dir=tmp_path / "empty", **kw)
 
 
+@pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_fashion_mnist_from_the_debian_package() -> None:
     files = {p.name for p in data.DEBIAN_FASHION_MNIST.iterdir()}
     assert {s + ".gz" for s in data.IDX_FILES} <= files
