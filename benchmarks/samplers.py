@@ -9,6 +9,8 @@
    among {ours, Optuna TPE, random} per function and overall (1 = best).
 3. ASHA vs no pruning on a multi-fidelity function: epochs spent until a
    completed trial reaches the target.
+4. Same history: the mean value of many suggestions drawn from one fixed
+   history by each TPE (isolates the algorithm from seed-to-seed noise).
 
     python benchmarks/samplers.py                # defaults: 30 seeds
     python benchmarks/samplers.py --seeds 5 --skip-latency   # quick look
@@ -306,9 +308,45 @@ def pruning(seeds: int, n_trials: int = 60, max_epochs: int = 27) -> dict:
     return res
 
 
+# -- 4. same history, same algorithm? ----------------------------------------------------
+
+def same_history(n_hist: int = 40, draws: int = 600) -> dict:
+    """Mean objective value of suggestions made from one fixed history, ours vs Optuna.
+
+    Best-of-n comparisons carry seed noise; this isolates the sampler: the same
+    history, many independent suggestions, compared with their standard errors.
+    """
+    optuna = _optuna()
+    out = {}
+    for name in ("styblinski_tang", "rosenbrock", "mixed"):
+        fn, space = FUNCTIONS[name]
+        rng = np.random.default_rng(11)
+        hist = [space.decode(rng.random(len(space))) for _ in range(n_hist)]
+        vals = [fn(p) for p in hist]
+        b = FrameBuilder(space, "minimize")
+        for i, (p, v) in enumerate(zip(hist, vals, strict=True)):
+            b.put(Row(p, RowState.COMPLETE, v, None, float(i), (1, i + 1), i))
+        frame, s = b.snapshot(), get_sampler("tpe", {})
+        ours = [fn(s.suggest(SamplerContext(space), frame, sampler_rng(0, 1, i)))
+                for i in range(draws)]
+        dists = optuna_distributions(space)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+        study.add_trials([optuna.trial.create_trial(params=p, distributions=dists, value=v)
+                          for p, v in zip(hist, vals, strict=True)])
+        theirs = []
+        for _ in range(draws):
+            t = study.ask(dists)  # then FAIL it: failed trials do not enter the model
+            theirs.append(fn(t.params))
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        out[name] = {m: {"mean": float(np.mean(v)), "se": float(np.std(v) / math.sqrt(draws))}
+                     for m, v in (("ours", ours), ("optuna", theirs))}
+        console.print(f"same history {name}: {out[name]}")
+    return out
+
+
 # -- main -------------------------------------------------------------------------------
 
-def _print(lat, qual, prune, checkpoints):
+def _print(lat, qual, same, prune, checkpoints):
     if lat:
         t = Table(title="TPE suggestion latency, mixed space (7 params): median (min) ms")
         for c in ("trials", "ours (multivariate)", "ours univariate", "frame update",
@@ -345,6 +383,13 @@ def _print(lat, qual, prune, checkpoints):
         for name, q in qual.items():
             t.add_row(name, *[f"{q['best_mean'][m][c]:.4g}" for c in checkpoints for m in METHODS])
         console.print(t)
+    if same:
+        t = Table(title="Same 40-trial history: mean value of 600 suggestions (± s.e.)")
+        for c in ("function", "ours TPE", "Optuna TPE"):
+            t.add_column(c)
+        for name, r in same.items():
+            t.add_row(name, *[f"{r[m]['mean']:.3f} ± {r[m]['se']:.3f}" for m in ("ours", "optuna")])
+        console.print(t)
     if prune:
         t = Table(title=f"ASHA vs no pruning: epochs until a trial reaches {prune['target']}")
         for c in ("pruner", "reached", "median epochs to target", "mean epochs in total"):
@@ -370,15 +415,16 @@ def main() -> None:
     t0 = time.perf_counter()
     lat = [] if args.skip_latency else latency([int(s) for s in args.sizes.split(",")], args.reps)
     qual = {} if args.skip_quality else quality(args.seeds, checkpoints)
+    same = {} if args.skip_quality else same_history()
     prune = {} if args.skip_pruning else pruning(args.seeds)
-    _print(lat, qual, prune, checkpoints)
+    _print(lat, qual, same, prune, checkpoints)
     import optuna
 
     OUT.mkdir(exist_ok=True)
     payload = {"benchmark": "samplers", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": platform.platform(), "optuna": optuna.__version__,
                "seeds": args.seeds, "checkpoints": checkpoints, "latency": lat, "quality": qual,
-               "pruning": prune, "seconds": time.perf_counter() - t0}
+               "same_history": same, "pruning": prune, "seconds": time.perf_counter() - t0}
     (OUT / "samplers.json").write_text(json.dumps(payload, indent=1))
     console.print(f"wrote {OUT / 'samplers.json'} in {payload['seconds']:.0f}s")
 
