@@ -37,6 +37,7 @@ from p2phpo.core.gossip_sync import (
 )
 from p2phpo.core.gossip_types import (
     Dropped,
+    InSync,
     EntriesMerged,
     Event,
     GossipConfig,
@@ -117,6 +118,7 @@ class GossipCore:
         self._relays: dict[int, _Relay] = {}
         self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
         self._mismatch: dict[int, int] = {}
+        self._agree: dict[int, bool] = {}  # peer -> its last digest equalled ours
         self._stuck: int | None = None  # our vv hash at the last mismatching exchange
         self._sync_at: dict[int, float] = {}
         self._sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
@@ -197,6 +199,10 @@ class GossipCore:
 
     def sync_session(self, *, initiator: bool) -> SyncSession:
         return SyncSession(self, initiator=initiator)
+
+    def agreement(self) -> tuple[int, int]:
+        """(peers whose last digest equalled ours, peers that sent one)."""
+        return sum(self._agree.values()), len(self._agree)
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -419,9 +425,11 @@ class GossipCore:
 
     def _on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
         mine = self.ledger.vv_hash()
+        self._agree[sender] = d.vv_hash == mine
         if d.vv_hash == mine:
             self._mismatch.pop(sender, None)
             self._stuck = None
+            self._events.append(InSync(sender))
             return
         if d.total > len(self.ledger) + self.config.far_behind:
             self._want_tcp(sender, addr, now)

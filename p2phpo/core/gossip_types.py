@@ -46,6 +46,17 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True)
+class InSync:
+    """``peer``'s ledger digest equals ours: an anti-entropy exchange found nothing missing.
+
+    The search core reclaims a dead member's trials only after such an exchange,
+    so that the member's last RESULTs had a chance to arrive first.
+    """
+
+    peer: int
+
+
+@dataclass(frozen=True, slots=True)
 class TcpRequest:
     """Run a push-pull with ``node`` (0 when only the address is known: a seed)."""
 
@@ -53,7 +64,7 @@ class TcpRequest:
     addr: Addr
 
 
-Event = MemberEvent | EntriesMerged | Dropped
+Event = MemberEvent | EntriesMerged | Dropped | InSync
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from rich.console import Console
 
 from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
 from p2phpo.core.gossip import EntriesMerged
+from p2phpo.core.gossip_types import InSync
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
     MemberAlive,
@@ -245,6 +246,10 @@ class Node:
 
     # -- gossip events -------------------------------------------------------------
     def _on_gossip_event(self, ev: Any) -> None:
+        if isinstance(ev, InSync):
+            if self.core is not None and self.rt is not None:
+                self.core.synced_with(ev.peer, asyncio.get_running_loop().time())
+            return
         if isinstance(ev, EntriesMerged):
             self._on_merged(ev.entries)
         elif isinstance(ev, MemberJoined | MemberAlive):
@@ -466,7 +471,9 @@ class Node:
                                      m.node == self.node_id))
         ds = self.worker_info.get("dataset") or {}
         source = f"{ds.get('name')} ({ds.get('source')})" if ds else None
-        health = {"dropped": dict(counters.get("dropped", {})), **self._rates(counters, now)}
+        agree, total = self.rt.core.agreement()
+        health = {"dropped": dict(counters.get("dropped", {})), "peers_agree": agree,
+                  "peers_total": total, **self._rates(counters, now)}
         return snapshot_from_ledger(
             self.ledger, summary=self.summary, health=health, node_id=self.node_id,
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),

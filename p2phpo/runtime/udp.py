@@ -124,7 +124,7 @@ class GossipRuntime:
         self.advertise = advertise
         self.secure = secure
         self.on_event = on_event
-        self.events: asyncio.Queue[Event] = asyncio.Queue(max_queue)
+        self.events: asyncio.Queue[Event] = asyncio.Queue(max_queue)  # unused with on_event
         self.events_lost = 0
         self.send_errors = 0
         self.tcp = TcpSettings(keyring, label, frozenset({label}))
@@ -276,8 +276,9 @@ class GossipRuntime:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         while (ev := self.core.next_event()) is not None:
-            if self.on_event is not None:
+            if self.on_event is not None:  # a callback consumer replaces the queue
                 self.on_event(ev)
+                continue
             try:
                 self.events.put_nowait(ev)
             except asyncio.QueueFull:
