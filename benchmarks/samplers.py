@@ -231,14 +231,14 @@ def _ranks(values: list[float]) -> list[float]:
     return ranks
 
 
-def quality(seeds: int, checkpoints: list[int]) -> dict:
+def quality(seeds: int, checkpoints: list[int], offset: int = 0) -> dict:
     n = max(checkpoints)
     out: dict = {}
     for name, (fn, space) in FUNCTIONS.items():
         t0 = time.perf_counter()
         bests = {m: {c: [] for c in checkpoints} for m in METHODS}
         secs = dict.fromkeys(METHODS, 0.0)
-        for seed in range(seeds):
+        for seed in range(offset, offset + seeds):
             runs = {}
             for m in METHODS:
                 t1 = time.perf_counter()
@@ -252,7 +252,7 @@ def quality(seeds: int, checkpoints: list[int]) -> dict:
                     bests[m][c].append(min(runs[m][:c]))
         ranks = {m: {} for m in METHODS}
         for c in checkpoints:
-            per_seed = [_ranks([bests[m][c][s] for m in METHODS]) for s in range(seeds)]
+            per_seed = [_ranks([bests[m][c][i] for m in METHODS]) for i in range(seeds)]
             for k, m in enumerate(METHODS):
                 ranks[m][c] = statistics.mean(r[k] for r in per_seed)
         out[name] = {"best_mean": {m: {c: statistics.mean(bests[m][c]) for c in checkpoints}
@@ -404,6 +404,7 @@ def _print(lat, qual, same, prune, checkpoints):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--seed-offset", type=int, default=0, help="first seed of the quality runs")
     ap.add_argument("--checkpoints", default="50,200")
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--reps", type=int, default=7, help="Optuna asks timed per size")
@@ -414,7 +415,7 @@ def main() -> None:
     checkpoints = [int(c) for c in args.checkpoints.split(",")]
     t0 = time.perf_counter()
     lat = [] if args.skip_latency else latency([int(s) for s in args.sizes.split(",")], args.reps)
-    qual = {} if args.skip_quality else quality(args.seeds, checkpoints)
+    qual = {} if args.skip_quality else quality(args.seeds, checkpoints, args.seed_offset)
     same = {} if args.skip_quality else same_history()
     prune = {} if args.skip_pruning else pruning(args.seeds)
     _print(lat, qual, same, prune, checkpoints)
@@ -423,7 +424,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     payload = {"benchmark": "samplers", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": platform.platform(), "optuna": optuna.__version__,
-               "seeds": args.seeds, "checkpoints": checkpoints, "latency": lat, "quality": qual,
+               "seeds": args.seeds, "seed_offset": args.seed_offset, "checkpoints": checkpoints, "latency": lat, "quality": qual,
                "same_history": same, "pruning": prune, "seconds": time.perf_counter() - t0}
     (OUT / "samplers.json").write_text(json.dumps(payload, indent=1))
     console.print(f"wrote {OUT / 'samplers.json'} in {payload['seconds']:.0f}s")
