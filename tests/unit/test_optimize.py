@@ -78,6 +78,22 @@ def test_asha_prunes_bad_curves_and_reports_only_at_rungs():
     assert all(t.value == t.last_report[1] for t in pruned)
 
 
+@pytest.mark.parametrize("pruner, options", [
+    ("median", {}), ("hyperband", {"max_resource": 9}), ("asha", {"reduction_factor": 2})])
+def test_every_pruner_stops_poor_curves_when_maximizing(pruner, options):
+    def curve(trial):
+        final = -quadratic(trial)
+        for epoch in range(1, 10):
+            trial.report(epoch, final - 5.0 / epoch)
+        return final
+
+    r = hp.optimize(curve, SPACE, n_trials=30, pruner=pruner, pruner_options=options,
+                    direction="maximize", seed=2)
+    states = Counter(t.state.name for t in r.trials)
+    assert states["PRUNED"] >= 5 and states["COMPLETE"] >= 1
+    assert r.best_value == max(t.value for t in r.trials if t.state.name == "COMPLETE")
+
+
 def test_suggest_methods_port_optuna_objectives():
     def optuna_style(trial):
         x = trial.suggest_float("x", -5.0, 5.0)
