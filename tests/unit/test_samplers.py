@@ -249,3 +249,20 @@ def test_tpe_constant_liar_steers_away_from_running_points():
     running = [Row(busy.params, RowState.RUNNING, trial=(9, i), slot=99 + i) for i in range(1, 30)]
     after = suggest("tpe", {}, Frame.from_rows(SPACE, "minimize", history(30) + running))
     assert after != base
+
+
+@pytest.mark.parametrize("name, options", SAMPLERS, ids=IDS)
+def test_degenerate_spaces_and_tied_values_do_not_break_sampling(name, options):
+    space = Space(only=Choice(["a"]), bit=Int(0, 1), x=Float(0.0, 1.0, step=0.5))
+    sampler = get_sampler(name, options)
+    rows = [Row(space.decode(np.full(3, u)), RowState.COMPLETE, 1.0, trial=(1, i + 1), slot=i)
+            for i, u in enumerate(np.linspace(0, 1, 14))]
+    frame = Frame.from_rows(space, "minimize", rows)
+    for slot in range(5):
+        ctx = SamplerContext(space, "minimize", 1, 100 + slot, None, options, 0)
+        try:
+            params = sampler.suggest(ctx, frame, sampler_rng(0, 1, slot))
+        except GridExhausted:
+            assert name == "grid"  # all 6 points are in the frame
+            continue
+        assert space.contains(params)
