@@ -359,6 +359,12 @@ def _print(lat, qual, same, prune, checkpoints):
                       f"{r['optuna_ms']:.1f} ({r['optuna_min_ms']:.1f})", f"{r['speedup']:.0f}x")
         console.print(t)
     if qual:
+        _print_quality(qual, checkpoints)
+    _print_other(same, prune)
+
+
+def _print_quality(qual, checkpoints):
+    if qual:
         t = Table(title="Mean rank among {ours TPE, Optuna TPE, random} (1 = best)")
         t.add_column("function")
         for c in checkpoints:
@@ -383,6 +389,9 @@ def _print(lat, qual, same, prune, checkpoints):
         for name, q in qual.items():
             t.add_row(name, *[f"{q['best_mean'][m][c]:.4g}" for c in checkpoints for m in METHODS])
         console.print(t)
+
+
+def _print_other(same, prune):
     if same:
         t = Table(title="Same 40-trial history: mean value of 600 suggestions (± s.e.)")
         for c in ("function", "ours TPE", "Optuna TPE"):
