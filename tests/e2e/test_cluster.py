@@ -194,3 +194,25 @@ def test_two_nodes_train_the_mnist_mlp_on_the_offline_sample(tmp_path: Path, nod
         assert 0.7 < r["value"] < 1.0  # learned something, and the labels were not misread
     ready = [e for e in a.events() if e["event"] == "ready"]
     assert ready and "mnist" in ready[0]["detail"]
+
+
+def test_a_copied_state_dir_is_refused_as_stale(tmp_path: Path, nodes) -> None:
+    import shutil
+
+    study = write_study(tmp_path / "s.toml", n_trials=60, epochs=2, sleep=0.2)
+    a = nodes("a", "--study", str(study)).start()
+    b = nodes("b", "--seed", a.addr).start()
+    wait_for(lambda: started(b), 60, "node b to start a trial")
+    b.signal(signal.SIGINT)
+    assert b.wait(30) == 0
+    shutil.copytree(b.state, tmp_path / "b-copy")
+    b.start()  # the original moves on and writes more entries
+    wait_for(lambda: sum(e["event"] == "started" for e in b.events()) >= 3, 60, "b to run on")
+    copy = nodes("copy", "--seed", a.addr)
+    copy.state = tmp_path / "b-copy"
+    copy.start()
+    assert copy.wait(60) == 2
+    assert "stale state dir" in copy.err.read_text()
+    for n in (a, b):
+        n.signal(signal.SIGINT)
+        assert n.wait(30) == 0
