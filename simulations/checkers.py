@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from p2phpo.core.entries import AbandonReason, Result
 from p2phpo.core.ledger import Ledger, TrialState
-
 from simulations.sim import Simulation
 
 Check = tuple[bool, str]
@@ -23,7 +22,15 @@ def _short(node: int) -> str:
 
 
 def no_lost_entries(sim: Simulation) -> Check:
-    """Every entry a live node (in any of its lives on one disk) ever held is still there."""
+    """Every entry a live node (in any of its lives on one disk) ever held is still there.
+
+    Held includes entries waiting ahead of a gap: once the gap fills they must
+    apply without being received again.
+    """
+    if sim.metrics.lost_held:
+        node, origin, seq = sim.metrics.lost_held[0]
+        return False, (f"node {_short(node)} received {_short(origin)}:{seq} ahead of a gap "
+                       f"and lost it when the gap filled")
     for node in sim.live():
         vv = node.ledger.vv
         for origin, seq in sorted(sim.metrics.held_vv.get(node.id, {}).items()):
@@ -162,6 +169,14 @@ def datagram_limit(sim: Simulation) -> Check:
     return True, f"largest datagram {t.max_datagram_seen} of {sim.net.model.max_datagram} bytes"
 
 
+def timers_progress(sim: Simulation) -> Check:
+    """No core asked for its timer at one instant over and over (a busy loop in a runtime)."""
+    for node in sim.live():
+        if node.stuck is not None:
+            return False, f"node {_short(node.id)}'s timer spun at t={node.stuck:.3f}s"
+    return True, "every timer moved forward"
+
+
 CHECKS: dict[str, Callable[[Simulation], Check]] = {
     "no_lost_entries": no_lost_entries,
     "ledgers_equal": ledgers_equal,
@@ -173,6 +188,7 @@ CHECKS: dict[str, Callable[[Simulation], Check]] = {
     "result_beats_abandon": result_beats_abandon,
     "best_never_worse": best_never_worse,
     "datagram_limit": datagram_limit,
+    "timers_progress": timers_progress,
 }
 
 

@@ -57,6 +57,8 @@ class Metrics:
     best: dict[int, tuple[float, tuple[int, int]]] = field(default_factory=dict)
     best_worse: list[tuple[float, int, str]] = field(default_factory=list)
     best_curve: list[tuple[float, float]] = field(default_factory=list)
+    pending: dict[int, dict[tuple[int, int], float]] = field(default_factory=dict)
+    lost_held: list[tuple[int, int, int]] = field(default_factory=list)
     started: int = 0
     last_claim: float = 0.0
     syncs: int = 0
@@ -75,6 +77,7 @@ class Metrics:
             vv[origin] = max(vv.get(origin, 0), seq)
 
     def node_down(self, node: SimNode, now: float) -> None:
+        self.pending.pop(node.id, None)  # memory is gone; only the disk survives a crash
         self.up[node.id][-1][1] = now
         self.own_inc[node.id] = node.gossip.membership.incarnation
         spans = self.busy.setdefault(node.id, [])
@@ -90,6 +93,28 @@ class Metrics:
             spans.extend((run.start, now) for run in node.running.values())
 
     # -- entries -----------------------------------------------------------------------
+    def merged(self, node: SimNode, items: list[Any], before: dict[int, int]) -> None:
+        """Entries received ahead of a gap must apply once the gap fills, never vanish."""
+        led = node.ledger
+        if led.counts["dropped_pending"]:
+            self.pending.pop(node.id, None)  # over the per-origin cap: dropping is the design
+            return
+        pend = self.pending.setdefault(node.id, {})
+        for item in items:
+            e = item[0] if isinstance(item, tuple) else item
+            if e.seq > before.get(e.origin, 0) + 1 and e.seq > led.vv.get(e.origin, 0):
+                pend[(e.origin, e.seq)] = self.sim.heap.now
+        if not pend:
+            return
+        for key in [k for k in pend if k[0] in before]:
+            origin, seq = key
+            have = led.vv.get(origin, 0)
+            if have >= seq:
+                del pend[key]
+            elif have >= seq - 1:
+                self.lost_held.append((node.id, origin, seq))
+                del pend[key]
+
     def held(self, node: SimNode, entries: list[Entry], now: float) -> None:
         vv = self.held_vv.setdefault(node.id, {})
         led = node.ledger
@@ -185,7 +210,7 @@ class Metrics:
     def busy_fraction(self, t_end: float) -> float | None:
         """Time spent running trials / time nodes were up, over [0, t_end]."""
         busy = up = 0.0
-        for node_id, spans in self.up.items():
+        for spans in self.up.values():
             up += sum(max(0.0, min(b, t_end) - a) for a, b in spans)
         for spans in self.busy.values():
             busy += sum(max(0.0, min(b, t_end) - a) for a, b in spans)

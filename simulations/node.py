@@ -36,7 +36,6 @@ from p2phpo.core.search import (
 )
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
 from p2phpo.trial import Verdict
-
 from simulations.clock import derive_rng
 from simulations.objective import SimObjective, TrialPlan
 from simulations.plan import make_plan
@@ -77,6 +76,7 @@ class Observer(Protocol):
     """What a node tells the simulation (the checkers' ground truth)."""
 
     def on_held(self, node: SimNode, entries: list[Entry], now: float) -> None: ...
+    def on_merge(self, node: SimNode, items: list[Any], before: dict[int, int]) -> None: ...
     def on_member_event(self, node: SimNode, event: Any, now: float) -> None: ...
     def on_trial(self, node: SimNode, kind: str, trial: Any, now: float) -> None: ...
     def schedule(self, time: float, kind: str, node: int, payload: Any) -> None: ...
@@ -110,8 +110,11 @@ class SimNode:
         self._seen_len = -1
         self._search_timer: float | None = None
         self.poke = True  # the search core has a new input the ledger does not show
+        self.stuck: float | None = None
+        self._last_fire, self._spins = -1.0, 0
         restarted = bool(disk.raws) or disk.restarts > 0
         self.ledger = disk.load()
+        self._watch_merges()
         self.trial_rng = derive_rng(setup.seed, f"trials/{life}", self.id)
         ring = Keyring([KEY], cipher=setup.cipher)
         salt = derive_rng(setup.seed, f"salt/{life}", self.id).getrandbits(64)
@@ -129,6 +132,21 @@ class SimNode:
         self.gossip.join(seeds, now)
         self.pump(now)
 
+    def _watch_merges(self) -> None:
+        """Let the observer see every entry handed to ``merge`` (held ones included)."""
+        ledger, merge = self.ledger, self.ledger.merge
+
+        def watched(entries: Any) -> Any:
+            items = list(entries)
+            before = {item[0].origin if isinstance(item, tuple) else item.origin: 0 for item in items}
+            for origin in before:
+                before[origin] = ledger.vv.get(origin, 0)
+            stats = merge(items)
+            self.obs.on_merge(self, items, before)
+            return stats
+
+        ledger.merge = watched  # type: ignore[method-assign]
+
     # -- time ----------------------------------------------------------------
     def wall(self, now: float) -> float:
         return WALL0 + now + self.skew
@@ -140,6 +158,11 @@ class SimNode:
 
     def timer(self, now: float) -> None:
         self.timer_at = None
+        self._spins = self._spins + 1 if now == self._last_fire else 0
+        self._last_fire = now
+        if self._spins > 1000:  # a core keeps asking for a timer at this instant
+            self.stuck = now
+            return
         self.gossip.handle_timer(now)
         self.pump(now)
 
@@ -233,7 +256,11 @@ class SimNode:
             elif isinstance(cmd, StudyDone):
                 self.done = cmd.reason
         self._seen_len = len(self.ledger)
-        self._search_timer = self.search.get_timer(now, wall)
+        t = self.search.get_timer(now, wall)
+        # A deadline that is already past after a step means nothing more is due
+        # until an input changes (e.g. another node is the one to act on it);
+        # re-arming it would spin at one instant.
+        self._search_timer = t if t is not None and t > now else None
 
     def _drain_events(self, now: float) -> bool:
         changed = False
@@ -277,7 +304,7 @@ class SimNode:
     def _rearm(self, now: float, wall: float) -> None:
         times = [t for t in (self.gossip.get_timer(), self._search_timer) if t is not None]
         t = max(min(times), now) if times else None
-        if t is not None and t != self.timer_at:
+        if t is not None and t != self.timer_at and self.stuck is None:
             self.timer_at = t
             self.timer_gen += 1
             self.obs.schedule(t, "timer", self.id, (self.life, self.timer_gen))

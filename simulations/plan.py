@@ -17,7 +17,6 @@ from p2phpo.core.ledger import Ledger, TrialView
 from p2phpo.pruners import Pruner, ReportIndex, get_pruner
 from p2phpo.samplers import sampler_rng
 from p2phpo.space import Space
-
 from simulations.objective import SimObjective
 
 

@@ -18,12 +18,10 @@ from typing import Any
 
 from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import TcpRequest
-from p2phpo.core.membership import MemberDead
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import profile
 from p2phpo.core.search import SearchConfig
 from p2phpo.core.wire import Cipher, pack, unpack_strict
-
 from simulations.clock import EventHeap, derive_rng
 from simulations.metrics import Metrics
 from simulations.network import LinkModel, Network
@@ -185,6 +183,9 @@ class Simulation:
 
     def on_held(self, node: SimNode, entries: list[Entry], now: float) -> None:
         self.metrics.held(node, entries, now)
+
+    def on_merge(self, node: SimNode, items: list[Any], before: dict[int, int]) -> None:
+        self.metrics.merged(node, items, before)
 
     def on_member_event(self, node: SimNode, event: Any, now: float) -> None:
         self.metrics.member_event(node, event, now)

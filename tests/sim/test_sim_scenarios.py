@@ -1,0 +1,48 @@
+"""Every scenario at N = 8 over ten seeds: every invariant holds after healing.
+
+A larger sweep is one command away:
+    p2phpo simulate all --nodes 16 --seeds 50
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simulations.runner import run_scenario
+from simulations.scenarios import SCENARIOS
+
+SEEDS = range(10)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_keeps_every_invariant_over_ten_seeds(name: str) -> None:
+    failures = []
+    for seed in SEEDS:
+        result = run_scenario(name, nodes=8, seed=seed)
+        failures += [f"seed {seed}: {inv}: {v['detail']}"
+                     for inv, v in result["invariants"].items() if not v["ok"]]
+    assert not failures, "\n".join(failures)
+
+
+def test_steady_cluster_with_3x_speed_spread_has_no_overshoot_or_duplicates() -> None:
+    for seed in range(3):
+        result = run_scenario("steady", nodes=8, seed=seed)
+        m = result["metrics"]
+        assert m["overshoot"] == 0 and m["duplicates"] == 0
+        assert m["counted"] == m["n_trials"] == 32
+        assert 0.0 < m["busy_fraction"] <= 1.0
+
+
+def test_crashes_are_detected_and_reported() -> None:
+    result = run_scenario("kill-half", nodes=8, seed=1)
+    m = result["metrics"]
+    assert m["detection_seconds_p50"] is not None and m["detection_seconds_p50"] > 0
+    assert result["invariants"]["crashed_dead_everywhere"]["ok"]
+    assert "4 crashed node(s)" in result["invariants"]["crashed_dead_everywhere"]["detail"]
+
+
+def test_result_follows_the_simulate_json_schema() -> None:
+    result = run_scenario("steady", nodes=4, seed=0)
+    assert set(result) == {"scenario", "nodes", "seed", "invariants", "metrics", "trace_hash"}
+    assert all(set(v) == {"ok", "detail"} for v in result["invariants"].values())
+    assert len(result["trace_hash"]) == 32
