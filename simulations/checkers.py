@@ -147,6 +147,9 @@ def budget(sim: Simulation, strict: bool) -> tuple[Check, dict[str, int]]:
     if strict and (stats["overshoot"] or stats["duplicates"]):
         return (False, f"healthy cluster overshot by {stats['overshoot']} with "
                        f"{stats['duplicates']} duplicates"), stats
+    if strict and stats["superseded"] > n:
+        return (False, f"healthy cluster superseded {stats['superseded']} claims, more than "
+                       f"one per slot: claims ignore what the ledger shows"), stats
     bound = n  # at most one extra counted result per slot: two sides of one cut
     if stats["overshoot"] > bound:
         return (False, f"overshoot {stats['overshoot']} exceeds the bound {bound}"), stats
