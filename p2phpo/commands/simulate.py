@@ -26,12 +26,16 @@ def simulate(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per run.")] = False,
 ) -> None:
     """Run SCENARIO and check every invariant; exit code 1 when one fails."""
-    from simulations.report import failed, render, render_sweep, to_json
-    from simulations.runner import run_scenario
-    from simulations.scenarios import SCENARIOS
-    from simulations.sim import SimConfig
-
     err = Console(stderr=True)
+    try:
+        from simulations.report import failed, render, render_sweep, to_json
+        from simulations.runner import run_scenario
+        from simulations.scenarios import SCENARIOS
+        from simulations.sim import SimConfig
+    except ImportError:
+        err.print("error: the simulator ships with the source tree; run it from a checkout "
+                  "installed with `pip install -e .`")
+        raise typer.Exit(2) from None
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     if any(n not in SCENARIOS for n in names):
         err.print(f"error: unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)} or all")
