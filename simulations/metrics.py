@@ -45,6 +45,8 @@ class Metrics:
     mutated: list[tuple[int, int, int]] = field(default_factory=list)
     spread: dict[tuple[int, int], _Spread] = field(default_factory=dict)
     spread_done: list[float] = field(default_factory=list)
+    spread_from: float = 0.0
+    """Only entries created from this time on count for dissemination (after joins)."""
     detections: list[float] = field(default_factory=list)
     detected: dict[tuple[int, int], float] = field(default_factory=dict)
     false_dead: list[tuple[float, int, int]] = field(default_factory=list)
@@ -126,7 +128,8 @@ class Metrics:
             first = self.raw_of.get(key)
             if first is None:
                 self.raw_of[key] = raw
-                self.spread[key] = _Spread(now, len(self.sim.nodes))
+                if now >= self.spread_from:
+                    self.spread[key] = _Spread(now, len(self.sim.nodes))
                 if isinstance(e, Result):
                     self._curve(e, now)
             elif first != raw:

@@ -154,6 +154,7 @@ def build(name: str, config: SimConfig) -> tuple[Simulation, Scenario, float]:
     if config.speeds == (1.0, 1.0) and sc.speeds != (1.0, 1.0):
         config = replace(config, speeds=sc.speeds)
     sim = Simulation(config)
+    sim.metrics.spread_from = WARMUP
     sim.start()
     t1 = WARMUP + sc.chaos_len
     sc.chaos(sim, WARMUP, t1, derive_rng(config.seed, f"scenario/{name}"))

@@ -16,7 +16,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2phpo.core.entries import Entry
+from p2phpo.core import gossip as gossip_module
+from p2phpo.core.entries import Entry, decode_entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import profile
@@ -91,6 +92,7 @@ class Simulation:
         self.metrics = Metrics(self)
         self._trace = hashlib.blake2b(digest_size=16)
         self._tcp: dict[int, _Tcp] = {}
+        self._decoded: dict[bytes, Entry] = {}
         self._tcp_seq = 0
         self.seed_addrs: list[Addr] = []
 
@@ -246,12 +248,32 @@ class Simulation:
     # -- the loop --------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         heap = self.heap
-        while True:
-            t = heap.peek_time()
-            if t is None or t > t_end:
-                break
-            self._dispatch(heap.pop())
+        saved = gossip_module.decode_entry
+        gossip_module.decode_entry = self._decode_once
+        try:
+            while True:
+                t = heap.peek_time()
+                if t is None or t > t_end:
+                    break
+                self._dispatch(heap.pop())
+        finally:
+            gossip_module.decode_entry = saved
         heap.now = max(heap.now, t_end)
+
+    def _decode_once(self, raw: bytes) -> Entry:
+        """``decode_entry`` shared by every simulated node: a pure function of the bytes.
+
+        Every node decodes every entry many times (each duplicate copy); in one
+        process the result of the first decode is reused. Entries are frozen, so
+        sharing the object changes nothing a node can observe; bad bytes still
+        raise ``EntryError`` each time.
+        """
+        key = bytes(raw)
+        entry = self._decoded.get(key)
+        if entry is None:
+            entry = decode_entry(key)
+            self._decoded[key] = entry
+        return entry
 
     def _dispatch(self, ev: Any) -> None:
         kind = ev.kind
