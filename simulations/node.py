@@ -111,6 +111,7 @@ class SimNode:
         self._search_timer: float | None = None
         self.poke = True  # the search core has a new input the ledger does not show
         self.stuck: float | None = None
+        self._views: dict[int, MemberView] = {}
         self._last_fire, self._spins = -1.0, 0
         restarted = bool(disk.raws) or disk.restarts > 0
         self.ledger = disk.load()
@@ -200,6 +201,9 @@ class SimNode:
         for trial in list(self.running):
             self._end(trial, now)
         self.gossip.leave(now)
+        peer = self.gossip.pushpull_peer()  # the final push-pull before exiting
+        if peer is not None:
+            self.obs.open_tcp(self, peer, now)
         self.pump(now)
 
     # -- trials ----------------------------------------------------------------
@@ -224,7 +228,7 @@ class SimNode:
         wall = self.wall(now)
         members_changed = self._drain_events(now)
         if members_changed or self._meta_sent is None:
-            self.search.set_members(now, self._member_views())
+            self.search.set_members(now, self._views)
         if self._search_due(now, members_changed):
             self._step_search(now, wall)
         self._flush_own(now)
@@ -271,6 +275,7 @@ class SimNode:
                 continue
             if hasattr(ev, "node"):
                 changed = True
+                self._update_view(ev.node)
                 self.obs.on_member_event(self, ev, now)
                 if isinstance(ev, MemberDead | MemberLeft):
                     peer = self.gossip.pushpull_peer()  # sync soon so orphans can be reclaimed
@@ -294,12 +299,14 @@ class SimNode:
             self._meta_sent = meta
             self.gossip.set_meta(meta, now)
 
-    def _member_views(self) -> dict[int, MemberView]:
-        out = {}
-        for m in self.gossip.members():
-            meta = m.meta or {}
-            out[m.node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
-        return out
+    def _update_view(self, node: int) -> None:
+        """Refresh the search core's view of one member after a membership event."""
+        m = self.gossip.membership.get(node)
+        if m is None:
+            self._views.pop(node, None)
+            return
+        meta = m.meta or {}
+        self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
 
     def _rearm(self, now: float, wall: float) -> None:
         times = [t for t in (self.gossip.get_timer(), self._search_timer) if t is not None]

@@ -19,7 +19,7 @@ from typing import Any
 from p2phpo.core import gossip as gossip_module
 from p2phpo.core.entries import Entry, decode_entry
 from p2phpo.core.gossip import TcpRequest
-from p2phpo.core.messages import Addr
+from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.profiles import profile
 from p2phpo.core.search import SearchConfig
 from p2phpo.core.wire import Cipher, pack, unpack_strict
@@ -108,6 +108,28 @@ class Simulation:
             t = 0.0 if index == 0 else derive_rng(self.config.seed, "join", index).random() * self.config.join_spread
             self.at(t, "boot", lambda sim, i=index: sim.boot(i))
 
+    def start_warm(self) -> None:
+        """Boot every node at t=0 already knowing the whole membership (benchmarks at large N).
+
+        As if each node had joined long ago: every member table holds every node
+        ALIVE and nothing about the joins is left to gossip. Only the STUDY and
+        the ready flags still have to spread.
+        """
+        nodes = [self.boot(index) for index in range(self.config.nodes)]
+        records = [MemberRecord(n.id, 0, State.ALIVE, n.addr, {"ready": False}) for n in nodes]
+        now = self.heap.now
+        for node in nodes:
+            membership = node.gossip.membership
+            for r in records:
+                if r.node != node.id:
+                    membership.apply_record(r, now)
+            membership.outbox.clear()  # nothing to announce: everyone knows everyone
+            for ev in membership.events:
+                node._update_view(ev.node)
+            membership.events.clear()
+            node.poke = True
+            node.pump(now)
+
     def boot(self, index: int, disk: Disk | None = None) -> SimNode:
         """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""
         if disk is None:
@@ -169,7 +191,7 @@ class Simulation:
         node = self.nodes.get(node_id)
         if node is not None:
             node.leave(self.heap.now)
-            self.at(self.heap.now + 0.5, "stop", lambda sim: sim.crash(node_id))
+            self.at(self.heap.now + 1.0, "exit", lambda sim: sim.crash(node_id))
 
     def heal(self) -> None:
         self.net.heal(self.heap.now)

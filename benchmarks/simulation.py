@@ -1,0 +1,164 @@
+"""Simulator benchmark: the cluster numbers of DESIGN §9 at N = 10 / 100 / 1000.
+
+    python benchmarks/simulation.py                    # N = 10 and 100, full studies
+    python benchmarks/simulation.py --sizes 1000 --cap 20
+
+Each size runs real GossipCore + SearchCore + Ledger nodes in the simulator
+(`lan` profile, 1 ms median latency, null cipher, 60 s trials with no pruner,
+equal node speeds, ``--per-node`` trials per node). Phases: a busy study until
+every node is done (or ``--cap`` simulated seconds), 20 s idle, then 10% of the
+nodes crash and the rest run 40 s more. Reported: dissemination rounds of every
+entry written after the joins (p50/p99; a round is one 200 ms gossip interval),
+crash detection (first DEAD at each observer; and DEAD at every observer, per
+crashed node), healthy nodes declared DEAD, bytes/s sent per node busy and
+idle, the cluster busy fraction, speed-up over a one-node run of the same
+budget (baseline measured in this process), and the simulator's own speed in
+simulated seconds per wall second, null cipher vs AES-GCM over the same
+capped window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
+from _common import emit  # noqa: E402
+
+from p2phpo.core.ledger import TrialState  # noqa: E402
+from simulations.metrics import quantile  # noqa: E402
+from simulations.objective import SimObjective  # noqa: E402
+from simulations.sim import SimConfig, Simulation  # noqa: E402
+
+WARM = 5.0
+
+
+def _config(n: int, per_node: int, seed: int, cipher: str = "null") -> SimConfig:
+    return SimConfig(nodes=n, seed=seed, objective=SimObjective(mean_duration=60.0, steps=9),
+                     pruner="none", n_trials=per_node * n, join_spread=min(5.0, 0.5 + n / 200),
+                     cipher=cipher)
+
+
+def _run_until_done(sim: Simulation, cap: float) -> float:
+    t = 0.0
+    while t < cap:
+        t += 1.0
+        sim.run_until(t)
+        sim.metrics.note_done(t)
+        if sim.nodes and all(node.done for node in sim.live()):
+            break
+    return sim.heap.now
+
+
+def _bytes(sim: Simulation) -> int:
+    return sum(sim.net.traffic.bytes_sent.values())
+
+
+def cluster(n: int, per_node: int, seed: int, cap: float, warm: bool,
+            idle: float = 20.0, detect: float = 40.0) -> dict:
+    sim = Simulation(_config(n, per_node, seed))
+    sim.metrics.spread_from = 0.0 if warm else WARM
+    if warm:
+        sim.start_warm()
+    else:
+        sim.start()
+    wall0 = time.perf_counter()
+    done_at = _run_until_done(sim, cap)
+    busy_wall = time.perf_counter() - wall0
+    b0 = _bytes(sim)
+    sim.run_until(done_at + idle)
+    idle_bps = (_bytes(sim) - b0) / idle / max(1, len(sim.nodes)) if idle else None
+    m = sim.metrics
+    busy_bps = b0 / max(done_at, 1e-9) / n
+    victims = sorted(sim.nodes)[:: max(1, round(1 / 0.1))][: max(1, n // 10)]
+    crash_at = sim.heap.now
+    for v in victims:
+        sim.crash(v)
+    sim.run_until(crash_at + detect)
+    everywhere = []
+    for v in victims:
+        times = [t for (obs, dead), t in m.detected.items() if dead == v]
+        if len(times) == len(sim.nodes):
+            everywhere.append(max(times))
+    m.finish(sim.heap.now)
+    rounds = [d / sim.setup.profile.gossip_interval for d in m.spread_done]
+    finished = all(node.done for node in sim.live())
+    return {
+        "n": n, "study_done": finished, "makespan": done_at, "sim_seconds": sim.heap.now,
+        "busy_phase_wall": busy_wall, "speed_busy": done_at / busy_wall,
+        "rounds_p50": quantile(rounds, 0.5), "rounds_p99": quantile(rounds, 0.99),
+        "entries_measured": len(rounds),
+        "detect_first_p50": quantile(m.detections, 0.5), "detect_first_p99": quantile(m.detections, 0.99),
+        "dead_everywhere_p50": quantile(everywhere, 0.5), "dead_everywhere_p99": quantile(everywhere, 0.99),
+        "crashed": len(victims), "dead_everywhere_count": len(everywhere),
+        "false_dead": len(m.false_dead),
+        "bytes_per_s_busy": busy_bps, "bytes_per_s_idle": idle_bps,
+        "busy_fraction": m.busy_fraction(m.study_done_at or done_at),
+        "busy_until_last_claim": m.busy_fraction(m.last_claim),
+        "counted": sum(1 for v in sim.live()[0].ledger.trials().values() if v.state.counted),
+        "superseded": sum(1 for v in sim.live()[0].ledger.trials().values()
+                          if v.state is TrialState.SUPERSEDED),
+        "trials_started": m.started,
+    }
+
+
+def one_node(per_node: int, n: int, seed: int) -> float:
+    """Makespan of the same budget on one node (the speed-up baseline)."""
+    sim = Simulation(replace(_config(1, per_node, seed), n_trials=per_node * n))
+    sim.start()
+    return _run_until_done(sim, 1e9)
+
+
+def sim_speed(n: int, seed: int, window: float, cipher: str, warm: bool) -> float:
+    sim = Simulation(_config(n, 3, seed, cipher))
+    if warm:
+        sim.start_warm()
+    else:
+        sim.start()
+    t0 = time.perf_counter()
+    sim.run_until(window)
+    return window / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10,100")
+    ap.add_argument("--per-node", type=int, default=3, help="trials per node in the busy study")
+    ap.add_argument("--cap", type=float, default=1200.0, help="cap on the busy phase, simulated s")
+    ap.add_argument("--speed-window", type=float, default=20.0,
+                    help="simulated seconds for the null vs AES-GCM speed runs")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--warm", action="store_true",
+                    help="start with a converged membership (skip the join storm; large N)")
+    ap.add_argument("--idle", type=float, default=20.0, help="idle window after the study, s")
+    ap.add_argument("--detect", type=float, default=40.0, help="window after the crashes, s")
+    ap.add_argument("--out", default="simulation", help="name of the JSON under benchmarks/out/")
+    args = ap.parse_args()
+    rows, raw = [], []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        r = cluster(n, args.per_node, args.seed, args.cap, args.warm, args.idle, args.detect)
+        r["one_node_makespan"] = one_node(args.per_node, n, args.seed) if r["study_done"] else None
+        r["speedup"] = (r["one_node_makespan"] / r["makespan"]) if r["one_node_makespan"] else None
+        r["speed_null"] = sim_speed(n, args.seed, args.speed_window, "null", args.warm)
+        r["speed_aes"] = sim_speed(n, args.seed, args.speed_window, "aes-gcm", args.warm)
+        raw.append(r)
+        rows.append([n, r["rounds_p50"], r["rounds_p99"], r["detect_first_p50"], r["detect_first_p99"],
+                     r["dead_everywhere_p50"], r["false_dead"],
+                     None if r["bytes_per_s_idle"] is None else round(r["bytes_per_s_idle"]),
+                     round(r["bytes_per_s_busy"]), r["busy_fraction"], r["busy_until_last_claim"],
+                     r["speedup"], r["speed_null"], r["speed_aes"]])
+        print(r, flush=True)
+    emit(args.out, "simulated cluster (lan, 60 s trials, null cipher)",
+         ["N", "dissem p50 (rounds)", "dissem p99", "first DEAD p50 (s)", "first DEAD p99",
+          "DEAD everywhere p50 (s)", "false DEAD", "B/s/node idle", "B/s/node busy",
+          "busy fraction", "busy until last claim", "speed-up vs 1 node", "sim x real (null)",
+          "sim x real (AES-GCM)"], rows, {"runs": raw, "args": vars(args)})
+
+
+if __name__ == "__main__":
+    main()
