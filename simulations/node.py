@@ -117,21 +117,25 @@ class SimNode:
         self.ledger = disk.load()
         self._watch_merges()
         self.trial_rng = derive_rng(setup.seed, f"trials/{life}", self.id)
-        ring = Keyring([KEY], cipher=setup.cipher)
-        salt = derive_rng(setup.seed, f"salt/{life}", self.id).getrandbits(64)
-        sealer = Sealer(ring, self.id, disk.restarts, salt, LABEL, max_datagram=setup.max_datagram)
-        opener = Opener(ring, [LABEL], max_datagram=setup.max_datagram)
-        config = GossipConfig(profile=setup.profile, addr=addr, incarnation=disk.incarnation,
-                              max_datagram=setup.max_datagram)
-        rng = derive_rng(setup.seed, f"gossip/{life}", self.id)
-        self.gossip = GossipCore(self.id, config, rng, self.ledger, sealer, opener,
-                                 meta={"ready": False})
+        self.gossip = self._make_gossip()
         self.search = SearchCore(self.id, self.ledger, setup.search, make_plan, local_study)
         self.search.ready = True
         if restarted:
             self.search.recover(self.wall(now))
         self.gossip.join(seeds, now)
         self.pump(now)
+
+    def _make_gossip(self) -> GossipCore:
+        """The real gossip core, sealing with this life's epoch (restart counter + salt)."""
+        setup, disk = self.setup, self.disk
+        ring = Keyring([KEY], cipher=setup.cipher)
+        salt = derive_rng(setup.seed, f"salt/{self.life}", self.id).getrandbits(64)
+        sealer = Sealer(ring, self.id, disk.restarts, salt, LABEL, max_datagram=setup.max_datagram)
+        opener = Opener(ring, [LABEL], max_datagram=setup.max_datagram)
+        config = GossipConfig(profile=setup.profile, addr=self.addr, incarnation=disk.incarnation,
+                              max_datagram=setup.max_datagram)
+        rng = derive_rng(setup.seed, f"gossip/{self.life}", self.id)
+        return GossipCore(self.id, config, rng, self.ledger, sealer, opener, meta={"ready": False})
 
     def _watch_merges(self) -> None:
         """Let the observer see every entry handed to ``merge`` (held ones included)."""

@@ -80,4 +80,4 @@ def test_claiming_without_checking_the_ledger_is_caught(monkeypatch: pytest.Monk
     monkeypatch.setattr(SearchCore, "_pick_slot", _blind_pick)
     for seed in range(3):
         failing = _failing("steady", seed=seed, max_heal=60.0)
-        assert "budget_met" in failing, seed
+        assert "claims_efficient" in failing or "budget_met" in failing, seed
