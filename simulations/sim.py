@@ -20,7 +20,7 @@ from p2phpo.core import gossip as gossip_module
 from p2phpo.core.entries import Entry, decode_entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
-from p2phpo.core.profiles import profile
+from p2phpo.core.profiles import Profile, profile
 from p2phpo.core.search import SearchConfig
 from p2phpo.core.wire import Cipher, pack, unpack_strict
 from simulations.clock import EventHeap, derive_rng
@@ -50,12 +50,20 @@ class SimConfig:
     max_skew: float = 0.5
     """Wall clocks differ by up to this many seconds either way."""
     cipher: str = "null"
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: SearchConfig | None = None
+    """Default: what ``p2phpo node`` uses for the profile (see :func:`search_config`)."""
     join_spread: float = 1.0
 
     @property
     def budget(self) -> int:
         return self.n_trials if self.n_trials is not None else 4 * self.nodes
+
+
+def search_config(prof: Profile) -> SearchConfig:
+    """The search settings ``p2phpo/runtime/node.py`` derives from the gossip profile."""
+    return SearchConfig(claim_grace=prof.probe_interval * 4,
+                        reclaim_fallback=prof.probe_interval * 10,
+                        confirm_delay=prof.gossip_interval * 3)
 
 
 @dataclass(slots=True)
@@ -77,7 +85,9 @@ class Simulation:
         self.heap = EventHeap()
         self.net = Network(derive_rng(config.seed, "net"), config.link)
         self.base_link = config.link
-        self.setup = NodeSetup(config.seed, profile(config.profile), config.objective, config.search,
+        prof = profile(config.profile)
+        search = config.search if config.search is not None else search_config(prof)
+        self.setup = NodeSetup(config.seed, prof, config.objective, search,
                                Cipher.AES_GCM if config.cipher == "aes-gcm" else Cipher.NULL,
                                config.link.max_datagram)
         spec = study_spec(config.objective, config.budget, config.seed, config.pruner)
