@@ -103,7 +103,7 @@ def _churn_step(sim: Simulation, rng: random.Random) -> None:
     roll = rng.random()
     if down and (roll < 0.4 or len(sim.nodes) <= 2):
         sim.restart(rng.choice(down))
-    elif roll < 0.55:
+    elif roll < 0.55 or len(sim.nodes) <= 2:
         sim.boot(max(sim.host.values()) + 1)
     elif roll < 0.7:
         sim.leave(_victims(sim, rng, 1)[0])

@@ -14,7 +14,7 @@ from p2phpo.core.profiles import PROFILES
 def simulate(
     scenario: Annotated[str, typer.Argument(help="Scenario name, or 'all'.")],
     *,
-    nodes: Annotated[int, typer.Option("--nodes", help="Nodes at the start.", min=1)] = 8,
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes at the start.", min=2)] = 8,
     seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 0,
     seeds: Annotated[int, typer.Option("--seeds", help="Run this many seeds: seed, seed+1, ...",
                                        min=1)] = 1,
