@@ -46,3 +46,17 @@ def test_result_follows_the_simulate_json_schema() -> None:
     assert set(result) == {"scenario", "nodes", "seed", "invariants", "metrics", "trace_hash"}
     assert all(set(v) == {"ok", "detail"} for v in result["invariants"].values())
     assert len(result["trace_hash"]) == 32
+
+
+def test_warm_start_gives_every_node_the_whole_membership_and_the_study_runs() -> None:
+    from simulations.runner import converged
+    from simulations.sim import SimConfig, Simulation
+
+    sim = Simulation(SimConfig(nodes=12, seed=2, n_trials=12))
+    sim.start_warm()
+    assert all(len(n.member_states()) == 12 for n in sim.live())
+    t = 0.0
+    while t < 300 and not converged(sim):
+        t += 1.0
+        sim.run_until(t)
+    assert converged(sim)
