@@ -449,7 +449,8 @@ class SearchCore:
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
         start = StartTrial(claim.key, slot, dict(params), retry_of)
-        if self.config.confirm_delay > 0:
+        if self.config.confirm_delay > 0 and len(self._ready_members(include_busy=True)) > 1:
+            # Alone, nobody can hold a rival claim: start at once.
             self._pending[claim.key] = (now + self.config.confirm_delay, start)
             return None
         self._own[claim.key] = now

@@ -271,6 +271,10 @@ def test_confirmation_delay_lets_a_double_claim_meet_before_anything_runs() -> N
     a.ready = b.ready = True
     genesis(a)
     sync(a, b)
+    alive = MemberView("ALIVE", True, "fp1")
+    # Each knows some other ready member, but not yet the other one or its claim.
+    a.set_members(0.0, {1: alive, 4: alive})
+    b.set_members(0.0, {2: alive, 3: alive})
     assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # both claim slot 0, start later
     sync(a, b)
     starts = [c for c in a.step(0.6, 0.6) + b.step(0.6, 0.6) if isinstance(c, StartTrial)]
@@ -278,3 +282,10 @@ def test_confirmation_delay_lets_a_double_claim_meet_before_anything_runs() -> N
     sync(a, b)
     slot0 = sorted(v.state.value for v in a.ledger.trials().values() if v.slot == 0)
     assert slot0 == ["RUNNING", "SUPERSEDED"]
+
+
+def test_a_node_alone_starts_its_claim_without_the_confirmation_delay() -> None:
+    cfg = SearchConfig(confirm_delay=0.5)
+    a = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), (SPEC, "fp1"))
+    a.ready = True
+    assert [type(c) for c in a.step(0.0, 0.0)] == [StartTrial]
