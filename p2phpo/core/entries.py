@@ -65,12 +65,13 @@ class EntryError(ValueError):
         self.reason = reason
 
 
-def cap_error(text: str) -> str:
-    """Cut ``text`` to at most MAX_ERROR_BYTES of UTF-8 without splitting a character."""
-    raw = text.encode("utf-8")
-    if len(raw) <= MAX_ERROR_BYTES:
+def cap_error(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes, ending in "..." when cut,
+    without splitting a character."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit:
         return text
-    return raw[:MAX_ERROR_BYTES].decode("utf-8", errors="ignore")
+    return raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
 
 
 def trial_id_str(tid: TrialId) -> str:

@@ -64,11 +64,11 @@ from typing import IO, Any
 
 import msgpack
 
+from p2phpo.core.entries import cap_error
 from p2phpo.train import objectives
 from p2phpo.trial import Pruned, Trial, Verdict
 
 MAX_FRAME = 1 << 20
-ERROR_CAP = 256
 VERDICT_TIMEOUT = 1.0
 _HEADER = struct.Struct(">I")
 
@@ -97,14 +97,6 @@ class TrialOutcome:
     duration: float
     last_step: int | None
     verdict: Verdict | None = None  # PRUNE or STOP when the node ended it
-
-
-def cap_error(text: str, limit: int = ERROR_CAP) -> str:
-    """Cut ``text`` to at most ``limit`` UTF-8 bytes without splitting a character."""
-    raw = text.encode("utf-8", errors="replace")
-    if len(raw) <= limit:
-        return text
-    return raw[: limit - 3].decode("utf-8", errors="ignore") + "..."
 
 
 # -- frames --------------------------------------------------------------------
