@@ -461,9 +461,7 @@ class Node:
         counters = self.rt.counters()
         members = []
         now = asyncio.get_running_loop().time()
-        per_node: dict[int, int] = {}
-        for tid in self.ledger.trials():
-            per_node[tid[0]] = per_node.get(tid[0], 0) + 1
+        per_node = self.summary.per_node  # kept up to date from ledger.changes
         for m in self.rt.core.members():
             age = None if m.last_ack is None else max(0.0, now - m.last_ack)
             members.append(MemberRow(m.node, f"{m.addr[0]}:{m.addr[1]}", m.state.name,
