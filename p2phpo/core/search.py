@@ -526,7 +526,10 @@ class SearchCore:
                   for node, since in self._gone_since.items() if node in owners]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
             times.append(now + max(0.0, self.study.wall + self.plan.timeout - wall))
-        return min(times) if times else None
+        # What fell due was handled by the step that just ran (or is another node's to
+        # do, e.g. an orphan it wins): only the future can wake us.
+        future = [t for t in times if t > now]
+        return min(future) if future else None
 
     def _finished_reason(self, wall: float) -> str | None:
         if self.plan is None:

@@ -289,3 +289,19 @@ def test_a_node_alone_starts_its_claim_without_the_confirmation_delay() -> None:
     a = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), (SPEC, "fp1"))
     a.ready = True
     assert [type(c) for c in a.step(0.0, 0.0)] == [StartTrial]
+
+
+def test_the_timer_never_points_into_the_past() -> None:
+    cores = [make_node(i, spec=SPEC if i == 1 else None) for i in (1, 2, 3)]
+    genesis(cores[0])
+    sync(*cores)
+    members(cores)
+    for c in cores:
+        c.step(0.0, 0.0)
+    sync(*cores)
+    members(cores, dead={3}, now=1.0)
+    for now in (1.0, 40.0, 80.0):  # long past the reclaim fallback for node 3's trial
+        for c in cores[:2]:
+            c.step(now, now)
+            timer = c.get_timer(now, now)
+            assert timer is None or timer > now
