@@ -60,10 +60,8 @@ class SimConfig:
 
 
 def search_config(prof: Profile) -> SearchConfig:
-    """The search settings ``p2phpo/runtime/node.py`` derives from the gossip profile."""
-    return SearchConfig(claim_grace=prof.probe_interval * 4,
-                        reclaim_fallback=prof.probe_interval * 10,
-                        confirm_delay=prof.gossip_interval * 3)
+    """The search settings ``p2phpo node`` derives from the gossip profile."""
+    return SearchConfig.for_profile(prof)
 
 
 @dataclass(slots=True)

@@ -87,6 +87,16 @@ class SearchConfig:
     confirm_delay: float = 0.0  # seconds between CLAIM and start, so double claims meet first
 
 
+    @classmethod
+    def for_profile(cls, profile: Any, *, max_retries: int = 2,
+                    trial_timeout: float | None = None) -> SearchConfig:
+        """The settings a node derives from its gossip profile (``core/profiles.py``)."""
+        return cls(max_retries=max_retries, trial_timeout=trial_timeout,
+                   claim_grace=profile.probe_interval * 4,
+                   reclaim_fallback=profile.probe_interval * 10,
+                   confirm_delay=profile.gossip_interval * 3)
+
+
 @dataclass(frozen=True, slots=True)
 class MemberView:
     state: str  # ALIVE | SUSPECT | DEAD | LEFT

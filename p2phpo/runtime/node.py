@@ -335,11 +335,8 @@ class Node:
                 f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir"))
             return
         spec = self.spec
-        prof = PROFILES[self.opts.profile]
-        config = SearchConfig(max_retries=spec.max_retries, trial_timeout=spec.trial_timeout,
-                              claim_grace=prof.probe_interval * 4,
-                              reclaim_fallback=prof.probe_interval * 10,
-                              confirm_delay=prof.gossip_interval * 3)
+        config = SearchConfig.for_profile(PROFILES[self.opts.profile], max_retries=spec.max_retries,
+                                          trial_timeout=spec.trial_timeout)
         self.core = SearchCore(self.node_id, self.ledger, config, make_plan,
                                local_study=(spec.to_dict(), fp))
         self.core.recover(time.time())
