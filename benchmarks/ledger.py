@@ -61,14 +61,14 @@ def main() -> None:
     n = args.entries
     entries = history(n, 100, rng)
     raws = [encode_entry(e) for e in entries]
-    shuffled = list(zip(entries, raws))
+    shuffled = list(zip(entries, raws, strict=True))
     rng.shuffle(shuffled)
 
-    t_merge = best_of(lambda: Ledger(max_pending=10**6).merge(zip(entries, raws)))
+    t_merge = best_of(lambda: Ledger(max_pending=10**6).merge(zip(entries, raws, strict=True)))
     t_shuf = best_of(lambda: Ledger(max_pending=10**6).merge(shuffled))
-    t_dict = best_of(lambda: {(e.origin, e.seq): r for e, r in zip(entries, raws)})
+    t_dict = best_of(lambda: {(e.origin, e.seq): r for e, r in zip(entries, raws, strict=True)})
     led = Ledger()
-    led.merge(zip(entries, raws))
+    led.merge(zip(entries, raws, strict=True))
     half = {o: s // 2 for o, s in led.vv.items()}
     near = {o: s - 1 for o, s in led.vv.items()}
     lat = {}

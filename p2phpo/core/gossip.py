@@ -37,10 +37,10 @@ from p2phpo.core.gossip_sync import (
 )
 from p2phpo.core.gossip_types import (
     Dropped,
-    InSync,
     EntriesMerged,
     Event,
     GossipConfig,
+    InSync,
     TcpRequest,
     _Probe,
     _Relay,
@@ -337,7 +337,7 @@ class GossipCore:
         try:
             dg = self.opener.open(data, now, commit=False)
             msgs = decode_messages(dg.messages)
-            entries = self._decode_entries(msgs)
+            entries = self._decode_entries(msgs, self.ledger.has_raw)
             self.opener.accept(dg)
         except WireError as e:
             self.count_drop(e.reason, addr)
@@ -349,10 +349,13 @@ class GossipCore:
         self._flush_membership()
 
     @staticmethod
-    def _decode_entries(msgs: list[Message]) -> list[tuple[Entry, bytes]]:
+    def _decode_entries(msgs: list[Message], known: Any = None) -> list[tuple[Entry, bytes]]:
+        """Decode every entry, or raise; ``known(raw)`` marks copies we already hold,
+        which need no decode (byte-identical to an applied entry)."""
         out = []
+        known = known or (lambda raw: False)
         for m in msgs:
-            if type(m) is EntryMsg:
+            if type(m) is EntryMsg and not known(m.raw):  # held copies need no decode
                 try:
                     out.append((decode_entry(m.raw), m.raw))
                 except EntryError:
@@ -530,7 +533,7 @@ class GossipCore:
     def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
         """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
         try:
-            pairs = [(decode_entry(r), r) for r in raws]
+            pairs = [(decode_entry(r), r) for r in raws if not self.ledger.has_raw(r)]
         except EntryError:
             raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
         return self._merge(pairs, 0, regossip=regossip)

@@ -165,6 +165,7 @@ class Ledger:
         self.max_pending = max_pending
         self._logs: dict[int, list[Entry]] = {}
         self._raw: dict[int, list[bytes]] = {}
+        self._known: set[bytes] = set()  # the bytes of every applied entry
         self._pending: dict[int, dict[int, tuple[Entry, bytes]]] = {}
         self._vv: dict[int, int] = {}
         self._vv_hash = 0
@@ -204,6 +205,11 @@ class Ledger:
     def raw(self, origin: int, seq: int) -> bytes | None:
         raws = self._raw.get(origin)
         return raws[seq - 1] if raws and 0 < seq <= len(raws) else None
+
+    def has_raw(self, raw: bytes) -> bool:
+        """True when ``raw`` is byte for byte an entry this replica already applied:
+        receivers skip decoding such duplicates (the common case in gossip)."""
+        return raw in self._known
 
     def entries_of(self, origin: int) -> list[Entry]:
         return list(self._logs.get(origin, ()))
@@ -291,6 +297,7 @@ class Ledger:
         old = self._vv.get(origin, 0)
         self._logs.setdefault(origin, []).append(entry)
         self._raw.setdefault(origin, []).append(raw)
+        self._known.add(raw)
         if old:
             self._vv_hash ^= _vv_term(origin, old)
         self._vv_hash ^= _vv_term(origin, entry.seq)
