@@ -42,6 +42,13 @@ def _num(name: str, field: str, v: Any) -> float:
     return v
 
 
+def _numeric_to_unit(p: Float | Int, x: np.ndarray) -> np.ndarray:
+    """Scale values of a Float or Int into [0, 1] over its (log) bounds."""
+    a, b, _ = p._bounds()
+    x = np.asarray(x, dtype=np.float64)
+    return ((np.log(x) if p.log else x) - a) / (b - a)
+
+
 @dataclass(frozen=True, slots=True)
 class Float:
     """A real parameter in ``[low, high]``, optionally log-scaled or stepped."""
@@ -79,9 +86,7 @@ class Float:
         return self.low - half, self.low + (n - 1) * self.step + half, n
 
     def to_unit(self, x: np.ndarray) -> np.ndarray:
-        a, b, _ = self._bounds()
-        x = np.asarray(x, dtype=np.float64)
-        return ((np.log(x) if self.log else x) - a) / (b - a)
+        return _numeric_to_unit(self, x)
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         a, b, n = self._bounds()
@@ -153,9 +158,7 @@ class Int:
         return self.low - half, self.low + (n - 1) * self.step + half, n
 
     def to_unit(self, x: np.ndarray) -> np.ndarray:
-        a, b, _ = self._bounds()
-        x = np.asarray(x, dtype=np.float64)
-        return ((np.log(x) if self.log else x) - a) / (b - a)
+        return _numeric_to_unit(self, x)
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         a, b, n = self._bounds()
