@@ -2,8 +2,9 @@
 
 Layout of a state dir::
 
+    identity.key the node's Ed25519 secret (0600); the node id derives from it
     node.json    node id, incarnation, restart counter, study fingerprint
-    ledger.log   records: u32 length | u32 CRC32 | canonical entry bytes
+    ledger.log   records: u32 length | u32 CRC32 | signed record (core/records.py)
     lock         held (flock) by the one process that writes
 
 Every entry the node holds, its own and merged ones, is appended to
@@ -27,15 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2phpo.core.entries import (
-    MAX_ENTRY_BYTES,
     Entry,
     EntryError,
     TrialId,
-    decode_entry,
     encode_entry,
     parse_trial_id,
 )
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.records import MAX_RECORD_BYTES, Verifier, decode_record
+from p2phpo.identity_file import IdentityFileError, create_identity, identity_path, load_identity
 
 _HEADER = struct.Struct(">II")
 LOG_NAME = "ledger.log"
@@ -65,13 +67,13 @@ def replay_log(path: Path) -> Replay:
     while pos + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, pos)
         start, end = pos + _HEADER.size, pos + _HEADER.size + length
-        if length == 0 or length > MAX_ENTRY_BYTES or end > len(data):
+        if length == 0 or length > MAX_RECORD_BYTES or end > len(data):
             break
         raw = data[start:end]
         if zlib.crc32(raw) != crc:
             break
         try:
-            entries.append((decode_entry(raw), raw))
+            entries.append((decode_record(raw), raw))
         except EntryError:
             break
         pos = end
@@ -136,21 +138,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _new_node_id(urandom: Callable[[int], bytes]) -> int:
-    while True:
-        node_id = int.from_bytes(urandom(8), "big")
-        if node_id:
-            return node_id
-
-
 class Storage:
     """The writable state dir of one running node. Use :meth:`open`."""
 
-    def __init__(self, root: Path, meta: NodeMeta, lock_fd: int, boot_salt: int) -> None:
+    def __init__(
+        self, root: Path, meta: NodeMeta, lock_fd: int, boot_salt: int, identity: Identity
+    ) -> None:
         self.root = root
         self.meta = meta
         self.boot_salt = boot_salt
-        self.ledger = Ledger()
+        self.identity = identity
+        self.ledger = Ledger(identity=identity)
         self.truncated_bytes = 0
         self._lock_fd = lock_fd
         self._log = open(root / LOG_NAME, "ab")  # noqa: SIM115 - closed in close()
@@ -175,7 +173,7 @@ class Storage:
             raise StorageError(f"cannot create state dir {root}: {exc.strerror}") from None
         lock_fd = _lock(root)
         try:
-            meta = _load_or_create_meta(root, urandom)
+            meta, identity = _load_or_create_meta(root, urandom)
             if study is not None and meta.study is not None and meta.study != study:
                 raise StorageError(
                     f"state dir {root} belongs to study {meta.study[:12]}, not {study[:12]}; "
@@ -184,7 +182,7 @@ class Storage:
             meta.restart_counter += 1
             meta.study = meta.study or study
             _write_atomic(root / META_NAME, meta.to_json())
-            store = cls(root, meta, lock_fd, int.from_bytes(urandom(8), "big"))
+            store = cls(root, meta, lock_fd, int.from_bytes(urandom(8), "big"), identity)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -200,7 +198,7 @@ class Storage:
                 f.flush()
                 os.fsync(f.fileno())
         self.truncated_bytes = rep.torn_bytes
-        self.ledger.merge(rep.entries)
+        self.ledger.merge(rep.entries, trusted=True)  # verified before they were written
 
     # -- identity ----------------------------------------------------------
     @property
@@ -275,13 +273,26 @@ def _lock(root: Path) -> int:
     return fd
 
 
-def _load_or_create_meta(root: Path, urandom: Callable[[int], bytes]) -> NodeMeta:
+def _load_or_create_meta(root: Path, urandom: Callable[[int], bytes]) -> tuple[NodeMeta, Identity]:
     path = root / META_NAME
-    if path.exists():
-        return NodeMeta.from_json(path.read_text(encoding="utf-8"), path)
-    if (root / LOG_NAME).exists() and (root / LOG_NAME).stat().st_size:
-        raise StorageError(f"{path} is missing but {root / LOG_NAME} exists; the state dir is damaged")
-    return NodeMeta(node_id=_new_node_id(urandom))
+    try:
+        if path.exists():
+            meta = NodeMeta.from_json(path.read_text(encoding="utf-8"), path)
+            identity = load_identity(root)
+            if identity.node_id != meta.node_id:
+                raise StorageError(
+                    f"{path} names node {meta.node_id:016x} but the identity key is node "
+                    f"{identity.node_id:016x}; the state dir is damaged: use a new --state-dir"
+                )
+            return meta, identity
+        if (root / LOG_NAME).exists() and (root / LOG_NAME).stat().st_size:
+            raise StorageError(f"{path} is missing but {root / LOG_NAME} exists; the state dir is damaged")
+        # A crash between the key and node.json leaves the key alone: reuse it.
+        exists = identity_path(root).exists()
+        identity = load_identity(root) if exists else create_identity(root, urandom)
+    except IdentityFileError as exc:
+        raise StorageError(str(exc)) from None
+    return NodeMeta(node_id=identity.node_id), identity
 
 
 # -- read-only access (export, train --trial) ---------------------------------
@@ -302,8 +313,8 @@ def read_state(state_dir: str | os.PathLike) -> StateSnapshot:
         raise StorageError(f"{root} is not a p2phpo state dir (no {META_NAME})")
     meta = NodeMeta.from_json(path.read_text(encoding="utf-8"), path)
     rep = replay_log(root / LOG_NAME)
-    ledger = Ledger()
-    ledger.merge(rep.entries)
+    ledger = Ledger(verifier=Verifier())
+    ledger.merge(rep.entries, trusted=True)
     return StateSnapshot(meta, ledger, rep.torn_bytes)
 
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core import gossip as gossip_module
-from p2phpo.core.entries import Entry, decode_entry
+from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.profiles import Profile, profile
+from p2phpo.core.records import decode_record
 from p2phpo.core.search import SearchConfig
 from p2phpo.core.wire import Cipher, pack, unpack_strict
 from simulations.clock import EventHeap, derive_rng
@@ -278,8 +279,8 @@ class Simulation:
     # -- the loop --------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         heap = self.heap
-        saved = gossip_module.decode_entry
-        gossip_module.decode_entry = self._decode_once
+        saved = gossip_module.decode_record
+        gossip_module.decode_record = self._decode_once
         try:
             while True:
                 t = heap.peek_time()
@@ -287,11 +288,11 @@ class Simulation:
                     break
                 self._dispatch(heap.pop())
         finally:
-            gossip_module.decode_entry = saved
+            gossip_module.decode_record = saved
         heap.now = max(heap.now, t_end)
 
     def _decode_once(self, raw: bytes) -> Entry:
-        """``decode_entry`` shared by every simulated node: a pure function of the bytes.
+        """``decode_record`` shared by every simulated node: a pure function of the bytes.
 
         Every node decodes every entry many times (each duplicate copy); in one
         process the result of the first decode is reused. Entries are frozen, so
@@ -301,7 +302,7 @@ class Simulation:
         key = bytes(raw)
         entry = self._decoded.get(key)
         if entry is None:
-            entry = decode_entry(key)
+            entry = decode_record(key)
             self._decoded[key] = entry
         return entry
 

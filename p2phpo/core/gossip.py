@@ -24,7 +24,7 @@ import random
 from collections import deque
 from typing import Any
 
-from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
+from p2phpo.core.entries import Entry, EntryError, encode_entry
 from p2phpo.core.gossip_queue import PiggybackQueue
 from p2phpo.core.gossip_sync import (
     SyncSession,
@@ -69,6 +69,7 @@ from p2phpo.core.messages import (
     encode_message,
     to_wire,
 )
+from p2phpo.core.records import decode_record
 from p2phpo.core.wire import (
     OVERHEAD,
     DropCounter,
@@ -217,6 +218,11 @@ class GossipCore:
         self.dropped.add(reason)
         self._events.append(Dropped(reason, addr))
 
+    def count_drop_n(self, reason: DropReason, n: int) -> None:
+        """Count ``n`` ledger records dropped by the ledger (one event for all)."""
+        self.dropped.add(reason, n)
+        self._events.append(Dropped(reason, None))
+
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
         ts = list(self._t.values())
@@ -357,7 +363,7 @@ class GossipCore:
         for m in msgs:
             if type(m) is EntryMsg and not known(m.raw):  # held copies need no decode
                 try:
-                    out.append((decode_entry(m.raw), m.raw))
+                    out.append((decode_record(m.raw), m.raw))
                 except EntryError:
                     raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
         return out
@@ -533,13 +539,17 @@ class GossipCore:
     def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
         """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
         try:
-            pairs = [(decode_entry(r), r) for r in raws if not self.ledger.has_raw(r)]
+            pairs = [(decode_record(r), r) for r in raws if not self.ledger.has_raw(r)]
         except EntryError:
             raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
         return self._merge(pairs, 0, regossip=regossip)
 
     def _merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int:
         stats = self.ledger.merge(pairs)
+        if stats.bad_signature:
+            self.count_drop_n(DropReason.BAD_SIGNATURE, stats.bad_signature)
+        if stats.unknown_key:
+            self.count_drop_n(DropReason.UNKNOWN_KEY, stats.unknown_key)
         if stats.added:
             self.stats["entries_in"] += len(stats.added)
             self._events.append(EntriesMerged(list(stats.added), sender))

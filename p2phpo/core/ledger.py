@@ -6,9 +6,22 @@ commutative, associative and idempotent. The version vector ``vv`` (origin ->
 highest contiguous seq) is the whole digest: what a peer lacks is exactly the
 entries above its vv.
 
-Entries that arrive ahead of a gap are held (at most ``max_pending`` per
-origin) until the gap fills; an ``(origin, seq)`` that arrives again with
-different bytes is a conflict: counted, never applied.
+Entries that arrive ahead of a gap are held until the gap fills: at most
+``max_pending`` per origin and ``max_pending_total`` in all (when full, the
+origin holding the most gives way, so no set of origins can starve the
+others); an ``(origin, seq)`` that arrives again with different bytes is a
+conflict: counted, never applied.
+
+A signing ledger (``identity`` or ``verifier`` given) stores signed records
+(``core/records.py``): it signs its own entries and checks every merged one
+against its origin's key before anything else looks at it; a record without
+its origin's valid signature is dropped and counted (``bad_signature``), as
+is one whose origin's key is not known yet (``unknown_key``: its log's first
+entry, which carries the key, has not arrived; anti-entropy sends logs in
+order). Authorship also limits what an entry can say about another node's
+trial: REPORTs and RESULTs count only from the trial's owner, except a FAILED
+RESULT without a value (the max-retries verdict any node may write), which
+never outranks one of the owner's.
 
 Trial views are folded incrementally as entries apply; ``changes`` is an
 append-only log of trial ids whose view changed, so consumers (the samplers'
@@ -34,6 +47,8 @@ from p2phpo.core.entries import (
     encode_entry,
 )
 from p2phpo.core.hrw import hrw
+from p2phpo.core.identity import Identity, node_id_of
+from p2phpo.core.records import Verifier, key_matches, sign_entry, split_record
 
 MASK64 = (1 << 64) - 1
 
@@ -129,8 +144,10 @@ class TrialView:
 
     def _refresh(self) -> None:
         if self.results:
+            owner = self.id[0]
             self.result = min(
-                self.results, key=lambda r: (_PRECEDENCE[r.status], r.origin, r.seq)
+                self.results,
+                key=lambda r: (r.origin != owner, _PRECEDENCE[r.status], r.origin, r.seq),
             )
             self.state = _STATE_OF[self.result.status]
         elif self.abandons:
@@ -150,7 +167,9 @@ class MergeStats:
     duplicates: int = 0
     conflicts: int = 0
     held: int = 0  # out-of-order entries now waiting for a gap to fill
-    dropped: int = 0  # out-of-order entries over the per-origin cap
+    dropped: int = 0  # out-of-order entries over the per-origin or global cap
+    bad_signature: int = 0  # records without their origin's valid signature
+    unknown_key: int = 0  # records of an origin whose key is not known yet
 
 
 def _vv_term(origin: int, seq: int) -> int:
@@ -161,19 +180,36 @@ def _vv_term(origin: int, seq: int) -> int:
 class Ledger:
     """One replica of the study's trial ledger."""
 
-    def __init__(self, max_pending: int = 256) -> None:
+    def __init__(
+        self,
+        max_pending: int = 256,
+        *,
+        identity: Identity | None = None,
+        verifier: Verifier | None = None,
+        max_pending_total: int = 4096,
+        max_learned_keys: int = 4096,
+    ) -> None:
         self.max_pending = max_pending
+        self.max_pending_total = max_pending_total
+        self.identity = identity
+        self.signed = identity is not None or verifier is not None
+        self.verifier = verifier if verifier is not None else (Verifier() if self.signed else None)
         self._logs: dict[int, list[Entry]] = {}
         self._raw: dict[int, list[bytes]] = {}
         self._known: set[bytes] = set()  # the bytes of every applied entry
         self._pending: dict[int, dict[int, tuple[Entry, bytes]]] = {}
+        self._pending_total = 0
+        self._keys: dict[int, bytes] = {}  # origin -> public key, from its first record
+        self._learned: dict[int, bytes] = {}  # keys vouched for elsewhere (signed Alive)
+        self.max_learned_keys = max_learned_keys
         self._vv: dict[int, int] = {}
         self._vv_hash = 0
         self._trials: dict[TrialId, TrialView] = {}
         self._studies: list[StudyEntry] = []
         self._size = 0
         self.changes: list[TrialId] = []
-        self.counts = {"duplicates": 0, "conflicts": 0, "dropped_pending": 0}
+        self.counts = {"duplicates": 0, "conflicts": 0, "dropped_pending": 0,
+                       "bad_signature": 0, "unknown_key": 0, "not_owner": 0}
 
     # -- digest ----------------------------------------------------------
     @property
@@ -215,7 +251,25 @@ class Ledger:
         return list(self._logs.get(origin, ()))
 
     def pending_count(self) -> int:
-        return sum(len(p) for p in self._pending.values())
+        return self._pending_total
+
+    def key_of(self, origin: int) -> bytes | None:
+        """``origin``'s public key, when this replica knows it."""
+        return self._keys.get(origin) or self._learned.get(origin)
+
+    def learn_key(self, key: bytes) -> bool:
+        """Remember a public key vouched for elsewhere (e.g. a verified signed Alive),
+        so records of its origin verify before that origin's first record arrives.
+        Self-certifying: the key names its own origin. Bounded; False when refused."""
+        if len(key) != 32:
+            return False
+        origin = node_id_of(key)
+        if origin in self._keys or origin in self._learned:
+            return True
+        if len(self._learned) >= self.max_learned_keys:
+            return False
+        self._learned[origin] = key
+        return True
 
     # -- writing ---------------------------------------------------------
     def append(self, entry: Entry) -> Entry:
@@ -224,23 +278,61 @@ class Ledger:
             raise ValueError(
                 f"local append out of order: seq {entry.seq}, expected {self.next_seq(entry.origin)}"
             )
-        self._apply(entry, encode_entry(entry))
+        if self.identity is not None:
+            raw = sign_entry(self.identity, entry)
+        elif self.signed:
+            raise ValueError("a verifying ledger without an identity cannot append entries")
+        else:
+            raw = encode_entry(entry)
+        self._apply(entry, raw)
         return entry
 
     def new(self, origin: int, cls: type, *, wall: float, **fields: object) -> Entry:
         """Build an entry of ``cls`` with the next seq of ``origin`` and append it."""
         return self.append(cls(origin=origin, seq=self.next_seq(origin), wall=wall, **fields))
 
-    def merge(self, entries: Iterable[Entry | tuple[Entry, bytes]]) -> MergeStats:
-        """Union ``entries`` into this replica, in any order; see the module docstring."""
+    def merge(
+        self, entries: Iterable[Entry | tuple[Entry, bytes]], *, trusted: bool = False
+    ) -> MergeStats:
+        """Union ``entries`` into this replica, in any order; see the module docstring.
+
+        ``trusted``: records this node verified before (its own state dir's
+        log); their signatures are not checked again.
+        """
         stats = MergeStats()
+        check = self.signed and not trusted
         for item in entries:
             entry, raw = item if isinstance(item, tuple) else (item, encode_entry(item))
+            if check and raw not in self._known and not self._authentic(entry, raw, stats):
+                continue
             self._merge_one(entry, raw, stats)
         self.counts["duplicates"] += stats.duplicates
         self.counts["conflicts"] += stats.conflicts
         self.counts["dropped_pending"] += stats.dropped
+        self.counts["bad_signature"] += stats.bad_signature
+        self.counts["unknown_key"] += stats.unknown_key
         return stats
+
+    def _authentic(self, entry: Entry, raw: bytes, stats: MergeStats) -> bool:
+        """True when ``raw`` carries its origin's valid signature."""
+        parts = split_record(entry, raw)
+        if parts is None:
+            stats.bad_signature += 1
+            return False
+        body, key, sig = parts
+        if key is None:
+            key = self.key_of(entry.origin)
+            if key is None:
+                stats.unknown_key += 1
+                return False
+        elif not key_matches(key, entry.origin):
+            stats.bad_signature += 1
+            return False
+        assert self.verifier is not None
+        if not self.verifier.check(raw, body, key, sig):
+            stats.bad_signature += 1
+            return False
+        return True
 
     def _merge_one(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
         origin, seq = entry.origin, entry.seq
@@ -259,7 +351,7 @@ class Ledger:
         self._drain(origin, stats)
 
     def _hold(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
-        pending = self._pending.setdefault(entry.origin, {})
+        pending = self._pending.get(entry.origin, {})
         held = pending.get(entry.seq)
         if held is not None:
             if held[1] == raw:
@@ -269,15 +361,29 @@ class Ledger:
             return
         if len(pending) >= self.max_pending:
             # Keep the entries closest to the gap: they unblock the log soonest.
-            far = max(pending)
-            if far < entry.seq:
+            if max(pending) < entry.seq:
                 stats.dropped += 1
                 return
-            del pending[far]
-            stats.dropped += 1
-            stats.held -= 1
-        pending[entry.seq] = (entry, raw)
+            self._unhold(entry.origin, stats)
+        elif self._pending_total >= self.max_pending_total:
+            hog = max(self._pending, key=lambda o: (len(self._pending[o]), o))
+            if len(self._pending[hog]) <= len(pending):
+                stats.dropped += 1
+                return
+            self._unhold(hog, stats)
+        self._pending.setdefault(entry.origin, pending)[entry.seq] = (entry, raw)
+        self._pending_total += 1
         stats.held += 1
+
+    def _unhold(self, origin: int, stats: MergeStats) -> None:
+        """Drop the held entry of ``origin`` farthest from its gap."""
+        pending = self._pending[origin]
+        del pending[max(pending)]
+        if not pending:
+            del self._pending[origin]
+        self._pending_total -= 1
+        stats.dropped += 1
+        stats.held -= 1
 
     def _drain(self, origin: int, stats: MergeStats) -> None:
         pending = self._pending.get(origin)
@@ -286,6 +392,7 @@ class Ledger:
             item = pending.pop(nxt, None)
             if item is None:
                 break
+            self._pending_total -= 1
             self._apply(*item)
             stats.added.append(item[0])
             stats.held -= 1
@@ -298,12 +405,20 @@ class Ledger:
         self._logs.setdefault(origin, []).append(entry)
         self._raw.setdefault(origin, []).append(raw)
         self._known.add(raw)
+        if entry.seq == 1 and self.signed:
+            self._remember_key(entry, raw)
         if old:
             self._vv_hash ^= _vv_term(origin, old)
         self._vv_hash ^= _vv_term(origin, entry.seq)
         self._vv[origin] = entry.seq
         self._size += 1
         self._fold(entry)
+
+    def _remember_key(self, entry: Entry, raw: bytes) -> None:
+        parts = split_record(entry, raw)
+        if parts is not None and parts[1] is not None and key_matches(parts[1], entry.origin):
+            self._keys[entry.origin] = parts[1]
+            self._learned.pop(entry.origin, None)
 
     # -- delta -------------------------------------------------------------
     def delta_since(
@@ -372,6 +487,9 @@ class Ledger:
             view = self._view(entry.key)
             view.claim = entry
         else:
+            if not _may_write(entry):
+                self.counts["not_owner"] += 1
+                return
             view = self._view(entry.trial)
             if isinstance(entry, Report):
                 view.reports[entry.step] = entry.value
@@ -382,3 +500,12 @@ class Ledger:
         view._refresh()
         if view.claim is not None:
             self.changes.append(view.id)
+
+
+def _may_write(entry: Report | Result | Abandon) -> bool:
+    """Whether ``entry`` may change its trial's view: any node may abandon a trial
+    or declare it FAILED without a value (max retries); reports and results
+    with a value come only from the trial's owner."""
+    if entry.origin == entry.trial[0] or isinstance(entry, Abandon):
+        return True
+    return isinstance(entry, Result) and entry.status is Status.FAILED and entry.value is None

@@ -29,6 +29,8 @@ class DropReason(Enum):
     BAD_SCHEMA = "bad_schema"
     UNKNOWN_CLUSTER = "unknown_cluster"
     BAD_VERSION = "bad_version"
+    BAD_SIGNATURE = "bad_signature"  # a ledger record without its origin's valid signature
+    UNKNOWN_KEY = "unknown_key"  # a ledger record whose origin's key is not known yet
 
 
 class WireError(Exception):

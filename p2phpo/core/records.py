@@ -1,0 +1,132 @@
+"""Signed ledger records: an entry's canonical bytes and its origin's signature.
+
+A record is what the ledger stores, gossips and writes to disk::
+
+    body | public key (32 bytes, only when seq == 1) | signature (64 bytes)
+
+``body`` is the entry's canonical bytes (``encode_entry``); the signature is
+the origin's Ed25519 signature of a domain tag and the body. The first entry
+of every origin carries the origin's public key, which is self-certifying
+(``node_id_of(key) == origin``), so any peer learns the key of a log from the
+log itself; later entries rely on it (or on a key learned from a signed
+membership record). A bare body (no suffix) is an unsigned record: only
+in-process ledgers (``hp.optimize``, unit tests) use them, and a signing
+ledger never accepts one.
+
+Decoding stays strict: the body must re-encode to itself and the suffix must
+have exactly the length its seq calls for. Verifying is separate and cached
+(:class:`Verifier`), keyed by the record bytes and key, so each distinct
+record costs one signature check per process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from p2phpo.core.entries import (
+    MAX_ENTRY_BYTES,
+    Entry,
+    EntryError,
+    _build,
+    _no_ext,
+    encode_entry,
+)
+from p2phpo.core.identity import PUBLIC_LEN, SIGNATURE_LEN, Identity, node_id_of, verify
+
+_DOMAIN = b"p2phpo-entry-v1\x00"
+MAX_RECORD_BYTES = MAX_ENTRY_BYTES + PUBLIC_LEN + SIGNATURE_LEN
+
+
+def suffix_len(seq: int) -> int:
+    """Bytes after the body in a signed record of ``seq``."""
+    return SIGNATURE_LEN + (PUBLIC_LEN if seq == 1 else 0)
+
+
+def sign_entry(identity: Identity, entry: Entry) -> bytes:
+    """The signed record of ``entry``, which must be ``identity``'s own."""
+    if entry.origin != identity.node_id:
+        raise ValueError(f"cannot sign an entry of origin {entry.origin:016x} as {identity.node_id:016x}")
+    body = encode_entry(entry)
+    key = identity.public_key if entry.seq == 1 else b""
+    return body + key + identity.sign(_DOMAIN + body)
+
+
+def _unpack_prefix(raw: bytes) -> tuple[list[Any], int]:
+    """The msgpack object at the start of ``raw`` and how many bytes it took."""
+    try:
+        obj = msgpack.unpackb(
+            raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext,
+            max_str_len=MAX_ENTRY_BYTES, max_ext_len=0,
+            max_bin_len=0, max_array_len=4096, max_map_len=4096,
+        )
+        used = len(raw)
+    except msgpack.ExtraData as extra:
+        obj, used = extra.unpacked, len(raw) - len(extra.extra)
+    except EntryError:
+        raise
+    except Exception as exc:  # msgpack raises several types; all mean "not an entry"
+        raise EntryError("bad msgpack", type(exc).__name__) from None
+    if type(obj) is not list or len(obj) < 4 or type(obj[0]) is not int:
+        raise EntryError("bad schema", "not an entry array")
+    return obj, used
+
+
+def decode_record(raw: bytes) -> Entry:
+    """The entry of a signed (or bare) record, or raise ``EntryError``.
+
+    Checks the form only; whether the signature is valid is the ledger's call.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview) or len(raw) > MAX_RECORD_BYTES:
+        raise EntryError("bad size")
+    raw = bytes(raw)
+    fields, used = _unpack_prefix(raw)
+    entry = _build(fields)
+    if encode_entry(entry) != raw[:used]:
+        raise EntryError("not canonical")
+    extra = len(raw) - used
+    if extra not in (0, suffix_len(entry.seq)):
+        raise EntryError("bad signature form", f"{extra} bytes after the entry")
+    return entry
+
+
+def split_record(entry: Entry, raw: bytes) -> tuple[bytes, bytes | None, bytes] | None:
+    """``(body, embedded key or None, signature)`` of a record decoded as ``entry``;
+    None when ``raw`` is too short to be signed."""
+    n = suffix_len(entry.seq)
+    if len(raw) <= n:
+        return None
+    key = raw[-n:-SIGNATURE_LEN] if entry.seq == 1 else None
+    return raw[:-n], key, raw[-SIGNATURE_LEN:]
+
+
+class Verifier:
+    """Signature checks with a bounded memo of verdicts (keyed by record and key).
+
+    Pure and deterministic; one instance may serve many ledgers in one process
+    (the simulator shares one, so each distinct record is checked once).
+    """
+
+    __slots__ = ("_memo", "max_memo", "checked")
+
+    def __init__(self, max_memo: int = 1 << 17) -> None:
+        self._memo: dict[tuple[bytes, bytes], bool] = {}
+        self.max_memo = max_memo
+        self.checked = 0  # signature checks actually computed
+
+    def check(self, raw: bytes, body: bytes, key: bytes, sig: bytes) -> bool:
+        memo_key = (raw, key)
+        verdict = self._memo.get(memo_key)
+        if verdict is None:
+            self.checked += 1
+            verdict = verify(key, sig, _DOMAIN + body)
+            if len(self._memo) >= self.max_memo:
+                del self._memo[next(iter(self._memo))]
+            self._memo[memo_key] = verdict
+        return verdict
+
+
+def key_matches(key: bytes, origin: int) -> bool:
+    """True when ``key`` is the public key that ``origin`` derives from."""
+    return len(key) == PUBLIC_LEN and node_id_of(key) == origin
