@@ -58,7 +58,7 @@ def make_state_dir(root: Path) -> dict[str, str]:
 
         def theirs(cls, **kw):
             e = cls(origin=OTHER, seq=len(peer) + 1, wall=1100.0 + len(peer), **kw)
-            peer.append((e, sign_entry(PEER, e)))
+            peer.append((e, sign_entry(PEER, e, peer[-1][1] if peer else None)))
             return e
 
         b = theirs(Claim, slot=1, params={"lr": 0.05, "width": 512, "act": "tanh"})

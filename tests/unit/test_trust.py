@@ -28,7 +28,7 @@ from p2phpo.core.hrw import hrw
 from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger, TrialState
 from p2phpo.core.messages import EntryMsg, to_wire
-from p2phpo.core.records import Verifier, decode_record, sign_entry
+from p2phpo.core.records import Verifier, decode_record, sign_entry, signed_message
 from p2phpo.core.wire import DropReason
 from tests.signing import ident, signed
 
@@ -40,9 +40,9 @@ def forgeries(victim: int, seq: int, cls: type, attacker: Identity, **fields: ob
     unsigned ledger took), with junk signature bytes, and signed by the attacker."""
     e = cls(origin=victim, seq=seq, wall=9.0, **fields)
     body = encode_entry(e)
-    key = attacker.public_key if seq == 1 else b""
-    junk = body + key + bytes(64)
-    other = body + key + attacker.sign(b"p2phpo-entry-v1\x00" + body)
+    middle = attacker.public_key if seq == 1 else bytes(16)
+    junk = body + middle + bytes(64)
+    other = body + middle + attacker.sign(signed_message(middle if seq > 1 else b"", body))
     return [body, junk, other]
 
 
@@ -58,9 +58,9 @@ def test_records_round_trip_and_stay_strict() -> None:
     e, raw = signed(me, Claim, 1, slot=0, params={"lr": 0.1})
     assert len(raw) == len(encode_entry(e)) + 32 + 64  # the first record carries the key
     e2, raw2 = signed(me, Report, 2, trial=e.key, step=1, value=0.5)
-    assert len(raw2) == len(encode_entry(e2)) + 64
+    assert len(raw2) == len(encode_entry(e2)) + 16 + 64  # later ones the hash of the one before
     assert decode_record(encode_entry(e2)) == e2  # a bare body still parses (unsigned)
-    for bad in (raw2 + b"\x00", raw2[:-1], raw2 + bytes(32), raw[:-32], encode_entry(e) + bytes(64)):
+    for bad in (raw2 + b"\x00", raw2[:-1], raw2 + bytes(16), raw[:-32], encode_entry(e) + bytes(80)):
         with pytest.raises(EntryError):
             decode_record(bad)
     with pytest.raises(ValueError, match="cannot sign"):
@@ -110,8 +110,7 @@ def test_an_unknown_origin_is_counted_until_its_first_record_arrives() -> None:
     first = signed(c, Claim, 1, slot=0, params={})
     later = signed(c, Report, 2, trial=first[0].key, step=1, value=0.5)
     assert merge_raws(led, [later[1]]).unknown_key == 1 and len(led) == 0
-    assert len(merge_raws(led, [later[1], first[1]]).added) == 1  # key learned after the check
-    assert len(merge_raws(led, [later[1]]).added) == 1
+    assert len(merge_raws(led, [later[1], first[1]]).added) == 2  # the key rides in the same batch
     early = Ledger(identity=ident(2))
     assert early.learn_key(c.public_key)  # e.g. from C's signed Alive
     stats = merge_raws(early, [later[1]])
@@ -193,7 +192,7 @@ def test_held_entries_have_a_global_cap_and_no_origin_starves_the_rest() -> None
 def test_unsigned_floods_of_made_up_origins_hold_nothing_on_a_signing_ledger() -> None:
     led = Ledger(identity=ident(0))
     raws = [encode_entry(Report(origin=o, seq=5, wall=1.0, trial=(o, 1), step=1, value=0.0))
-            + bytes(64) * (o % 2) for o in range(1, 10_001)]
+            + bytes(80) * (o % 2) for o in range(1, 10_001)]
     stats = merge_raws(led, raws)
     assert stats.unknown_key == 5_000 and stats.bad_signature == 5_000
     assert led.pending_count() == 0 and len(led) == 0
@@ -211,11 +210,30 @@ def test_each_distinct_record_is_verified_once_with_a_shared_verifier() -> None:
     raws += [signed(a, Report, s, trial=(a.node_id, 1), step=s, value=0.0)[1] for s in range(2, 50)]
     shared = Verifier()
     replicas = [Ledger(identity=ident(10 + i), verifier=shared) for i in range(5)]
-    for led in replicas:
-        merge_raws(led, raws)
-        merge_raws(led, raws)  # duplicates: no second check
+    for led in replicas:  # one record per datagram, as gossip delivers them
+        for raw in raws:
+            merge_raws(led, [raw])
+            merge_raws(led, [raw])  # a duplicate: no second check
     assert shared.checked == len(raws)
     assert {led.vv_hash() for led in replicas} == {replicas[0].vv_hash()}
+
+
+def test_a_catch_up_run_costs_one_signature_check_per_origin() -> None:
+    logs = [ident(20 + i) for i in range(3)]
+    raws = []
+    for x in logs:
+        raws.append(signed(x, Claim, 1, slot=0, params={})[1])
+        raws += [signed(x, Report, s, trial=(x.node_id, 1), step=s, value=0.0)[1] for s in range(2, 400)]
+    led = Ledger(identity=ident(0))
+    assert len(merge_raws(led, raws).added) == 3 * 399 and led.verifier.checked == 3
+    # One record of the run altered (its signature bytes): it and all below it in
+    # the chain must verify on their own; the altered one is dropped.
+    fresh = Ledger(identity=ident(0))
+    bad = bytearray(raws[100])
+    bad[-1] ^= 1
+    stats = merge_raws(fresh, raws[:100] + [bytes(bad)] + raws[101:399])
+    assert stats.bad_signature == 1 and fresh.vv == {logs[0].node_id: 100}
+    assert fresh.pending_count() == 256  # the run above the gap is held (per-origin cap)
 
 
 # -- through the gossip core -----------------------------------------------------------
