@@ -76,42 +76,44 @@ def sign_entry(identity: Identity, entry: Entry, prev_record: bytes | None = Non
     return body + prev + identity.sign(signed_message(prev, body))
 
 
-def _unpack_prefix(raw: bytes) -> tuple[list[Any], int]:
-    """The msgpack object at the start of ``raw`` and how many bytes it took."""
+def _unpack(body: bytes) -> list[Any] | None:
+    """The msgpack array that is exactly ``body``, or None."""
     try:
         obj = msgpack.unpackb(
-            raw, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext,
+            body, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext,
             max_str_len=MAX_ENTRY_BYTES, max_ext_len=0,
             max_bin_len=0, max_array_len=4096, max_map_len=4096,
         )
-        used = len(raw)
-    except msgpack.ExtraData as extra:
-        obj, used = extra.unpacked, len(raw) - len(extra.extra)
-    except EntryError:
-        raise
-    except Exception as exc:  # msgpack raises several types; all mean "not an entry"
-        raise EntryError("bad msgpack", type(exc).__name__) from None
-    if type(obj) is not list or len(obj) < 4 or type(obj[0]) is not int:
-        raise EntryError("bad schema", "not an entry array")
-    return obj, used
+    except Exception:  # msgpack raises several types (and _no_ext EntryError): not this cut
+        return None
+    return obj if type(obj) is list and len(obj) >= 4 and type(obj[0]) is int else None
 
 
 def decode_record(raw: bytes) -> Entry:
     """The entry of a signed (or bare) record, or raise ``EntryError``.
 
     Checks the form only; whether the signature is valid is the ledger's call.
+    msgpack is prefix-free, so at most one of the possible suffix lengths
+    leaves a body that is exactly one object.
     """
     if not isinstance(raw, bytes | bytearray | memoryview) or len(raw) > MAX_RECORD_BYTES:
         raise EntryError("bad size")
-    raw = bytes(raw)
-    fields, used = _unpack_prefix(raw)
-    entry = _build(fields)
-    if encode_entry(entry) != raw[:used]:
-        raise EntryError("not canonical")
-    extra = len(raw) - used
-    if extra not in (0, suffix_len(entry.seq)):
-        raise EntryError("bad signature form", f"{extra} bytes after the entry")
-    return entry
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    for cut in (SIGNATURE_LEN + PREV_LEN, SIGNATURE_LEN + PUBLIC_LEN, 0):
+        if len(raw) <= cut:
+            continue
+        body = raw[:-cut] if cut else raw
+        fields = _unpack(body)
+        if fields is None:
+            continue
+        entry = _build(fields)
+        if cut and cut != suffix_len(entry.seq):
+            raise EntryError("bad signature form", f"{cut} bytes after an entry of seq {entry.seq}")
+        if encode_entry(entry) != body:
+            raise EntryError("not canonical")
+        return entry
+    raise EntryError("bad msgpack", "no entry at the start of the record")
 
 
 def split_record(entry: Entry, raw: bytes) -> tuple[bytes, bytes, bytes | None, bytes] | None:

@@ -13,6 +13,7 @@ strictly unpacked as the wire would. Deterministic for a given seed.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.profiles import LOCAL, Profile
+from p2phpo.core.records import Verifier
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash, pack, unpack_strict
 
 KEY = bytes(range(32))
@@ -57,7 +60,10 @@ class Net:
         dup: float = 0.0,
         cipher: Cipher = Cipher.NULL,
         config: dict[str, Any] | None = None,
+        signed: bool = False,
     ) -> None:
+        self.signed = signed  # nodes get identities and signing ledgers (one shared verifier)
+        self.verifier = Verifier()
         self.rng = random.Random(seed)
         self.seed = seed
         self.profile = profile
@@ -87,8 +93,13 @@ class Net:
         ledger: Ledger | None = None,
         restart: int = 0,
     ) -> Node:
-        node_id = node_id if node_id is not None else len(self.by_id) + 1
-        addr = (f"10.0.{node_id >> 8 & 255}.{node_id & 255}", 7946)
+        index = len(self.by_id) + 1
+        if self.signed and node_id is None and ledger is None:
+            identity = Identity(hashlib.sha256(f"netsim/{self.seed}/{index}".encode()).digest())
+            node_id, ledger = identity.node_id, Ledger(identity=identity, verifier=self.verifier)
+        node_id = node_id if node_id is not None else index
+        host = index if self.signed else node_id
+        addr = (f"10.0.{host >> 8 & 255}.{host & 255}", 7946)
         ledger = ledger if ledger is not None else Ledger()
         sealer, opener = make_wire(node_id, key, self.cipher, restart)
         cfg = GossipConfig(profile=self.profile, addr=addr, incarnation=restart, **self.config)
