@@ -20,7 +20,6 @@ import contextlib
 import logging
 import logging.handlers
 import os
-import random
 import signal
 import sys
 import time
@@ -33,6 +32,7 @@ from rich.console import Console
 from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
 from p2phpo.core.gossip import EntriesMerged
 from p2phpo.core.gossip_types import InSync
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
     MemberAlive,
@@ -56,6 +56,7 @@ from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
+from p2phpo.train import objectives
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.snapshot import (
     Event,
@@ -92,6 +93,7 @@ class NodeOptions:
     linger: bool = False
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
     log_level: str = "info"
+    allow_objectives: list[str] = field(default_factory=list)  # --allow-objective
 
 
 class Node:
@@ -143,8 +145,15 @@ class Node:
                 self.spec = StudySpec.load(DEFAULT_STUDY)
         except StudyError as exc:
             raise NodeError(str(exc)) from None
+        try:
+            for spec in o.allow_objectives:
+                objectives.check_form(spec)
+        except objectives.ObjectiveError as exc:
+            raise NodeError(f"--allow-objective: {exc}") from None
         if o.observer:
-            self.node_id = random.SystemRandom().getrandbits(63) | 1
+            identity = Identity(os.urandom(32))  # an observer's id lives as long as it does
+            self.ledger = Ledger(identity=identity)
+            self.node_id = identity.node_id
             restart, incarnation = 1, 0
         else:
             try:
@@ -318,8 +327,10 @@ class Node:
                 return
             try:
                 self.spec = spec_from_entry(entry.spec)
-            except StudyError as exc:
-                self.request_stop(2, f"cannot run the cluster's study: {exc}")
+                objectives.check_allowed(self.spec.objective, self.opts.allow_objectives)
+            except (StudyError, objectives.ObjectiveError) as exc:
+                self.request_stop(2, str(exc) if isinstance(exc, objectives.ObjectiveError)
+                                  else f"cannot run the cluster's study: {exc}")
                 return
         if self._worker_task is None:
             self._worker_task = self._spawn(self._start_worker())
