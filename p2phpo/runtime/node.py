@@ -327,7 +327,7 @@ class Node:
                 return
             try:
                 self.spec = spec_from_entry(entry.spec)
-                objectives.check_allowed(self.spec.objective, self.opts.allow_objectives)
+                objectives.check_allowed(self.spec.objective, self._allowed(entry.fingerprint))
             except (StudyError, objectives.ObjectiveError) as exc:
                 self.request_stop(2, str(exc) if isinstance(exc, objectives.ObjectiveError)
                                   else f"cannot run the cluster's study: {exc}")
@@ -361,6 +361,12 @@ class Node:
         assert self.rt is not None
         self.rt.set_meta({"ready": True, "study": fp})
         self.wake.set()
+
+    def _allowed(self, fingerprint: str) -> list[str]:
+        """Objectives this machine's operator allowed: ``--allow-objective``, and the
+        study this state dir already ran (allowed when it was adopted)."""
+        ran = self.storage is not None and self.storage.meta.study == fingerprint
+        return [*self.opts.allow_objectives, *([self.spec.objective] if ran and self.spec else [])]
 
     def _dataset_fp(self) -> str:
         ds = self.worker_info.get("dataset") or {}
