@@ -23,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import emit  # noqa: E402
 
 import p2phpo as hp  # noqa: E402
+from examples.custom_objective import objective  # noqa: E402
 from p2phpo import study as study_mod  # noqa: E402
 from p2phpo.core.entries import Kind, encode_entry  # noqa: E402
-
-from examples.custom_objective import objective  # noqa: E402
 
 
 def run(trials: int, epochs: int, curve_steps: int) -> dict:
