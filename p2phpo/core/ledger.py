@@ -217,6 +217,10 @@ class Ledger:
     def pending_count(self) -> int:
         return sum(len(p) for p in self._pending.values())
 
+    def held_seqs(self, origin: int) -> list[int]:
+        """Seqs of ``origin`` held out of order (waiting for a gap below them), ascending."""
+        return sorted(self._pending.get(origin, ()))
+
     # -- writing ---------------------------------------------------------
     def append(self, entry: Entry) -> Entry:
         """Append a local entry: its seq must be exactly ``next_seq(origin)``."""
@@ -225,6 +229,8 @@ class Ledger:
                 f"local append out of order: seq {entry.seq}, expected {self.next_seq(entry.origin)}"
             )
         self._apply(entry, encode_entry(entry))
+        if entry.origin in self._pending:  # entries held above a filled gap apply now
+            self._drain(entry.origin, MergeStats())
         return entry
 
     def new(self, origin: int, cls: type, *, wall: float, **fields: object) -> Entry:
