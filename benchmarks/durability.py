@@ -13,8 +13,10 @@ Each case runs real ``p2phpo node`` processes with the fast JAX-free
   (a torn write); it restarts in its cluster.
 - ``readonly``: a node whose state dir is on a read-only mount (needs root).
 - ``full_disk``: a lone node whose state dir is a 96 KiB tmpfs (needs root).
-- ``restart_after_done``: 3 nodes, one SIGKILLed mid-study; the other two
-  finish and exit on their own; the killed one restarts with ``--seed``.
+- ``restart_after_done``: 3 nodes, one SIGKILLed mid-study; once the other
+  two have finished the study (on main before issue 13 they exit right away;
+  after, they wait for it up to ``--grace``), the killed one restarts with
+  ``--seed``.
 
 Columns: the exit code of the restarted/damaged node, how many counted
 results its export holds against its peers' (or the original run's), how
@@ -189,9 +191,11 @@ def case_restart_after_done(root: Path, made: list[NodeProc]) -> list:
     wait_for(lambda: _started(c) >= 1, 60, "c to start a trial")
     c.proc.send_signal(signal.SIGKILL)
     c.proc.wait(10)
+    wait_for(lambda: all(any(e.get("event") == "done" for e in n.events()) for n in (a, b)),
+             120, "a and b to finish the study")
+    code, rerun = _restart_c(c, a)
     for n in (a, b):
         n.wait(120)
-    code, rerun = _restart_c(c, a)
     rows_c, rows_a = export(c.state), export(a.state)
     same = "equal" if rows_c == rows_a else "differs"
     return ["restart_after_done", code, f"{_counted(rows_c)}/{_counted(rows_a)} ({same})",

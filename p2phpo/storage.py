@@ -355,11 +355,7 @@ class Storage:
 
     def missing_own(self) -> list[int]:
         """Own seqs this replica lacks below the highest own seq it holds (held out of order)."""
-        held = self.ledger.held_seqs(self.node_id)
-        if not held:
-            return []
-        have = set(held)
-        return [s for s in range(self.ledger.next_seq(self.node_id), held[-1]) if s not in have]
+        return self.ledger.gaps().get(self.node_id, [])
 
     # -- identity ----------------------------------------------------------
     @property

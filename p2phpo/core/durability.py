@@ -82,7 +82,8 @@ class RepairGate:
         self.note = ""  # one line, set when the gate opens
         self._started = now
         self._synced_at: float | None = None
-        self._repaired: list[int] = []
+        self._repaired: list[int] = []  # own seqs peers gave back before opening
+        self._gaps = ledger.gaps()  # what the log lost below intact entries, every origin
 
     # -- inputs ---------------------------------------------------------------
     def merged(self, entries: Iterable[Entry]) -> None:
@@ -139,18 +140,17 @@ class RepairGate:
 
     # -- helpers ------------------------------------------------------------------
     def _missing(self) -> list[int]:
-        held = self.ledger.held_seqs(self.node_id)
-        if not held:
-            return []
-        have = set(held)
-        return [s for s in range(self.ledger.next_seq(self.node_id), held[-1]) if s not in have]
+        return self.ledger.gaps().get(self.node_id, [])
 
     def _describe(self, lost: list[int]) -> str:
         parts = []
-        if self._repaired:
-            parts.append(f"repaired {len(self._repaired)} entr"
-                         f"{'y' if len(self._repaired) == 1 else 'ies'} of this node from peers "
-                         f"({seq_ranges(self._repaired)})")
+        others = sum(1 for o, seqs in self._gaps.items() if o != self.node_id
+                     for s in seqs if self.ledger.get(o, s) is not None)
+        if self._repaired or others:
+            own = (f" ({len(self._repaired)} of this node's own: {seq_ranges(self._repaired)})"
+                   if self._repaired else "")
+            n = len(self._repaired) + others
+            parts.append(f"repaired {n} entr{'y' if n == 1 else 'ies'} from peers{own}")
         if self.expect_peers and self._synced_at is None:
             parts.append(f"no peer reached within {self.config.sync_wait:g} s: going on alone")
         if lost:

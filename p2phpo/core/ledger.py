@@ -221,6 +221,16 @@ class Ledger:
         """Seqs of ``origin`` held out of order (waiting for a gap below them), ascending."""
         return sorted(self._pending.get(origin, ()))
 
+    def gaps(self) -> dict[int, list[int]]:
+        """origin -> the seqs missing below entries held out of order (what a peer can fill)."""
+        out = {}
+        for origin, held in self._pending.items():
+            top = max(held, default=0)
+            missing = [s for s in range(self.next_seq(origin), top) if s not in held]
+            if missing:
+                out[origin] = missing
+        return out
+
     # -- writing ---------------------------------------------------------
     def append(self, entry: Entry) -> Entry:
         """Append a local entry: its seq must be exactly ``next_seq(origin)``."""

@@ -147,8 +147,6 @@ class Node:
         try:
             if o.study is not None:
                 self.spec = StudySpec.load(o.study)
-            elif not o.seeds and not o.observer:
-                self.spec = StudySpec.load(DEFAULT_STUDY)
         except StudyError as exc:
             raise NodeError(str(exc)) from None
         if o.observer:
@@ -169,6 +167,8 @@ class Node:
                 self.storage.close()
                 raise NodeError(str(exc)) from None
             self._setup_log()
+        if self.spec is None and not o.seeds and not o.observer and not self._rejoining():
+            self.spec = StudySpec.load(DEFAULT_STUDY)  # neither --study nor --seed
         self.summary = TrialSummary(self.ledger)
         try:
             self.rt = GossipRuntime.create(
@@ -181,6 +181,10 @@ class Node:
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
         self._seeds = seeds + self._remembered(seeds)
+
+    def _rejoining(self) -> bool:
+        """A state dir that already runs a study resumes it (with its remembered peers)."""
+        return self.storage is not None and self.storage.ledger.study is not None
 
     def _remembered(self, seeds: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The peers this state dir remembers (rejoin without --seed), minus ``seeds``."""

@@ -57,7 +57,8 @@ def test_a_cluster_node_waits_for_a_sync_and_takes_its_entries_back() -> None:
     assert gate.timer() == 8.0 and gate.due(8.0)
     assert gate.open(1001.0) == []
     assert led.next_seq(ME) == 10
-    assert gate.note == "repaired 4 entries of this node from peers (seq 6-9); continuing at seq 10"
+    assert gate.note == ("repaired 4 entries from peers (4 of this node's own: seq 6-9); "
+                         "continuing at seq 10")
 
 
 def test_a_synced_node_with_nothing_to_repair_opens_at_the_sync() -> None:
@@ -123,3 +124,15 @@ def test_linger_until_peers_are_done_or_the_grace_ends() -> None:
     forever = Linger(grace=30.0, forever=True)
     forever.done(0.0)
     assert not forever.may_exit(1e9, {}) and forever.timer() is None
+
+
+def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> None:
+    theirs = [Claim(origin=PEER, seq=i, wall=1.0, slot=i, params={}) for i in range(1, 5)]
+    led = Ledger()
+    led.merge(theirs[:1] + theirs[2:])
+    assert led.gaps() == {PEER: [2]}
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    gate.merged(led.merge(theirs).added)
+    gate.synced(1.0)
+    assert gate.due(1.0) and gate.open(1001.0) == []
+    assert gate.note == "repaired 1 entry from peers; continuing at seq 1"
