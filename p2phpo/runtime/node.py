@@ -181,10 +181,14 @@ class Node:
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
         self._seeds = seeds + self._remembered(seeds)
+        if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
+            raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
+                            "was lost and no peer is known; start the node with --study FILE")
 
     def _rejoining(self) -> bool:
         """A state dir that already runs a study resumes it (with its remembered peers)."""
-        return self.storage is not None and self.storage.ledger.study is not None
+        st = self.storage
+        return st is not None and (st.ledger.study is not None or st.meta.study is not None)
 
     def _remembered(self, seeds: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The peers this state dir remembers (rejoin without --seed), minus ``seeds``."""
