@@ -63,7 +63,7 @@ def _flip(path: Path, frac: float) -> int:
 def _first_line(n: NodeProc) -> str:
     text = n.err.read_text() if n.err.exists() else ""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0][:200] if lines else ""
+    return " ".join(lines)[:200]
 
 
 def _tb(n: NodeProc) -> bool:
