@@ -56,7 +56,7 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
-from p2phpo.trial import Verdict
+from p2phpo.core.verdict import Verdict
 
 
 @dataclass(frozen=True, slots=True)
