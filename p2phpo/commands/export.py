@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import sys
@@ -14,6 +13,7 @@ from rich.console import Console
 
 from p2phpo.core.ledger import Ledger
 from p2phpo.export import FORMATS, ExportError, write_optuna, write_rows
+from p2phpo.runtime.udp import run as run_loop
 from p2phpo.storage import StorageError, read_state
 from p2phpo.ui.snapshot import default_state_dir
 
@@ -45,15 +45,17 @@ def _ledger_from_dir(state_dir: Path) -> Ledger:
     return snap.ledger
 
 
-def _ledger_from_seed(seed: str, key_file: Path | None) -> Ledger:
+def _ledger_from_seed(seed: str, key_file: Path | None, cluster: str = "default",
+                      insecure: bool = False, timeout: float = 10.0) -> Ledger:
     try:
         fetch = importlib.import_module("p2phpo.runtime.fetch").fetch_ledger
     except (ImportError, AttributeError):
         raise _UserError("export --seed needs a running node; not available yet") from None
     try:
-        result: Any = fetch(seed, key_file=key_file)
+        result: Any = fetch(seed, key_file=str(key_file) if key_file else None, cluster=cluster,
+                            insecure=insecure, timeout=timeout)
         if inspect.isawaitable(result):
-            result = asyncio.run(result)
+            result = run_loop(result)
     except Exception as exc:  # network, key and protocol errors all end the command
         raise _UserError(f"could not fetch the ledger from {seed}: {exc}") from None
     if not isinstance(result, Ledger):
@@ -97,18 +99,28 @@ def export(
                      "instead of reading a state dir."),
     ] = None,
     key_file: Annotated[
-        Path | None, typer.Option("--key-file", help="Cluster key file, for --seed.")
+        Path | None, typer.Option("--key-file", help="Cluster key file, for --seed (or set P2PHPO_KEY).")
     ] = None,
+    cluster: Annotated[str, typer.Option("--cluster", help="Cluster label, for --seed.")] = "default",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="For --seed: fetch from a cluster that runs "
+                           "without a key on another machine.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="For --seed: seconds to wait for the ledger.")
+    ] = 10.0,
 ) -> None:
     """Export every trial (params, state, reports, result, node, duration)."""
     try:
-        _export(state_dir, fmt.lower(), storage, out, seed, key_file)
+        _export(state_dir, fmt.lower(), storage, out, seed, key_file,
+                (cluster, insecure, timeout))
     except (_UserError, ExportError) as exc:
         raise _fail(str(exc)) from None
 
 
 def _export(state_dir: Path | None, fmt: str, storage: str | None, out: Path | None,
-            seed: str | None, key_file: Path | None) -> None:
+            seed: str | None, key_file: Path | None,
+            remote: tuple[str, bool, float] = ("default", False, 10.0)) -> None:
     if fmt not in FORMATS:
         raise _UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "optuna" and not storage:
@@ -116,7 +128,7 @@ def _export(state_dir: Path | None, fmt: str, storage: str | None, out: Path | N
     if seed is not None and state_dir is not None:
         raise _UserError("give either --state-dir or --seed, not both")
     if seed is not None:
-        ledger = _ledger_from_seed(seed, key_file)
+        ledger = _ledger_from_seed(seed, key_file, *remote)
     else:
         ledger = _ledger_from_dir(state_dir or default_state_dir())
     if fmt == "optuna":

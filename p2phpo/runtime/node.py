@@ -249,6 +249,8 @@ class Node:
             addr = await self.rt.start(self._seeds)
         except OSError as exc:
             raise NodeError(f"cannot bind {self.opts.bind}: {exc.strerror or exc}") from None
+        except RuntimeConfigError as exc:
+            raise NodeError(str(exc).rstrip(".")) from None
         self.addr = addr
         self.started.set()
         self._event("joined", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")

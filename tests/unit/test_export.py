@@ -221,16 +221,16 @@ def test_seed_uses_the_runtime_fetch_when_present(state, monkeypatch):
     root, _ = state
     calls = []
 
-    def fetch_ledger(seed, *, key_file=None):
-        calls.append((seed, key_file))
+    def fetch_ledger(seed, *, key_file=None, cluster="default", insecure=False, timeout=10.0):
+        calls.append((seed, key_file, cluster, insecure))
         return read_state(root).ledger
 
     module = types.ModuleType("p2phpo.runtime.fetch")
     module.fetch_ledger = fetch_ledger
     monkeypatch.setitem(sys.modules, "p2phpo.runtime.fetch", module)
-    res = invoke("--seed", "127.0.0.1:7946", "--format", "jsonl")
+    res = invoke("--seed", "127.0.0.1:7946", "--format", "jsonl", "--cluster", "lab", "--insecure")
     assert res.exit_code == 0, res.output
-    assert calls == [("127.0.0.1:7946", None)] and len(res.stdout.splitlines()) == 5
+    assert calls == [("127.0.0.1:7946", None, "lab", True)] and len(res.stdout.splitlines()) == 5
 
 
 DESIGN_TOML = """
