@@ -20,7 +20,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2phpo.core.driver import Fatal, Incarnation, NodeDriver, Note, Persist, StudyFound
+from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
+from p2phpo.core.durability import GateConfig, RepairGate
 from p2phpo.core.entries import Entry, Status, decode_entry
 from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
 from p2phpo.core.ledger import Ledger
@@ -112,8 +113,10 @@ class SimNode:
         self.ledger = disk.load()
         self._watch_merges()
         self.trial_rng = derive_rng(setup.seed, f"trials/{life}", self.id)
-        self.driver = NodeDriver(self.id, self.ledger, self._make_gossip())
         wall = self.wall(now)
+        gate = RepairGate(self.id, self.ledger, expect_peers=bool(seeds), now=now, start_wall=wall,
+                          config=GateConfig.for_profile(setup.profile))
+        self.driver = NodeDriver(self.id, self.ledger, self._make_gossip(), gate=gate)
         self.driver.start(seeds, now, wall)
         # The simulated objective needs no loading: the worker is ready at once.
         self.driver.handle_worker_ready(setup.search, make_plan, local_study, now, wall)
@@ -262,7 +265,7 @@ class SimNode:
             self.disk.incarnation = max(self.disk.incarnation, a.value)
         elif t is Fatal:
             self.fatal = a.message
-        elif t is Note or t is StudyFound:
+        elif t is Note or t is StudyFound or t is MayExit:
             pass
         else:  # a membership event
             self.obs.on_member_event(self, a, now)

@@ -45,6 +45,9 @@ def _ledger_from_dir(state_dir: Path) -> Ledger:
     if snap.torn_bytes:
         _note(f"note: skipped {snap.torn_bytes} bytes at the end of {root}/ledger.log "
               "(a record being written, or a torn tail)")
+    if snap.damaged_records:
+        _note(f"note: skipped {snap.damaged_records} damaged record(s) in {root}/ledger.log; "
+              "the node repairs them from its peers when it next starts")
     return snap.ledger
 
 

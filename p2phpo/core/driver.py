@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from p2phpo.core.durability import Linger, RepairGate
 from p2phpo.core.entries import Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
 from p2phpo.core.gossip_sync import SyncSession
@@ -93,6 +94,12 @@ class Note:
 
 
 @dataclass(frozen=True, slots=True)
+class MayExit:
+    """The study is done here and the peers that ran it are done or gone (or the
+    grace period ran out): the node may exit (unless it lingers)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Fatal:
     """The node cannot go on; ``message`` is one sentence for the user."""
 
@@ -104,12 +111,16 @@ class NodeDriver:
     """One node: gossip + search + views + persistence hand-off (see the module doc)."""
 
     def __init__(self, node_id: int, ledger: Ledger, gossip: GossipCore, *,
-                 observer: bool = False) -> None:
+                 observer: bool = False, gate: RepairGate | None = None,
+                 linger: Linger | None = None) -> None:
         self.node_id = node_id
         self.ledger = ledger
         self.gossip = gossip
         self.observer = observer  # status / export: never runs the search
+        self.gate = gate  # a (re)started node writes nothing until it opens
+        self.linger = linger  # when a finished node may exit
         self.search: SearchCore | None = None
+        self.halted = False  # the disk failed: decide nothing more
         self.done: str | None = None
         self.fatal: Fatal | None = None
         self._actions: list[Any] = []
@@ -124,8 +135,9 @@ class NodeDriver:
         self._study_found = False
         self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
         self._incarnation = gossip.incarnation
-        self._own_seq0 = ledger.vv.get(node_id, 0)
         self._running: set[TrialId] = set()  # trials the worker runs for us
+        self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
+        self._exit_sent = False
 
     # ------------------------------------------------------------------ inputs
     def start(self, seeds: list[Addr], now: float, wall: float) -> None:
@@ -182,10 +194,7 @@ class NodeDriver:
             self._fail(2, "this node's dataset differs from the cluster's (study fingerprint "
                           f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
             return
-        self.search = SearchCore(self.node_id, self.ledger, config, make_plan, local_study)
-        self.search.recover(wall)
-        self.search.ready = True
-        self._members_dirty = self._poke = True
+        self._ready_search = (config, make_plan, local_study)
         self._pump(now, wall)
 
     def handle_trial_report(self, trial: TrialId, step: int, value: float,
@@ -224,6 +233,13 @@ class NodeDriver:
             self.search.setup_failed(trial, wall)
         self._poke = True
         self._pump(now, wall)
+
+    def handle_disk_failed(self, now: float, wall: float) -> None:
+        """The state dir refused a write: take no more work and decide nothing more
+        (the shell stops gossiping: what the ledger holds unsaved must not leave)."""
+        self.halted = True
+        if self.search is not None:
+            self.search.ready = False
 
     def handle_persisted(self, now: float, wall: float) -> None:
         """Every ``Persist`` handed out so far is durable: gossip our own entries."""
@@ -271,8 +287,13 @@ class NodeDriver:
         return out
 
     def get_timer(self) -> float | None:
-        times = [t for t in (self.gossip.get_timer(), self._search_timer) if t is not None]
-        return min(times) if times else None
+        times = [self.gossip.get_timer(), self._search_timer]
+        if self.gate is not None and self._ready_search is not None:
+            times.append(self.gate.timer())
+        if self.linger is not None and self.done is not None and not self._exit_sent:
+            times.append(self.linger.timer())
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
     def members(self) -> dict[int, MemberView]:
         """The member views the search reads (one per known member)."""
@@ -287,6 +308,10 @@ class NodeDriver:
         """After every input: events in, search stepped if its inputs changed, own
         entries out for persisting, metadata advertised, push-pulls collected."""
         self._drain_events(now)
+        if self.halted:
+            return
+        if self._ready_search is not None and self.fatal is None:
+            self._open_search(now, wall)
         search = self.search
         if search is not None and self.fatal is None:
             if self._members_dirty:
@@ -299,10 +324,40 @@ class NodeDriver:
             self._study_found = True
             self._actions.append(StudyFound(dict(self.ledger.study.spec)))
         self._members_dirty = False
+        if self.done is not None and self.linger is not None and not self._exit_sent:
+            self._check_exit(now)
         self._tcp.extend(self.gossip.tcp_requests(now))
         if self.gossip.incarnation > self._incarnation:
             self._incarnation = self.gossip.incarnation
             self._actions.append(Incarnation(self._incarnation))
+
+    def _open_search(self, now: float, wall: float) -> None:
+        """Start the search once the worker is ready and the repair gate lets us write."""
+        gate = self.gate
+        if gate is not None and not gate.opened:
+            if not gate.due(now):
+                return
+            fill = gate.open(wall)  # own seqs nobody gave back: ABANDON(LOST)
+            if fill:
+                self._unconfirmed.extend(fill)
+                self._actions.append(Persist(fill, own=True))
+            if gate.note:
+                self._actions.append(Note("repaired", self.node_id, None, gate.note))
+        assert self._ready_search is not None
+        config, make_plan, local_study = self._ready_search
+        self._ready_search = None
+        self.search = SearchCore(self.node_id, self.ledger, config, make_plan, local_study)
+        self.search.recover(wall)
+        self.search.ready = True
+        self._members_dirty = self._poke = True
+
+    def _check_exit(self, now: float) -> None:
+        assert self.linger is not None
+        metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()
+                 if m.node != self.node_id}
+        if self.linger.may_exit(now, metas):
+            self._exit_sent = True
+            self._actions.append(MayExit())
 
     def _search_due(self, now: float) -> bool:
         """Whether the search's inputs changed (or a timer of its fell due).
@@ -324,6 +379,8 @@ class NodeDriver:
                 search.worker_busy = True  # one trial at a time in the worker
             elif isinstance(cmd, StudyDone):
                 self.done = cmd.reason
+                if self.linger is not None:
+                    self.linger.done(now)
             self._actions.append(cmd)
         self._seen_len = len(self.ledger)
         if search.refused:
@@ -353,6 +410,9 @@ class NodeDriver:
 
     def _synced(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed (digests equal, or a push-pull)."""
+        if self.gate is not None:
+            self.gate.synced(now)
+            self._poke = True
         if self.search is None:
             return
         self.search.synced_with(peer, now)
@@ -361,13 +421,11 @@ class NodeDriver:
             self._poke = True
 
     def _on_merged(self, entries: list[Entry]) -> None:
-        mine = [e.seq for e in entries if e.origin == self.node_id]
-        if mine and not self.observer:
-            self._fail(2, (
-                f"stale state dir: peers hold seq {max(mine)} of this node, which this state dir "
-                f"never wrote (it holds seq {self._own_seq0}); it was copied or restored from a "
-                "backup: start this node with a new --state-dir"))
-            return
+        if self.gate is not None:
+            self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
+            if self.gate.refused:
+                self._fail(2, self.gate.refused)
+                return
         self._actions.append(Persist(entries, own=False))
         for e in entries:
             if isinstance(e, StudyEntry):
@@ -387,9 +445,12 @@ class NodeDriver:
             return  # a new Alive after our LEAVE would undo it
         search = self.search
         plan = search.plan if search is not None else None
-        meta = {"ready": bool(search is not None and search.ready and plan is not None
-                              and not search.leaving),
-                "study": plan.fingerprint if plan is not None else None}
+        meta: dict[str, Any] = {
+            "ready": bool(search is not None and search.ready and plan is not None
+                          and not search.leaving),
+            "study": plan.fingerprint if plan is not None else None}
+        if self.done is not None:
+            meta["done"] = True  # finished peers linger until every peer says this
         if meta != self._meta_sent:
             self._meta_sent = meta
             self.gossip.set_meta(meta, now)

@@ -32,7 +32,8 @@ from typing import Any
 
 from rich.console import Console
 
-from p2phpo.core.driver import Fatal, Incarnation, NodeDriver, Note, Persist, StudyFound
+from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
+from p2phpo.core.durability import GateConfig, Linger, RepairGate
 from p2phpo.core.entries import Status, trial_id_str
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
@@ -54,7 +55,7 @@ from p2phpo.core.search import (
 )
 from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
-from p2phpo.storage import Storage, StorageError
+from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.snapshot import (
@@ -90,6 +91,7 @@ class NodeOptions:
     profile: str = "lan"
     data_dir: str | None = None
     linger: bool = False
+    grace: float = 30.0  # a finished node waits this long at most for peers not done yet
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
     log_level: str = "info"
 
@@ -168,6 +170,7 @@ class Node:
         self.done: str | None = None
         self._progress: dict[tuple[int, int], int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._seeds: list[tuple[str, int]] = []
         self._worker_task: asyncio.Task[Any] | None = None
         self.summary: TrialSummary | None = None
         self.addr: tuple[str, int] | None = None
@@ -185,13 +188,13 @@ class Node:
         self.keyed = ring is not None
         if o.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise NodeError(f"unknown --log-level {o.log_level!r}; use debug, info, warning or error")
+        if not o.grace >= 0:
+            raise NodeError(f"--grace must be a number of seconds >= 0, not {o.grace}")
         if o.profile not in PROFILES:
             raise NodeError(f"unknown profile {o.profile!r}; use one of {', '.join(PROFILES)}")
         try:
             if o.study is not None:
                 self.spec = StudySpec.load(o.study)
-            elif not o.seeds and not o.observer:
-                self.spec = StudySpec.load(DEFAULT_STUDY)
         except StudyError as exc:
             raise NodeError(str(exc)) from None
         if o.observer:
@@ -206,8 +209,14 @@ class Node:
             self.node_id = self.storage.node_id
             restart = self.storage.meta.restart_counter
             incarnation = self.storage.meta.incarnation + 1
-            self.storage.set_incarnation(incarnation)
+            try:
+                self.storage.set_incarnation(incarnation)
+            except StorageError as exc:
+                self.storage.close()
+                raise NodeError(str(exc)) from None
             self._setup_log()
+        if self.spec is None and not o.seeds and not o.observer and not self._rejoining():
+            self.spec = StudySpec.load(DEFAULT_STUDY)  # neither --study nor --seed
         self.summary = TrialSummary(self.ledger)
         try:
             rt = DriverRuntime.create(
@@ -221,20 +230,41 @@ class Node:
             raise NodeError(str(exc).rstrip(".") + ".") from None
         assert isinstance(rt, DriverRuntime)
         self.rt = rt
-        self.driver = NodeDriver(self.node_id, self.ledger, rt.core, observer=o.observer)
-        rt.bind_driver(self.driver, self._on_actions)
-        self._seeds = seeds
+        self._seeds = seeds + self._remembered(seeds)
+        if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
+            raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
+                            "was lost and no peer is known; start the node with --study FILE")
+
+    def _rejoining(self) -> bool:
+        """A state dir that already runs a study resumes it (with its remembered peers)."""
+        st = self.storage
+        return st is not None and (st.ledger.study is not None or st.meta.study is not None)
+
+    def _remembered(self, seeds: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The peers this state dir remembers (rejoin without --seed), minus ``seeds``."""
+        if self.storage is None:
+            return []
+        out = []
+        for text in self.storage.remembered_peers():
+            try:
+                addr = parse_hostport(text, DEFAULT_PORT)
+            except RuntimeConfigError:
+                continue
+            if addr not in seeds and addr not in out:
+                out.append(addr)
+        return out
 
     def _setup_log(self) -> None:
         assert self.storage is not None
-        handler = logging.handlers.RotatingFileHandler(
+        handler = _QuietFileHandler(
             self.storage.root / "node.log", maxBytes=5 << 20, backupCount=3)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("p2phpo")
         root.addHandler(handler)
         root.setLevel(self.opts.log_level.upper())
-        if self.storage.truncated_bytes:
-            log.warning("cut a torn tail of %d bytes from ledger.log", self.storage.truncated_bytes)
+        if self.storage.recovery:
+            log.warning("%s", self.storage.recovery.note())
+            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
 
     # -- the main task -----------------------------------------------------------
     async def run(self) -> int:
@@ -245,6 +275,7 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        self.make_driver(loop.time())
         try:
             addr = await self.rt.start(self._seeds)
         except OSError as exc:
@@ -257,9 +288,23 @@ class Node:
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
         if self.spec is not None and not self.opts.observer:
             self._start_worker()
+        if self.storage is not None:
+            self._spawn(self._remember_peers())
         await self.stop_event.wait()
         await self._shutdown()
         return self.exit_code
+
+    def make_driver(self, now: float) -> None:
+        """The node driver, with a repair gate when this node has a state dir."""
+        assert self.rt is not None
+        gate = None
+        if self.storage is not None:
+            gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
+                              start_wall=time.time(),
+                              config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+        self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
+                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger))
+        self.rt.bind_driver(self.driver, self._on_actions)
 
     def request_stop(self, code: int = 0, error: str | None = None) -> None:
         if not self.stop_event.is_set():
@@ -280,9 +325,10 @@ class Node:
             self.request_stop(1, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _shutdown(self) -> None:
+        disk_ok = self.storage is None or self.storage.failed is None
         if self.rt is not None:  # abandons our trials, gossips LEAVE, final push-pull
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.stop(leave=True), 8.0)
+                await asyncio.wait_for(self.rt.stop(leave=disk_ok), 8.0)
         if self.worker is not None:
             await self.worker.stop_current(grace=1.0)
         for t in list(self._tasks):
@@ -304,7 +350,11 @@ class Node:
 
     def _persist(self, a: Persist) -> None:
         if self.storage is not None:
-            self.storage.append(a.entries, sync=a.own)  # own ones durable before gossip sees them
+            try:  # own ones durable before gossip sees them
+                self.storage.append(a.entries, sync=a.own)
+            except StorageError as exc:
+                self._disk_failed(exc)
+                return
         if a.own:
             assert self.driver is not None
             self.driver.handle_persisted(asyncio.get_running_loop().time(), time.time())
@@ -323,8 +373,9 @@ class Node:
         self.done = cmd.reason
         self._event("done", None, detail=cmd.reason)
         log.info("study done: %s", cmd.reason)
-        if not self.opts.linger:
-            self.request_stop(0)
+
+    def _may_exit(self, a: MayExit) -> None:
+        self.request_stop(0)  # done, and the peers that ran the study are done too
 
     def _study_found(self, a: StudyFound) -> None:
         if self.spec is not None:
@@ -338,13 +389,41 @@ class Node:
 
     def _incarnation(self, a: Incarnation) -> None:
         if self.storage is not None:
-            self.storage.set_incarnation(a.value)
+            try:
+                self.storage.set_incarnation(a.value)
+            except StorageError as exc:
+                self._disk_failed(exc)
 
     def _fatal(self, a: Fatal) -> None:
         self.request_stop(a.code, a.message)
 
     def _note(self, a: Note) -> None:
+        if a.kind == "repaired":
+            log.warning("%s", a.detail)
         self._event(a.kind, a.node, a.trial, a.detail)
+
+    def _disk_failed(self, exc: StorageError) -> None:
+        """The state dir refused a write: stop gossiping now (what it holds unsaved must
+        not leave), leave so the running trial is retried elsewhere, exit 1."""
+        if self.rt is not None:
+            if self.driver is not None and self.rt._loop is not None:
+                self.driver.handle_disk_failed(self.rt._loop.time(), time.time())
+            self.rt.halt()
+        self.request_stop(1, f"{str(exc).rstrip('.')}; the node stopped and its running trial "
+                             "is left to the other nodes")
+
+    async def _remember_peers(self) -> None:
+        """Keep the addresses of the live members in the state dir (every 2 s)."""
+        assert self.storage is not None and self.rt is not None
+        while True:
+            addrs = [_addr_str(m.addr) for m in self.rt.core.members()
+                     if m.node != self.node_id and m.state.name in ("ALIVE", "SUSPECT")]
+            try:
+                self.storage.remember_peers(addrs)
+            except StorageError as exc:
+                self._disk_failed(exc)
+                return
+            await asyncio.sleep(2.0)
 
     def _member_event(self, ev: Any) -> None:
         if isinstance(ev, MemberJoined | MemberAlive):
@@ -392,6 +471,9 @@ class Node:
         if entry is None or entry.fingerprint == fp:  # else the driver says what differs
             try:
                 self.storage.adopt_study(fp)
+            except DiskError as exc:
+                self._disk_failed(exc)
+                return
             except StorageError as exc:
                 self.request_stop(2, str(exc))
                 return
@@ -462,10 +544,22 @@ class Node:
         )
 
 
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
+    """node.log: a full or failing disk drops log lines instead of printing tracebacks."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.dropped = getattr(self, "dropped", 0) + 1
+
+
+def _addr_str(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 _HANDLERS: dict[type, Any] = {
     Persist: Node._persist, StartTrial: Node._start_trial, StopTrial: Node._stop_trial,
     StudyDone: Node._study_done, StudyFound: Node._study_found, Incarnation: Node._incarnation,
-    Fatal: Node._fatal, Note: Node._note,
+    Fatal: Node._fatal, Note: Node._note, MayExit: Node._may_exit,
 }
 
 
