@@ -21,13 +21,13 @@ from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.profiles import Profile, profile
-from p2phpo.core.records import decode_record
+from p2phpo.core.records import Verifier, decode_record
 from p2phpo.core.search import SearchConfig
 from p2phpo.core.wire import Cipher, pack, unpack_strict
 from simulations.clock import EventHeap, derive_rng
 from simulations.metrics import Metrics
 from simulations.network import LinkModel, Network
-from simulations.node import Disk, NodeSetup, SimNode, new_node_id, skew_of
+from simulations.node import Disk, NodeSetup, SimNode, new_identity, skew_of
 from simulations.objective import SimObjective
 from simulations.plan import fingerprint, study_spec
 
@@ -102,6 +102,7 @@ class Simulation:
         self._trace = hashlib.blake2b(digest_size=16)
         self._tcp: dict[int, _Tcp] = {}
         self._decoded: dict[bytes, Entry] = {}
+        self.verifier = Verifier()  # one memo of signature verdicts for every simulated node
         self._tcp_seq = 0
         self.seed_addrs: list[Addr] = []
 
@@ -134,7 +135,7 @@ class Simulation:
         """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""
         if disk is None:
             life = sum(1 for h in self.host.values() if h == index)
-            disk = Disk(new_node_id(self.config.seed, index, life))
+            disk = Disk(new_identity(self.config.seed, index, life), verifier=self.verifier)
             self.disks[disk.node_id] = disk
         node_id = disk.node_id
         self.host[node_id] = index

@@ -47,8 +47,15 @@ from p2phpo.core.entries import (
     encode_entry,
 )
 from p2phpo.core.hrw import hrw
-from p2phpo.core.identity import Identity, node_id_of
-from p2phpo.core.records import Verifier, chain_hash, key_matches, sign_entry, split_record
+from p2phpo.core.identity import SIGNATURE_LEN, Identity, node_id_of
+from p2phpo.core.records import (
+    PREV_LEN,
+    Verifier,
+    chain_hash,
+    key_matches,
+    sign_entry,
+    split_record,
+)
 
 MASK64 = (1 << 64) - 1
 
@@ -345,30 +352,41 @@ class Ledger:
         fresh = [p for p in items if p[1] not in self._known]
         if not fresh:
             return items
+        verifier = self.verifier
+        assert verifier is not None
         keys = self._batch_keys(fresh)
         named: dict[tuple[int, int], bytes] = {}  # (origin, seq) -> hash its authentic successor signed
         good: set[bytes] = set()
-        for entry, raw in sorted(fresh, key=lambda p: (p[0].origin, -p[0].seq)):
-            parts = split_record(entry, raw)
-            if parts is None:
-                stats.bad_signature += 1
-                continue
-            body, prev, key, sig = parts
-            key = keys.get(entry.origin) if key is None else key
-            want = named.get(entry.key)
-            if want is not None and want == chain_hash(raw):
+        for entry, raw in sorted(fresh, key=_by_origin_then_seq_down):
+            origin, seq = entry.origin, entry.seq
+            key = keys.get(origin)
+            want = named.get((origin, seq))
+            if key is not None and verifier.known(raw, key):
+                pass
+            elif want is not None and want == chain_hash(raw):
                 if key is not None:
-                    self.verifier.vouch(raw, key)  # type: ignore[union-attr]
-            elif key is None:
-                stats.unknown_key += 1
-                continue
-            elif not (key_matches(key, entry.origin) and self.verifier.check(raw, key, prev, body, sig)):  # type: ignore[union-attr]
-                stats.bad_signature += 1
+                    verifier.vouch(raw, key)
+            elif not self._signed_by(entry, raw, key, stats):
                 continue
             good.add(raw)
-            if entry.seq > 1:
-                named[(entry.origin, entry.seq - 1)] = prev
+            if seq > 1:
+                named[(origin, seq - 1)] = raw[-SIGNATURE_LEN - PREV_LEN:-SIGNATURE_LEN]
         return [p for p in items if p[1] in good or p[1] in self._known]
+
+    def _signed_by(self, entry: Entry, raw: bytes, key: bytes | None, stats: MergeStats) -> bool:
+        """Whether ``raw`` carries ``key``'s valid signature (``key``: its origin's, if known)."""
+        parts = split_record(entry, raw)
+        if parts is None or (key is None and entry.seq == 1):
+            stats.bad_signature += 1  # too short, or a first record whose key is not its origin's
+            return False
+        if key is None:
+            stats.unknown_key += 1
+            return False
+        body, prev, own, sig = parts
+        if (own is not None and own != key) or not self.verifier.check(raw, key, prev, body, sig):  # type: ignore[union-attr]
+            stats.bad_signature += 1
+            return False
+        return True
 
     def _batch_keys(self, fresh: list[tuple[Entry, bytes]]) -> dict[int, bytes]:
         """Known keys of the origins in ``fresh``, and self-certifying ones their first
@@ -376,11 +394,14 @@ class Ledger:
         keys: dict[int, bytes] = {}
         for entry, raw in fresh:
             origin = entry.origin
-            if entry.seq == 1 and origin not in keys and (parts := split_record(entry, raw)):
+            if origin in keys:
+                continue
+            known = self.key_of(origin)
+            if known is not None:
+                keys[origin] = known
+            elif entry.seq == 1 and (parts := split_record(entry, raw)):
                 if parts[2] is not None and key_matches(parts[2], origin):
                     keys[origin] = parts[2]
-            if origin not in keys and (known := self.key_of(origin)) is not None:
-                keys[origin] = known
         return keys
 
     def _merge_one(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
@@ -549,6 +570,10 @@ class Ledger:
         view._refresh()
         if view.claim is not None:
             self.changes.append(view.id)
+
+
+def _by_origin_then_seq_down(item: tuple[Entry, bytes]) -> tuple[int, int]:
+    return item[0].origin, -item[0].seq
 
 
 def _may_write(entry: Report | Result | Abandon) -> bool:

@@ -152,6 +152,10 @@ class Verifier:
             self._remember(memo_key, verdict)
         return verdict
 
+    def known(self, raw: bytes, key: bytes) -> bool:
+        """True when ``raw`` was found authentic under ``key`` before (no work now)."""
+        return self._memo.get((raw, key)) is True
+
     def vouch(self, raw: bytes, key: bytes) -> None:
         """Record that ``raw`` is authentic (its authentic successor names its hash)."""
         self._remember((raw, key), True)
