@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core import gossip as gossip_module
+from p2phpo.core import gossip_sync as gossip_sync_module
 from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
@@ -271,8 +272,10 @@ class Simulation:
     # -- the loop --------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         heap = self.heap
-        saved = gossip_module.decode_record
-        gossip_module.decode_record = self._decode_once
+        modules = (gossip_module, gossip_sync_module)  # UDP and push-pull decoding
+        saved = [m.decode_record for m in modules]
+        for m in modules:
+            m.decode_record = self._decode_once
         try:
             while True:
                 t = heap.peek_time()
@@ -280,7 +283,8 @@ class Simulation:
                     break
                 self._dispatch(heap.pop())
         finally:
-            gossip_module.decode_record = saved
+            for m, fn in zip(modules, saved, strict=True):
+                m.decode_record = fn
         heap.now = max(heap.now, t_end)
 
     def _decode_once(self, raw: bytes) -> Entry:

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import ALLOW_EXAMPLE, COUNTED, REPO, counted_slots, export, wait_for, write_study
+from tests.e2e.cluster import (
+    ALLOW_EXAMPLE,
+    COUNTED,
+    REPO,
+    counted_slots,
+    export,
+    wait_for,
+    write_study,
+)
 from tests.e2e.netns import Lab, LabUnavailable
 
 HOSTS = ["node1", "node2", "node3", "node4"]
