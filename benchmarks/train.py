@@ -137,12 +137,55 @@ def random_search(ds: data.Dataset, n: int, epochs: int, seed: int) -> list[dict
     return sorted(rows, key=lambda r: -r["val_accuracy"])
 
 
+def study_table(result: dict) -> Table:
+    table = Table(title="built-in study on one node (30 trials, TPE, ASHA, 5 epochs): before / after")
+    for col in ("dataset", "run", "node wall s", "trials", "epochs", "steady s", "useful share",
+                "trials/h", "compiles", "best val @ same wall", "trials @ same wall"):
+        table.add_column(col, justify="right")
+    for dataset, rows in result.items():
+        if dataset == "runs_dir":
+            continue
+        for i, row in enumerate(rows):
+            for name in ("before", "after"):
+                r = row[name]
+                best = r["at_same_wall"]["best_val_by_horizon"]
+                table.add_row(dataset, f"{name} {i + 1}", f"{r['wall_s']:.1f}" + ("*" if r["stopped_at_budget"] else ""),
+                              str(r["trials"]), str(r["epochs"]), f"{r['steady_s']:.1f}",
+                              f"{r['useful_share']:.3f}", f"{r['trials_per_hour']:.0f}", str(r["compiles"]),
+                              "-" if best is None else f"{best:.4f}",
+                              str(r["at_same_wall"]["trials_by_horizon"]))
+    return table
+
+
+def run_study(args: argparse.Namespace, console: Console) -> None:
+    import train_study  # benchmarks/ is on sys.path when run as a script
+
+    datasets = args.study_datasets.split(",")
+    result = train_study.compare(Path(args.before).resolve(), datasets, args.budget, args.trials, args.reps)
+    console.print(study_table(result))
+    console.print("* stopped at the wall budget")
+    out = OUT.with_name("train_study.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"load": os.getloadavg(), "budget_s": args.budget, "datasets": result},
+                              indent=1))
+    console.print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer cases and epochs")
     ap.add_argument("--no-search", action="store_true")
+    ap.add_argument("--study", action="store_true", help="the built-in study on a node, before/after")
+    ap.add_argument("--before", default="/tmp/before", help="checkout of the old code (--study)")
+    ap.add_argument("--study-datasets", default="mnist,fashion-mnist")
+    ap.add_argument("--budget", type=float, default=600.0, help="wall seconds per node run (--study)")
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=1)
     args = ap.parse_args()
     console = Console(width=150)
+    if args.study:
+        run_study(args, console)
+        return
     fashion = data.load_dataset("fashion-mnist")
     reps = 2 if args.quick else 4
     cases = CASES[:2] if args.quick else CASES
