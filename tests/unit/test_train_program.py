@@ -108,3 +108,34 @@ def test_built_in_study_of_30_trials_compiles_at_most_8_times(sample, monkeypatc
     assert sum(v.state.name == "COMPLETE" for v in views) >= 5
     assert 1 <= compiles <= 8, compiles
     assert len(mlp._PROGRAMS) == compiles
+
+
+def test_batched_lanes_equal_solo_trials_and_a_pruned_member_leaves_alone(sample) -> None:
+    from p2phpo.train import batched
+
+    members = [  # one batch size, depth and activation; the rest differs
+        {"layers": 2, "width": 96, "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
+         "activation": "gelu"},
+        {"layers": 2, "width": 64, "batch_size": 128, "lr": 3e-3, "optimizer": "adamw",
+         "weight_decay": 1e-2, "activation": "gelu", "dropout": 0.2},
+        {"layers": 2, "width": 200, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
+         "activation": "gelu", "dropout": 0.3, "seed": 9},
+    ]
+    seen: list[tuple[int, int]] = []
+
+    def on_epoch(i: int, m: mlp.EpochMetrics) -> bool:
+        seen.append((i, m.epoch))
+        return not (i == 1 and m.epoch == 1)  # member 1 is pruned after its first epoch
+
+    results = batched.train_batch(sample, members, epochs=2, seed=5, on_epoch=on_epoch)
+    assert results[0].shape_class.k == 3 and results[0].compiles <= 1
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (2, 1), (2, 2)]
+    assert [len(r.epochs) for r in results] == [2, 1, 2]
+    for params, got in zip(members, results, strict=True):
+        solo = mlp.train(sample, params, epochs=len(got.epochs), seed=5, buckets=None)
+        np.testing.assert_allclose([e.train_loss for e in got.epochs],
+                                   [e.train_loss for e in solo.epochs], rtol=1e-4)
+    with pytest.raises(ValueError, match="batch size"):
+        batched.train_batch(sample, [members[0], {**members[1], "batch_size": 64}], epochs=1)
+    with pytest.raises(ValueError, match="depth and activation"):
+        batched.train_batch(sample, [members[0], {**members[1], "layers": 3}], epochs=1)
