@@ -247,6 +247,7 @@ class GossipRuntime:
         c["send_errors"] = self.send_errors
         if self._pp is not None:
             c["tcp_refused"] = self._pp.refused
+            c["tcp_evicted"] = self._pp.evicted
             c["tcp_sessions"] = self._pp.sessions
         return c
 

@@ -279,6 +279,8 @@ def test_drop_counter():
         "bad_schema": 0,
         "unknown_cluster": 0,
         "bad_version": 0,
+        "bad_signature": 0,
+        "over_limit": 0,
     }
 
 
