@@ -29,6 +29,7 @@ from p2phpo.core.ledger import Ledger
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import LAN, Profile
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
+from p2phpo.runtime.resolve import ResolveError, SeedList, is_ip, resolve, show
 from p2phpo.runtime.tcp import PushPullServer, TcpSettings, pushpull_client
 
 INSECURE_KEY = bytes(32)
@@ -69,6 +70,9 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, keyring: Keyring | None, insecure: bool) -> None:
+    """Refuse a non-loopback ``host`` without a key (names are checked once resolved)."""
+    if not is_ip(host) and host != "localhost":
+        return
     if keyring is None and not insecure and not is_loopback(host):
         raise RuntimeConfigError(
             f"refusing to bind {host} without a cluster key: pass --key-file "
@@ -123,6 +127,9 @@ class GossipRuntime:
         self.bind = bind
         self.advertise = advertise
         self.secure = secure
+        self.insecure = insecure
+        self.seeds = SeedList([])
+        self._seed_addrs: list[Addr] = []
         self.on_event = on_event
         self.events: asyncio.Queue[Event] = asyncio.Queue(max_queue)  # unused with on_event
         self.events_lost = 0
@@ -176,9 +183,16 @@ class GossipRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, seeds: list[Addr] | None = None) -> Addr:
-        """Bind UDP and TCP on one port, join ``seeds``; returns the bound address."""
+        """Bind UDP and TCP on one port, join ``seeds``; returns the bound address.
+
+        Host names in the bind address, ``advertise`` and ``seeds`` are resolved
+        on the loop; seeds that do not answer are looked up again with backoff
+        until the node has joined (RuntimeConfigError if the bind or advertised
+        name does not resolve, or resolves off loopback without a key).
+        """
         loop = self._loop = asyncio.get_running_loop()
-        host, port = self.bind
+        host, port = await self._resolve_own(self.bind, "--bind")
+        check_bind(host, self.tcp.keyring if self.secure else None, self.insecure)
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Udp(self), local_addr=(host, port)
         )
@@ -190,11 +204,47 @@ class GossipRuntime:
         except OSError:
             self._transport.close()
             raise
-        if self.advertise is None:
+        if self.advertise is not None:
+            adv = await self._resolve_own(self.advertise, "--advertise")
+            self.core.set_addr(adv)
+        else:
             self.core.set_addr(self.addr if not _is_any(host) else (_primary_ip(host), sock[1]))
-        self.core.join(list(seeds or []), loop.time())
+        family = self._transport.get_extra_info("socket").family
+        self.seeds = SeedList([tuple(s) for s in seeds or []], family)  # type: ignore[misc]
+        self._seed_addrs = await self.seeds.resolve() if self.seeds.specs else []
+        self.core.join(self._seed_addrs, loop.time())
         self._flush()
+        if self.seeds.specs:
+            self._spawn(self._reresolve())
         return self.addr
+
+    async def _resolve_own(self, addr: Addr, option: str) -> Addr:
+        try:
+            found = await resolve(addr[0], addr[1])
+        except ResolveError as exc:
+            raise RuntimeConfigError(f"{option} {show(addr)}: {exc}.") from None
+        return found[0]
+
+    async def _reresolve(self) -> None:
+        """While not joined, look the seeds up again with backoff and rejoin through them."""
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(self.seeds.delay())
+            core = self.core
+            if core.membership.joined or core.membership.leaving:
+                self.seeds.attempts = 0  # joined: the next outage starts with short waits
+                continue
+            addrs = await self.seeds.resolve()
+            if addrs != self._seed_addrs:
+                self._seed_addrs = addrs
+                core.join(addrs, self._loop.time())
+                self._flush()
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self, leave: bool = True) -> None:
         """Leave gracefully (LEAVE gossiped, final push-pull) unless ``leave`` is False."""
@@ -221,6 +271,28 @@ class GossipRuntime:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+    def halt(self) -> None:
+        """Stop at once, without awaiting: gossip a LEAVE, then send and serve nothing more.
+
+        For a node whose disk failed: its ledger may hold entries it could not
+        persist, which no push-pull or sync reply may hand out.
+        """
+        loop = self._loop
+        if self._transport is None or loop is None:
+            return
+        self.core.leave(loop.time())
+        for data, addr in self.core.datagrams_to_send(loop.time()):
+            self._transport.sendto(data, addr)
+        self._transport.close()
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for t in list(self._tasks) + (list(self._pp.tasks) if self._pp is not None else []):
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
 
     # ------------------------------------------------------------------ node helpers
     def append_local(self, entries: list[Entry]) -> None:
@@ -273,9 +345,7 @@ class GossipRuntime:
         for data, addr in self.core.datagrams_to_send(now):
             self._transport.sendto(data, addr)
         for req in self.core.tcp_requests(now):
-            task = loop.create_task(pushpull_client(self.core, req.addr, self.tcp, self._flush))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(pushpull_client(self.core, req.addr, self.tcp, self._flush))
         while (ev := self.core.next_event()) is not None:
             if self.on_event is not None:  # a callback consumer replaces the queue
                 self.on_event(ev)
