@@ -35,6 +35,7 @@ from p2phpo.core.gossip_sync import (
     n_buckets,
     restrict,
 )
+from p2phpo.core.identity import Identity
 from p2phpo.core.gossip_types import (
     Dropped,
     EntriesMerged,
@@ -46,6 +47,7 @@ from p2phpo.core.gossip_types import (
     _Relay,
 )
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
     Ack,
@@ -79,6 +81,8 @@ from p2phpo.core.wire import (
 )
 
 _INF = float("inf")
+_UNBOUND = (Ping, Alive)
+"""What an unbound (first-contact) datagram may carry: replayed anywhere, it gets an Ack."""
 MAX_DROP_ADDRS = 256
 """Addresses whose drops are counted one by one (the oldest is forgotten first)."""
 
@@ -95,16 +99,25 @@ class GossipCore:
         sealer: Sealer,
         opener: Opener,
         meta: dict[str, Any] | None = None,
+        *,
+        identity: Identity | None = None,
+        verifier: AliveVerifier | None = None,
     ) -> None:
+        """``identity`` signs our Alive; with it, every Alive received must be signed
+        by the node it names (nodes always have one; bare protocol tests may not)."""
         self.node_id = node_id
+        self.identity = identity
+        self.verifier = verifier if verifier is not None else AliveVerifier()
         self.config = config
         self.profile = config.profile
         self.rng = rng
         self.ledger = ledger
         self.sealer = sealer
         self.opener = opener
+        opener.bind(node_id, sealer.epoch.salt)
         self.membership = Membership(
-            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta
+            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta,
+            identity=identity, boot=sealer.epoch.salt,
         )
         self.queue = PiggybackQueue(config.queue_bytes)
         self.dropped = DropCounter()
@@ -156,7 +169,7 @@ class GossipCore:
         self._flush_membership()
         live = self.membership.ids(State.ALIVE, State.SUSPECT)
         for node in self._sample(live, 2 * self.profile.gossip_nodes):
-            self._send(self._addr_of(node), [])
+            self._send(self._addr_of(node), [], to=node)
         self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
         self._probe = None
 
@@ -287,7 +300,7 @@ class GossipCore:
             others = [n for n in self.membership.ids(State.ALIVE) if n != p.target]
             p.relays = self._sample(others, self.profile.indirect_checks)
             for node in p.relays:
-                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)])
+                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)], to=node)
         if now >= p.end_at:
             self._probe = None
             expected = len(p.relays)
@@ -299,7 +312,7 @@ class GossipCore:
             r = self._relays[seq]
             if r.nack and now >= r.nack_at:
                 r.nack = False
-                self._send(r.addr, [Nack(r.seq)], piggyback=False)
+                self._send(r.addr, [Nack(r.seq)], piggyback=False, to=r.origin)
             if now >= r.expire_at:
                 del self._relays[seq]
 
@@ -317,7 +330,7 @@ class GossipCore:
             timeout_at=now + self.profile.probe_timeout * scale,
             end_at=now + self.profile.probe_interval * scale,
         )
-        self._send(addr, [Ping(seq, target), self._digest()])
+        self._send(addr, [Ping(seq, target), self._digest()], to=target)
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
@@ -325,7 +338,7 @@ class GossipCore:
         targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
         if len(self.queue):
             for node in self._sample(targets, self.profile.gossip_nodes):
-                self._send(self._addr_of(node), [])
+                self._send(self._addr_of(node), [], to=node)
         for node in sorted(self._sync_out):
             self._drain_sync(node)
 
@@ -336,7 +349,7 @@ class GossipCore:
         for addr in self.seeds:
             seq = self._next_seq()
             self._pings[seq] = ("join", now + 2 * self.profile.probe_interval)
-            self._send(addr, [self.membership.self_alive(), Ping(seq, 0), self._digest()])
+            self._send(addr, [self.membership.self_alive(), Ping(seq, 0)])  # unbound: first contact
         self._t["join"] = now + 2 * self.profile.probe_interval
 
     def _reconnect(self, now: float) -> None:
@@ -348,7 +361,8 @@ class GossipCore:
         assert m is not None
         seq = self._next_seq()
         self._pings[seq] = ("reconnect", now + self.profile.probe_interval)
-        self._send(m.addr, [Ping(seq, node), Dead(node, m.incarnation, self.node_id), self._digest()])
+        # Unbound: a node back from the dead may be a new life with a new boot salt.
+        self._send(m.addr, [Ping(seq, node)])
 
     # ------------------------------------------------------------------ receive
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
@@ -358,6 +372,9 @@ class GossipCore:
         try:
             dg = self.opener.open(data, now, commit=False)
             msgs = decode_messages(dg.messages)
+            if not dg.bound and any(type(m) not in _UNBOUND for m in msgs):
+                raise WireError(DropReason.BAD_SCHEMA, "an unbound datagram carries only Ping and Alive")
+            self._check_signed(m for m in msgs if type(m) is Alive)
             entries = self._decode_entries(msgs, self.ledger.has_raw)
             self.opener.accept(dg)
         except WireError as e:
@@ -370,6 +387,15 @@ class GossipCore:
             self.seed_heard[addr] = now
         self._dispatch(dg.sender, msgs, entries, addr, now)
         self._flush_membership()
+
+    def _check_signed(self, alives: Any) -> None:
+        """WireError(BAD_SIGNATURE) at the first Alive not signed by the node it names."""
+        if self.identity is None:
+            return
+        check = self.verifier.check
+        for a in alives:
+            if not check(a):
+                raise WireError(DropReason.BAD_SIGNATURE, f"alive of {a.node:016x}")
 
     @staticmethod
     def _decode_entries(msgs: list[Message], known: Any = None) -> list[tuple[Entry, bytes]]:
@@ -396,7 +422,7 @@ class GossipCore:
         for m in msgs:
             t = type(m)
             if t is Ping:
-                self._on_ping(m, addr, stranger)  # type: ignore[arg-type]
+                self._on_ping(sender, m, addr, stranger)  # type: ignore[arg-type]
             elif t is PingReq:
                 self._on_ping_req(sender, m, addr, now)  # type: ignore[arg-type]
             elif t is Ack:
@@ -413,13 +439,13 @@ class GossipCore:
         if entries:
             self._merge(entries, sender, regossip=True)
 
-    def _on_ping(self, m: Ping, addr: Addr, stranger: bool) -> None:
+    def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
         if m.target not in (0, self.node_id):
             return
         head: list[Message] = [Ack(m.seq), self._digest()]
         if stranger or m.target == 0:
             head.insert(0, self.membership.self_alive())
-        self._send(addr, head)
+        self._send(addr, head, to=sender)
 
     def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
         seq = self._next_seq()
@@ -427,7 +453,7 @@ class GossipCore:
         # Nack a little before the prober's own deadline so Lifeguard can count it.
         nack_at = now + 0.8 * p.probe_timeout
         self._relays[seq] = _Relay(sender, addr, m.seq, nack_at, now + p.probe_interval, m.nack)
-        self._send(m.addr, [Ping(seq, m.target), self._digest()])
+        self._send(m.addr, [Ping(seq, m.target), self._digest()], to=m.target)
 
     def _on_ack(self, sender: int, seq: int, addr: Addr, now: float) -> None:
         p = self._probe
@@ -439,7 +465,7 @@ class GossipCore:
         r = self._relays.get(seq)
         if r is not None:
             del self._relays[seq]
-            self._send(r.addr, [Ack(r.seq)])
+            self._send(r.addr, [Ack(r.seq)], to=r.origin)
             return
         ping = self._pings.pop(seq, None)
         if ping is not None:
@@ -474,20 +500,20 @@ class GossipCore:
         vv = self.ledger.vv
         nb = n_buckets(max(d.n_origins, len(vv)))
         if nb == 1:
-            self._send_vvs(addr, 1, [0], reply=True)
+            self._send_vvs(sender, addr, 1, [0], reply=True)
         else:
-            self._send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False)
+            self._send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
 
     def _on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
         diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
         if diff:
-            self._send_vvs(addr, m.n_buckets, diff, reply=True)
+            self._send_vvs(sender, addr, m.n_buckets, diff, reply=True)
 
-    def _send_vvs(self, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
+    def _send_vvs(self, to: int, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
         vv = self.ledger.vv
         for group in chunk_buckets(vv, buckets, nb, self._budget - 32):
             part = restrict(vv, set(group), nb)
-            self._send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False)
+            self._send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False, to=to)
 
     def _on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
         nb, bset = m.n_buckets, set(m.buckets)
@@ -509,10 +535,14 @@ class GossipCore:
             if q:
                 self._sync_out[sender] = (addr, q)
         if m.reply:
-            self._send_vvs(addr, nb, sorted(bset), reply=False)
+            self._send_vvs(sender, addr, nb, sorted(bset), reply=False)
 
     def _drain_sync(self, node: int) -> None:
         addr, q = self._sync_out[node]
+        dest = self._bound_to(node)
+        if dest is None:  # entries go only bound to a life we heard from
+            del self._sync_out[node]
+            return
         for _ in range(self.config.sync_burst):
             if not q:
                 break
@@ -520,7 +550,7 @@ class GossipCore:
             while q and len(q[0]) <= room:
                 room -= len(q[0])
                 parts.append(q.popleft())
-            self._send_packed(addr, parts)
+            self._send_packed(addr, parts, dest)
         if not q:
             del self._sync_out[node]
 
@@ -533,6 +563,8 @@ class GossipCore:
 
     # ------------------------------------------------------------------ push-pull hooks
     def apply_pushpull_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
+        """Merge a peer's member table (all or nothing: WireError on a bad signature)."""
+        self._check_signed(records)
         for r in records:
             self.membership.apply_record(r, now)
         self._flush_membership()
@@ -587,17 +619,33 @@ class GossipCore:
         if m.joined and self._t["join"] != _INF:
             self._t["join"] = _INF
 
-    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None:
+    def _bound_to(self, node: int) -> tuple[int, int] | None:
+        """(node, boot salt of its current life) or None while unknown: the salt its signed
+        Alive names, else the one its own datagrams carried."""
+        if not node:
+            return None
+        m = self.membership.get(node)
+        salt = m.boot if m is not None and m.boot else self.opener.peer_salt(node)
+        return None if salt is None else (node, salt)
+
+    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+        """Send ``head`` (plus piggybacked gossip) to node ``to`` at ``addr``, bound to its
+        current life; unbound (Ping and Alive only, nothing piggybacked) while its life
+        is unknown or ``to`` is 0."""
+        dest = self._bound_to(to)
+        if dest is None:
+            head = [m for m in head if type(m) in _UNBOUND]
+            piggyback = False
         parts = [encode_message(m) for m in head]
         if piggyback:
             room = self._budget - 3 - sum(len(p) for p in parts)
             limit = self.profile.retransmit_limit(self.membership.n_live())
             parts += self.queue.take(room, limit)
         if parts:
-            self._send_packed(addr, parts)
+            self._send_packed(addr, parts, dest)
 
-    def _send_packed(self, addr: Addr, parts: list[bytes]) -> None:
-        data = self.sealer.seal_packed(parts)
+    def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
+        data = self.sealer.seal_packed(parts, dest)
         self.stats["bytes_out"] += len(data)
         self.stats["datagrams_out"] += 1
         self._out.append((data, addr))
