@@ -167,10 +167,12 @@ async def pushpull_client(
 class PushPullServer:
     """Accepts push-pull connections for one core."""
 
-    def __init__(self, core: GossipCore, s: TcpSettings, on_change: Callable[[], None]) -> None:
+    def __init__(self, core: GossipCore, s: TcpSettings, on_change: Callable[[], None],
+                 on_done: Callable[[int, bool], None] | None = None) -> None:
         self.core = core
         self.settings = s
         self.on_change = on_change
+        self.on_done = on_done  # (peer id, completed) after each authenticated session
         self.refused = 0
         self.evicted = 0
         self.sessions = 0
@@ -242,7 +244,9 @@ class PushPullServer:
             counted = True
             self.sessions += 1
             sync = self.core.sync_session(initiator=False)
-            await _exchange(self.core, stream, sync, writer, s, self.on_change, pending)
+            ok = await _exchange(self.core, stream, sync, writer, s, self.on_change, pending)
+            if self.on_done is not None:
+                self.on_done(stream.tcp.peer_sender or 0, ok)
         except WireError as e:
             self.core.count_drop(e.reason)
             self.on_change()
