@@ -117,8 +117,9 @@ class GossipCore:
         opener.bind(node_id, sealer.epoch.salt)
         self.membership = Membership(
             node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta,
-            identity=identity, boot=sealer.epoch.salt,
+            identity=identity, boot=sealer.epoch.salt, max_members=config.max_members,
         )
+        self._reap_after = config.reap_after if config.reap_after is not None else 10 * self.profile.gossip_to_dead
         self.queue = PiggybackQueue(config.queue_bytes)
         self.dropped = DropCounter()
         self.drops_by_addr: dict[Addr, dict[str, int]] = {}
@@ -266,6 +267,7 @@ class GossipCore:
 
     def handle_timer(self, now: float) -> None:
         self.membership.expire(now)
+        self._reap(now)
         self._probe_timers(now)
         self._relay_timers(now)
         t = self._t
@@ -290,6 +292,18 @@ class GossipCore:
         for seq in [s for s, (_, exp) in sorted(self._pings.items()) if exp <= now]:
             del self._pings[seq]
         self._flush_membership()
+
+    def _reap(self, now: float) -> None:
+        """Forget long-gone members and every per-peer record of nodes no longer members."""
+        if not self.membership.reap(now, self._reap_after) and len(self._agree) <= self.config.max_members:
+            return
+        known = self.membership.get
+        for table in (self._agree, self._mismatch, self._sync_at):
+            for node in [n for n in table if known(n) is None]:
+                del table[node]
+        horizon = 10 * self.profile.probe_interval
+        for key in [k for k, t in self._tcp_at.items() if now - t >= horizon]:
+            del self._tcp_at[key]
 
     def _probe_timers(self, now: float) -> None:
         p = self._probe
@@ -448,6 +462,8 @@ class GossipCore:
         self._send(addr, head, to=sender)
 
     def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
+        if len(self._relays) >= self.config.max_relays or self.membership.get(sender) is None:
+            return
         seq = self._next_seq()
         p = self.profile
         # Nack a little before the prober's own deadline so Lifeguard can count it.
@@ -476,6 +492,8 @@ class GossipCore:
         return Digest(self.ledger.vv_hash(), len(self.ledger.vv), len(self.ledger))
 
     def _on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:  # per-peer state only for members (bounded)
+            return
         mine = self.ledger.vv_hash()
         self._agree[sender] = d.vv_hash == mine
         if d.vv_hash == mine:
@@ -505,6 +523,8 @@ class GossipCore:
             self._send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
 
     def _on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
+        if self.membership.get(sender) is None:
+            return
         diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
         if diff:
             self._send_vvs(sender, addr, m.n_buckets, diff, reply=True)
@@ -516,6 +536,8 @@ class GossipCore:
             self._send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False, to=to)
 
     def _on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:
+            return
         nb, bset = m.n_buckets, set(m.buckets)
         theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
         vv = self.ledger.vv
@@ -614,18 +636,24 @@ class GossipCore:
         for msg in m.outbox:
             self.queue.put(("m", msg.node), encode_message(msg))
         m.outbox.clear()
+        if m.refused:
+            self.dropped.add(DropReason.OVER_LIMIT, m.refused)
+            m.refused = 0
         self._events.extend(m.events)
         m.events.clear()
         if m.joined and self._t["join"] != _INF:
             self._t["join"] = _INF
 
     def _bound_to(self, node: int) -> tuple[int, int] | None:
-        """(node, boot salt of its current life) or None while unknown: the salt its signed
-        Alive names, else the one its own datagrams carried."""
+        """(node, boot salt of its current life) or None while unknown: the salt its latest
+        authenticated datagram carried (a reply goes to the life that asked), else the
+        one its signed Alive names."""
         if not node:
             return None
-        m = self.membership.get(node)
-        salt = m.boot if m is not None and m.boot else self.opener.peer_salt(node)
+        salt = self.opener.peer_salt(node)
+        if salt is None:
+            m = self.membership.get(node)
+            salt = m.boot if m is not None and m.boot else None
         return None if salt is None else (node, salt)
 
     def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:

@@ -14,7 +14,13 @@ DEAD msg      ALIVE/SUSPECT → DEAD at inc = ours
 LEAVE msg     any but LEFT → LEFT at inc = ours
 about us      SUSPECT/DEAD/LEAVE at inc = ours: refute (inc + 1, gossip ALIVE)
 timer         SUSPECT → DEAD when the Lifeguard suspicion timeout expires
+reap          DEAD/LEFT for ``reap_after`` → removed (a tombstone remembers its
+              incarnation, so stale gossip cannot bring it back)
 ============  ==============================================================
+
+The table is bounded (``max_members``, memberlist/Serf-style reaping of
+DEAD and LEFT members): when it is full, a new member evicts the member
+longest DEAD or LEFT, or is refused (counted in ``refused``).
 
 Every ALIVE is signed by the node it names (``core.member_sig``; the caller
 verifies before handing it here), so a member's incarnation is always that
@@ -37,6 +43,7 @@ from p2phpo.core.identity import Identity
 from p2phpo.core.member_sig import U64, sign_alive
 from p2phpo.core.messages import Addr, Alive, Dead, Leave, MemberRecord, State, Suspect
 from p2phpo.core.profiles import Profile
+from p2phpo.core.wire_crypto import Lru
 
 # --------------------------------------------------------------------------- events
 
@@ -181,6 +188,7 @@ class Membership:
         meta: dict[str, Any] | None = None,
         identity: Identity | None = None,
         boot: int = 0,
+        max_members: int = 8192,
     ) -> None:
         if identity is not None and identity.node_id != node_id:
             raise ValueError("the node id must be the identity's (node_id_of(public key))")
@@ -193,6 +201,9 @@ class Membership:
         self.incarnation = min(max(0, incarnation), U64)
         self.meta: dict[str, Any] = dict(meta or {})
         self._signed: Alive | None = None
+        self.max_members = max_members
+        self.refused = 0  # new members refused because the table was full
+        self._tombs: Lru[int, int] = Lru(max_members)  # reaped node -> its last incarnation
         self.leaving = False
         self.awareness = 0
         self._members: dict[int, _Member] = {}
@@ -334,6 +345,10 @@ class Membership:
             return
         m = self._members.get(msg.node)
         if m is None:
+            tomb = self._tombs.peek(msg.node)
+            if (tomb is not None and msg.incarnation <= tomb) or not self._room():
+                return
+            self._tombs.pop(msg.node)
             self._members[msg.node] = _Member(
                 msg.node, msg.addr, State.ALIVE, msg.incarnation, dict(msg.meta), now, None,
                 msg.boot, msg.pub, msg.sig,
@@ -423,6 +438,30 @@ class Membership:
             self.apply_alive(r.alive(), now)
         if r.state != State.ALIVE:
             self.apply_suspect(Suspect(r.node, r.incarnation, 0), now)
+
+    def _room(self) -> bool:
+        """Room for one more member: evict the one longest DEAD or LEFT if full."""
+        if len(self._members) < self.max_members:
+            return True
+        gone = self.ids(State.DEAD, State.LEFT)
+        if not gone:
+            self.refused += 1
+            return False
+        self._forget(min(gone, key=lambda n: self._members[n].state_since))
+        return True
+
+    def _forget(self, node: int) -> None:
+        m = self._members.pop(node)
+        self._tombs.put(node, m.incarnation)
+        self._suspicions.pop(node, None)
+        self._changed()
+
+    def reap(self, now: float, after: float) -> list[int]:
+        """Remove members DEAD or LEFT for ``after`` seconds; their ids."""
+        gone = [n for n in self.ids(State.DEAD, State.LEFT) if now - self._members[n].state_since >= after]
+        for node in gone:
+            self._forget(node)
+        return gone
 
     # -- timers ------------------------------------------------------------
     def next_deadline(self) -> float | None:

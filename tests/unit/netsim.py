@@ -33,7 +33,8 @@ def make_wire(
     node_id: int, key: bytes = KEY, cipher: Cipher = Cipher.NULL, restart: int = 0
 ) -> tuple[Sealer, Opener]:
     ring = Keyring([key], cipher=cipher)
-    return Sealer(ring, node_id, restart, node_id & 0xFFFF, LABEL), Opener(ring, [LABEL])
+    salt = (node_id & 0xFFFF) | restart << 16  # each life its own boot salt, as os.urandom gives
+    return Sealer(ring, node_id, restart, salt, LABEL), Opener(ring, [LABEL])
 
 
 @dataclass
