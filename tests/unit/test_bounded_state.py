@@ -59,7 +59,7 @@ def test_ten_thousand_forged_members_stay_bounded_and_are_reaped(mode):
     members = a.core.membership
     assert len(members.ids()) <= CAP
     assert a.core.dropped[DropReason.OVER_LIMIT] > 0
-    assert len(a.core._agree) <= CAP and len(a.core._mismatch) <= CAP
+    assert len(a.core.ae.agree) <= CAP and len(a.core.ae.mismatch) <= CAP
     assert len(a.core.opener._windows) <= 4096
     assert grown < 20 << 20, f"RSS grew by {grown >> 20} MB"
     assert b.node_id in members.ids(State.ALIVE)
@@ -85,5 +85,5 @@ def test_a_status_observer_leaves_no_trace():
     net.run_for(nodes[0].core._reap_after + 10.0)
     for n in nodes:
         assert n.core.membership.get(observer.node_id) is None
-        assert observer.node_id not in n.core._agree
+        assert observer.node_id not in n.core.ae.agree
         assert {m.node for m in n.core.members()} == {x.node_id for x in nodes}
