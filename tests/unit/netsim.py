@@ -35,7 +35,8 @@ def make_wire(
     node_id: int, key: bytes = KEY, cipher: Cipher = Cipher.NULL, restart: int = 0
 ) -> tuple[Sealer, Opener]:
     ring = Keyring([key], cipher=cipher)
-    return Sealer(ring, node_id, restart, node_id & 0xFFFF, LABEL), Opener(ring, [LABEL])
+    salt = (node_id & 0xFFFF) | restart << 16  # each life its own boot salt, as os.urandom gives
+    return Sealer(ring, node_id, restart, salt, LABEL), Opener(ring, [LABEL])
 
 
 @dataclass
@@ -92,18 +93,30 @@ class Net:
         key: bytes = KEY,
         ledger: Ledger | None = None,
         restart: int = 0,
+        identity: Identity | None = None,
     ) -> Node:
-        index = len(self.by_id) + 1
-        if self.signed and node_id is None and ledger is None:
-            identity = Identity(hashlib.sha256(f"netsim/{self.seed}/{index}".encode()).digest())
-            node_id, ledger = identity.node_id, Ledger(identity=identity, verifier=self.verifier)
-        node_id = node_id if node_id is not None else index
-        host = index if self.signed else node_id
+        """A node; with ``identity`` its id is the identity's and it signs its Alive
+        (and requires signed Alives from everyone). In a ``signed`` net a node made
+        without id, identity or ledger gets an identity and a signing ledger."""
+        if self.signed and identity is None and node_id is None and ledger is None:
+            seed = f"netsim/{self.seed}/{len(self.by_id) + 1}".encode()
+            identity = Identity(hashlib.sha256(seed).digest())
+            ledger = Ledger(identity=identity, verifier=self.verifier)
+        host = len(self.by_id) + 1
+        if identity is not None:
+            node_id = identity.node_id
+            host = next((i for i, n in enumerate(self.by_id.values(), 1) if n.node_id == node_id), host)
+        node_id = node_id if node_id is not None else host
+        if identity is None:
+            host = node_id
         addr = (f"10.0.{host >> 8 & 255}.{host & 255}", 7946)
         ledger = ledger if ledger is not None else Ledger()
         sealer, opener = make_wire(node_id, key, self.cipher, restart)
         cfg = GossipConfig(profile=self.profile, addr=addr, incarnation=restart, **self.config)
-        core = GossipCore(node_id, cfg, random.Random(f"{self.seed}/{node_id}"), ledger, sealer, opener, meta)
+        core = GossipCore(
+            node_id, cfg, random.Random(f"{self.seed}/{node_id}"), ledger, sealer, opener, meta,
+            identity=identity,
+        )
         node = Node(node_id, addr, core, ledger)
         self.nodes[addr] = node
         self.by_id[node_id] = node
