@@ -214,6 +214,7 @@ class Node:
                 self.storage = Storage.open(o.state_dir or default_state_dir())
             except StorageError as exc:
                 raise NodeError(str(exc)) from None
+            identity = self.storage.identity
             self.ledger = self.storage.ledger
             self.node_id = self.storage.node_id
             restart = self.storage.meta.restart_counter
@@ -232,7 +233,7 @@ class Node:
                 self.node_id, self.ledger, bind=o.bind, keyring=ring,
                 profile=PROFILES[o.profile], meta={"ready": False}, cluster=o.cluster,
                 restart=restart, incarnation=incarnation, insecure=o.insecure,
-                advertise=o.advertise,
+                advertise=o.advertise, identity=identity,
             )
             seeds = [parse_hostport(s, DEFAULT_PORT) for s in o.seeds]
         except RuntimeConfigError as exc:
