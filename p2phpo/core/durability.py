@@ -105,6 +105,12 @@ class RepairGate:
         if self._synced_at is None:
             self._synced_at = now
 
+    @property
+    def alone(self) -> bool:
+        """Opened without reaching any peer (and none reached since): the origins this
+        node knows only from its ledger are not alive as far as it can tell."""
+        return self.opened and self._synced_at is None
+
     # -- decision ---------------------------------------------------------------
     def due(self, now: float) -> bool:
         """Whether the gate opens now (call :meth:`open` then)."""

@@ -122,6 +122,7 @@ class Node:
         self.linger = Linger(opts.grace, forever=opts.linger)
         self._seeds: list[tuple[str, int]] = []
         self._peers_saved_at = -1e9
+        self._peers_dirty = False  # membership changed since the peers file was written
         self._worker_task: asyncio.Task[Any] | None = None
         self.summary: TrialSummary | None = None
         self.addr: tuple[str, int] | None = None
@@ -298,12 +299,15 @@ class Node:
         if isinstance(ev, EntriesMerged):
             self._on_merged(ev.entries)
         elif isinstance(ev, MemberJoined | MemberAlive):
+            self._peers_dirty = True
             self._event("joined", ev.node, detail=f"{ev.addr[0]}:{ev.addr[1]}")
         elif isinstance(ev, MemberSuspected):
             self._event("suspected", ev.node)
         elif isinstance(ev, MemberDead):
+            self._peers_dirty = True
             self._event("dead", ev.node)
         elif isinstance(ev, MemberLeft):
+            self._peers_dirty = True
             self._event("left", ev.node)
         elif isinstance(ev, MemberRefuted):
             self._event("refuted", ev.node, detail=f"incarnation {ev.incarnation}")
@@ -336,6 +340,9 @@ class Node:
         for m in self.rt.core.members():
             meta = m.meta or {}
             out[m.node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
+        if self.gate is not None and self.gate.alone:  # their running trials are orphans
+            for origin in self.ledger.origins():
+                out.setdefault(origin, MemberView("DEAD"))
         return out
 
     # -- the search ------------------------------------------------------------------
@@ -449,10 +456,12 @@ class Node:
                 if m.node != self.node_id}
 
     def _remember_peers(self, now: float) -> None:
-        """Keep the addresses of the live members in the state dir (every 2 s at most)."""
-        if self.storage is None or self.rt is None or now < self._peers_saved_at + 2.0:
+        """Keep the addresses of the live members in the state dir (after a membership
+        change, every 2 s at most)."""
+        if (self.storage is None or self.rt is None or not self._peers_dirty
+                or now < self._peers_saved_at + 2.0):
             return
-        self._peers_saved_at = now
+        self._peers_saved_at, self._peers_dirty = now, False
         addrs = [_addr_str(m.addr) for m in self.rt.core.members()
                  if m.node != self.node_id and m.state.name in ("ALIVE", "SUSPECT")]
         try:

@@ -77,6 +77,9 @@ def test_nobody_reachable_means_going_on_alone_after_the_wait() -> None:
     assert not gate.due(9.9) and gate.due(10.0)
     gate.open(1010.0)
     assert gate.note == "no peer reached within 10 s: going on alone; continuing at seq 4"
+    assert gate.alone
+    gate.synced(20.0)  # a peer showed up later
+    assert not gate.alone
 
 
 def test_fresh_entries_of_ours_from_peers_mean_a_live_copy() -> None:
