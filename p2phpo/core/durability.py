@@ -168,28 +168,47 @@ class RepairGate:
 
 
 class Linger:
-    """When may a node whose study is done exit? See the module docstring."""
+    """When may a node whose study is done exit? See the module docstring.
+
+    A member that ever advertised the study must be gone (LEFT) or done; a live
+    one must also have been found in sync with us since our ledger last changed,
+    so nothing either of us wrote is lost when we go. DEAD members may restart:
+    they are waited for, up to ``grace``.
+    """
 
     def __init__(self, grace: float, forever: bool = False) -> None:
         self.grace = grace
         self.forever = forever
         self.done_at: float | None = None
         self._workers: set[int] = set()  # members ever seen running the study
+        self._in_sync: set[int] = set()  # peers in sync since our ledger last changed
 
     def done(self, now: float) -> None:
         if self.done_at is None:
             self.done_at = now
 
+    def changed(self) -> None:
+        """Our ledger took new entries: every peer must confirm it again."""
+        self._in_sync.clear()
+
+    def synced(self, peer: int) -> None:
+        self._in_sync.add(peer)
+
     def may_exit(self, now: float, members: Mapping[int, tuple[str, Mapping]]) -> bool:
-        """``members``: node -> (state, meta) of every other known member. A member that
-        ever advertised the study must be done or gone (LEFT); a DEAD one may restart."""
+        """``members``: node -> (state, meta) of every other known member."""
         self._workers.update(n for n, (_, meta) in members.items() if meta.get("study"))
         if self.done_at is None or self.forever:
             return False
         if now >= self.done_at + self.grace:
             return True
-        return all(members[n][0] == "LEFT" or members[n][1].get("done")
-                   for n in self._workers if n in members)
+        return all(self._gone_or_done(n, *members[n]) for n in self._workers if n in members)
+
+    def _gone_or_done(self, node: int, state: str, meta: Mapping) -> bool:
+        if state == "LEFT":
+            return True
+        if not meta.get("done"):
+            return False
+        return state == "DEAD" or node in self._in_sync
 
     def timer(self) -> float | None:
         if self.done_at is None or self.forever:

@@ -292,6 +292,7 @@ class Node:
             now = asyncio.get_running_loop().time()
             if self.gate is not None:
                 self.gate.synced(now)
+            self.linger.synced(ev.peer)
             if self.core is not None and self.rt is not None:
                 self.core.synced_with(ev.peer, now)
             self.wake.set()
@@ -319,6 +320,7 @@ class Node:
         self.wake.set()
 
     def _on_merged(self, entries: list[Entry]) -> None:
+        self.linger.changed()
         if self.gate is not None:
             self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
             if self.gate.refused:
@@ -509,6 +511,7 @@ class Node:
         except StorageError as exc:
             self._disk_failed(exc)
             return
+        self.linger.changed()
         self.rt.append_local(new)
 
     def _disk_failed(self, exc: StorageError) -> None:

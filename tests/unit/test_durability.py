@@ -119,7 +119,13 @@ def test_linger_until_peers_are_done_or_the_grace_ends() -> None:
     lg.done(10.0)
     assert not lg.may_exit(11.0, working) and lg.timer() == 40.0
     assert not lg.may_exit(11.0, {PEER: ("DEAD", {"ready": True, "study": "f"})})
-    assert lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": True, "study": "f", "done": True})})
+    finished = {PEER: ("ALIVE", {"ready": True, "study": "f", "done": True})}
+    assert not lg.may_exit(11.0, finished)  # done, but not yet seen in sync with us
+    lg.synced(PEER)
+    assert lg.may_exit(11.0, finished)
+    lg.changed()  # an entry arrived: it must confirm again
+    assert not lg.may_exit(11.0, finished)
+    assert lg.may_exit(11.0, {PEER: ("DEAD", {"study": "f", "done": True})})
     assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"})})
     assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"}), 0xC3: ("ALIVE", {})})  # observer
     assert not lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": False})})  # it restarted: wait
