@@ -13,7 +13,9 @@ the node writes nothing (no ABANDON of its old trials, no CLAIM):
   holds. If peers gave back entries of its own, it waits ``quiet`` seconds
   more, so that a live twin (a copy of its state dir running elsewhere) shows
   itself by writing on.
-- After ``sync_wait`` without a sync it opens alone and says so.
+- After ``sync_wait`` without a sync, and with no other member alive, it
+  opens alone and says so. While some peer is alive it keeps waiting for a
+  sync (push-pull or equal digests) up to four times as long: never a stall.
 
 Entries of this node that arrive from peers before it opens are repairs,
 unless they were written after this process started (a wall time at or after
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 
 from p2phpo.core.entries import Abandon, AbandonReason, Entry
 from p2phpo.core.ledger import Ledger
+
+MAX_WAIT_FACTOR = 4  # live peers but no sync yet: wait up to this many sync_waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class RepairGate:
         self._started = now
         self._synced_at: float | None = None
         self._repaired: list[int] = []  # own seqs peers gave back before opening
+        self._saw_peers = False  # a live peer was seen while waiting
         self._gaps = ledger.gaps()  # what the log lost below intact entries, every origin
 
     # -- inputs ---------------------------------------------------------------
@@ -112,15 +117,21 @@ class RepairGate:
         return self.opened and self._synced_at is None
 
     # -- decision ---------------------------------------------------------------
-    def due(self, now: float) -> bool:
-        """Whether the gate opens now (call :meth:`open` then)."""
+    def due(self, now: float, peers_alive: bool = False) -> bool:
+        """Whether the gate opens now (call :meth:`open` then). ``peers_alive``: some
+        other member is ALIVE; then the node keeps waiting for a sync with the cluster
+        (its lost entries are out there) up to ``MAX_WAIT_FACTOR`` times ``sync_wait``."""
         if self.opened or self.refused is not None:
             return False
         if not self.expect_peers:
             return True
         if self._synced_at is not None:
             return not self._repaired or now >= self._synced_at + self.config.quiet
-        return now >= self._started + self.config.sync_wait
+        waited = now - self._started
+        if peers_alive:
+            self._saw_peers = True
+            return waited >= MAX_WAIT_FACTOR * self.config.sync_wait
+        return waited >= self.config.sync_wait
 
     def open(self, wall: float) -> list[Entry]:
         """Open the gate: fill own seqs lost for good; returns those new entries (ours,
@@ -142,6 +153,8 @@ class RepairGate:
             return None
         if self._synced_at is not None:
             return self._synced_at + self.config.quiet if self._repaired else None
+        if self._saw_peers:
+            return self._started + MAX_WAIT_FACTOR * self.config.sync_wait
         return self._started + self.config.sync_wait
 
     # -- helpers ------------------------------------------------------------------
@@ -157,7 +170,10 @@ class RepairGate:
                    if self._repaired else "")
             n = len(self._repaired) + others
             parts.append(f"repaired {n} entr{'y' if n == 1 else 'ies'} from peers{own}")
-        if self.expect_peers and self._synced_at is None:
+        if self.expect_peers and self._synced_at is None and self._saw_peers:
+            parts.append(f"no sync with the live peers within "
+                         f"{MAX_WAIT_FACTOR * self.config.sync_wait:g} s: going on without one")
+        elif self.expect_peers and self._synced_at is None:
             parts.append(f"no peer reached within {self.config.sync_wait:g} s: going on alone")
         if lost:
             parts.append(f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} of this node lost "

@@ -432,7 +432,10 @@ class Node:
         gate = self.gate
         if gate is None or gate.opened:
             return True
-        if not gate.due(asyncio.get_running_loop().time()):
+        assert self.rt is not None
+        alive = any(m.node != self.node_id and m.state.name == "ALIVE"
+                    for m in self.rt.core.members())
+        if not gate.due(asyncio.get_running_loop().time(), peers_alive=alive):
             return False
         fill = gate.open(time.time())
         if fill:

@@ -145,3 +145,14 @@ def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> N
     gate.synced(1.0)
     assert gate.due(1.0) and gate.open(1001.0) == []
     assert gate.note == "repaired 1 entry from peers; continuing at seq 1"
+
+
+def test_live_peers_without_a_sync_are_waited_for_longer_but_not_forever() -> None:
+    led = Ledger()
+    led.merge(history(1))
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    assert not gate.due(10.0, peers_alive=True)  # a busy cluster: digests rarely match
+    assert gate.timer() == 40.0
+    assert not gate.due(39.0, peers_alive=True) and gate.due(40.0, peers_alive=True)
+    gate.open(1040.0)
+    assert gate.note.startswith("no sync with the live peers within 40 s: going on without one")
