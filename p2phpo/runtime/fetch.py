@@ -68,6 +68,7 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
     node = Node(observer_options(seed, key_file, cluster, bind=bind, insecure=insecure))
     node.setup()
     assert node.rt is not None
+    node.make_driver(asyncio.get_running_loop().time())
     try:
         await node.rt.start(node._seeds)
     except RuntimeConfigError as exc:
