@@ -257,8 +257,9 @@ def test_keyed_insider_cannot_write_into_a_node_log_through_gossip() -> None:
     x = ident(66)  # holds the cluster key (make_wire) and a key pair of its own
     sealer, _ = make_wire(x.node_id, restart=int.from_bytes(os.urandom(2), "big"))
     raws = forgeries(c.node_id, 2, Report, x, trial=cl.key, step=1, value=-1.0)
-    for target in (a, b):
-        data = sealer.seal([to_wire(EntryMsg(r)) for r in raws])
+    for target in (a, b):  # bound to the receiver's life, as entries must be
+        to = (target.node_id, target.core.sealer.epoch.salt)
+        data = sealer.seal([to_wire(EntryMsg(r)) for r in raws], to=to)
         target.core.receive_datagram(data, ("10.9.9.9", 7946), net.now)
         net._pump(target)
     net.run_for(3.0)
