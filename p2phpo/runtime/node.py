@@ -33,6 +33,7 @@ from rich.console import Console
 from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
 from p2phpo.core.gossip import EntriesMerged
 from p2phpo.core.gossip_types import InSync
+from p2phpo.core.joinwatch import JoinWatch, Notice
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
     MemberAlive,
@@ -122,6 +123,7 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
+        self.network: tuple[str, bool] | None = None  # (latest join notice, joined?)
 
     # -- setup -----------------------------------------------------------------
     def setup(self) -> None:
@@ -203,6 +205,7 @@ class Node:
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
         if not self.opts.observer:
             self._spawn(self._search_loop())
+        self._spawn(self._watch_loop())
         await self.stop_event.wait()
         await self._shutdown()
         return self.exit_code
@@ -289,6 +292,25 @@ class Node:
             meta = m.meta or {}
             out[m.node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
         return out
+
+    # -- join diagnostics -------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        """Once a second: what the node waits for (every few seconds), its seed once joined."""
+        loop = asyncio.get_running_loop()
+        watch = JoinWatch(started=loop.time())
+        while True:
+            await asyncio.sleep(1.0)
+            for notice in self.watch_step(watch, loop.time()):
+                self._event(notice.kind, None, detail=notice.text)
+                if notice.kind != "rejecting":
+                    self.network = (notice.text, notice.kind == "joined")
+
+    def watch_step(self, watch: JoinWatch, now: float) -> list[Notice]:
+        assert self.rt is not None
+        core = self.rt.core
+        return watch.step(now, joined=core.membership.joined, peers=core.membership.n_live() - 1,
+                          seeds=self.rt.seed_states(), unresolved=self.rt.seed_errors(),
+                          drops_by_addr=core.drops_by_addr)
 
     # -- the search ------------------------------------------------------------------
     async def _search_loop(self) -> None:
@@ -442,7 +464,9 @@ class Node:
         tid = trial_id_str(trial) if isinstance(trial, tuple) else trial
         self.events.append(Event(time.time(), kind, node, tid, detail))
         del self.events[:-200]
-        log.info("%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-", detail)
+        level = logging.WARNING if kind in ("waiting", "alone", "rejecting") else logging.INFO
+        log.log(level, "%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-",
+                detail)
 
     def _rates(self, counters: dict[str, Any], now: float) -> dict[str, float]:
         """Bytes/s in and out since the previous snapshot."""
@@ -476,6 +500,8 @@ class Node:
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),
             events=tuple(self.events[-50:]), dataset_source=source, keyed=self.keyed,
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
+            network=self.network[0] if self.network else None,
+            network_ok=self.network[1] if self.network else True,
             **({"done": True} if self.done else {}),
         )
 

@@ -36,6 +36,7 @@ EVENT_STYLE = {
     "joined": "green", "alive": "green", "suspected": "yellow", "dead": "bold red",
     "refuted": "cyan", "left": "dim", "reclaimed": "magenta", "done": "bold green",
     "finished": "green", "started": "cyan", "refused": "bold red",
+    "waiting": "bold yellow", "alone": "bold yellow", "rejecting": "bold red",
 }
 MAX_EVENTS = 10
 
@@ -140,6 +141,8 @@ def render_header(snap: NodeSnapshot) -> Panel:
     grid.add_row("best", _best(snap))
     grid.add_row("dataset", Text(snap.dataset_source or "-"))
     grid.add_row("security", _security(snap))
+    if snap.network:
+        grid.add_row("network", Text(snap.network, style="" if snap.network_ok else "bold yellow"))
     title = Text("p2phpo · ", style="bold")
     title.append(snap.study or "(no study yet)", style="bold cyan")
     title.append(f" · {snap.direction} {snap.metric}", style="")

@@ -128,6 +128,8 @@ class NodeSnapshot:
     events: tuple[Event, ...] = ()  # oldest first
     wall: float = 0.0  # when the snapshot was taken
     done: bool = False
+    network: str | None = None  # join diagnostics: what the node waits for, or its seed
+    network_ok: bool = True  # False while the node waits to join or is alone
 
 
 # -- from the membership core -------------------------------------------------------
