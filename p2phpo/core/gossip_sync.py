@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from p2phpo.core import health
 from p2phpo.core.messages import PPEnd, PPEntries, PPState, decode_frame, to_wire
 from p2phpo.core.wire_codec import DropReason, WireError
 
@@ -86,9 +87,10 @@ def chunk_buckets(vv: dict[int, int], buckets: list[int], nb: int, room: int) ->
 class SyncSession:
     """One push-pull exchange with one peer over a stream of frames."""
 
-    def __init__(self, core: GossipCore, *, initiator: bool) -> None:
+    def __init__(self, core: GossipCore, *, initiator: bool, want_health: bool = False) -> None:
         self.core = core
         self.initiator = initiator
+        self.want_health = want_health and initiator
         self.sent_end = False
         self.got_state = False
         self.got_end = False
@@ -102,7 +104,9 @@ class SyncSession:
 
     def start(self, now: float) -> list[Any]:
         """Frames to send first (the initiator opens with its state)."""
-        return [self._state_frame()] if self.initiator else []
+        if not self.initiator:
+            return []
+        return [*([health.request_frame()] if self.want_health else []), self._state_frame()]
 
     def _state_frame(self) -> list[Any]:
         ledger = self.core.ledger
@@ -115,12 +119,30 @@ class SyncSession:
             return []
         self.frames_in += 1
         try:
+            if health.is_health(frame):
+                return self._health(frame, now)  # type: ignore[arg-type]
             msg = decode_frame(frame)
             return self._handle(msg, now)
         except WireError as e:
             self.failed = e.reason
             self.core.count_drop(e.reason)
             return []
+
+    def _health(self, frame: list[Any], now: float) -> list[Any]:
+        """Answer a health request (responder), or keep the answer (initiator)."""
+        core = self.core
+        if not self.initiator:
+            if len(frame) != 1 or self.got_state:
+                raise WireError(DropReason.BAD_SCHEMA, "bad health request")
+            extra = core.health_extra() if core.health_extra is not None else None
+            return [health.health_frame(core.node_id, health.core_health(core, extra))]
+        if not self.want_health:
+            raise WireError(DropReason.BAD_SCHEMA, "unasked health")
+        node, report = health.decode_health(frame)
+        core.peer_health[node] = (now, report)
+        while len(core.peer_health) > health.MAX_LIST:
+            del core.peer_health[next(iter(core.peer_health))]
+        return []
 
     def _handle(self, msg: PPState | PPEntries | PPEnd, now: float) -> list[Any]:
         if isinstance(msg, PPState):

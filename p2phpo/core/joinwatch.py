@@ -10,7 +10,8 @@ back, which the node shows as events, in the live view and in node.log:
   its packets carry another cluster label; it rejects our handshake; nothing
   listens there; its name does not resolve;
 - once joined: through which seed;
-- when every peer of a running node has vanished: that it is alone now;
+- when every peer of a running node has vanished (``dead`` > 0: not a graceful
+  leave): that it is alone now, and whether it goes back to its seeds;
 - packets from an address that keep failing authentication (or carry another
   cluster label), e.g. a node started with another key trying to join us.
 """
@@ -61,7 +62,7 @@ class JoinWatch:
     _next_drops: float = 0.0
     _drop_reports: int = 0
 
-    def step(self, now: float, *, joined: bool, peers: int, seeds: list[SeedState],
+    def step(self, now: float, *, joined: bool, peers: int, seeds: list[SeedState], dead: int = 1,
              unresolved: Mapping[str, str] | None = None,
              drops_by_addr: Mapping[Addr, Mapping[str, int]] | None = None) -> list[Notice]:
         out: list[Notice] = []
@@ -69,6 +70,8 @@ class JoinWatch:
         if joined and not self.joined:
             out.append(Notice("joined", _joined_text(seeds)))
             self.waiting_since = self._next = None
+        elif not joined and self.joined and peers == 0 and dead == 0:
+            out.append(Notice("alone", "every peer left; this node carries on alone"))
         elif not joined and self.joined and peers == 0:
             again = "trying the seeds again" if seeds or unresolved else "waiting for them to return"
             out.append(Notice("alone", f"every peer is gone (none answers); {again}"))
@@ -116,6 +119,11 @@ def _joined_text(seeds: list[SeedState]) -> str:
         return "joined the cluster (a peer reached this node first)"
     via = max(heard, key=lambda s: (s.heard_at, s.name))
     return f"joined the cluster through seed {via.name}"
+
+
+def explain(s: SeedState, since: float) -> str:
+    """One sentence on what is known of seed ``s`` after ``since`` seconds of trying."""
+    return _seed_text(s, since)
 
 
 def _seed_text(s: SeedState, since: float) -> str:

@@ -55,6 +55,8 @@ class MsgType(enum.IntEnum):
     PP_STATE = 20
     PP_ENTRIES = 21
     PP_END = 22
+    PP_HEALTH_REQ = 23  # p2phpo.core.health
+    PP_HEALTH = 24
 
 
 class State(enum.IntEnum):

@@ -12,6 +12,7 @@ import ipaddress
 import os
 from typing import Any
 
+from p2phpo.core.joinwatch import explain
 from p2phpo.runtime.node import DEFAULT_PORT, Node, NodeError, NodeOptions
 from p2phpo.runtime.resolve import ResolveError, resolve
 from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
@@ -68,6 +69,9 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
     node = Node(observer_options(seed, key_file, cluster, bind=bind, insecure=insecure))
     node.setup()
     assert node.rt is not None
+    node.rt.core.want_health = True  # the seed's own counters, over the sealed TCP session
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
     try:
         await node.rt.start(node._seeds)
     except RuntimeConfigError as exc:
@@ -75,9 +79,13 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
     node.addr = node.rt.addr
     await settle(node, timeout)
     if node.ledger.study is None:
+        why = "; ".join(explain(s, loop.time() - t0) for s in node.rt.seed_states())
+        why = why or "; ".join(node.rt.seed_errors().values())
         await stop_observer(node)
-        raise NodeError(f"no study arrived from {seed} within {timeout:g} s; is a node running "
-                        "there with the same key and --cluster?")
+        raise NodeError(f"no study arrived from {seed} within {timeout:g} s: {why}")
+    end = t0 + timeout
+    while node.seed_health() is None and loop.time() < end:
+        await asyncio.sleep(0.1)
     return node
 
 

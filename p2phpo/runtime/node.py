@@ -43,6 +43,7 @@ from p2phpo.core.membership import (
     MemberRefuted,
     MemberSuspected,
 )
+from p2phpo.core.messages import State
 from p2phpo.core.profiles import PROFILES
 from p2phpo.core.search import (
     MemberView,
@@ -123,6 +124,7 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
+        self._t0 = time.monotonic()
         self.network: tuple[str, bool] | None = None  # (latest join notice, joined?)
 
     # -- setup -----------------------------------------------------------------
@@ -172,6 +174,7 @@ class Node:
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
         self._seeds = seeds
+        self.rt.core.health_extra = self.health_extra
 
     def _setup_log(self) -> None:
         assert self.storage is not None
@@ -308,9 +311,39 @@ class Node:
     def watch_step(self, watch: JoinWatch, now: float) -> list[Notice]:
         assert self.rt is not None
         core = self.rt.core
+        dead = len(core.membership.ids(State.DEAD))
         return watch.step(now, joined=core.membership.joined, peers=core.membership.n_live() - 1,
+                          dead=dead,
                           seeds=self.rt.seed_states(), unresolved=self.rt.seed_errors(),
                           drops_by_addr=core.drops_by_addr)
+
+    # -- health (ours for status --seed, a seed's for an observer) ---------------------
+    def health_extra(self) -> dict[str, Any]:
+        """What only the node knows of its health; the gossip core adds the rest."""
+        assert self.rt is not None
+        c = self.rt.counters()
+        running = sorted(self.core.running) if self.core is not None else []
+        role = "observer" if self.opts.observer else "worker" if self.core is not None else "joining"
+        ds = self.worker_info.get("dataset") or {}
+        return {
+            "role": role, "study": self.spec.name if self.spec is not None else "",
+            "running": [trial_id_str(t) for t in running][:64],
+            "uptime": round(time.monotonic() - self._t0, 1),
+            "tcp": {"sessions": c.get("tcp_sessions", 0), "refused": c.get("tcp_refused", 0)},
+            "dataset": f"{ds.get('name')} ({ds.get('source')})" if ds else "",
+            **({"network": self.network[0]} if self.network else {}),
+        }
+
+    def seed_health(self) -> tuple[str, dict[str, Any]] | None:
+        """(the seed as the user named it, its own health) once a push-pull brought it."""
+        if self.rt is None:
+            return None
+        core = self.rt.core
+        for addr, nid in core.seed_nodes.items():
+            got = core.peer_health.get(nid)
+            if got is not None:
+                return self.rt.seeds.name_of(addr), got[1]
+        return None
 
     # -- the search ------------------------------------------------------------------
     async def _search_loop(self) -> None:
@@ -501,6 +534,7 @@ class Node:
             events=tuple(self.events[-50:]), dataset_source=source, keyed=self.keyed,
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
             network=self.network[0] if self.network else None,
+            remote=self.seed_health() if self.opts.observer else None,
             network_ok=self.network[1] if self.network else True,
             **({"done": True} if self.done else {}),
         )
