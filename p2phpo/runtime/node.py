@@ -33,6 +33,7 @@ from rich.console import Console
 from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
 from p2phpo.core.gossip import EntriesMerged
 from p2phpo.core.gossip_types import InSync
+from p2phpo.core.health import core_health
 from p2phpo.core.joinwatch import JoinWatch, Notice
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
@@ -55,6 +56,7 @@ from p2phpo.core.search import (
     StudyDone,
 )
 from p2phpo.keys import KeyFileError, load_keyring
+from p2phpo.runtime.metrics import Metrics, MetricsError
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
@@ -93,6 +95,7 @@ class NodeOptions:
     data_dir: str | None = None
     linger: bool = False
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
+    metrics: str | None = None  # --metrics HOST:PORT (Prometheus text format)
     log_level: str = "info"
 
 
@@ -125,6 +128,7 @@ class Node:
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
         self._t0 = time.monotonic()
+        self.metrics: Metrics | None = None
         self.network: tuple[str, bool] | None = None  # (latest join notice, joined?)
 
     # -- setup -----------------------------------------------------------------
@@ -209,6 +213,8 @@ class Node:
         if not self.opts.observer:
             self._spawn(self._search_loop())
         self._spawn(self._watch_loop())
+        if self.opts.metrics:
+            await self._start_metrics(self.opts.metrics)
         await self.stop_event.wait()
         await self._shutdown()
         return self.exit_code
@@ -249,6 +255,8 @@ class Node:
                 await asyncio.wait_for(self.rt.stop(leave=True), 5.0)
         if self.worker is not None:
             await self.worker.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.storage is not None:
             self.storage.close()
 
@@ -333,6 +341,21 @@ class Node:
             "dataset": f"{ds.get('name')} ({ds.get('source')})" if ds else "",
             **({"network": self.network[0]} if self.network else {}),
         }
+
+    def health(self) -> dict[str, Any]:
+        """This node's own health: what ``status --seed`` and ``--metrics`` show."""
+        assert self.rt is not None
+        return core_health(self.rt.core, self.health_extra())
+
+    async def _start_metrics(self, spec: str) -> None:
+        self.metrics = Metrics(self.health)
+        try:
+            host, port = await self.metrics.start(spec)
+        except MetricsError as exc:
+            raise NodeError(str(exc)) from None
+        self._spawn(self.metrics.refresh())
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._event("metrics", self.node_id, detail=f"Prometheus metrics at http://{where}/metrics")
 
     def seed_health(self) -> tuple[str, dict[str, Any]] | None:
         """(the seed as the user named it, its own health) once a push-pull brought it."""

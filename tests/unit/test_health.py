@@ -74,3 +74,14 @@ def test_random_health_frames_never_raise_out_of_the_session() -> None:
         s = a.core.sync_session(initiator=rng.random() < 0.5)
         s.want_health = True
         s.receive(frame, net.now)  # answers, keeps, or fails the session: never raises
+
+
+def test_metrics_address_defaults_to_loopback_and_bad_ones_are_one_sentence() -> None:
+    from p2phpo.runtime.metrics import MetricsError, parse_metrics
+
+    assert parse_metrics("9108") == ("127.0.0.1", 9108)
+    assert parse_metrics("[::1]:9108") == ("::1", 9108)
+    assert parse_metrics("localhost:1") == ("localhost", 1)
+    for bad in ("localhost", "a:b", "1:2:3:x"):
+        with pytest.raises(MetricsError, match="--metrics"):
+            parse_metrics(bad)
