@@ -118,6 +118,7 @@ class GossipCore:
         self.want_health = False  # ask push-pull peers for their health (observers)
         self.peer_health: dict[int, tuple[float, dict[str, Any]]] = {}  # node -> (when, health)
         self.health_extra: Any = None  # () -> dict: what the node adds to its own health
+        self.dataset_server: Any = None  # (offset, length) -> DS frame: shares the dataset blob
         self.started = False
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Addr]] = []

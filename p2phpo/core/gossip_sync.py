@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from p2phpo.core import health
+from p2phpo.core import dataset_xfer, health
 from p2phpo.core.messages import PPEnd, PPEntries, PPState, decode_frame, to_wire
 from p2phpo.core.wire_codec import DropReason, WireError
 
@@ -121,6 +121,8 @@ class SyncSession:
         try:
             if health.is_health(frame):
                 return self._health(frame, now)  # type: ignore[arg-type]
+            if dataset_xfer.is_dataset(frame):
+                return self._dataset(frame)  # type: ignore[arg-type]
             msg = decode_frame(frame)
             return self._handle(msg, now)
         except WireError as e:
@@ -143,6 +145,16 @@ class SyncSession:
         while len(core.peer_health) > health.MAX_LIST:
             del core.peer_health[next(iter(core.peer_health))]
         return []
+
+    def _dataset(self, frame: list[Any]) -> list[Any]:
+        """Serve one chunk of this node's dataset blob (responder only)."""
+        if self.initiator:
+            raise WireError(DropReason.BAD_SCHEMA, "unasked dataset frame")
+        offset, length = dataset_xfer.decode_get(frame)
+        serve = self.core.dataset_server
+        if serve is None:
+            return [dataset_xfer.none_frame("this node has no dataset to share", False)]
+        return [serve(offset, length)]
 
     def _handle(self, msg: PPState | PPEntries | PPEnd, now: float) -> list[Any]:
         if isinstance(msg, PPState):

@@ -56,10 +56,12 @@ from p2phpo.core.search import (
     StudyDone,
 )
 from p2phpo.keys import KeyFileError, load_keyring
+from p2phpo.runtime.datasets import DatasetServer, FetchError, fetch_dataset
 from p2phpo.runtime.metrics import Metrics, MetricsError
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
+from p2phpo.train.share import find_blob
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.snapshot import (
     Event,
@@ -72,6 +74,7 @@ from p2phpo.ui.snapshot import (
 log = logging.getLogger("p2phpo.node")
 
 DEFAULT_PORT = 7946
+BUILTIN_OBJECTIVE = "mnist-mlp"  # the objective whose dataset nodes can share
 DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "default_study.toml"
 _STATUS = {TrialStatus.COMPLETE: Status.COMPLETE, TrialStatus.PRUNED: Status.PRUNED,
            TrialStatus.FAILED: Status.FAILED}
@@ -129,6 +132,10 @@ class Node:
         self.started = asyncio.Event()
         self._t0 = time.monotonic()
         self.metrics: Metrics | None = None
+        self._dataset_blob: str | None = None  # a dataset received from a peer
+        self._fetching = False
+        self._fetch_step = -1
+        self._fetch_progress: tuple[str, int, int] | None = None
         self.network: tuple[str, bool] | None = None  # (latest join notice, joined?)
 
     # -- setup -----------------------------------------------------------------
@@ -410,6 +417,9 @@ class Node:
         assert self.storage is not None
         entry = self.ledger.study
         if self.opts.study is None and entry is not None and entry.fingerprint != fp:
+            if self._may_fetch():
+                self._spawn(self._fetch_dataset("this node's dataset differs from the cluster's"))
+                return
             self.request_stop(2, (
                 "this node's dataset differs from the cluster's (study fingerprint "
                 f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir"))
@@ -437,9 +447,7 @@ class Node:
 
     async def _start_worker(self) -> None:
         assert self.spec is not None and self.storage is not None
-        options = dict(self.spec.objective_options)
-        if self.opts.data_dir:
-            options["data_dir"] = self.opts.data_dir
+        options = self._worker_options()
         worker = WorkerClient(self.spec.objective, options,
                               cache_dir=self.storage.root / "jax-cache",
                               stderr_path=self.storage.root / "node.log")
@@ -447,13 +455,84 @@ class Node:
             self.worker_info = await worker.start()
         except SetupError as exc:
             await worker.close()
+            if self._may_fetch():
+                self._spawn(self._fetch_dataset(f"this node cannot load the dataset ({exc})"))
+                return
             self.request_stop(2, f"the objective could not start on this node: {exc}")
             return
         self.worker = worker
         ds = self.worker_info.get("dataset") or {}
         if ds:
             self._event("ready", self.node_id, detail=f"dataset {ds.get('name')} from {ds.get('source')}")
+            if self.spec.objective == BUILTIN_OBJECTIVE and self.rt is not None:
+                self.rt.core.dataset_server = DatasetServer(options, str(ds.get("fingerprint")))
         self.wake.set()
+
+    # -- datasets by content ------------------------------------------------------------
+    def _worker_options(self) -> dict[str, Any]:
+        assert self.spec is not None
+        options = dict(self.spec.objective_options)
+        if self._dataset_blob is not None:  # received from a peer: exactly the cluster's arrays
+            options["dataset"] = self._dataset_blob
+            options.pop("data_dir", None)
+        elif self.opts.data_dir:
+            options["data_dir"] = self.opts.data_dir
+        return options
+
+    def _may_fetch(self) -> bool:
+        """A node that adopted the cluster's study may fetch its dataset (once)."""
+        return (self.opts.study is None and self.ledger.study is not None and self.spec is not None
+                and self.spec.objective == BUILTIN_OBJECTIVE and self._dataset_blob is None
+                and not self._fetching)
+
+    async def _fetch_dataset(self, why: str) -> None:
+        """Get the study's dataset (cache, else a ready peer), then restart the worker on it."""
+        self._fetching = True
+        entry, spec = self.ledger.study, self.spec
+        assert entry is not None and spec is not None and self.rt is not None
+        if self.worker is not None:
+            await self.worker.close()
+            self.worker = None
+
+        def accept(ds_fp: str) -> bool:
+            return spec.fingerprint(ds_fp) == entry.fingerprint
+
+        path = find_blob(accept)
+        if path is None:
+            self._event("dataset", None, detail=f"{why}; fetching the study's dataset from a peer")
+            try:
+                path = await fetch_dataset(await self._dataset_peers(entry.fingerprint),
+                                           self.rt.tcp, self.node_id, accept, self._on_fetch)
+            except FetchError as exc:
+                self.request_stop(2, str(exc))
+                return
+            self._event("dataset", None, detail=f"received the study's dataset into {path}")
+        self._dataset_blob = str(path)
+        self._worker_task = None  # the search loop starts the worker again, on the blob
+        self._fetching = False
+        self.wake.set()
+
+    async def _dataset_peers(self, fp: str, wait: float = 60.0) -> list[tuple[str, Any]]:
+        """Ready members that run the study (waits up to ``wait`` s for one)."""
+        assert self.rt is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while True:
+            peers = [(f"{m.node:016x} at {m.addr[0]}:{m.addr[1]}", m.addr)
+                     for m in self.rt.core.members()
+                     if m.node != self.node_id and m.state.name == "ALIVE"
+                     and (m.meta or {}).get("ready") and (m.meta or {}).get("study") == fp]
+            if peers or loop.time() >= end:
+                return peers
+            await asyncio.sleep(1.0)
+
+    def _on_fetch(self, name: str, got: int, total: int) -> None:
+        step = 4 * got // total
+        if step > self._fetch_step or got == total:
+            self._fetch_step = step
+            self._event("dataset", None, detail=f"fetching from {name}: {got / 1e6:.1f} of "
+                        f"{total / 1e6:.1f} MB")
+        self._fetch_progress = (name, got, total)
 
     def _check_refused(self) -> None:
         if self.core is not None and self.core.refused:
@@ -548,6 +627,9 @@ class Node:
                                      m.node == self.node_id))
         ds = self.worker_info.get("dataset") or {}
         source = f"{ds.get('name')} ({ds.get('source')})" if ds else None
+        if self._fetching and self._fetch_progress is not None:
+            name, got, total = self._fetch_progress
+            source = f"fetching from {name}: {got / 1e6:.1f} of {total / 1e6:.1f} MB"
         agree, total = self.rt.core.agreement()
         health = {"dropped": dict(counters.get("dropped", {})), "peers_agree": agree,
                   "peers_total": total, **self._rates(counters, now)}
