@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from p2phpo.core.ledger import Ledger
 from p2phpo.export import FORMATS, ExportError, write_optuna, write_rows
 from p2phpo.runtime.udp import run as run_loop
 from p2phpo.storage import StorageError, read_state
+from p2phpo.ui.errors import fail, note
 from p2phpo.ui.snapshot import default_state_dir
 
 
@@ -23,16 +23,19 @@ class _UserError(Exception):
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    fail(message)
     return typer.Exit(2)
 
 
 def _note(message: str) -> None:
-    Console(stderr=True).print(message, highlight=False, markup=False, soft_wrap=True)
+    note(message)
 
 
 def _ledger_from_dir(state_dir: Path) -> Ledger:
     root = state_dir.expanduser()
+    if root.is_file():
+        raise _UserError(f"--state-dir {root} is a file, not a folder; point it at a node's state "
+                         "dir (the folder that holds ledger.log)")
     if not root.is_dir():
         raise _UserError(f"state dir {root} does not exist; point --state-dir at a node's state dir")
     try:
@@ -42,6 +45,9 @@ def _ledger_from_dir(state_dir: Path) -> Ledger:
     if snap.torn_bytes:
         _note(f"note: skipped {snap.torn_bytes} bytes at the end of {root}/ledger.log "
               "(a record being written, or a torn tail)")
+    if snap.damaged_records:
+        _note(f"note: skipped {snap.damaged_records} damaged record(s) in {root}/ledger.log; "
+              "the node repairs them from its peers when it next starts")
     return snap.ledger
 
 
@@ -65,12 +71,12 @@ def _ledger_from_seed(seed: str, key_file: Path | None, cluster: str = "default"
     return result
 
 
-def _write(ledger: Ledger, fmt: str, out: Path | None) -> int:
+def _write(ledger: Ledger, fmt: str, out: Path | None, include_all: bool) -> int:
     if out is None:
-        return write_rows(ledger, fmt, sys.stdout)
+        return write_rows(ledger, fmt, sys.stdout, include_all)
     try:
         with open(out, "w", encoding="utf-8", newline="") as f:
-            return write_rows(ledger, fmt, f)
+            return write_rows(ledger, fmt, f, include_all)
     except OSError as exc:
         raise _UserError(f"cannot write {out}: {exc.strerror}") from None
 
@@ -101,6 +107,10 @@ def export(
     key_file: Annotated[
         Path | None, typer.Option("--key-file", help="Cluster key file, for --seed (or set P2PHPO_KEY).")
     ] = None,
+    include_all: Annotated[
+        bool, typer.Option("--all", help="Also export SUPERSEDED trials (claims that lost "
+                           "their slot to another node and never trained).")
+    ] = False,
     cluster: Annotated[str, typer.Option("--cluster", help="Cluster label, for --seed.")] = "default",
     insecure: Annotated[
         bool, typer.Option("--insecure", help="For --seed: fetch from a cluster that runs "
@@ -110,17 +120,18 @@ def export(
         float, typer.Option("--timeout", help="For --seed: seconds to wait for the ledger.")
     ] = 10.0,
 ) -> None:
-    """Export every trial (params, state, reports, result, node, duration)."""
+    """Export the trials (params, state, reports, result, node, duration)."""
     try:
         _export(state_dir, fmt.lower(), storage, out, seed, key_file,
-                (cluster, insecure, timeout))
+                (cluster, insecure, timeout), include_all)
     except (_UserError, ExportError) as exc:
         raise _fail(str(exc)) from None
 
 
 def _export(state_dir: Path | None, fmt: str, storage: str | None, out: Path | None,
             seed: str | None, key_file: Path | None,
-            remote: tuple[str, bool, float] = ("default", False, 10.0)) -> None:
+            remote: tuple[str, bool, float] = ("default", False, 10.0),
+            include_all: bool = False) -> None:
     if fmt not in FORMATS:
         raise _UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "optuna" and not storage:
@@ -132,9 +143,9 @@ def _export(state_dir: Path | None, fmt: str, storage: str | None, out: Path | N
     else:
         ledger = _ledger_from_dir(state_dir or default_state_dir())
     if fmt == "optuna":
-        name, count = write_optuna(ledger, storage or "")
+        name, count = write_optuna(ledger, storage or "", include_all=include_all)
         _note(f"wrote {count} trials to Optuna study {name!r} in {storage}")
         return
-    count = _write(ledger, fmt, out)
+    count = _write(ledger, fmt, out, include_all)
     if out is not None:
         _note(f"wrote {count} trials to {out}")

@@ -30,6 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
+from p2phpo.core.durability import GateConfig, Linger, RepairGate
 from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
 from p2phpo.core.gossip import EntriesMerged
 from p2phpo.core.gossip_types import InSync
@@ -59,7 +60,7 @@ from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.datasets import DatasetServer, FetchError, fetch_dataset
 from p2phpo.runtime.metrics import Metrics, MetricsError
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
-from p2phpo.storage import Storage, StorageError
+from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train.share import find_blob
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
@@ -97,6 +98,7 @@ class NodeOptions:
     profile: str = "lan"
     data_dir: str | None = None
     linger: bool = False
+    grace: float = 30.0  # a finished node waits this long at most for peers not done yet
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
     metrics: str | None = None  # --metrics HOST:PORT (Prometheus text format)
     log_level: str = "info"
@@ -124,7 +126,10 @@ class Node:
         self.done: str | None = None
         self._progress: dict[tuple[int, int], int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._own_seq0 = 0
+        self.gate: RepairGate | None = None
+        self.linger = Linger(opts.grace, forever=opts.linger)
+        self._seeds: list[tuple[str, int]] = []
+        self._peers_saved_at = -1e9
         self._worker_task: asyncio.Task[Any] | None = None
         self.summary: TrialSummary | None = None
         self.addr: tuple[str, int] | None = None
@@ -137,6 +142,7 @@ class Node:
         self._fetch_step = -1
         self._fetch_progress: tuple[str, int, int] | None = None
         self.network: tuple[str, bool] | None = None  # (latest join notice, joined?)
+        self._study_fp: str | None = None
 
     # -- setup -----------------------------------------------------------------
     def setup(self) -> None:
@@ -149,13 +155,13 @@ class Node:
         self.keyed = ring is not None
         if o.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise NodeError(f"unknown --log-level {o.log_level!r}; use debug, info, warning or error")
+        if not o.grace >= 0:
+            raise NodeError(f"--grace must be a number of seconds >= 0, not {o.grace}")
         if o.profile not in PROFILES:
             raise NodeError(f"unknown profile {o.profile!r}; use one of {', '.join(PROFILES)}")
         try:
             if o.study is not None:
                 self.spec = StudySpec.load(o.study)
-            elif not o.seeds and not o.observer:
-                self.spec = StudySpec.load(DEFAULT_STUDY)
         except StudyError as exc:
             raise NodeError(str(exc)) from None
         if o.observer:
@@ -168,11 +174,16 @@ class Node:
                 raise NodeError(str(exc)) from None
             self.ledger = self.storage.ledger
             self.node_id = self.storage.node_id
-            self._own_seq0 = self.ledger.vv.get(self.node_id, 0)
             restart = self.storage.meta.restart_counter
             incarnation = self.storage.meta.incarnation + 1
-            self.storage.set_incarnation(incarnation)
+            try:
+                self.storage.set_incarnation(incarnation)
+            except StorageError as exc:
+                self.storage.close()
+                raise NodeError(str(exc)) from None
             self._setup_log()
+        if self.spec is None and not o.seeds and not o.observer and not self._rejoining():
+            self.spec = StudySpec.load(DEFAULT_STUDY)  # neither --study nor --seed
         self.summary = TrialSummary(self.ledger)
         try:
             self.rt = GossipRuntime.create(
@@ -184,19 +195,42 @@ class Node:
             seeds = [parse_hostport(s, DEFAULT_PORT) for s in o.seeds]
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
-        self._seeds = seeds
         self.rt.core.health_extra = self.health_extra
+        self._seeds = seeds + self._remembered(seeds)
+        if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
+            raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
+                            "was lost and no peer is known; start the node with --study FILE")
+
+    def _rejoining(self) -> bool:
+        """A state dir that already runs a study resumes it (with its remembered peers)."""
+        st = self.storage
+        return st is not None and (st.ledger.study is not None or st.meta.study is not None)
+
+    def _remembered(self, seeds: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The peers this state dir remembers (rejoin without --seed), minus ``seeds``."""
+        if self.storage is None:
+            return []
+        out = []
+        for text in self.storage.remembered_peers():
+            try:
+                addr = parse_hostport(text, DEFAULT_PORT)
+            except RuntimeConfigError:
+                continue
+            if addr not in seeds and addr not in out:
+                out.append(addr)
+        return out
 
     def _setup_log(self) -> None:
         assert self.storage is not None
-        handler = logging.handlers.RotatingFileHandler(
+        handler = _QuietFileHandler(
             self.storage.root / "node.log", maxBytes=5 << 20, backupCount=3)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("p2phpo")
         root.addHandler(handler)
         root.setLevel(self.opts.log_level.upper())
-        if self.storage.truncated_bytes:
-            log.warning("cut a torn tail of %d bytes from ledger.log", self.storage.truncated_bytes)
+        if self.storage.recovery:
+            log.warning("%s", self.storage.recovery.note())
+            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
 
     # -- the main task -----------------------------------------------------------
     async def run(self) -> int:
@@ -207,6 +241,10 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        if self.storage is not None:
+            self.gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds),
+                                   now=loop.time(), start_wall=time.time(),
+                                   config=GateConfig.for_profile(PROFILES[self.opts.profile]))
         try:
             addr = await self.rt.start(self._seeds)
         except OSError as exc:
@@ -247,7 +285,8 @@ class Node:
 
     async def _shutdown(self) -> None:
         wall = time.time()
-        if self.core is not None and not self.done:
+        disk_ok = self.storage is None or self.storage.failed is None
+        if self.core is not None and not self.done and disk_ok:
             for tid in self.core.running:
                 self._event("left", self.node_id, tid, "trial abandoned for reclaim")
             self.core.leave(wall)
@@ -259,7 +298,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.rt is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.stop(leave=True), 5.0)
+                await asyncio.wait_for(self.rt.stop(leave=disk_ok), 5.0)
         if self.worker is not None:
             await self.worker.close()
         if self.metrics is not None:
@@ -270,8 +309,12 @@ class Node:
     # -- gossip events -------------------------------------------------------------
     def _on_gossip_event(self, ev: Any) -> None:
         if isinstance(ev, InSync):
+            now = asyncio.get_running_loop().time()
+            if self.gate is not None:
+                self.gate.synced(now)
             if self.core is not None and self.rt is not None:
-                self.core.synced_with(ev.peer, asyncio.get_running_loop().time())
+                self.core.synced_with(ev.peer, now)
+            self.wake.set()
             return
         if isinstance(ev, EntriesMerged):
             self._on_merged(ev.entries)
@@ -286,19 +329,24 @@ class Node:
         elif isinstance(ev, MemberRefuted):
             self._event("refuted", ev.node, detail=f"incarnation {ev.incarnation}")
             if ev.node == self.node_id and self.storage is not None:
-                self.storage.set_incarnation(ev.incarnation)
+                try:
+                    self.storage.set_incarnation(ev.incarnation)
+                except StorageError as exc:
+                    self._disk_failed(exc)
         self.wake.set()
 
     def _on_merged(self, entries: list[Entry]) -> None:
-        mine = [e.seq for e in entries if e.origin == self.node_id]
-        if mine and self.storage is not None:
-            self.request_stop(2, (
-                f"stale state dir: peers hold seq {max(mine)} of this node, which this state dir "
-                f"never wrote (it holds seq {self._own_seq0}); it was copied or restored from a "
-                "backup: start this node with a new --state-dir"))
-            return
+        if self.gate is not None:
+            self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
+            if self.gate.refused:
+                self.request_stop(2, self.gate.refused)
+                return
         if self.storage is not None:
-            self.storage.append(entries, sync=False)
+            try:
+                self.storage.append(entries, sync=False)
+            except StorageError as exc:
+                self._disk_failed(exc)
+                return
         for e in entries:
             if isinstance(e, StudyEntry):
                 self._event("study", e.origin, detail=f"adopted study {e.spec.get('study', {}).get('name', '?')}")
@@ -381,19 +429,29 @@ class Node:
         while not self.stop_event.is_set():
             self.wake.clear()
             timeout = 1.0
+            self._remember_peers(loop.time())
             if self.core is None:
                 await self._prepare_search()
+                timeout = self._gate_timeout(loop.time(), timeout)
+            if self.linger.may_exit(loop.time(), self._member_metas()):
+                self.request_stop(0)
+                break
             if self.core is not None:
                 now, wall = loop.time(), time.time()
                 self.core.set_members(now, self.members())
                 cmds = self.core.step(now, wall)
                 self._flush_entries()
                 self._check_refused()
+                if self.stop_event.is_set():
+                    break  # e.g. the disk refused this step's entries: act on none of them
                 for cmd in cmds:
                     self._dispatch(cmd)
                 timer = self.core.get_timer(loop.time(), time.time())
                 if timer is not None:
                     timeout = max(0.01, min(timeout, timer - loop.time()))
+                linger = self.linger.timer()
+                if self.done and linger is not None:
+                    timeout = max(0.01, min(timeout, linger - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
@@ -424,6 +482,8 @@ class Node:
                 "this node's dataset differs from the cluster's (study fingerprint "
                 f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir"))
             return
+        if not self._gate_open():
+            return
         spec = self.spec
         config = SearchConfig.for_profile(PROFILES[self.opts.profile], max_retries=spec.max_retries,
                                           trial_timeout=spec.trial_timeout)
@@ -434,12 +494,59 @@ class Node:
         self._flush_entries()
         try:
             self.storage.adopt_study(fp)
+        except DiskError as exc:
+            self._disk_failed(exc)
+            return
         except StorageError as exc:
             self.request_stop(2, str(exc))
             return
         assert self.rt is not None
+        self._study_fp = fp
         self.rt.set_meta({"ready": True, "study": fp})
         self.wake.set()
+
+    def _gate_open(self) -> bool:
+        """Whether this node may write: after it synced with its cluster (repairing its own
+        lost entries), or alone; fills what nobody holds, says what it repaired."""
+        gate = self.gate
+        if gate is None or gate.opened:
+            return True
+        if not gate.due(asyncio.get_running_loop().time()):
+            return False
+        fill = gate.open(time.time())
+        if fill:
+            assert self.storage is not None and self.rt is not None
+            try:
+                self.storage.append(fill, sync=True)
+            except StorageError as exc:
+                self._disk_failed(exc)
+                return False
+            self.rt.append_local(fill)
+        if gate.note:
+            log.warning("%s", gate.note)
+            self._event("repaired", self.node_id, detail=gate.note)
+        return True
+
+    def _gate_timeout(self, now: float, timeout: float) -> float:
+        t = self.gate.timer() if self.gate is not None else None
+        return timeout if t is None else max(0.01, min(timeout, t - now))
+
+    def _member_metas(self) -> dict[int, tuple[str, dict]]:
+        assert self.rt is not None
+        return {m.node: (m.state.name, dict(m.meta or {})) for m in self.rt.core.members()
+                if m.node != self.node_id}
+
+    def _remember_peers(self, now: float) -> None:
+        """Keep the addresses of the live members in the state dir (every 2 s at most)."""
+        if self.storage is None or self.rt is None or now < self._peers_saved_at + 2.0:
+            return
+        self._peers_saved_at = now
+        addrs = [_addr_str(m.addr) for m in self.rt.core.members()
+                 if m.node != self.node_id and m.state.name in ("ALIVE", "SUSPECT")]
+        try:
+            self.storage.remember_peers(addrs)
+        except StorageError as exc:
+            self._disk_failed(exc)
 
     def _dataset_fp(self) -> str:
         ds = self.worker_info.get("dataset") or {}
@@ -545,8 +652,22 @@ class Node:
         if not new:
             return
         assert self.storage is not None and self.rt is not None
-        self.storage.append(new, sync=True)  # durable before anyone can see them
+        try:
+            self.storage.append(new, sync=True)  # durable before anyone can see them
+        except StorageError as exc:
+            self._disk_failed(exc)
+            return
         self.rt.append_local(new)
+
+    def _disk_failed(self, exc: StorageError) -> None:
+        """The state dir refused a write: stop gossiping now (what it holds unsaved must
+        not leave), leave so the running trial is retried elsewhere, exit 1."""
+        if self.rt is not None:
+            self.rt.halt()
+        if self.core is not None:
+            self.core.ready = False
+        self.request_stop(1, f"{str(exc).rstrip('.')}; the node stopped and its running trial "
+                             "is left to the other nodes")
 
     def _dispatch(self, cmd: Any) -> None:
         if isinstance(cmd, StartTrial):
@@ -563,8 +684,10 @@ class Node:
             self.done = cmd.reason
             self._event("done", None, detail=cmd.reason)
             log.info("study done: %s", cmd.reason)
-            if not self.opts.linger:
-                self.request_stop(0)
+            self.linger.done(asyncio.get_running_loop().time())
+            if self.rt is not None and self.spec is not None:  # peers wait for this
+                self.rt.set_meta({"ready": True, "study": self._study_fp, "done": True})
+            self.wake.set()
 
     async def _run_trial(self, cmd: StartTrial) -> None:
         assert self.worker is not None and self.core is not None
@@ -643,6 +766,18 @@ class Node:
             network_ok=self.network[1] if self.network else True,
             **({"done": True} if self.done else {}),
         )
+
+
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
+    """node.log: a full or failing disk drops log lines instead of printing tracebacks."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.dropped = getattr(self, "dropped", 0) + 1
+
+
+def _addr_str(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def stderr_console() -> Console:

@@ -304,6 +304,28 @@ class GossipRuntime:
             self._transport.close()
             self._transport = None
 
+    def halt(self) -> None:
+        """Stop at once, without awaiting: gossip a LEAVE, then send and serve nothing more.
+
+        For a node whose disk failed: its ledger may hold entries it could not
+        persist, which no push-pull or sync reply may hand out.
+        """
+        loop = self._loop
+        if self._transport is None or loop is None:
+            return
+        self.core.leave(loop.time())
+        for data, addr in self.core.datagrams_to_send(loop.time()):
+            self._transport.sendto(data, addr)
+        self._transport.close()
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for t in list(self._tasks) + (list(self._pp.tasks) if self._pp is not None else []):
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
+
     # ------------------------------------------------------------------ node helpers
     def append_local(self, entries: list[Entry]) -> None:
         self.core.append_local(entries)

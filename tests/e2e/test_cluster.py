@@ -53,8 +53,8 @@ def test_three_nodes_share_the_budget_exactly(tmp_path: Path, nodes) -> None:
 
 def test_killed_node_is_reclaimed_and_restarts_from_its_state_dir(tmp_path: Path, nodes) -> None:
     study = write_study(tmp_path / "s.toml", n_trials=10, epochs=4, sleep=0.25)
-    a = nodes("a", "--study", str(study)).start()
-    b = nodes("b", "--seed", a.addr).start()
+    a = nodes("a", "--study", str(study), "--grace", "2").start()  # c stays dead: don't wait
+    b = nodes("b", "--seed", a.addr, "--grace", "2").start()
     c = nodes("c", "--seed", a.addr).start()
     wait_for(lambda: started(c), 60, "node c to start a trial")
     time.sleep(0.3)
