@@ -108,7 +108,7 @@ MLP_STUDY = """
 name = "shared-data"
 direction = "maximize"
 seed = 0
-n_trials = 8
+n_trials = 5000
 
 [sampler]
 name = "random"
@@ -131,6 +131,8 @@ batch_size = { type = "choice", values = [32] }
 
 def test_two_nodes_train_on_a_dataset_only_one_of_them_has(tmp_path: Path) -> None:
     """Node a has the custom dataset (--data-dir); node b has nothing and fetches it from a."""
+    import signal
+
     from tests.e2e.cluster import NodeProc, export, wait_for
 
     data = tiny_dataset(tmp_path / "data" / "tiny").parent
@@ -143,17 +145,20 @@ def test_two_nodes_train_on_a_dataset_only_one_of_them_has(tmp_path: Path) -> No
         wait_for(lambda: any(e["event"] == "ready" for e in a.events()) or a.proc.poll() is not None,
                  120, "a's worker")
         b.start(env={"XDG_CACHE_HOME": str(tmp_path / "cache-b")})
-        for n in (a, b):
-            assert n.wait(300) == 0, n.err.read_text()[-3000:]
+        # Trials take milliseconds once compiled: stop when b has finished a few of its own.
+        wait_for(lambda: sum(e["event"] == "finished" for e in b.events()) >= 3
+                 or b.proc.poll() is not None, 240, "b to train on the fetched dataset")
+        for n in (b, a):
+            n.signal(signal.SIGINT)
+            assert n.wait(60) == 0, n.err.read_text()[-3000:]
     finally:
         a.kill()
         b.kill()
-    rows = export(a.state)
-    assert export(b.state) == rows
-    done = [r for r in rows if r["state"] == "COMPLETE"]
-    assert len(done) == 8 and all(0 < r["value"] < 1 for r in done)
     b_id = b.events()[0]["node"]
-    assert any(r["node"] == b_id for r in done)  # b trained too, on a's data
+    rows = export(b.state)
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert all(0 < r["value"] < 1 for r in done)  # real training: neither 0 nor 100 %
+    assert {r["node"] for r in done} == {a.events()[0]["node"], b_id}  # both nodes trained
     said = [e.get("detail", "") for e in b.events() if e["event"] == "dataset"]
     assert any("fetching the study's dataset from a peer" in d for d in said)
     assert any("received the study's dataset" in d for d in said)
