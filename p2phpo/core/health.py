@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from p2phpo.core.entries import trial_id_str
+from p2phpo.core.ledger import TrialState
 from p2phpo.core.messages import MsgType, State
 from p2phpo.core.wire_codec import (
     DropReason,
@@ -67,10 +69,20 @@ def core_health(core: GossipCore, extra: Mapping[str, Any] | None = None) -> dic
         "ledger": {"entries": len(core.ledger), "origins": len(core.ledger.vv),
                    "vv_hash": core.ledger.vv_hash() & (_I64 - 1)},
         "members": members,
+        "running": running_trials(core),
     }
-    for k, v in (extra or {}).items():
-        out.setdefault(k, v)
+    study = core.ledger.study
+    if study is not None:
+        out["study"] = str(study.spec.get("study", {}).get("name", ""))[:MAX_STR]
+    out.update(extra or {})  # the node knows better (e.g. which trial its worker runs)
     return out
+
+
+def running_trials(core: GossipCore) -> list[str]:
+    """This node's own RUNNING trials, as the ledger shows them (at most ``MAX_LIST``)."""
+    mine = [tid for tid, v in core.ledger.trials().items()
+            if tid[0] == core.node_id and v.state is TrialState.RUNNING]
+    return [trial_id_str(t) for t in sorted(mine)[:MAX_LIST]]
 
 
 def decode_health(frame: list[Any]) -> tuple[int, dict[str, Any]]:

@@ -8,6 +8,7 @@ ledger holds the study and has stopped growing (or ``timeout`` passed).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 from typing import Any
@@ -84,9 +85,26 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
         await stop_observer(node)
         raise NodeError(f"no study arrived from {seed} within {timeout:g} s: {why}")
     end = t0 + timeout
-    while node.seed_health() is None and loop.time() < end:
+    while seed_health(node) is None and loop.time() < end:
         await asyncio.sleep(0.1)
     return node
+
+
+def seed_health(node: Node) -> tuple[str, dict[str, Any]] | None:
+    """(the seed as the user named it, its own health) once a push-pull brought it."""
+    if node.rt is None:
+        return None
+    core = node.rt.core
+    for addr, nid in core.seed_nodes.items():
+        got = core.peer_health.get(nid)
+        if got is not None:
+            return node.rt.seeds.name_of(addr), got[1]
+    return None
+
+
+def observed(node: Node) -> Any:
+    """The observer's snapshot with the seed's own health (``status --seed``)."""
+    return dataclasses.replace(node.snapshot(), remote=seed_health(node))
 
 
 async def stop_observer(node: Node) -> None:

@@ -34,8 +34,6 @@ from p2phpo.core.durability import GateConfig, Linger, RepairGate
 from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
 from p2phpo.core.gossip import EntriesMerged
 from p2phpo.core.gossip_types import InSync
-from p2phpo.core.health import core_health
-from p2phpo.core.joinwatch import JoinWatch, Notice
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
     MemberAlive,
@@ -45,7 +43,6 @@ from p2phpo.core.membership import (
     MemberRefuted,
     MemberSuspected,
 )
-from p2phpo.core.messages import State
 from p2phpo.core.profiles import PROFILES
 from p2phpo.core.search import (
     MemberView,
@@ -57,12 +54,9 @@ from p2phpo.core.search import (
     StudyDone,
 )
 from p2phpo.keys import KeyFileError, load_keyring
-from p2phpo.runtime.datasets import DatasetServer, FetchError, fetch_dataset
-from p2phpo.runtime.metrics import Metrics, MetricsError
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
-from p2phpo.train.share import find_blob
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.snapshot import (
     Event,
@@ -75,7 +69,6 @@ from p2phpo.ui.snapshot import (
 log = logging.getLogger("p2phpo.node")
 
 DEFAULT_PORT = 7946
-BUILTIN_OBJECTIVE = "mnist-mlp"  # the objective whose dataset nodes can share
 DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "default_study.toml"
 _STATUS = {TrialStatus.COMPLETE: Status.COMPLETE, TrialStatus.PRUNED: Status.PRUNED,
            TrialStatus.FAILED: Status.FAILED}
@@ -100,7 +93,6 @@ class NodeOptions:
     linger: bool = False
     grace: float = 30.0  # a finished node waits this long at most for peers not done yet
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
-    metrics: str | None = None  # --metrics HOST:PORT (Prometheus text format)
     log_level: str = "info"
 
 
@@ -135,13 +127,6 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
-        self._t0 = time.monotonic()
-        self.metrics: Metrics | None = None
-        self._dataset_blob: str | None = None  # a dataset received from a peer
-        self._fetching = False
-        self._fetch_step = -1
-        self._fetch_progress: tuple[str, int, int] | None = None
-        self.network: tuple[str, bool] | None = None  # (latest join notice, joined?)
         self._study_fp: str | None = None
 
     # -- setup -----------------------------------------------------------------
@@ -195,7 +180,6 @@ class Node:
             seeds = [parse_hostport(s, DEFAULT_PORT) for s in o.seeds]
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
-        self.rt.core.health_extra = self.health_extra
         self._seeds = seeds + self._remembered(seeds)
         if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
             raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
@@ -257,9 +241,6 @@ class Node:
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
         if not self.opts.observer:
             self._spawn(self._search_loop())
-        self._spawn(self._watch_loop())
-        if self.opts.metrics:
-            await self._start_metrics(self.opts.metrics)
         await self.stop_event.wait()
         await self._shutdown()
         return self.exit_code
@@ -301,8 +282,6 @@ class Node:
                 await asyncio.wait_for(self.rt.stop(leave=disk_ok), 5.0)
         if self.worker is not None:
             await self.worker.close()
-        if self.metrics is not None:
-            self.metrics.stop()
         if self.storage is not None:
             self.storage.close()
 
@@ -359,70 +338,6 @@ class Node:
             out[m.node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
         return out
 
-    # -- join diagnostics -------------------------------------------------------------
-    async def _watch_loop(self) -> None:
-        """Once a second: what the node waits for (every few seconds), its seed once joined."""
-        loop = asyncio.get_running_loop()
-        watch = JoinWatch(started=loop.time())
-        while True:
-            await asyncio.sleep(1.0)
-            for notice in self.watch_step(watch, loop.time()):
-                self._event(notice.kind, None, detail=notice.text)
-                if notice.kind != "rejecting":
-                    self.network = (notice.text, notice.kind == "joined")
-
-    def watch_step(self, watch: JoinWatch, now: float) -> list[Notice]:
-        assert self.rt is not None
-        core = self.rt.core
-        dead = len(core.membership.ids(State.DEAD))
-        return watch.step(now, joined=core.membership.joined, peers=core.membership.n_live() - 1,
-                          dead=dead,
-                          seeds=self.rt.seed_states(), unresolved=self.rt.seed_errors(),
-                          drops_by_addr=core.drops_by_addr)
-
-    # -- health (ours for status --seed, a seed's for an observer) ---------------------
-    def health_extra(self) -> dict[str, Any]:
-        """What only the node knows of its health; the gossip core adds the rest."""
-        assert self.rt is not None
-        c = self.rt.counters()
-        running = sorted(self.core.running) if self.core is not None else []
-        role = "observer" if self.opts.observer else "worker" if self.core is not None else "joining"
-        ds = self.worker_info.get("dataset") or {}
-        return {
-            "role": role, "study": self.spec.name if self.spec is not None else "",
-            "running": [trial_id_str(t) for t in running][:64],
-            "uptime": round(time.monotonic() - self._t0, 1),
-            "tcp": {"sessions": c.get("tcp_sessions", 0), "refused": c.get("tcp_refused", 0)},
-            "dataset": f"{ds.get('name')} ({ds.get('source')})" if ds else "",
-            **({"network": self.network[0]} if self.network else {}),
-        }
-
-    def health(self) -> dict[str, Any]:
-        """This node's own health: what ``status --seed`` and ``--metrics`` show."""
-        assert self.rt is not None
-        return core_health(self.rt.core, self.health_extra())
-
-    async def _start_metrics(self, spec: str) -> None:
-        self.metrics = Metrics(self.health)
-        try:
-            host, port = await self.metrics.start(spec)
-        except MetricsError as exc:
-            raise NodeError(str(exc)) from None
-        self._spawn(self.metrics.refresh())
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self._event("metrics", self.node_id, detail=f"Prometheus metrics at http://{where}/metrics")
-
-    def seed_health(self) -> tuple[str, dict[str, Any]] | None:
-        """(the seed as the user named it, its own health) once a push-pull brought it."""
-        if self.rt is None:
-            return None
-        core = self.rt.core
-        for addr, nid in core.seed_nodes.items():
-            got = core.peer_health.get(nid)
-            if got is not None:
-                return self.rt.seeds.name_of(addr), got[1]
-        return None
-
     # -- the search ------------------------------------------------------------------
     async def _search_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -475,9 +390,6 @@ class Node:
         assert self.storage is not None
         entry = self.ledger.study
         if self.opts.study is None and entry is not None and entry.fingerprint != fp:
-            if self._may_fetch():
-                self._spawn(self._fetch_dataset("this node's dataset differs from the cluster's"))
-                return
             self.request_stop(2, (
                 "this node's dataset differs from the cluster's (study fingerprint "
                 f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir"))
@@ -554,7 +466,9 @@ class Node:
 
     async def _start_worker(self) -> None:
         assert self.spec is not None and self.storage is not None
-        options = self._worker_options()
+        options = dict(self.spec.objective_options)
+        if self.opts.data_dir:
+            options["data_dir"] = self.opts.data_dir
         worker = WorkerClient(self.spec.objective, options,
                               cache_dir=self.storage.root / "jax-cache",
                               stderr_path=self.storage.root / "node.log")
@@ -562,84 +476,13 @@ class Node:
             self.worker_info = await worker.start()
         except SetupError as exc:
             await worker.close()
-            if self._may_fetch():
-                self._spawn(self._fetch_dataset(f"this node cannot load the dataset ({exc})"))
-                return
             self.request_stop(2, f"the objective could not start on this node: {exc}")
             return
         self.worker = worker
         ds = self.worker_info.get("dataset") or {}
         if ds:
             self._event("ready", self.node_id, detail=f"dataset {ds.get('name')} from {ds.get('source')}")
-            if self.spec.objective == BUILTIN_OBJECTIVE and self.rt is not None:
-                self.rt.core.dataset_server = DatasetServer(options, str(ds.get("fingerprint")))
         self.wake.set()
-
-    # -- datasets by content ------------------------------------------------------------
-    def _worker_options(self) -> dict[str, Any]:
-        assert self.spec is not None
-        options = dict(self.spec.objective_options)
-        if self._dataset_blob is not None:  # received from a peer: exactly the cluster's arrays
-            options["dataset"] = self._dataset_blob
-            options.pop("data_dir", None)
-        elif self.opts.data_dir:
-            options["data_dir"] = self.opts.data_dir
-        return options
-
-    def _may_fetch(self) -> bool:
-        """A node that adopted the cluster's study may fetch its dataset (once)."""
-        return (self.opts.study is None and self.ledger.study is not None and self.spec is not None
-                and self.spec.objective == BUILTIN_OBJECTIVE and self._dataset_blob is None
-                and not self._fetching)
-
-    async def _fetch_dataset(self, why: str) -> None:
-        """Get the study's dataset (cache, else a ready peer), then restart the worker on it."""
-        self._fetching = True
-        entry, spec = self.ledger.study, self.spec
-        assert entry is not None and spec is not None and self.rt is not None
-        if self.worker is not None:
-            await self.worker.close()
-            self.worker = None
-
-        def accept(ds_fp: str) -> bool:
-            return spec.fingerprint(ds_fp) == entry.fingerprint
-
-        path = find_blob(accept)
-        if path is None:
-            self._event("dataset", None, detail=f"{why}; fetching the study's dataset from a peer")
-            try:
-                path = await fetch_dataset(await self._dataset_peers(entry.fingerprint),
-                                           self.rt.tcp, self.node_id, accept, self._on_fetch)
-            except FetchError as exc:
-                self.request_stop(2, str(exc))
-                return
-            self._event("dataset", None, detail=f"received the study's dataset into {path}")
-        self._dataset_blob = str(path)
-        self._worker_task = None  # the search loop starts the worker again, on the blob
-        self._fetching = False
-        self.wake.set()
-
-    async def _dataset_peers(self, fp: str, wait: float = 60.0) -> list[tuple[str, Any]]:
-        """Ready members that run the study (waits up to ``wait`` s for one)."""
-        assert self.rt is not None
-        loop = asyncio.get_running_loop()
-        end = loop.time() + wait
-        while True:
-            peers = [(f"{m.node:016x} at {m.addr[0]}:{m.addr[1]}", m.addr)
-                     for m in self.rt.core.members()
-                     if m.node != self.node_id and m.state.name == "ALIVE"
-                     and (m.meta or {}).get("ready") and (m.meta or {}).get("study") == fp]
-            if peers or loop.time() >= end:
-                return peers
-            await asyncio.sleep(1.0)
-
-    def _on_fetch(self, name: str, got: int, total: int) -> None:
-        step = 4 * got // total
-        if step > self._fetch_step or got == total:
-            self._fetch_step = step
-            self._event("dataset", None, detail=f"fetching from {name}: {got / 1e6:.1f} of "
-                        f"{total / 1e6:.1f} MB")
-        self._fetch_progress = (name, got, total)
 
     def _check_refused(self) -> None:
         if self.core is not None and self.core.refused:
@@ -722,9 +565,7 @@ class Node:
         tid = trial_id_str(trial) if isinstance(trial, tuple) else trial
         self.events.append(Event(time.time(), kind, node, tid, detail))
         del self.events[:-200]
-        level = logging.WARNING if kind in ("waiting", "alone", "rejecting") else logging.INFO
-        log.log(level, "%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-",
-                detail)
+        log.info("%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-", detail)
 
     def _rates(self, counters: dict[str, Any], now: float) -> dict[str, float]:
         """Bytes/s in and out since the previous snapshot."""
@@ -750,9 +591,6 @@ class Node:
                                      m.node == self.node_id))
         ds = self.worker_info.get("dataset") or {}
         source = f"{ds.get('name')} ({ds.get('source')})" if ds else None
-        if self._fetching and self._fetch_progress is not None:
-            name, got, total = self._fetch_progress
-            source = f"fetching from {name}: {got / 1e6:.1f} of {total / 1e6:.1f} MB"
         agree, total = self.rt.core.agreement()
         health = {"dropped": dict(counters.get("dropped", {})), "peers_agree": agree,
                   "peers_total": total, **self._rates(counters, now)}
@@ -761,9 +599,6 @@ class Node:
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),
             events=tuple(self.events[-50:]), dataset_source=source, keyed=self.keyed,
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
-            network=self.network[0] if self.network else None,
-            remote=self.seed_health() if self.opts.observer else None,
-            network_ok=self.network[1] if self.network else True,
             **({"done": True} if self.done else {}),
         )
 
