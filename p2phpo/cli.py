@@ -11,6 +11,7 @@ from p2phpo import __version__
 from p2phpo.commands.export import export
 from p2phpo.commands.keygen import keygen
 from p2phpo.commands.node import node, status
+from p2phpo.commands.plot import plot
 from p2phpo.commands.simulate import simulate
 from p2phpo.commands.train import train
 
@@ -47,6 +48,7 @@ app.command("status")(status)
 app.command("export")(export)
 app.command("keygen")(keygen)
 app.command("train")(train)
+app.command("plot")(plot)
 app.command("simulate")(simulate)
 
 
