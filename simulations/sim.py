@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core import gossip as gossip_module
+from p2phpo.core import gossip_sync as gossip_sync_module
 from p2phpo.core.entries import Entry, decode_entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
@@ -127,16 +128,7 @@ class Simulation:
         records = [MemberRecord(n.id, 0, State.ALIVE, n.addr, {"ready": False}) for n in nodes]
         now = self.heap.now
         for node in nodes:
-            membership = node.gossip.membership
-            for r in records:
-                if r.node != node.id:
-                    membership.apply_record(r, now)
-            membership.outbox.clear()  # nothing to announce: everyone knows everyone
-            for ev in membership.events:
-                node._update_view(ev.node)
-            membership.events.clear()
-            node.poke = True
-            node.pump(now)
+            node.warm(records, now)
 
     def boot(self, index: int, disk: Disk | None = None) -> SimNode:
         """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""
@@ -268,18 +260,20 @@ class Simulation:
             s.notified.append(node.id)
             peer = s.b if initiator else s.a
             if session.failed is None:
-                node.synced(peer, now)
                 self.metrics.syncs += 1
             if len(s.notified) == 2:
                 self._tcp.pop(sid, None)
+            node.pushpull_done(peer, session.failed is None, now)
             return
-        node.pump(now)
+        node.stream(now)
 
     # -- the loop --------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         heap = self.heap
-        saved = gossip_module.decode_entry
-        gossip_module.decode_entry = self._decode_once
+        modules = (gossip_module, gossip_sync_module)  # UDP and push-pull decoding
+        saved = [m.decode_entry for m in modules]
+        for m in modules:
+            m.decode_entry = self._decode_once
         try:
             while True:
                 t = heap.peek_time()
@@ -287,7 +281,8 @@ class Simulation:
                     break
                 self._dispatch(heap.pop())
         finally:
-            gossip_module.decode_entry = saved
+            for m, fn in zip(modules, saved, strict=True):
+                m.decode_entry = fn
         heap.now = max(heap.now, t_end)
 
     def _decode_once(self, raw: bytes) -> Entry:

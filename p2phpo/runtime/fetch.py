@@ -73,6 +73,7 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
     node.rt.core.want_health = True  # the seed's own counters, over the sealed TCP session
     loop = asyncio.get_running_loop()
     t0 = loop.time()
+    node.make_driver(t0)
     try:
         await node.rt.start(node._seeds)
     except RuntimeConfigError as exc:

@@ -150,6 +150,8 @@ class GossipRuntime:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._final: list[Any] = []  # the final push-pull before exit
+        self._pushpulls: set[asyncio.Task[Any]] = set()
         self.addr: Addr | None = None
 
     @classmethod
@@ -206,7 +208,7 @@ class GossipRuntime:
         )
         sock = self._transport.get_extra_info("sockname")
         self.addr = (host, sock[1])
-        self._pp = PushPullServer(self.core, self.tcp, self._flush)
+        self._pp = PushPullServer(self.core, self.tcp, self._on_stream, self._on_pushpull_done)
         try:
             self._server = await asyncio.start_server(self._pp.handle, host, sock[1])
         except OSError:
@@ -220,7 +222,7 @@ class GossipRuntime:
         family = self._transport.get_extra_info("socket").family
         self.seeds = SeedList([tuple(s) for s in seeds or []], family)  # type: ignore[misc]
         self._seed_addrs = await self.seeds.resolve() if self.seeds.specs else []
-        self.core.join(self._seed_addrs, loop.time())
+        self._in_join(self._seed_addrs, loop.time())
         self._flush()
         if self.seeds.specs:
             self._spawn(self._reresolve())
@@ -246,7 +248,7 @@ class GossipRuntime:
             addrs = await self.seeds.resolve()
             if addrs != self._seed_addrs:
                 self._seed_addrs = addrs
-                core.join(addrs, self._loop.time())
+                self._in_join(addrs, self._loop.time())
                 self._flush()
 
     async def _probe_seeds(self) -> None:
@@ -280,13 +282,11 @@ class GossipRuntime:
 
     async def stop(self, leave: bool = True) -> None:
         """Leave gracefully (LEAVE gossiped, final push-pull) unless ``leave`` is False."""
-        loop = asyncio.get_running_loop()
         if leave and self._transport is not None:
-            self.core.leave(loop.time())
-            self._flush()
-            peer = self.core.pushpull_peer()
-            if peer is not None:
-                await pushpull_client(self.core, peer.addr, self.tcp, self._flush)
+            self._in_leave(asyncio.get_running_loop().time())
+            self._flush()  # starts the final push-pull
+            if self._pushpulls:  # let the final push-pull finish
+                await asyncio.wait(set(self._pushpulls), timeout=self.tcp.deadline)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -354,29 +354,37 @@ class GossipRuntime:
             c["tcp_sessions"] = self._pp.sessions
         return c
 
-    # ------------------------------------------------------------------ plumbing
-    def _on_datagram(self, data: bytes, addr: Addr) -> None:
-        assert self._loop is not None
-        self.core.receive_datagram(data, addr, self._loop.time())
-        self._flush()
+    # ------------------------------------------------------------------ what the runtime drives
+    # A node shell overrides these to drive its node driver instead of the bare core.
+    def _in_join(self, seeds: list[Addr], now: float) -> None:
+        self.core.join(seeds, now)
 
-    def _on_timer(self) -> None:
-        assert self._loop is not None
-        self._timer = None
-        self._timer_at = None
-        self.core.handle_timer(self._loop.time())
-        self._flush()
+    def _in_leave(self, now: float) -> None:
+        self.core.leave(now)
+        peer = self.core.pushpull_peer()
+        if peer is not None:
+            self._final.append(peer)
 
-    def _flush(self) -> None:
-        """Send what the core wants sent, start push-pulls, deliver events, re-arm."""
-        loop = self._loop
-        if loop is None or self._transport is None:
-            return
-        now = loop.time()
-        for data, addr in self.core.datagrams_to_send(now):
-            self._transport.sendto(data, addr)
-        for req in self.core.tcp_requests(now):
-            self._spawn(pushpull_client(self.core, req.addr, self.tcp, self._flush))
+    def _in_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.core.receive_datagram(data, addr, now)
+
+    def _in_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+    def _in_stream(self, now: float) -> None:
+        """Push-pull frames were fed to a session (the core merged what they held)."""
+
+    def _in_pushpull_done(self, peer: int, ok: bool, now: float) -> None:
+        """A push-pull with ``peer`` ended (``ok``: it completed)."""
+
+    def _out_datagrams(self, now: float) -> list[tuple[bytes, Addr]]:
+        return self.core.datagrams_to_send(now)
+
+    def _out_tcp(self, now: float) -> list[Any]:
+        out, self._final = self.core.tcp_requests(now) + self._final, []
+        return out
+
+    def _out_events(self) -> None:
         while (ev := self.core.next_event()) is not None:
             if self.on_event is not None:  # a callback consumer replaces the queue
                 self.on_event(ev)
@@ -385,10 +393,57 @@ class GossipRuntime:
                 self.events.put_nowait(ev)
             except asyncio.QueueFull:
                 self.events_lost += 1
+
+    def _next_timer(self) -> float | None:
+        return self.core.get_timer()
+
+    # ------------------------------------------------------------------ plumbing
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        assert self._loop is not None
+        self._in_datagram(data, addr, self._loop.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        self._in_timer(self._loop.time())
+        self._flush()
+
+    def _on_stream(self) -> None:
+        if self._loop is not None:
+            self._in_stream(self._loop.time())
+        self._flush()
+
+    def _on_pushpull_done(self, peer: int, ok: bool) -> None:
+        if self._loop is not None:
+            self._in_pushpull_done(peer, ok, self._loop.time())
+        self._flush()
+
+    async def _pushpull(self, req: Any) -> bool:
+        ok = await pushpull_client(self.core, req.addr, self.tcp, self._on_stream)
+        self._on_pushpull_done(req.node, ok)
+        return ok
+
+    def _flush(self) -> None:
+        """Hand out events, send what the core wants sent, start push-pulls, re-arm."""
+        loop = self._loop
+        if loop is None or self._transport is None:
+            return
+        self._out_events()
+        now = loop.time()
+        for data, addr in self._out_datagrams(now):
+            self._transport.sendto(data, addr)
+        for req in self._out_tcp(now):
+            task = loop.create_task(self._pushpull(req))
+            self._tasks.add(task)
+            self._pushpulls.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._pushpulls.discard)
         self._rearm(loop)
 
     def _rearm(self, loop: asyncio.AbstractEventLoop) -> None:
-        t = self.core.get_timer()
+        t = self._next_timer()
         if t == self._timer_at:
             return
         if self._timer is not None:

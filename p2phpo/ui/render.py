@@ -353,11 +353,13 @@ def render(snap: NodeSnapshot, *, max_rows: int = 12) -> Group:
         Panel(render_events(snap.events), title="events", title_align="left", border_style="dim"),
     )
     remote = [render_remote(snap.remote)] if snap.remote else []
-    return Group(
-        render_header(snap), *remote, render_members(snap.members, max_rows),
-        render_running(snap.running, max_rows),
-        render_recent(snap.recent), bottom,
-    )
+    parts = [render_header(snap), *remote, render_members(snap.members, max_rows),
+             render_running(snap.running, max_rows), render_recent(snap.recent), bottom]
+    if snap.done:
+        from p2phpo.ui.summary import render_summary
+
+        parts.append(render_summary(snap))
+    return Group(*parts)
 
 
 # -- non-terminal forms ---------------------------------------------------------------
