@@ -29,12 +29,13 @@ def node(
     linger: Annotated[bool, typer.Option(help="Keep serving the ledger after the study is done.")] = False,
     grace: Annotated[float, typer.Option(help="Seconds a finished node stays reachable at most while peers that ran the study are not done (a crashed one restarting learns the study is over).")] = 30.0,
     log_level: Annotated[str, typer.Option(help="node.log level: debug, info, warning.")] = "info",
+    metrics: Annotated[str | None, typer.Option(metavar="[HOST:]PORT", help="Serve this node's health in the Prometheus text format (loopback unless HOST is given; needs prometheus_client).")] = None,
 ) -> None:
     """Run a node: join the cluster, run trials, gossip results."""
     opts = NodeOptions(study=study, seeds=list(seed or []) or env_seeds(), bind=bind, advertise=advertise,
                        cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
                        profile=profile, data_dir=data_dir, linger=linger, grace=grace,
-                       log_level=log_level)
+                       log_level=log_level, metrics=metrics)
     code = run_loop(_run_node(opts, ui, log_level))
     raise typer.Exit(code)
 

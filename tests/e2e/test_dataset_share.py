@@ -102,3 +102,64 @@ def test_a_broken_transfer_resumes_from_the_bytes_on_disk(tmp_path: Path, cache:
     assert server.served < 0.6 * size  # only the missing half travelled
     shutil.rmtree(cache)
 
+
+MLP_STUDY = """
+[study]
+name = "shared-data"
+direction = "maximize"
+seed = 0
+n_trials = 5000
+
+[sampler]
+name = "random"
+
+[pruner]
+name = "none"
+
+[objective]
+name = "mnist-mlp"
+dataset = "tiny"
+max_epochs = 2
+
+[space]
+lr = { type = "float", low = 1e-3, high = 1e-2, log = true }
+layers = { type = "choice", values = [1] }
+width = { type = "choice", values = [32] }
+batch_size = { type = "choice", values = [32] }
+"""
+
+
+def test_two_nodes_train_on_a_dataset_only_one_of_them_has(tmp_path: Path) -> None:
+    """Node a has the custom dataset (--data-dir); node b has nothing and fetches it from a."""
+    import signal
+
+    from tests.e2e.cluster import NodeProc, export, wait_for
+
+    data = tiny_dataset(tmp_path / "data" / "tiny").parent
+    study = tmp_path / "s.toml"
+    study.write_text(MLP_STUDY)
+    a = NodeProc("a", tmp_path, ["--study", str(study), "--data-dir", str(data)])
+    b = NodeProc("b", tmp_path, ["--seed", a.addr])
+    try:
+        a.start(env={"XDG_CACHE_HOME": str(tmp_path / "cache-a")})
+        wait_for(lambda: any(e["event"] == "ready" for e in a.events()) or a.proc.poll() is not None,
+                 120, "a's worker")
+        b.start(env={"XDG_CACHE_HOME": str(tmp_path / "cache-b")})
+        # Trials take milliseconds once compiled: stop when b has finished a few of its own.
+        wait_for(lambda: sum(e["event"] == "finished" for e in b.events()) >= 3
+                 or b.proc.poll() is not None, 240, "b to train on the fetched dataset")
+        for n in (b, a):
+            n.signal(signal.SIGINT)
+            assert n.wait(60) == 0, n.err.read_text()[-3000:]
+    finally:
+        a.kill()
+        b.kill()
+    b_id = b.events()[0]["node"]
+    rows = export(b.state)
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert all(0 < r["value"] < 1 for r in done)  # real training: neither 0 nor 100 %
+    assert {r["node"] for r in done} == {a.events()[0]["node"], b_id}  # both nodes trained
+    said = [e.get("detail", "") for e in b.events() if e["event"] == "dataset"]
+    assert any("fetching the study's dataset from a peer" in d for d in said)
+    assert any("received the study's dataset" in d for d in said)
+    assert list((tmp_path / "cache-b" / "p2phpo" / "datasets").glob("*.p2pds"))

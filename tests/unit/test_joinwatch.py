@@ -77,3 +77,19 @@ def test_unresolved_seed_names_are_reported() -> None:
     notes = run(JoinWatch(started=0.0), 6, joined=False, peers=0, seeds=[],
                 unresolved={"node9:7946": "cannot resolve node9: Name or service not known"})
     assert "cannot resolve node9" in notes[0][1].text
+
+
+def test_the_node_driver_turns_its_gossip_state_into_join_notes() -> None:
+    """The driver feeds the watcher from its own gossip core (drops per address, joined)."""
+    from p2phpo.core.driver import NodeDriver, Note
+    from tests.unit.netsim import Net
+
+    net = Net(seed=2)
+    a = net.add()
+    driver = NodeDriver(a.node_id, a.ledger, a.core)
+    seed = SeedState(SEED, NAME, drops={"bad_auth": 4})
+    for t in range(8):
+        driver.handle_watch([seed], {}, float(t), 1000.0 + t)
+    notes = [x for x in driver.take_actions() if isinstance(x, Note)]
+    assert [n.kind for n in notes] == ["waiting"]
+    assert "4 packets from seed node1:7946 (10.0.0.5) failed authentication" in notes[0].detail
