@@ -14,7 +14,7 @@ what only it knows (running trials, uptime...) through ``extra``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from p2phpo.core.entries import trial_id_str
 from p2phpo.core.ledger import TrialState
@@ -29,9 +29,6 @@ from p2phpo.core.wire_codec import (
     expect_str,
     expect_uint64,
 )
-
-if TYPE_CHECKING:
-    from p2phpo.core.gossip import GossipCore
 
 MAX_KEYS = 32
 MAX_KEY = 32
@@ -54,7 +51,7 @@ def is_health(frame: object) -> bool:
             and frame[0] in (MsgType.PP_HEALTH_REQ, MsgType.PP_HEALTH))
 
 
-def core_health(core: GossipCore, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def core_health(core: Any, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the gossip core knows of its own health, plus the node's ``extra``."""
     stats = core.stats
     members: dict[str, int] = {}
@@ -78,7 +75,7 @@ def core_health(core: GossipCore, extra: Mapping[str, Any] | None = None) -> dic
     return out
 
 
-def running_trials(core: GossipCore) -> list[str]:
+def running_trials(core: Any) -> list[str]:
     """This node's own RUNNING trials, as the ledger shows them (at most ``MAX_LIST``)."""
     mine = [tid for tid, v in core.ledger.trials().items()
             if tid[0] == core.node_id and v.state is TrialState.RUNNING]

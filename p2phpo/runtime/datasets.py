@@ -117,6 +117,9 @@ async def fetch_dataset(peers: list[tuple[str, tuple[str, int]]], s: TcpSettings
     from p2phpo.train.share import MAX_BLOB_BYTES
 
     limit = max_bytes or MAX_BLOB_BYTES
+    if not peers:
+        raise FetchError("no ready peer runs the study, so no node can hand over its dataset; "
+                         "start a node that has the data (--data-dir) first")
     errors: dict[str, str] = {}
     for _ in range(attempts):
         preparing = False

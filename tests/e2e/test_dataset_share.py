@@ -163,3 +163,12 @@ def test_two_nodes_train_on_a_dataset_only_one_of_them_has(tmp_path: Path) -> No
     assert any("fetching the study's dataset from a peer" in d for d in said)
     assert any("received the study's dataset" in d for d in said)
     assert list((tmp_path / "cache-b" / "p2phpo" / "datasets").glob("*.p2pds"))
+
+
+def test_without_a_ready_peer_the_fetch_says_so() -> None:
+    from p2phpo.core.wire import Keyring
+    from p2phpo.runtime.tcp import TcpSettings
+
+    s = TcpSettings(Keyring([bytes(32)]), bytes(8), frozenset([bytes(8)]))
+    with pytest.raises(FetchError, match="no ready peer runs the study"):
+        run(fetch_dataset([], s, 1, lambda f: True))
