@@ -34,8 +34,8 @@ from p2phpo.core.gossip_types import (
     _Probe,
     _Relay,
 )
-from p2phpo.core.ledger import Ledger
 from p2phpo.core.identity import Identity
+from p2phpo.core.ledger import Ledger
 from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
