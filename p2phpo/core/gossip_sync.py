@@ -114,9 +114,11 @@ def chunk_buckets(vv: dict[int, int], buckets: list[int], nb: int, room: int) ->
 class Link(Protocol):
     """What anti-entropy needs from the gossip core that owns it."""
 
-    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None: ...
+    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None: ...
 
-    def send_packed(self, addr: Addr, parts: list[bytes]) -> None: ...
+    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None: ...
+
+    def check_signed(self, alives: Any) -> None: ...
 
     def merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int: ...
 
@@ -156,6 +158,8 @@ class AntiEntropy:
         return sum(self.agree.values()), len(self.agree)
 
     def on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:  # per-peer state only for members (bounded)
+            return
         mine = self.ledger.vv_hash()
         self.agree[sender] = d.vv_hash == mine
         if d.vv_hash == mine:
@@ -180,22 +184,26 @@ class AntiEntropy:
         vv = self.ledger.vv
         nb = n_buckets(max(d.n_origins, len(vv)))
         if nb == 1:
-            self._send_vvs(addr, 1, [0], reply=True)
+            self._send_vvs(sender, addr, 1, [0], reply=True)
         else:
-            self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False)
+            self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
 
     def on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
+        if self.membership.get(sender) is None:
+            return
         diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
         if diff:
-            self._send_vvs(addr, m.n_buckets, diff, reply=True)
+            self._send_vvs(sender, addr, m.n_buckets, diff, reply=True)
 
-    def _send_vvs(self, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
+    def _send_vvs(self, to: int, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
         vv = self.ledger.vv
         for group in chunk_buckets(vv, buckets, nb, self.budget - 32):
             part = restrict(vv, set(group), nb)
-            self.link.send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False)
+            self.link.send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False, to=to)
 
     def on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:
+            return
         nb, bset = m.n_buckets, set(m.buckets)
         theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
         vv = self.ledger.vv
@@ -205,7 +213,7 @@ class AntiEntropy:
         else:
             self._queue_delta(sender, addr, base, now)
         if m.reply:
-            self._send_vvs(addr, nb, sorted(bset), reply=False)
+            self._send_vvs(sender, addr, nb, sorted(bset), reply=False)
 
     def _queue_delta(self, sender: int, addr: Addr, base: dict[int, int], now: float) -> None:
         delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes)
@@ -231,7 +239,7 @@ class AntiEntropy:
                 while q and len(q[0]) <= room:
                     room -= len(q[0])
                     parts.append(q.popleft())
-                self.link.send_packed(addr, parts)
+                self.link.send_packed(addr, parts, to=node)
             if not q:
                 del self.sync_out[node]
 
@@ -254,6 +262,8 @@ class AntiEntropy:
         return to_wire(PPState(tuple(self.membership.records()), dict(self.ledger.vv)))
 
     def apply_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
+        """Merge a peer's member table (all or nothing: WireError on a bad signature)."""
+        self.link.check_signed(records)
         for r in records:
             self.membership.apply_record(r, now)
         self.link.flush_membership()

@@ -55,6 +55,7 @@ from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
+from p2phpo.ui.errors import bind_error
 from p2phpo.ui.snapshot import (
     Event,
     MemberRow,
@@ -265,7 +266,7 @@ class Node:
         try:
             addr = await self.rt.start(self._seeds)
         except OSError as exc:
-            raise NodeError(f"cannot bind {self.opts.bind}: {exc.strerror or exc}") from None
+            raise NodeError(bind_error(self.opts.bind, exc)) from None
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".")) from None
         self.addr = addr
@@ -525,6 +526,7 @@ class Node:
             self.ledger, summary=self.summary, health=health, node_id=self.node_id,
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),
             events=tuple(self.events[-50:]), dataset_source=source, keyed=self.keyed,
+            state_dir=str(self.opts.state_dir or default_state_dir()),
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
             **({"done": True} if self.done else {}),
         )
