@@ -14,6 +14,7 @@ from pathlib import Path
 from p2phpo.core.profiles import PROFILES
 from p2phpo.core.wire import Keyring
 from p2phpo.keys import KeyFileError, load_keyring
+from p2phpo.runtime.metrics import MetricsError, parse_metrics
 from p2phpo.runtime.node import DEFAULT_PORT, NodeError, NodeOptions
 from p2phpo.study import StudyError, StudySpec
 
@@ -35,7 +36,8 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
                  cluster: str = "default", state_dir: Path | None = None,
                  key_file: str | None = None, insecure: bool = False, profile: str = "lan",
                  data_dir: str | None = None, linger: bool = False, grace: float = 30.0,
-                 log_level: str = "info", observer: bool = False) -> NodeOptions:
+                 log_level: str = "info", observer: bool = False,
+                 metrics: str | None = None) -> NodeOptions:
     """Check every option; load the key and the study file. NodeError (one sentence) if bad."""
     if log_level.lower() not in LOG_LEVELS:
         raise NodeError(f"unknown --log-level {log_level!r}; use debug, info, warning or error")
@@ -43,6 +45,11 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
         raise NodeError(f"--grace must be a number of seconds >= 0, not {grace}")
     if profile not in PROFILES:
         raise NodeError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    if metrics is not None:
+        try:
+            parse_metrics(metrics)
+        except MetricsError as exc:
+            raise NodeError(str(exc)) from None
     keyring = load_key(key_file)
     try:
         spec = StudySpec.load(study) if study is not None else None
@@ -51,4 +58,5 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
     return NodeOptions(spec=spec, keyring=keyring, seeds=list(seeds or []), bind=bind,
                        advertise=advertise, cluster=cluster, state_dir=state_dir,
                        insecure=insecure, profile=profile, data_dir=data_dir, linger=linger,
-                       grace=grace, log_level=log_level.lower(), observer=observer)
+                       grace=grace, log_level=log_level.lower(), observer=observer,
+                       metrics=metrics)

@@ -49,3 +49,8 @@ def test_the_cli_says_it_and_exits_2_before_anything_starts(tmp_path: Path) -> N
     assert result.exit_code == 2
     assert "unknown profile 'moon'" in result.output
     assert not (tmp_path / "s").exists()  # no state dir was created
+
+
+def test_a_bad_metrics_address_is_said_before_the_node_starts() -> None:
+    with pytest.raises(NodeError, match="--metrics"):
+        node_options(metrics="not-a-port")
