@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
-from p2phpo.runtime.node import Node, NodeError, NodeOptions, fail
+from p2phpo.commands.node_options import load_key, node_options
+from p2phpo.runtime.node import Node, NodeError, NodeOptions
 from p2phpo.runtime.resolve import env_seeds
 from p2phpo.runtime.udp import run as run_loop
+from p2phpo.ui.errors import fail
 
 
 def node(
@@ -30,14 +32,18 @@ def node(
     grace: Annotated[float, typer.Option(help="Seconds a finished node stays reachable at most while peers that ran the study are not done (a crashed one restarting learns the study is over).")] = 30.0,
     log_level: Annotated[str, typer.Option(help="node.log level: debug, info, warning.")] = "info",
     metrics: Annotated[str | None, typer.Option(metavar="[HOST:]PORT", help="Serve this node's health in the Prometheus text format (loopback unless HOST is given; needs prometheus_client).")] = None,
-    allow_objective: Annotated[list[str] | None, typer.Option(help="Run this objective (package.module:function) if the cluster's study names it; without it a joiner runs only built-in objectives or its own --study's (repeatable).")] = None,
+    allow_objective: Annotated[list[str] | None, typer.Option(help="Run this objective (package.module:function) if the cluster's study names it; without it a joiner runs only built-in objectives, its own --study's, or the one its state dir already ran (repeatable).")] = None,
 ) -> None:
     """Run a node: join the cluster, run trials, gossip results."""
-    opts = NodeOptions(study=study, seeds=list(seed or []) or env_seeds(), bind=bind, advertise=advertise,
-                       cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
-                       profile=profile, data_dir=data_dir, linger=linger, grace=grace,
-                       log_level=log_level, metrics=metrics,
-                       allow_objectives=list(allow_objective or []))
+    try:
+        opts = node_options(study=study, seeds=list(seed or []) or env_seeds(), bind=bind,
+                            advertise=advertise, cluster=cluster, state_dir=state_dir,
+                            key_file=key_file, insecure=insecure, profile=profile,
+                            data_dir=data_dir, linger=linger, grace=grace, log_level=log_level,
+                            metrics=metrics, allow_objectives=list(allow_objective or []))
+    except NodeError as exc:
+        fail(str(exc))
+        raise typer.Exit(2) from None
     code = run_loop(_run_node(opts, ui, log_level))
     raise typer.Exit(code)
 
@@ -110,7 +116,7 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
     from p2phpo.ui.snapshot import to_status_json
 
     try:
-        n = await observe(seed, key_file, cluster, timeout, insecure)
+        n = await observe(seed, load_key(key_file), cluster, timeout, insecure)
     except NodeError as exc:
         fail(str(exc))
         return 2
