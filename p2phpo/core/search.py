@@ -49,6 +49,7 @@ from p2phpo.core.entries import (
     TrialId,
     cap_error,
 )
+from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
 from p2phpo.trial import Verdict
@@ -84,7 +85,10 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node runs at once
-    confirm_delay: float = 0.0  # seconds between CLAIM and start, so double claims meet first
+    confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
+    settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
+    steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
+    fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
 
 
     @classmethod
@@ -94,6 +98,7 @@ class SearchConfig:
         return cls(max_retries=max_retries, trial_timeout=trial_timeout,
                    claim_grace=profile.probe_interval * 4,
                    reclaim_fallback=profile.probe_interval * 10,
+                   settle=0.0, steal_wait=profile.probe_interval,
                    confirm_delay=profile.gossip_interval * 3)
 
 
@@ -186,6 +191,12 @@ class SearchCore:
         self._last_sync = -math.inf
         self._abandoned_by_me: set[TrialId] = set()
         self._unmatched_since: float | None = None
+        self._roster: list[int] = []
+        self._roster_since = -math.inf
+        self._pick_kind = "home"
+        self._now = -math.inf
+        self._seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
+        self._planner = SlotPlanner(None, self._is_open)
         self._new: list[Entry] = []
         self._best: tuple[float, TrialId] | None = None
 
@@ -220,6 +231,7 @@ class SearchCore:
 
     # -- the decision step -------------------------------------------------
     def step(self, now: float, wall: float) -> list[Command]:
+        self._now = now
         self._sync_index()
         if self.plan is None and not self._adopt(wall):
             return []
@@ -253,6 +265,9 @@ class SearchCore:
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
+        self._planner = SlotPlanner(self.plan.n_trials, self._is_open, self.config.steal_wait)
+        for slot in self._slots:
+            self._planner.mark(slot, self._is_open(slot))
         return True
 
     # -- the slot index ----------------------------------------------------
@@ -267,9 +282,12 @@ class SearchCore:
                 slot.trials.append(tid)
             if view.state is TrialState.RUNNING:
                 self._running.add(tid)
+                self._seen_at.setdefault(tid, self._now)
             else:
+                self._seen_at.pop(tid, None)
                 self._running.discard(tid)
                 self._note_best(view)
+            self._planner.mark(view.slot, self._is_open(view.slot))
         self._cursor = len(changes)
         while self._slot_state(self._low) == "DONE":
             self._low += 1
@@ -287,6 +305,9 @@ class SearchCore:
     def _views(self, slot: int) -> list[TrialView]:
         s = self._slots.get(slot)
         return [] if s is None else [self.ledger.trial(t) for t in s.trials]
+
+    def _is_open(self, slot: int) -> bool:
+        return self._slot_state(slot) in ("FREE", "REOPENED")
 
     def _slot_state(self, slot: int) -> str:
         views = self._views(slot)
@@ -407,37 +428,55 @@ class SearchCore:
             out.append(self.node_id)
         return sorted(out)
 
-    def _open_slots(self, limit: int) -> list[int]:
-        n = self.plan.n_trials
-        out: list[int] = []
-        slot = self._low
-        while len(out) < limit and (n is None or slot < n):
-            if self._slot_state(slot) in ("FREE", "REOPENED"):
-                out.append(slot)
-            slot += 1
-        return out
+    # -- the roster and the slot choice (core/budget.py) --------------------------
+    def _roster_now(self) -> list[int]:
+        """Every member that advertised a ready worker for this study, in any state."""
+        fp = self.plan.fingerprint if self.plan else None
+        out = {mid for mid, m in self.members.items() if m.ready and m.study == fp}
+        out.discard(self.node_id)
+        if self.ready and not self.leaving:
+            out.add(self.node_id)
+        return sorted(out)
+
+    def _update_roster(self, now: float) -> list[int]:
+        roster = self._roster_now()
+        if roster != self._roster:
+            self._roster = roster
+            self._roster_since = now
+        return roster
 
     def _pick_slot(self, now: float) -> int | None:
-        idle = self._ready_members(include_busy=False)
-        slots = self._open_slots(max(1, len(idle)))
-        if not slots:
-            self._unmatched_since = None
+        pick = self._choose(now)
+        if pick is None:
+            if self._planner.any_open(self._low) is None and self.plan.n_trials is not None:
+                self._unmatched_since = None  # nothing to wait for: every slot is taken
+            elif self._unmatched_since is None:
+                self._unmatched_since = now
             return None
-        remaining = list(idle)
-        for slot in slots:
-            if not remaining:
-                break
-            winner = _rendezvous(("slot", slot), remaining)
-            if winner == self.node_id:
-                self._unmatched_since = None
-                return slot
-            remaining.remove(winner)
-        if self._unmatched_since is None:
-            self._unmatched_since = now
-        if now - self._unmatched_since >= self.config.claim_grace:
-            self._unmatched_since = None
-            return slots[0]
-        return None
+        self._unmatched_since = None
+        self._pick_kind = pick.kind
+        return pick.slot
+
+    def _choose(self, now: float) -> Pick | None:
+        roster = self._update_roster(now)
+        waited = self._unmatched_since is not None and now - self._unmatched_since >= self.config.claim_grace
+        settled = len(roster) <= 1 or now - self._roster_since >= self.config.settle
+        if not (settled or waited):
+            return None
+        planner = self._planner
+        home = planner.home(self.node_id, roster, self._low)
+        if home is not None:
+            return Pick(home, "home")
+        live = {mid for mid, m in self.members.items() if m.state in LIVE}
+        live.add(self.node_id)
+        busy = {t[0] for t in self._running}
+        fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
+        idle_for = 0.0 if self._unmatched_since is None else now - self._unmatched_since
+        pick = planner.steal(self.node_id, roster, live, busy, fresh, idle_for, fallback=waited)
+        if pick is None and waited:
+            slot = planner.any_open(self._low)
+            pick = None if slot is None else Pick(slot, "grace")
+        return pick
 
     def _maybe_claim(self, now: float, wall: float) -> StartTrial | None:
         slot = self._pick_slot(now)
@@ -459,8 +498,11 @@ class SearchCore:
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
         start = StartTrial(claim.key, slot, dict(params), retry_of)
-        if self.config.confirm_delay > 0 and len(self._ready_members(include_busy=True)) > 1:
-            # Alone, nobody can hold a rival claim: start at once.
+        if (self.config.confirm_delay > 0 and self._pick_kind == "grace"
+                and len(self._ready_members(include_busy=True)) > 1):
+            # A fallback claim may well meet a rival: let them meet before anything runs.
+            # Home and stolen slots are agreed by construction (core/budget.py); alone,
+            # nobody can hold a rival claim: start at once.
             self._pending[claim.key] = (now + self.config.confirm_delay, start)
             return None
         self._own[claim.key] = now
@@ -531,6 +573,8 @@ class SearchCore:
             times += [t + self.config.trial_timeout for t in self._own.values()]
         if self._unmatched_since is not None:
             times.append(self._unmatched_since + self.config.claim_grace)
+            times.append(self._roster_since + self.config.settle)
+            times.append(self._unmatched_since + self.config.steal_wait)
         owners = {t[0] for t in self._running}
         times += [since + self.config.reclaim_fallback
                   for node, since in self._gone_since.items() if node in owners]

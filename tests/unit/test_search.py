@@ -155,13 +155,17 @@ def test_orphan_of_a_dead_node_is_retried_with_the_same_params() -> None:
     sync(*alive)
     view = cores[0].ledger.trial(lost.trial)
     assert view.state is TrialState.ABANDONED and view.abandon.reason is AbandonReason.DEAD
-    # The original trials finish; the reopened slot is retried with the same params.
-    for c in alive:
-        for tid in c.running:
-            c.finish(tid, Outcome(Status.COMPLETE, value=0.1), 7.0)
-    sync(*alive)
-    retries = [x for c in alive for x in c.step(8.0, 8.0) if isinstance(x, StartTrial)]
-    retry = [r for r in retries if r.retry_of == lost.trial]
+    # The survivors run their own ranges, then steal the dead node's: the reopened
+    # slot is retried once, with the same params.
+    retry = []
+    for now in (7.0, 8.0, 9.0, 10.0):
+        for c in alive:
+            for tid in c.running:
+                c.finish(tid, Outcome(Status.COMPLETE, value=0.1), now)
+        sync(*alive)
+        for c in alive:
+            retry += [x for x in c.step(now, now) if isinstance(x, StartTrial) and x.retry_of == lost.trial]
+            sync(*alive)
     assert len(retry) == 1 and retry[0].params == lost.params and retry[0].slot == lost.slot
 
 

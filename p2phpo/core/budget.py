@@ -1,0 +1,184 @@
+"""Which budget slot an idle node takes next: home ranges, then work stealing.
+
+Pure and sans-IO; :class:`~p2phpo.core.search.SearchCore` owns one
+:class:`SlotPlanner` and asks it for a slot whenever the node is idle.
+
+Home ranges (escrow). The *roster* is every member that ever advertised a
+ready worker for this study, whatever its state now (ALIVE, SUSPECT, DEAD,
+LEFT), sorted by node id. With ``n`` slots and ``m`` roster members, member
+``r`` (its index) holds the slot rights ``[r*n//m, (r+1)*n//m)``: each
+member's share of the budget, agreed without a message because every node
+derives it from the same membership. An owner runs its range bottom-up and
+needs nobody's consent, so a healthy cluster claims without conflicts.
+
+Why keep gone members in the roster: when a partition cuts the cluster in
+two, each side sees the other side DEAD. If the roster shrank, each side
+would re-split the *whole* budget and both sides would run the same slots.
+Kept, a gone member's range is only *stolen*, and only once a side has run
+out of its own work, so a short cut costs no duplicates at all.
+
+Views disagree for a moment (a member joins, a ready flag is still in
+flight); ranges then shift a little. Owners claim from the bottom of their
+ranges and a shift moves the *top* of one range onto the bottom of the next,
+so the two views meet on slots one owner would claim last. Until a node's
+view of the roster has been still for ``settle`` seconds (the join storm at
+start), it does not claim at all.
+
+Stealing. A member with nothing left in its range is a *thief*. Stealable
+are the unstarted slots of other members' ranges, except an idle live
+owner's lowest one (it is about to claim it); in order: live owners' slots
+(top-down, longest queue first), gone owners' slots, then a busy live
+owner's next slot. Among the ``2 * thieves`` best candidates, a thief takes
+the first one for which it is the rendezvous winner among the thieves it
+knows: two thieves that know each other agree on every slot, whatever else
+their views hold. A thief that wins nothing waits for the next change (a
+claim lands, a trial ends) — and after ``claim_grace`` seconds without work
+takes its best candidate anyway, so no view of the cluster can stall it.
+
+Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
+Without ``n_trials`` slots are open-ended and member ``r`` holds the slots
+``s`` with ``s % m == r``; nobody runs out, so nobody steals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from p2phpo.core.hrw import mix64
+
+STEAL_SALT = 0x5EA1
+MAX64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A slot to claim, and why: ``home`` (own range), ``steal``, ``grace`` (fallback)."""
+
+    slot: int
+    kind: str
+
+
+def home_range(rank: int, m: int, n: int) -> tuple[int, int]:
+    """Slot rights ``[lo, hi)`` of roster index ``rank`` among ``m`` members over ``n`` slots."""
+    return rank * n // m, (rank + 1) * n // m
+
+
+class SlotPlanner:
+    """The open/closed state of every slot and the choice of the next one.
+
+    ``is_open(slot)`` is the search core's view (FREE or REOPENED). For a
+    bounded budget the planner also keeps a byte per slot (1 = open), updated
+    by :meth:`mark`, so scanning a range is a C-speed ``find``.
+    """
+
+    def __init__(self, n: int | None, is_open: Callable[[int], bool], wait: float = 0.0) -> None:
+        self.n = n
+        self.wait = wait
+        self.is_open = is_open
+        self.open = bytearray(b"\x01") * n if n is not None else None
+
+    def mark(self, slot: int, is_open: bool) -> None:
+        if self.open is not None and 0 <= slot < len(self.open):
+            self.open[slot] = 1 if is_open else 0
+
+    # -- home -----------------------------------------------------------------
+    def home(self, me: int, roster: list[int], low: int) -> int | None:
+        """The lowest open slot of ``me``'s range (None when it has none left)."""
+        rank = _index(roster, me)
+        if rank is None:
+            return None
+        m = len(roster)
+        if self.open is None:
+            slot = low + (rank - low) % m
+            while not self.is_open(slot):
+                slot += m
+            return slot
+        lo, hi = home_range(rank, m, self.n)
+        found = self.open.find(1, max(lo, low), hi)
+        return None if found < 0 else found
+
+    def open_in(self, rank: int, m: int) -> list[int]:
+        """Open slots of roster index ``rank``'s range, ascending (bounded budgets)."""
+        lo, hi = home_range(rank, m, self.n)
+        out, i = [], self.open.find(1, lo, hi)
+        while i >= 0:
+            out.append(i)
+            i = self.open.find(1, i + 1, hi)
+        return out
+
+    # -- stealing -------------------------------------------------------------
+    def steal(self, me: int, roster: list[int], live: set[int], busy: set[int],
+              fresh: set[int], waited: float, fallback: bool) -> Pick | None:
+        """A slot for ``me`` (out of own work) from others' ranges; see the module docstring."""
+        if self.open is None:
+            return None
+        thieves, cands = self._candidates(me, roster, live, busy, fresh)
+        if not cands:
+            return None
+        slots = np.array([-c[2] for c in cands], dtype=np.uint64)
+        ids = np.array(thieves, dtype=np.uint64)
+        weights = mix64(slots[:, None] ^ np.uint64(STEAL_SALT), ids[None, :])
+        if fallback:  # our own pick among the best candidates: fallbacks rarely meet
+            top = weights[: 2 * len(thieves), 0]
+            return Pick(int(slots[int(np.argmin(top))]), "grace")
+        first = np.argmin(weights, axis=1)
+        hits = np.flatnonzero(first == 0)
+        if len(hits):
+            return Pick(int(slots[hits[0]]), "steal")
+        if waited < self.wait:
+            return None
+        # Slots whose winner is busy go, after a wait, to the winner among idle thieves.
+        idle = np.array([i == 0 or t not in busy for i, t in enumerate(thieves)])
+        held = ~idle[first]
+        masked = np.where(idle[None, :], weights, np.uint64(MAX64))
+        hits = np.flatnonzero(held & (np.argmin(masked, axis=1) == 0))
+        return Pick(int(slots[hits[0]]), "steal2") if len(hits) else None
+
+    def _candidates(self, me: int, roster: list[int], live: set[int], busy: set[int],
+                    fresh: set[int]) -> tuple[list[int], list[tuple[int, int, int]]]:
+        """The thieves (``me`` first) and the stealable slots, best first.
+
+        A thief seen starting a trial moments ago (``fresh``) will not be idle
+        soon and does not compete; every other thief does, idle or not: whether
+        a thief is idle is what views disagree on most (its RESULT and next
+        CLAIM travel together), so it must not change who wins a slot."""
+        m = len(roster)
+        thieves: list[int] = [me]
+        cands: list[tuple[int, int, int]] = []  # (tier, -queue length, -slot)
+        for rank, member in enumerate(roster):
+            if member == me:
+                continue
+            slots = self.open_in(rank, m)
+            if not slots:
+                if member in live and member not in fresh:
+                    thieves.append(member)
+                continue
+            if member not in live:
+                cands += [(1, -len(slots), -s) for s in slots]
+                continue
+            head, rest = slots[0], slots[1:]
+            cands += [(0, -len(slots), -s) for s in rest]
+            if member in busy:  # an idle owner is about to claim its next slot itself
+                cands.append((2, -len(slots), -head))
+        cands.sort()
+        return thieves, cands
+
+    def any_open(self, low: int) -> int | None:
+        """The lowest open slot at or above ``low`` (bounded budgets), for the last fallback."""
+        if self.open is None:
+            return None
+        found = self.open.find(1, low)
+        return None if found < 0 else found
+
+
+def _index(roster: list[int], member: int) -> int | None:
+    from bisect import bisect_left
+
+    i = bisect_left(roster, member)
+    return i if i < len(roster) and roster[i] == member else None
+
+
+
