@@ -280,13 +280,12 @@ def pruning(seeds: int, n_trials: int = 60, max_epochs: int = 27) -> dict:
                 final = fn(p)
                 speed = 2.0 + 3.0 * (math.log10(p["lr"]) + 5) / 4  # faster with larger lr
                 epochs = 0
-                try:
-                    for e in range(1, max_epochs + 1):
-                        epochs = e
-                        trial.report(e, final + 3.0 * math.exp(-speed * e / max_epochs))
-                except hp.Pruned:
-                    log.append((epochs, None))
-                    raise
+                for e in range(1, max_epochs + 1):
+                    epochs = e
+                    trial.report(final + 3.0 * math.exp(-speed * e / max_epochs), e)
+                    if trial.should_prune():
+                        log.append((epochs, None))
+                        raise hp.TrialPruned()
                 log.append((epochs, final + 3.0 * math.exp(-speed)))
                 return log[-1][1]
 

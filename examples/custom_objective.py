@@ -25,6 +25,8 @@ import random
 import time
 from typing import Any
 
+from p2phpo.trial import TrialPruned
+
 SPACE_TOML = """
 [space]
 x = { type = "float", low = -5.0, high = 10.0 }
@@ -53,7 +55,9 @@ def objective(trial: Any) -> float:
         if fail_at is not None and epoch == int(fail_at):
             raise RuntimeError(f"injected failure at epoch {epoch}")
         value = target * (1.0 + 2.0 * 0.5**epoch) + noise * rng.gauss(0.0, 1.0)
-        trial.report(epoch, value)
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise TrialPruned()
         if sleep > 0:
             time.sleep(sleep)
     return value

@@ -8,7 +8,9 @@ def objective(trial: hp.Trial) -> float:
     p = trial.params
     for epoch in range(1, 10):  # a made-up learning curve; report it so ASHA can prune
         acc = 0.99 - 0.05 * abs(p["lr"] - 0.01) ** 0.5 - 0.02 * (p["act"] != "gelu") - 0.1 / epoch
-        trial.report(epoch, acc - 1e-5 * abs(p["width"] - 256))
+        trial.report(acc - 1e-5 * abs(p["width"] - 256), epoch)
+        if trial.should_prune():
+            raise hp.TrialPruned()
     return acc - 1e-5 * abs(p["width"] - 256)
 
 result = hp.optimize(objective, space, n_trials=60, pruner="asha", direction="maximize", seed=0)

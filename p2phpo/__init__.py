@@ -4,17 +4,25 @@ In-process use::
 
     import p2phpo as hp
     space = hp.Space(lr=hp.Float(1e-4, 1e-1, log=True), act=hp.Choice(["relu", "tanh"]))
-    result = hp.optimize(objective, space, n_trials=50, direction="maximize")
+    def objective(trial: hp.Trial) -> float:
+        for epoch in range(1, 10):
+            acc = ...                            # train one epoch with trial.params
+            trial.report(acc, epoch)             # Optuna's order: value, then step
+            if trial.should_prune():
+                raise hp.TrialPruned()
+        return acc
+
+    result = hp.optimize(objective, space, n_trials=50, pruner="asha", direction="maximize")
 """
 
 __version__ = "0.1.0"
 
 from p2phpo.space import Choice, Float, Int, Space, SpaceError  # noqa: E402
-from p2phpo.study import OptimizeResult, StudyError, StudySpec, optimize  # noqa: E402
-from p2phpo.trial import Pruned, Trial, Verdict  # noqa: E402
+from p2phpo.study import OptimizeResult, Study, StudyError, StudySpec, optimize  # noqa: E402
+from p2phpo.trial import Pruned, Trial, TrialPruned, Verdict  # noqa: E402
 
 Result = OptimizeResult
 
 __all__ = ["Choice", "Float", "Int", "OptimizeResult", "Pruned", "Result", "Space",
-           "SpaceError", "StudyError", "StudySpec", "Trial", "Verdict", "__version__",
-           "optimize"]
+           "SpaceError", "Study", "StudyError", "StudySpec", "Trial", "TrialPruned", "Verdict",
+           "__version__", "optimize"]

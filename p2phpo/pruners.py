@@ -277,7 +277,10 @@ def get_pruner(name: str | None, options: Mapping[str, Any] | None = None,
         rate = _num(name, "min_early_stopping_rate", o["min_early_stopping_rate"], 0, True)
         return ASHAPruner(direction, mn, eta, rate, o["max_resource"])
     if o["max_resource"] is None:
-        raise PrunerError("pruner 'hyperband' needs max_resource (or the objective's max_epochs)")
+        raise PrunerError("pruner 'hyperband' needs max_resource, the last step the objective "
+                          "reports: set max_resource in [pruner] or max_epochs in [objective] "
+                          "(from Python: pruner_options={'max_resource': N} or "
+                          "objective_options={'max_epochs': N})")
     if o["max_resource"] < mn:
         raise PrunerError(f"pruner 'hyperband': max_resource ({o['max_resource']}) is below "
                           f"min_resource ({mn})")

@@ -22,13 +22,14 @@ import math
 import re
 import time
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2phpo.core.best import best_trial
 from p2phpo.core.entries import Status, trial_id_str
-from p2phpo.core.frame import FrameBuilder, direction_sign
+from p2phpo.core.frame import FrameBuilder
 from p2phpo.core.hrw import canonical, hrw
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.search import Exhausted, Outcome, SearchConfig, SearchCore, StartTrial, StudyDone
@@ -36,7 +37,7 @@ from p2phpo.pruners import Pruner, PrunerError, ReportIndex, get_pruner
 from p2phpo.samplers import GridExhausted, SamplerContext, SamplerError, get_sampler, sampler_rng
 from p2phpo.samplers.grid import GridSampler
 from p2phpo.space import Space, SpaceError, Value
-from p2phpo.trial import Pruned, Trial
+from p2phpo.trial import Trial, run_objective
 
 
 class StudyError(ValueError):
@@ -245,6 +246,9 @@ def spec_from_entry(spec: Mapping[str, Any]) -> StudySpec:
     return StudySpec.from_dict(spec)
 
 
+CURVE_STEPS = 256  # reports up to this step are all recorded; beyond it, the rungs only
+
+
 class Plan:
     """The study as the search core sees it (``core.search.StudyPlan``).
 
@@ -279,7 +283,10 @@ class Plan:
             raise Exhausted(str(e)) from None
 
     def should_report(self, step: int) -> bool:
-        return self.pruner.reports_at(step)
+        """Every step up to :data:`CURVE_STEPS` goes into the ledger (whole learning
+        curves), and every step the pruner decides at; the pruner still decides
+        only at its own steps (``should_prune``)."""
+        return step <= CURVE_STEPS or self.pruner.reports_at(step)
 
     def should_prune(self, ledger: Any, trial: Any, step: int, value: float) -> bool:
         if not self.pruner.reports_at(step):
@@ -297,101 +304,174 @@ def make_plan(entry: Any) -> Plan:
 
 @dataclass(frozen=True, slots=True)
 class OptimizeResult:
-    """What :func:`optimize` returns. ``best_*`` are None when no trial completed."""
+    """What :func:`optimize` returns. ``best_*`` are None when no trial completed.
+
+    ``reason`` says why the search ended: the study's own reason (budget,
+    timeout, target), ``"stopped by a callback"`` or ``"interrupted"``
+    (Ctrl-C; the trial that was running is recorded as ABANDONED).
+    """
 
     best_params: dict[str, Value] | None
     best_value: float | None
     best_trial: Any  # ledger TrialView or None
     trials: list[Any]  # ledger TrialViews in slot order
     ledger: Any = None
+    reason: str = ""
 
 
-def optimize(objective: Callable[..., float], space: Space, n_trials: int | None = 100,
+class Study:
+    """What an ``hp.optimize`` callback sees: the study so far, and ``stop()``.
+
+    A callback is ``callback(study, trial)``, called after each trial
+    finishes (COMPLETE, PRUNED or FAILED) with that trial's ledger view,
+    as Optuna's ``callbacks=`` are. ``study.stop()`` ends the search after
+    the callbacks return; ``hp.optimize`` then returns the result so far.
+    """
+
+    def __init__(self, spec: StudySpec, ledger: Ledger) -> None:
+        self.spec = spec
+        self.direction = spec.direction
+        self._ledger = ledger
+        self.stopped = False
+
+    def stop(self) -> None:
+        """End the search once the running callbacks return."""
+        self.stopped = True
+
+    @property
+    def trials(self) -> list[Any]:
+        return sorted(self._ledger.trials().values(), key=lambda v: (v.slot, v.id))
+
+    @property
+    def best_trial(self) -> Any:
+        return best_trial(self._ledger.trials().values(), self.direction)
+
+    @property
+    def best_value(self) -> float | None:
+        best = self.best_trial
+        return None if best is None else best.value
+
+    @property
+    def best_params(self) -> dict[str, Value] | None:
+        best = self.best_trial
+        return None if best is None else dict(best.params)
+
+
+Callback = Callable[[Study, Any], None]
+
+
+def optimize(objective: Callable[..., float] | str, space: Space, n_trials: int | None = 100,
              sampler: str = "tpe", pruner: str | None = None, direction: str = "minimize",
              seed: int = 0, timeout: float | str | None = None,
              sampler_options: Mapping[str, Any] | None = None,
              pruner_options: Mapping[str, Any] | None = None,
-             target: float | None = None) -> OptimizeResult:
+             target: float | None = None, callbacks: Sequence[Callback] = (),
+             objective_options: Mapping[str, Any] | None = None) -> OptimizeResult:
     """Run ``objective(trial) -> value`` on up to ``n_trials`` suggested parameter sets.
 
     In-process and single-node, through the same ledger, search core, sampler
-    and pruner as ``p2phpo node``. ``trial.report(step, value)`` raises
-    ``hp.Pruned`` when the pruner says stop (the trial is PRUNED with that
-    value); an objective that raises is FAILED with the error text and the
-    search goes on. ``timeout`` (seconds or "30m") stops starting new trials.
+    and pruner as ``p2phpo node``. ``objective`` is a function or a built-in
+    name (``"mnist-mlp"``); ``objective_options`` become ``trial.options``
+    (for the built-in: ``max_epochs``, ``dataset``, ``data_dir``, ...; its
+    ``max_epochs`` is also the pruners' ``max_resource``). As in Optuna,
+    ``trial.report(value, step)`` records an intermediate value and
+    ``trial.should_prune()`` tells the objective to ``raise hp.TrialPruned()``
+    (the trial is PRUNED with its last report); an objective that raises
+    anything else is FAILED with the error text and the search goes on.
+    ``callbacks`` run after each finished trial and may call ``study.stop()``;
+    ``timeout`` (seconds or "30m") stops starting new trials; Ctrl-C and
+    ``stop()`` both return the result so far.
     """
     if not isinstance(space, Space):
         raise TypeError(f"space must be an hp.Space, got {type(space).__name__}")
-    study = {"name": getattr(objective, "__name__", "objective"), "direction": direction,
-             "seed": seed, "n_trials": n_trials, "timeout": timeout, "target": target}
+    fn, name = _objective(objective)
+    study = {"name": name, "direction": direction, "seed": seed, "n_trials": n_trials,
+             "timeout": timeout, "target": target}
     spec = StudySpec.from_dict({
         "study": {k: v for k, v in study.items() if v is not None},
         "sampler": {"name": sampler, **dict(sampler_options or {})},
         "pruner": {"name": pruner or "none", **dict(pruner_options or {})},
-        "objective": {"name": "python"}, "space": space.to_dict()})
+        "objective": {"name": name if isinstance(objective, str) else "python",
+                      **dict(objective_options or {})},
+        "space": space.to_dict()})
     spec = dataclasses.replace(spec, space=space)
-    ledger = run_local(spec, objective, node_id=(hrw("optimize", seed) | 1) & ((1 << 63) - 1))
-    return _result(spec, ledger)
+    node_id = (hrw("optimize", seed) | 1) & ((1 << 63) - 1)
+    ledger, reason = drive_local(spec, fn, node_id=node_id, callbacks=callbacks)
+    return _result(spec, ledger, reason)
+
+
+def _objective(objective: Callable[..., float] | str) -> tuple[Callable[..., float], str]:
+    if isinstance(objective, str):
+        from p2phpo.train.objectives import ObjectiveError, resolve
+
+        try:
+            return resolve(objective), objective
+        except ObjectiveError as e:
+            raise StudyError(str(e)) from None
+    if not callable(objective):
+        raise TypeError(f"objective must be a function or a built-in name, got {objective!r}")
+    return objective, getattr(objective, "__name__", "objective") or "objective"
 
 
 def run_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
               clock: Callable[[], float] = time.monotonic,
               wall: Callable[[], float] = time.time) -> Ledger:
+    """:func:`drive_local` without callbacks; returns the ledger."""
+    return drive_local(spec, objective, node_id, clock, wall)[0]
+
+
+def drive_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
+                clock: Callable[[], float] = time.monotonic,
+                wall: Callable[[], float] = time.time,
+                callbacks: Sequence[Callback] = ()) -> tuple[Ledger, str]:
     """Drive one :class:`SearchCore` in this process until the study is done.
 
     The search core claims slots, asks the plan for params and decides on
     reports; this loop only runs the objective and hands back outcomes.
+    Returns the ledger and why the search ended.
     """
     ledger = Ledger()
     core = SearchCore(node_id, ledger, SearchConfig(max_retries=spec.max_retries),
                       lambda entry: Plan(spec, entry.fingerprint),
                       local_study=(spec.to_dict(), spec.fingerprint()))
     core.ready = True
-    idle = 0
-    while idle < 3:  # a step may only write entries (e.g. FAILED after retries)
-        cmds = core.step(clock(), wall())
-        if core.refused or any(isinstance(c, StudyDone) for c in cmds):
-            break
-        starts = [c for c in cmds if isinstance(c, StartTrial)]
-        idle = 0 if starts else idle + 1
-        for start in starts:
-            outcome = _run_trial(core, start, spec, objective, clock, wall)
-            core.finish(start.trial, outcome, wall())
-    return ledger
+    study = Study(spec, ledger)
+    idle, reason = 0, "no more trials to run"
+    try:
+        while idle < 3 and not study.stopped:  # a step may only write entries
+            cmds = core.step(clock(), wall())
+            done = [c for c in cmds if isinstance(c, StudyDone)]
+            if core.refused or done:
+                reason = done[0].reason if done else reason
+                break
+            starts = [c for c in cmds if isinstance(c, StartTrial)]
+            idle = 0 if starts else idle + 1
+            for start in starts:
+                core.finish(start.trial, _run_trial(core, start, spec, objective, wall), wall())
+                for callback in callbacks:
+                    callback(study, ledger.trial(start.trial))
+                if study.stopped:
+                    reason = "stopped by a callback"
+                    break
+    except KeyboardInterrupt:
+        core.leave(wall())  # the running trial is ABANDONED, not counted
+        reason = "interrupted"
+    return ledger, reason
 
 
 def _run_trial(core: SearchCore, start: StartTrial, spec: StudySpec,
-               objective: Callable[..., float], clock: Callable[[], float],
-               wall: Callable[[], float]) -> Outcome:
+               objective: Callable[..., float], wall: Callable[[], float]) -> Outcome:
     tid = start.trial
     trial = Trial(start.params, space=spec.space, options=spec.objective_options,
                   reporter=lambda step, value: core.report(tid, step, value, wall()),
                   number=start.slot, trial_id=trial_id_str(tid))
-    t0 = clock()
-    try:
-        value = objective(trial)
-    except Pruned as p:
-        last = trial.reports.get(p.step) if p.step is not None else None
-        return Outcome(Status.PRUNED, value=last, duration=clock() - t0)
-    except KeyboardInterrupt:
-        core.finish(tid, Outcome(Status.FAILED, error="interrupted", duration=clock() - t0),
-                    wall())
-        raise
-    except Exception as e:  # the objective's failure is a FAILED trial, not ours
-        return Outcome(Status.FAILED, error=f"{type(e).__name__}: {e}", duration=clock() - t0)
-    duration = clock() - t0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return Outcome(Status.FAILED, error=f"objective returned {value!r}, not a number",
-                       duration=duration)
-    if not math.isfinite(value):
-        return Outcome(Status.FAILED, error=f"objective returned {value}", duration=duration)
-    return Outcome(Status.COMPLETE, value=float(value), duration=duration)
+    out = run_objective(objective, trial)
+    return Outcome(Status[out.status.value], value=out.value, error=out.error,
+                   duration=out.duration)
 
 
-def _result(spec: StudySpec, ledger: Any) -> OptimizeResult:
+def _result(spec: StudySpec, ledger: Any, reason: str = "") -> OptimizeResult:
     views = sorted(ledger.trials().values(), key=lambda v: (v.slot, v.id))
-    sign = direction_sign(spec.direction)
-    done = [v for v in views if v.state.name == "COMPLETE" and v.value is not None]
-    best = min(done, key=lambda v: (sign * v.value, v.slot), default=None)
+    best = best_trial(views, spec.direction)
     return OptimizeResult(None if best is None else dict(best.params),
-                          None if best is None else best.value, best, views, ledger)
+                          None if best is None else best.value, best, views, ledger, reason)

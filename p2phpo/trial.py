@@ -5,14 +5,24 @@ subprocess; only the ``reporter`` differs. Parameters are sampled before the
 objective runs, so the Optuna-style ``suggest_*`` methods return the
 pre-sampled value and check that the objective asks for what the space
 declares.
+
+:func:`run_objective` is the one place that decides how a trial ended
+(COMPLETE, PRUNED or FAILED); the worker and ``hp.optimize`` both call it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
+import numbers
+import sys
+import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from p2phpo.core.entries import cap_error
 
 
 class Verdict(enum.Enum):
@@ -23,24 +33,64 @@ class Verdict(enum.Enum):
     STOP = "stop"  # the study ended or the trial was superseded
 
 
-class Pruned(Exception):
-    """Raised by ``Trial.report`` when the trial should stop early.
+class TrialPruned(Exception):
+    """Raise it from an objective to end the trial as PRUNED (Optuna's ``TrialPruned``).
 
-    Let it propagate out of the objective: the trial is then recorded as
-    PRUNED (or SUPERSEDED when the node stopped it) with its last report.
+    The usual pattern, unchanged from Optuna::
+
+        trial.report(value, step)
+        if trial.should_prune():
+            raise hp.TrialPruned()
+
+    ``trial.report`` raises it by itself only when the node stops the trial
+    (the study ended or another node won its slot); the trial is then
+    recorded as SUPERSEDED or PRUNED by the node, with its last report.
     """
 
-    def __init__(self, verdict: Verdict = Verdict.PRUNE, step: int | None = None) -> None:
-        super().__init__(f"trial {verdict.value}d at step {step}")
+    def __init__(self, message: str = "", *, verdict: Verdict | None = None,
+                 step: int | None = None) -> None:
+        super().__init__(message or (f"trial {verdict.value}ped at step {step}"
+                                     if verdict else "trial pruned"))
         self.verdict = verdict
         self.step = step
 
+
+Pruned = TrialPruned  # the name before 0.2; kept so old objectives still run
 
 Reporter = Callable[[int, float], Verdict]
 
 
 def _always_continue(step: int, value: float) -> Verdict:
     return Verdict.CONTINUE
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"trial.report(value, step): step must be an integer epoch or "
+                        f"iteration, got {step!r} (Optuna's order is value first, then step)")
+    if step < 0:
+        raise ValueError(f"trial.report(value, step): step must be >= 0, got {step}")
+    return int(step)
+
+
+def _check_value(value: Any, step: int) -> float:
+    if isinstance(value, bool | str | bytes) or not _is_number(value):
+        raise TypeError(f"trial.report(value, step): value must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"trial.report(value, step): the value at step {step} is NaN")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    """A real number: int, float, a numpy scalar or a 0-d numeric array (numpy, JAX)."""
+    dtype = getattr(value, "dtype", None)
+    kind = getattr(dtype, "kind", "")
+    if isinstance(value, bool | str | bytes) or kind == "b":
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    return getattr(value, "ndim", None) == 0 and kind in ("f", "i", "u")
 
 
 class Trial:
@@ -68,25 +118,38 @@ class Trial:
         self.reports: dict[int, float] = {}
         self._space = space
         self._reporter = reporter
-        self._last_verdict = Verdict.CONTINUE
+        self._verdict = Verdict.CONTINUE
 
     # -- reporting -------------------------------------------------------
-    def report(self, step: int, value: float) -> None:
-        """Record an intermediate value; raises :class:`Pruned` if told to stop."""
-        step = int(step)
-        value = float(value)
-        if step < 0:
-            raise ValueError(f"report step must be >= 0, got {step}")
-        if math.isnan(value):
-            raise ValueError(f"report value at step {step} is NaN")
+    def report(self, value: float, step: int) -> None:
+        """Record the intermediate ``value`` at ``step`` (Optuna's order).
+
+        The node answers with its pruner's decision; read it with
+        :meth:`should_prune`. Raises :class:`TrialPruned` only when the node
+        stopped the trial (study over, slot lost), which an objective
+        should let propagate.
+        """
+        step = _check_step(step)
+        value = _check_value(value, step)
         self.reports[step] = value
-        self._last_verdict = self._reporter(step, value)
-        if self._last_verdict is not Verdict.CONTINUE:
-            raise Pruned(self._last_verdict, step)
+        verdict = self._reporter(step, value)
+        if verdict is not Verdict.CONTINUE and self._verdict is not Verdict.STOP:
+            self._verdict = verdict  # a prune or stop is not taken back
+        if self._verdict is Verdict.STOP:
+            raise TrialPruned(verdict=Verdict.STOP, step=step)
 
     def should_prune(self) -> bool:
-        """True when the last report was answered with prune or stop."""
-        return self._last_verdict is not Verdict.CONTINUE
+        """True once the pruner said this trial is not promising (or the node stopped it)."""
+        return self._verdict is not Verdict.CONTINUE
+
+    @property
+    def verdict(self) -> Verdict:
+        """The node's latest non-continue answer, or CONTINUE."""
+        return self._verdict
+
+    @property
+    def last_step(self) -> int | None:
+        return max(self.reports) if self.reports else None
 
     # -- Optuna-style accessors -----------------------------------------
     def _lookup(self, name: str) -> Any:
@@ -140,3 +203,65 @@ class Trial:
 
     def __repr__(self) -> str:
         return f"Trial(number={self.number}, params={self.params!r})"
+
+
+# -- how a trial ended: the one classifier (worker, hp.optimize, tests) -----------
+
+class TrialStatus(enum.Enum):
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrialOutcome:
+    """How a trial ended. ``value`` is the result (COMPLETE) or the last report (PRUNED)."""
+
+    status: TrialStatus
+    value: float | None
+    error: str | None
+    duration: float
+    last_step: int | None
+    verdict: Verdict | None = None  # PRUNE or STOP when the node ended it
+
+
+def is_pruned(exc: BaseException) -> bool:
+    """``hp.TrialPruned`` or Optuna's ``TrialPruned`` (an objective that kept its import)."""
+    return isinstance(exc, TrialPruned) or any(
+        c.__name__ == "TrialPruned" and c.__module__.startswith("optuna")
+        for c in type(exc).__mro__)
+
+
+def run_objective(fn: Callable[[Trial], Any], trial: Trial, *,
+                  print_traceback: bool = False) -> TrialOutcome:
+    """Call ``fn(trial)`` and classify how it ended; never raises but for Ctrl-C.
+
+    - raises ``TrialPruned``: PRUNED with the last reported value;
+    - raises anything else (or ``SystemExit``): FAILED, ``"Type: message"``;
+    - returns a finite real number (int, float, numpy or JAX scalar, not a
+      bool or a string): COMPLETE with that value;
+    - returns anything else, NaN or an infinity: FAILED.
+    """
+    t0 = time.perf_counter()
+    verdict = None
+    try:
+        value = fn(trial)
+    except (Exception, SystemExit) as exc:
+        if is_pruned(exc):
+            last = trial.last_step
+            verdict = trial.verdict if trial.verdict is not Verdict.CONTINUE else None
+            return TrialOutcome(TrialStatus.PRUNED, None if last is None else trial.reports[last],
+                                None, time.perf_counter() - t0, last, verdict)
+        if print_traceback:
+            traceback.print_exc(file=sys.stderr)
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        if not _is_number(value):
+            error = f"objective returned {value!r:.60}, not a number"
+        elif not math.isfinite(float(value)):
+            error = f"objective returned {float(value)}"
+        else:
+            return TrialOutcome(TrialStatus.COMPLETE, float(value), None,
+                                time.perf_counter() - t0, trial.last_step)
+    return TrialOutcome(TrialStatus.FAILED, None, cap_error(error), time.perf_counter() - t0,
+                        trial.last_step)

@@ -128,11 +128,12 @@ class Frame:
         return self._ranked
 
     def best(self) -> int | None:
-        """Row index of the best COMPLETE trial, or None."""
+        """Row index of the best COMPLETE trial, or None (``core.best``'s rule:
+        ties go to the lower trial id)."""
         idx = np.flatnonzero(self.state == RowState.COMPLETE)
         if idx.size == 0:
             return None
-        return int(idx[np.argmin(self.value[idx])])
+        return int(idx[np.lexsort((self.seq[idx], self.origin[idx], self.value[idx]))[0]])
 
     def trial_id(self, row: int) -> TrialId:
         return int(self.origin[row]), int(self.seq[row])

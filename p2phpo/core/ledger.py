@@ -91,6 +91,11 @@ class TrialView:
         return self.claim.slot if self.claim else -1
 
     @property
+    def number(self) -> int:
+        """The budget slot (Optuna's ``trial.number``)."""
+        return self.slot
+
+    @property
     def params(self) -> dict:
         return self.claim.params if self.claim else {}
 

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from p2phpo.core.best import best_key
 from p2phpo.core.entries import (
     Abandon,
     AbandonReason,
@@ -293,11 +294,9 @@ class SearchCore:
             self._low += 1
 
     def _note_best(self, view: TrialView) -> None:
-        if view.state is not TrialState.COMPLETE or view.value is None or self.plan is None:
-            return
-        key = (self._sign() * view.value, view.id)
-        if self._best is None or key < self._best:
-            self._best = key
+        key = None if self.plan is None else best_key(view, self.plan.direction)
+        if key is not None and (self._best is None or key < self._best):
+            self._best = key  # p2phpo.core.best's rule, as everywhere
 
     def _sign(self) -> float:
         return -1.0 if self.plan is not None and self.plan.direction == "maximize" else 1.0

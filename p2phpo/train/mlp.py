@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from p2phpo.train.data import Dataset, load_dataset
+from p2phpo.trial import TrialPruned
 
 PARAM_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3, "layers": 2, "width": 256, "activation": "relu", "dropout": 0.0,
@@ -307,9 +308,14 @@ def mnist_mlp(trial: Any) -> float:
     """The built-in objective: reports validation accuracy after every epoch."""
     opts = {**OPTION_DEFAULTS, **trial.options}
     ds = cached_dataset(opts)
+
+    def on_epoch(m: EpochMetrics) -> None:
+        trial.report(m.val_accuracy, m.epoch)
+        if trial.should_prune():
+            raise TrialPruned()
+
     result = train(ds, trial.params, epochs=int(opts["max_epochs"]), seed=int(opts["seed"]),
-                   width_step=int(opts["width_step"]),
-                   on_epoch=lambda m: trial.report(m.epoch, m.val_accuracy))
+                   width_step=int(opts["width_step"]), on_epoch=on_epoch)
     return result.val_accuracy
 
 

@@ -48,10 +48,7 @@ runs one trial with the same outcome rules without a subprocess (tests,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import inspect
-import math
 import os
 import select
 import signal
@@ -66,7 +63,7 @@ import msgpack
 
 from p2phpo.core.entries import cap_error
 from p2phpo.train import objectives
-from p2phpo.trial import Pruned, Trial, Verdict
+from p2phpo.trial import Trial, TrialOutcome, TrialStatus, Verdict, run_objective
 
 MAX_FRAME = 1 << 20
 VERDICT_TIMEOUT = 1.0
@@ -79,24 +76,6 @@ class SetupError(Exception):
 
 class ProtocolError(Exception):
     """A frame was malformed or too large."""
-
-
-class TrialStatus(enum.Enum):
-    COMPLETE = "COMPLETE"
-    PRUNED = "PRUNED"
-    FAILED = "FAILED"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TrialOutcome:
-    """How a trial ended. ``value`` is the result (COMPLETE) or the last report (PRUNED)."""
-
-    status: TrialStatus
-    value: float | None
-    error: str | None
-    duration: float
-    last_step: int | None
-    verdict: Verdict | None = None  # PRUNE or STOP when the node ended it
 
 
 # -- frames --------------------------------------------------------------------
@@ -132,31 +111,8 @@ def _frame_length(header: bytes) -> int:
 # -- running one trial (shared by the worker and the in-process runner) -----------
 
 def execute(fn: Callable[[Trial], Any], trial: Trial) -> TrialOutcome:
-    """Call the objective and classify how it ended; never raises (but for Ctrl-C)."""
-    t0 = time.perf_counter()
-    try:
-        value = fn(trial)
-    except Pruned as exc:
-        last = max(trial.reports) if trial.reports else None
-        return TrialOutcome(TrialStatus.PRUNED, trial.reports.get(last) if last is not None else None,
-                            None, time.perf_counter() - t0, last, exc.verdict)
-    except (Exception, SystemExit) as exc:
-        traceback.print_exc(file=sys.stderr)
-        return _failed(f"{type(exc).__name__}: {exc}", trial, t0)
-    duration = time.perf_counter() - t0
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return _failed(f"objective returned {type(value).__name__}, not a number", trial, t0)
-    if not math.isfinite(value):
-        return _failed(f"objective returned {value}", trial, t0)
-    last = max(trial.reports) if trial.reports else None
-    return TrialOutcome(TrialStatus.COMPLETE, value, None, duration, last)
-
-
-def _failed(text: str, trial: Trial, t0: float) -> TrialOutcome:
-    last = max(trial.reports) if trial.reports else None
-    return TrialOutcome(TrialStatus.FAILED, None, cap_error(text), time.perf_counter() - t0, last)
+    """Call the objective and classify how it ended (``p2phpo.trial.run_objective``)."""
+    return run_objective(fn, trial, print_traceback=True)
 
 
 def run_inprocess(objective: str | Callable[[Trial], Any], params: Mapping[str, Any], *,

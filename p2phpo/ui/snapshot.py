@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p2phpo.core.best import best_key
+from p2phpo.core.best import best_trial as core_best_trial
 from p2phpo.core.entries import TrialId, trial_id_str
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
 
@@ -202,19 +204,9 @@ def max_epochs_of(ledger: Ledger) -> int | None:
     return value if type(value) is int and value > 0 else None
 
 
-def _better(direction: str, a: float, b: float) -> bool:
-    return a > b if direction == "maximize" else a < b
-
-
-def best_trial(trials: list[TrialView], direction: str) -> TrialView | None:
-    """The best COMPLETE trial; ties go to the lower trial id."""
-    best: TrialView | None = None
-    for view in sorted(trials, key=lambda v: v.id):
-        if view.state is not TrialState.COMPLETE or view.value is None:
-            continue
-        if best is None or _better(direction, view.value, best.value):
-            best = view
-    return best
+def best_trial(trials: Iterable[TrialView], direction: str) -> TrialView | None:
+    """The best COMPLETE trial (``p2phpo.core.best``: ties go to the lower trial id)."""
+    return core_best_trial(trials, direction)
 
 
 def budget_counts(trials: list[TrialView]) -> tuple[int, int]:
@@ -347,11 +339,12 @@ class TrialSummary:
         if view.id == self._best:
             self._best_dir = None  # the best trial itself changed: rescan once
             return
-        if view.state is not TrialState.COMPLETE or view.value is None:
+        key = best_key(view, self._best_dir)
+        if key is None:
             return
         best = self.ledger.trial(self._best) if self._best else None
-        if best is None or best.value is None or _better(self._best_dir, view.value, best.value) \
-                or (view.value == best.value and view.id < best.id):
+        best_k = None if best is None else best_key(best, self._best_dir)
+        if best_k is None or key < best_k:
             self._best = view.id
 
     def best(self, direction: str) -> TrialView | None:

@@ -63,35 +63,129 @@ def test_a_non_numeric_result_is_a_failed_trial():
     assert r.best_params is None and r.best_value is None
 
 
-def test_asha_prunes_bad_curves_and_reports_only_at_rungs():
+def _curve(sign: float = 1.0):
+    """An Optuna-style objective: report(value, step), should_prune, raise TrialPruned."""
     def curve(trial):
-        final = quadratic(trial)
+        final = sign * quadratic(trial)
         for epoch in range(1, 10):
-            trial.report(epoch, final + 5.0 / epoch)
+            trial.report(final + sign * 5.0 / epoch, epoch)
+            if trial.should_prune():
+                raise hp.TrialPruned()
         return final
+    return curve
 
-    r = hp.optimize(curve, SPACE, n_trials=30, pruner="asha", seed=0)
+
+def test_asha_prunes_bad_curves_and_every_epoch_is_recorded():
+    r = hp.optimize(_curve(), SPACE, n_trials=30, pruner="asha", seed=0)
     states = Counter(t.state.name for t in r.trials)
     assert states["PRUNED"] >= 10 and states["COMPLETE"] >= 1
-    assert all(set(t.reports) <= {1, 3, 9} for t in r.trials)
     pruned = [t for t in r.trials if t.state.name == "PRUNED"]
     assert all(t.value == t.last_report[1] for t in pruned)
+    assert {t.last_report[0] for t in pruned} <= {1, 3, 9}  # decided only at the rungs
+    for t in r.trials:  # the whole curve up to where the trial stopped
+        assert sorted(t.reports) == list(range(1, max(t.reports) + 1))
+    assert all(max(t.reports) == 9 for t in r.trials if t.state.name == "COMPLETE")
+
+
+def test_an_objective_that_ignores_should_prune_completes_as_in_optuna():
+    def stubborn(trial):
+        for epoch in range(1, 10):
+            trial.report(quadratic(trial) + 5.0 / epoch, epoch)
+        return quadratic(trial)
+
+    r = hp.optimize(stubborn, SPACE, n_trials=20, pruner="asha", seed=0)
+    assert {t.state.name for t in r.trials} == {"COMPLETE"}
+
+
+@pytest.mark.parametrize("step, error, words", [
+    (0.5, TypeError, "step must be an integer"), (True, TypeError, "step must be an integer"),
+    (-1, ValueError, "step must be >= 0"), ("3", TypeError, "step must be an integer")])
+def test_report_rejects_a_bad_step_in_one_sentence(step, error, words):
+    trial = hp.Trial({"x": 1.0})
+    with pytest.raises(error, match=words):
+        trial.report(0.9, step)
+    assert trial.reports == {}
+
+
+def test_swapped_report_arguments_fail_the_trial_loudly():
+    def swapped(trial):  # the order p2phpo used before 0.2: report(step, value)
+        trial.report(1, 0.87)
+        return 0.87
+
+    r = hp.optimize(swapped, SPACE, n_trials=2, pruner="asha")
+    assert {t.state.name for t in r.trials} == {"FAILED"}
+    assert "value first, then step" in r.trials[0].error
 
 
 @pytest.mark.parametrize("pruner, options", [
     ("median", {}), ("hyperband", {"max_resource": 9}), ("asha", {"reduction_factor": 2})])
 def test_every_pruner_stops_poor_curves_when_maximizing(pruner, options):
-    def curve(trial):
-        final = -quadratic(trial)
-        for epoch in range(1, 10):
-            trial.report(epoch, final - 5.0 / epoch)
-        return final
-
-    r = hp.optimize(curve, SPACE, n_trials=30, pruner=pruner, pruner_options=options,
+    r = hp.optimize(_curve(-1.0), SPACE, n_trials=30, pruner=pruner, pruner_options=options,
                     direction="maximize", seed=2)
     states = Counter(t.state.name for t in r.trials)
     assert states["PRUNED"] >= 5 and states["COMPLETE"] >= 1
     assert r.best_value == max(t.value for t in r.trials if t.state.name == "COMPLETE")
+
+
+def test_objective_options_reach_the_trial_and_set_hyperbands_resource():
+    seen = []
+
+    def obj(trial):
+        seen.append(dict(trial.options))
+        return _curve()(trial)
+
+    r = hp.optimize(obj, SPACE, n_trials=12, pruner="hyperband", seed=0,
+                    objective_options={"max_epochs": 9, "dataset": "mnist"})
+    assert seen[0] == {"max_epochs": 9, "dataset": "mnist"}
+    assert Counter(t.state.name for t in r.trials)["PRUNED"] >= 1
+
+
+def test_hyperband_without_a_resource_says_how_to_set_it():
+    with pytest.raises(StudyError, match="objective_options") as e:
+        hp.optimize(quadratic, SPACE, n_trials=3, pruner="hyperband")
+    assert "max_epochs" in str(e.value) and "max_resource" in str(e.value)
+
+
+def test_callbacks_see_every_finished_trial_and_can_stop_the_search():
+    seen = []
+
+    def stop_at_good(study, trial):
+        seen.append((trial.number, trial.state.name))
+        if study.best_value is not None and study.best_value < 6.0:
+            study.stop()
+
+    r = hp.optimize(quadratic, SPACE, n_trials=200, seed=0, callbacks=[stop_at_good])
+    assert r.reason == "stopped by a callback" and r.best_value < 6.0
+    assert len(r.trials) == len(seen) < 200
+    assert [n for n, _ in seen] == [t.slot for t in r.trials]
+
+
+def test_ctrl_c_returns_the_result_so_far():
+    def interrupted_at_five(trial):
+        if trial.number == 5:
+            raise KeyboardInterrupt
+        return quadratic(trial)
+
+    r = hp.optimize(interrupted_at_five, SPACE, n_trials=50, seed=0)
+    assert r.reason == "interrupted"
+    assert Counter(t.state.name for t in r.trials) == {"COMPLETE": 5, "ABANDONED": 1}
+    assert r.best_value == min(t.value for t in r.trials if t.value is not None)
+
+
+def test_results_other_than_real_numbers_are_failed_trials():
+    import numpy as np
+
+    values = iter([np.float32(0.5), np.array(0.25), True, "0.5", [1.0], float("inf"), 3])
+    r = hp.optimize(lambda t: next(values), SPACE, n_trials=7, seed=0, sampler="random")
+    states = [t.state.name for t in r.trials]
+    assert states == ["COMPLETE", "COMPLETE", "FAILED", "FAILED", "FAILED", "FAILED",
+                      "COMPLETE"]
+    assert r.best_value == 0.25
+
+
+def test_ties_go_to_the_earlier_trial():
+    r = hp.optimize(lambda t: 1.0, SPACE, n_trials=5, seed=0)
+    assert r.best_trial.number == 0
 
 
 def test_suggest_methods_port_optuna_objectives():

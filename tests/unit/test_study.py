@@ -8,7 +8,7 @@ import pytest
 
 from p2phpo.core.entries import Claim, StudyEntry
 from p2phpo.core.ledger import Ledger
-from p2phpo.study import StudyError, StudySpec, make_plan, parse_duration
+from p2phpo.study import CURVE_STEPS, StudyError, StudySpec, make_plan, parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mnist_mlp.toml"
 
@@ -112,5 +112,8 @@ def test_the_plan_of_a_study_entry_suggests_and_prunes():
     params = plan.suggest(led, 7, 0)
     assert spec.space.contains(params)
     claim = led.new(7, Claim, wall=1.0, slot=0, params=params)
-    assert plan.should_report(1) and plan.should_report(3) and not plan.should_report(2)
+    # every epoch is recorded (whole curves); the pruner decides at its rungs only
+    assert all(plan.should_report(s) for s in range(CURVE_STEPS + 1))
+    assert not plan.should_report(CURVE_STEPS + 1)
+    assert not plan.should_prune(led, led.trial(claim.key), 2, -1e9)
     assert not plan.should_prune(led, led.trial(claim.key), 1, 0.5)

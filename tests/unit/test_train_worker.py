@@ -101,7 +101,7 @@ def test_prints_in_objective_do_not_corrupt_the_pipe_and_stop_current_stops(tmp_
         "    for step in range(1, 50):\n"
         "        print('epoch', step, 'x' * 5000)\n"
         "        os.write(1, b'raw bytes on fd 1\\n')\n"
-        "        trial.report(step, step * 0.5)\n"
+        "        trial.report(step * 0.5, step)\n"
         "    return 1.0\n")
 
     async def main():
