@@ -69,7 +69,7 @@ class StudyPlan(Protocol):
     fingerprint: str
     direction: str  # "minimize" | "maximize"
     n_trials: int | None
-    timeout: float | None  # seconds after the STUDY's created_wall
+    timeout: float | None  # seconds on each node's own clock from when it adopted the study
     target: float | None
 
     def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]: ...
@@ -194,8 +194,10 @@ class SearchCore:
         self._unmatched_since: float | None = None
         self._roster: list[int] = []
         self._roster_since = -math.inf
+        self._roster_key: tuple | None = None
         self._pick_kind = "home"
         self._now = -math.inf
+        self._adopted_at = math.inf  # monotonic time this node adopted the study
         self._seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
         self._planner = SlotPlanner(None, self._is_open)
         self._new: list[Entry] = []
@@ -234,22 +236,22 @@ class SearchCore:
     def step(self, now: float, wall: float) -> list[Command]:
         self._now = now
         self._sync_index()
-        if self.plan is None and not self._adopt(wall):
+        if self.plan is None and not self._adopt(now, wall):
             return []
         cmds: list[Command] = self._police_own(now, wall)
         self._reclaim_orphans(now, wall)
         self._sync_index()
-        if self._claims_open(wall):
+        if self._claims_open(now):
             start = self._maybe_claim(now, wall)
             if start is not None:
                 cmds.append(start)
-        finished = self._finished_reason(wall)
+        finished = self._finished_reason(now)
         if finished and self.done is None:
             self.done = finished
             cmds.append(StudyDone(finished))
         return cmds
 
-    def _adopt(self, wall: float) -> bool:
+    def _adopt(self, now: float, wall: float) -> bool:
         entry = self.ledger.study
         if entry is None:
             if self.local_study is None:
@@ -266,6 +268,7 @@ class SearchCore:
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
+        self._adopted_at = now
         self._planner = SlotPlanner(self.plan.n_trials, self._is_open, self.config.steal_wait)
         for slot in self._slots:
             self._planner.mark(slot, self._is_open(slot))
@@ -380,15 +383,14 @@ class SearchCore:
         return self._last_sync >= since or now - since >= self.config.reclaim_fallback
 
     def _reclaim_orphans(self, now: float, wall: float) -> None:
-        live = self._ready_members(include_busy=True)
-        if self.node_id not in live:
-            return
-        for tid in sorted(self._running):
+        if not self._gone_since or not self.ready or self.leaving:
+            return  # the common case: nobody is gone, nothing to look at
+        orphans = [tid for tid in sorted(self._running)
+                   if tid[0] != self.node_id and tid not in self._abandoned_by_me
+                   and self._owner_gone(tid[0], now)]
+        live = self._ready_members(include_busy=True) if orphans else []
+        for tid in orphans:
             owner = tid[0]
-            if owner == self.node_id or tid in self._abandoned_by_me:
-                continue
-            if not self._owner_gone(owner, now):
-                continue
             if _rendezvous(("orphan", tid), live) != self.node_id:
                 continue
             reason = AbandonReason.LEFT if self.members[owner].state == "LEFT" else AbandonReason.DEAD
@@ -396,18 +398,20 @@ class SearchCore:
             self._abandoned_by_me.add(tid)
 
     # -- claiming -------------------------------------------------------------
-    def _claims_open(self, wall: float) -> bool:
+    def _claims_open(self, now: float) -> bool:
         if not self.ready or self.leaving or self.done or self.worker_busy:
             return False
         if len(self._own) + len(self._pending) >= self.config.capacity:
             return False
-        return self._closed_reason(wall) is None
+        return self._closed_reason(now) is None
 
-    def _closed_reason(self, wall: float) -> str | None:
-        plan, study = self.plan, self.study
+    def _closed_reason(self, now: float) -> str | None:
+        plan = self.plan
         if self.exhausted:
             return self.exhausted
-        if plan.timeout is not None and wall >= study.wall + plan.timeout:
+        # The timeout runs on this node's own monotonic clock from when it adopted the
+        # study: no decision compares one node's wall clock with another's.
+        if plan.timeout is not None and now >= self._adopted_at + plan.timeout:
             return "timeout reached"
         if plan.target is not None and self._best is not None:
             if self._best[0] <= self._sign() * plan.target:
@@ -438,6 +442,10 @@ class SearchCore:
         return sorted(out)
 
     def _update_roster(self, now: float) -> list[int]:
+        key = (id(self.members), self.ready, self.leaving)
+        if key == self._roster_key:
+            return self._roster
+        self._roster_key = key
         roster = self._roster_now()
         if roster != self._roster:
             self._roster = roster
@@ -578,21 +586,20 @@ class SearchCore:
         times += [since + self.config.reclaim_fallback
                   for node, since in self._gone_since.items() if node in owners]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
-            times.append(now + max(0.0, self.study.wall + self.plan.timeout - wall))
+            times.append(self._adopted_at + self.plan.timeout)
         # What fell due was handled by the step that just ran (or is another node's to
         # do, e.g. an orphan it wins): only the future can wake us.
         future = [t for t in times if t > now]
         return min(future) if future else None
 
-    def _finished_reason(self, wall: float) -> str | None:
+    def _finished_reason(self, now: float) -> str | None:
         if self.plan is None:
             return None
         n = self.plan.n_trials
         if n is not None and self._low >= n:
             return f"budget of {n} trials used"
-        closed = self._closed_reason(wall)
-        live_running = [t for t in self._running if t[0] not in self._gone_since]
-        if closed and not live_running:
+        closed = self._closed_reason(now)
+        if closed and not any(t[0] not in self._gone_since for t in self._running):
             return closed
         return None
 

@@ -179,9 +179,13 @@ def test_a_late_result_of_the_original_stops_its_retry() -> None:
     a.set_members(2.0, {1: MemberView("ALIVE", True, "fp1"), 2: MemberView("DEAD", True, "fp1")})
     a.synced_with(2, 3.0)
     a.step(3.0, 3.0)  # abandons b's trial
-    for tid in a.running:
-        a.finish(tid, Outcome(Status.COMPLETE, value=0.2), 3.5)
-    retry = [x for x in a.step(4.0, 4.0) if isinstance(x, StartTrial)]
+    retry: list[StartTrial] = []
+    for now in (3.5, 3.6, 3.7, 3.8, 3.9, 4.0, 4.1):  # a's own range, then b's
+        for tid in a.running:
+            a.finish(tid, Outcome(Status.COMPLETE, value=0.2), now)
+        retry = [x for x in a.step(now, now) if isinstance(x, StartTrial) and x.retry_of]
+        if retry:
+            break
     assert retry and retry[0].retry_of == start_b.trial
     # b was only slow: its RESULT arrives; RESULT beats ABANDON and a's retry stops.
     b.finish(start_b.trial, Outcome(Status.COMPLETE, value=0.3), 4.5)
@@ -268,20 +272,23 @@ def test_nodes_not_ready_never_hold_work() -> None:
     assert all(t[0] == 1 for t in a.ledger.trials())
 
 
-def test_confirmation_delay_lets_a_double_claim_meet_before_anything_runs() -> None:
+def test_a_fallback_claim_waits_so_a_double_claim_meets_before_anything_runs() -> None:
     cfg = SearchConfig(claim_grace=1.0, confirm_delay=0.5)
-    a = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), (SPEC, "fp1"))
-    b = SearchCore(2, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), None)
+    plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
+    a = SearchCore(1, Ledger(), cfg, plan, (SPEC, "fp1"))
+    b = SearchCore(2, Ledger(), cfg, plan, None)
     a.ready = b.ready = True
     genesis(a)
     sync(a, b)
     alive = MemberView("ALIVE", True, "fp1")
-    # Each knows some other ready member, but not yet the other one or its claim.
+    # Each believes the one slot belongs to a member the other does not know (4, 3),
+    # and that member never claims it: after claim_grace both fall back to it.
     a.set_members(0.0, {1: alive, 4: alive})
     b.set_members(0.0, {2: alive, 3: alive})
-    assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # both claim slot 0, start later
+    assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # not their slot: wait
+    assert a.step(1.0, 1.0) == [] and b.step(1.0, 1.0) == []  # both claim slot 0, start later
     sync(a, b)
-    starts = [c for c in a.step(0.6, 0.6) + b.step(0.6, 0.6) if isinstance(c, StartTrial)]
+    starts = [c for c in a.step(1.6, 1.6) + b.step(1.6, 1.6) if isinstance(c, StartTrial)]
     assert len(starts) == 1 and starts[0].slot == 0  # only the winner ever trains
     sync(a, b)
     slot0 = sorted(v.state.value for v in a.ledger.trials().values() if v.slot == 0)
