@@ -50,6 +50,8 @@ import numpy as np
 from p2phpo.core.hrw import mix64
 
 STEAL_SALT = 0x5EA1
+RING_SALT = 0xB0D6E7
+POINTS = 8
 MAX64 = (1 << 64) - 1
 
 
@@ -61,9 +63,58 @@ class Pick:
     kind: str
 
 
-def home_range(rank: int, m: int, n: int) -> tuple[int, int]:
-    """Slot rights ``[lo, hi)`` of roster index ``rank`` among ``m`` members over ``n`` slots."""
-    return rank * n // m, (rank + 1) * n // m
+class Ring:
+    """The roster's budget rights: ``POINTS`` points per member on a 64-bit ring.
+
+    Slot ``s`` sits at ``(2s + 1) * 2**63 / n``; the point at or after it (the
+    ring wraps) holds it. Each point's arc is worked from the top (the slots
+    nearest the point) down: a member missing from someone's view only ever
+    moves the *bottom* of a neighbour's arc, so first claims never collide.
+    """
+
+    def __init__(self, roster: list[int], n: int) -> None:
+        self.n = n
+        ids = np.repeat(np.array(roster, dtype=np.uint64), POINTS)
+        vs = np.tile(np.arange(POINTS, dtype=np.uint64), len(roster))
+        pts = mix64(ids ^ np.uint64(RING_SALT), vs)
+        order = np.lexsort((ids, pts))
+        self.points = [int(x) for x in pts[order]]
+        self.owners = [int(x) for x in ids[order]]
+        cuts = [self._count(p) for p in self.points]
+        # arcs[i]: slots [lo, hi) of point i (the first arc also holds the wrapped top)
+        self.arcs: list[list[tuple[int, int]]] = []
+        for i, hi in enumerate(cuts):
+            if i == 0:
+                spans = [(0, hi)] + ([(cuts[-1], n)] if cuts[-1] < n else [])
+            else:
+                spans = [(cuts[i - 1], hi)]
+            self.arcs.append([(lo, h) for lo, h in spans if h > lo])
+        self.of: dict[int, list[int]] = {}
+        for i, owner in enumerate(self.owners):
+            self.of.setdefault(owner, []).append(i)
+
+    def _count(self, point: int) -> int:
+        """How many slots sit at or before ``point``."""
+        return min(self.n, ((point * self.n >> 63) + 1) // 2)
+
+    def queue(self, member: int, is_open: bytearray) -> list[int]:
+        """``member``'s open slots in the order it runs them: arc by arc, each top-down."""
+        out: list[int] = []
+        for i in self.of.get(member, ()):
+            for lo, hi in reversed(self.arcs[i]):
+                j = is_open.rfind(1, lo, hi)
+                while j >= 0:
+                    out.append(j)
+                    j = is_open.rfind(1, lo, j)
+        return out
+
+    def head(self, member: int, is_open: bytearray) -> int | None:
+        for i in self.of.get(member, ()):
+            for lo, hi in reversed(self.arcs[i]):
+                j = is_open.rfind(1, lo, hi)
+                if j >= 0:
+                    return j
+        return None
 
 
 class SlotPlanner:
@@ -71,7 +122,7 @@ class SlotPlanner:
 
     ``is_open(slot)`` is the search core's view (FREE or REOPENED). For a
     bounded budget the planner also keeps a byte per slot (1 = open), updated
-    by :meth:`mark`, so scanning a range is a C-speed ``find``.
+    by :meth:`mark`, so scanning an arc is a C-speed ``rfind``.
     """
 
     def __init__(self, n: int | None, is_open: Callable[[int], bool], wait: float = 0.0) -> None:
@@ -79,35 +130,31 @@ class SlotPlanner:
         self.wait = wait
         self.is_open = is_open
         self.open = bytearray(b"\x01") * n if n is not None else None
+        self._ring: tuple[tuple[int, ...], Ring] | None = None
 
     def mark(self, slot: int, is_open: bool) -> None:
         if self.open is not None and 0 <= slot < len(self.open):
             self.open[slot] = 1 if is_open else 0
 
+    def ring(self, roster: list[int]) -> Ring:
+        key = tuple(roster)
+        if self._ring is None or self._ring[0] != key:
+            self._ring = (key, Ring(roster, self.n))
+        return self._ring[1]
+
     # -- home -----------------------------------------------------------------
     def home(self, me: int, roster: list[int], low: int) -> int | None:
-        """The lowest open slot of ``me``'s range (None when it has none left)."""
+        """The next open slot of ``me``'s own rights (None when it has none left)."""
         rank = _index(roster, me)
         if rank is None:
             return None
-        m = len(roster)
         if self.open is None:
+            m = len(roster)
             slot = low + (rank - low) % m
             while not self.is_open(slot):
                 slot += m
             return slot
-        lo, hi = home_range(rank, m, self.n)
-        found = self.open.find(1, max(lo, low), hi)
-        return None if found < 0 else found
-
-    def open_in(self, rank: int, m: int) -> list[int]:
-        """Open slots of roster index ``rank``'s range, ascending (bounded budgets)."""
-        lo, hi = home_range(rank, m, self.n)
-        out, i = [], self.open.find(1, lo, hi)
-        while i >= 0:
-            out.append(i)
-            i = self.open.find(1, i + 1, hi)
-        return out
+        return self.ring(roster).head(me, self.open)
 
     # -- stealing -------------------------------------------------------------
     def steal(self, me: int, roster: list[int], live: set[int], busy: set[int],
@@ -118,7 +165,7 @@ class SlotPlanner:
         thieves, cands = self._candidates(me, roster, live, busy, fresh)
         if not cands:
             return None
-        slots = np.array([-c[2] for c in cands], dtype=np.uint64)
+        slots = np.array([c[3] for c in cands], dtype=np.uint64)
         ids = np.array(thieves, dtype=np.uint64)
         weights = mix64(slots[:, None] ^ np.uint64(STEAL_SALT), ids[None, :])
         if fallback:  # our own pick among the best candidates: fallbacks rarely meet
@@ -144,25 +191,26 @@ class SlotPlanner:
         A thief seen starting a trial moments ago (``fresh``) will not be idle
         soon and does not compete; every other thief does, idle or not: whether
         a thief is idle is what views disagree on most (its RESULT and next
-        CLAIM travel together), so it must not change who wins a slot."""
-        m = len(roster)
+        CLAIM travel together), so it must not change who wins a slot. A
+        victim's queue is taken from its far end, the owner's last claims."""
+        ring = self.ring(roster)
         thieves: list[int] = [me]
-        cands: list[tuple[int, int, int]] = []  # (tier, -queue length, -slot)
-        for rank, member in enumerate(roster):
+        cands: list[tuple[int, int, int]] = []  # (tier, -queue length, position from the end)
+        for member in roster:
             if member == me:
                 continue
-            slots = self.open_in(rank, m)
-            if not slots:
+            queue = ring.queue(member, self.open)
+            if not queue:
                 if member in live and member not in fresh:
                     thieves.append(member)
                 continue
+            k = len(queue)
             if member not in live:
-                cands += [(1, -len(slots), -s) for s in slots]
+                cands += [(1, -k, k - 1 - i, s) for i, s in enumerate(queue)]
                 continue
-            head, rest = slots[0], slots[1:]
-            cands += [(0, -len(slots), -s) for s in rest]
+            cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
             if member in busy:  # an idle owner is about to claim its next slot itself
-                cands.append((2, -len(slots), -head))
+                cands.append((2, -k, k - 1, queue[0]))
         cands.sort()
         return thieves, cands
 

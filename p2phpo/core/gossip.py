@@ -300,10 +300,13 @@ class GossipCore:
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
-        dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
-        targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
         if len(self.queue):
-            for node in self._sample(targets, self.profile.gossip_nodes):
+            dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
+            targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
+            fanout = self.profile.gossip_nodes
+            if self.queue.nbytes > fanout * self._budget:
+                fanout *= 2  # a backlog (a busy cluster): twice the datagrams, still within budget
+            for node in self._sample(targets, fanout):
                 self._send(self._addr_of(node), [])
         for node in sorted(self._sync_out):
             self._drain_sync(node)
