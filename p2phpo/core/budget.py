@@ -52,6 +52,7 @@ from p2phpo.core.hrw import mix64
 STEAL_SALT = 0x5EA1
 RING_SALT = 0xB0D6E7
 POINTS = 8
+MASK64 = (1 << 64) - 1
 MAX64 = (1 << 64) - 1
 
 
@@ -97,24 +98,34 @@ class Ring:
         """How many slots sit at or before ``point``."""
         return min(self.n, ((point * self.n >> 63) + 1) // 2)
 
+    def _dist(self, i: int, slot: int) -> int:
+        """How far below point ``i`` slot ``slot`` sits (mod 2**64)."""
+        return (self.points[i] - (((2 * slot + 1) << 63) // self.n)) & MASK64
+
     def queue(self, member: int, is_open: bytearray) -> list[int]:
-        """``member``'s open slots in the order it runs them: arc by arc, each top-down."""
-        out: list[int] = []
+        """``member``'s open slots in the order it runs them: nearest below one of its
+        points first (an arc's top is what a partial view is least likely to move)."""
+        out: list[tuple[int, int]] = []
         for i in self.of.get(member, ()):
-            for lo, hi in reversed(self.arcs[i]):
-                j = is_open.rfind(1, lo, hi)
+            for lo, hi in self.arcs[i]:
+                j = is_open.find(1, lo, hi)
                 while j >= 0:
-                    out.append(j)
-                    j = is_open.rfind(1, lo, j)
-        return out
+                    out.append((self._dist(i, j), j))
+                    j = is_open.find(1, j + 1, hi)
+        out.sort()
+        return [slot for _, slot in out]
 
     def head(self, member: int, is_open: bytearray) -> int | None:
+        """The first slot of :meth:`queue`, without building it."""
+        best: tuple[int, int] | None = None
         for i in self.of.get(member, ()):
-            for lo, hi in reversed(self.arcs[i]):
+            for lo, hi in self.arcs[i]:
                 j = is_open.rfind(1, lo, hi)
                 if j >= 0:
-                    return j
-        return None
+                    d = self._dist(i, j)
+                    if best is None or d < best[0]:
+                        best = (d, j)
+        return None if best is None else best[1]
 
 
 class SlotPlanner:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2phpo.core.budget import Ring
 from p2phpo.core.entries import AbandonReason, Status
 from p2phpo.core.ledger import Ledger, TrialState
 from p2phpo.core.search import (
@@ -118,10 +119,10 @@ def test_three_nodes_of_different_speeds_share_the_budget_exactly() -> None:
 
 
 def test_double_claim_is_resolved_the_same_way_on_both_nodes() -> None:
-    a, b = make_node(1), make_node(2, spec=None)
+    a, b = make_node(1, n_trials=1), make_node(2, spec=None, n_trials=1)
     genesis(a)
     sync(a, b)
-    # Each believes it is alone: both claim slot 0 without seeing the other.
+    # Each believes it is alone: both claim the one slot without seeing the other.
     ca = [c for c in a.step(0.0, 0.0) if isinstance(c, StartTrial)][0]
     cb = [c for c in b.step(0.0, 0.0) if isinstance(c, StartTrial)][0]
     assert ca.slot == cb.slot == 0
@@ -272,6 +273,11 @@ def test_nodes_not_ready_never_hold_work() -> None:
     assert all(t[0] == 1 for t in a.ledger.trials())
 
 
+def owner_other_than(node: int) -> int:
+    """A phantom member that holds the only slot of a one-trial study against ``node``."""
+    return next(p for p in range(3, 100) if Ring(sorted([node, p]), 1).head(p, bytearray(b"\x01")) == 0)
+
+
 def test_a_fallback_claim_waits_so_a_double_claim_meets_before_anything_runs() -> None:
     cfg = SearchConfig(claim_grace=1.0, confirm_delay=0.5)
     plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
@@ -281,10 +287,10 @@ def test_a_fallback_claim_waits_so_a_double_claim_meets_before_anything_runs() -
     genesis(a)
     sync(a, b)
     alive = MemberView("ALIVE", True, "fp1")
-    # Each believes the one slot belongs to a member the other does not know (4, 3),
-    # and that member never claims it: after claim_grace both fall back to it.
-    a.set_members(0.0, {1: alive, 4: alive})
-    b.set_members(0.0, {2: alive, 3: alive})
+    # Each believes the one slot belongs to a member the other does not know, and
+    # that member never claims it: after claim_grace both fall back to it.
+    a.set_members(0.0, {1: alive, owner_other_than(1): alive})
+    b.set_members(0.0, {2: alive, owner_other_than(2): alive})
     assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # not their slot: wait
     assert a.step(1.0, 1.0) == [] and b.step(1.0, 1.0) == []  # both claim slot 0, start later
     sync(a, b)
