@@ -1,43 +1,46 @@
-"""Which budget slot an idle node takes next: home ranges, then work stealing.
+"""Which budget slot an idle node takes next: its own rights, then work stealing.
 
 Pure and sans-IO; :class:`~p2phpo.core.search.SearchCore` owns one
 :class:`SlotPlanner` and asks it for a slot whenever the node is idle.
 
-Home ranges (escrow). The *roster* is every member that ever advertised a
-ready worker for this study, whatever its state now (ALIVE, SUSPECT, DEAD,
-LEFT), sorted by node id. With ``n`` slots and ``m`` roster members, member
-``r`` (its index) holds the slot rights ``[r*n//m, (r+1)*n//m)``: each
-member's share of the budget, agreed without a message because every node
-derives it from the same membership. An owner runs its range bottom-up and
-needs nobody's consent, so a healthy cluster claims without conflicts.
+Rights (escrow). The *roster* is every member that ever advertised a ready
+worker for this study, whatever its state now (ALIVE, SUSPECT, DEAD, LEFT).
+Each roster member has ``POINTS`` points on a 64-bit ring (a hash of its
+id); slot ``s`` of ``n`` sits at ``(2s + 1) / 2n`` of the ring and belongs to
+the point at or after it. That is the member's share of the budget, agreed
+without a message because every node derives it from the membership it
+sees. An owner needs nobody's consent, so a healthy cluster claims its own
+rights without conflicts.
+
+Views disagree while members join (a ready flag is still in flight). A
+missing member only moves the *far* end of a neighbour's arc, so each owner
+runs its slots nearest below its points first: under a partial view its
+first claims are still, nearly always, its own (``tests/unit/test_budget.py``
+measures it). Ranks over the roster (``r*n/m``) would move every range start.
 
 Why keep gone members in the roster: when a partition cuts the cluster in
 two, each side sees the other side DEAD. If the roster shrank, each side
 would re-split the *whole* budget and both sides would run the same slots.
-Kept, a gone member's range is only *stolen*, and only once a side has run
-out of its own work, so a short cut costs no duplicates at all.
+Kept, a gone member's rights are only *stolen*, once a side has run out of
+its own work, so a short cut costs few duplicates.
 
-Views disagree for a moment (a member joins, a ready flag is still in
-flight); ranges then shift a little. Owners claim from the bottom of their
-ranges and a shift moves the *top* of one range onto the bottom of the next,
-so the two views meet on slots one owner would claim last. Until a node's
-view of the roster has been still for ``settle`` seconds (the join storm at
-start), it does not claim at all.
-
-Stealing. A member with nothing left in its range is a *thief*. Stealable
-are the unstarted slots of other members' ranges, except an idle live
-owner's lowest one (it is about to claim it); in order: live owners' slots
-(top-down, longest queue first), gone owners' slots, then a busy live
-owner's next slot. Among the ``2 * thieves`` best candidates, a thief takes
-the first one for which it is the rendezvous winner among the thieves it
-knows: two thieves that know each other agree on every slot, whatever else
-their views hold. A thief that wins nothing waits for the next change (a
-claim lands, a trial ends) — and after ``claim_grace`` seconds without work
-takes its best candidate anyway, so no view of the cluster can stall it.
+Stealing. A member with no rights left is a *thief*. Stealable are other
+members' open slots, except an idle live owner's next one (it is about to
+claim it); best first: live owners' slots (longest queue first, from the far
+end of the queue), a busy live owner's next slot, then (after ``2 * wait``)
+gone owners' slots.
+Each candidate slot goes to its rendezvous winner among the thieves — idle
+or busy, since whether a thief is idle is what views disagree on most (its
+RESULT and next CLAIM travel together); thieves seen starting a trial
+moments ago (``fresh``) do not compete. Two thieves that know each other
+agree on every slot whatever else their views hold. A slot whose winner is
+busy goes, once a thief has waited ``wait`` seconds, to the winner among the
+idle thieves. After ``claim_grace`` seconds without work a node takes a
+candidate anyway (with the confirmation delay), so no view can stall it.
 
 Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
-Without ``n_trials`` slots are open-ended and member ``r`` holds the slots
-``s`` with ``s % m == r``; nobody runs out, so nobody steals.
+Without ``n_trials`` slots are open-ended and roster member ``r`` holds the
+slots ``s`` with ``s % m == r``; nobody runs out, so nobody steals.
 """
 
 from __future__ import annotations
@@ -52,8 +55,7 @@ from p2phpo.core.hrw import mix64
 STEAL_SALT = 0x5EA1
 RING_SALT = 0xB0D6E7
 POINTS = 8
-MASK64 = (1 << 64) - 1
-MAX64 = (1 << 64) - 1
+MASK64 = MAX64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,8 @@ class SlotPlanner:
             while not self.is_open(slot):
                 slot += m
             return slot
+        if len(roster) == 1:  # alone (hp.optimize): slots in order, trial numbers count up
+            return self.any_open(low)
         return self.ring(roster).head(me, self.open)
 
     # -- stealing -------------------------------------------------------------
@@ -174,6 +178,10 @@ class SlotPlanner:
         if self.open is None:
             return None
         thieves, cands = self._candidates(me, roster, live, busy, fresh)
+        if waited < 2 * self.wait and not fallback:
+            # A gone owner may only be cut off, running its rights on the other side:
+            # take its slots last, and only after a wait (a short cut then costs nothing).
+            cands = [c for c in cands if c[0] < 3]
         if not cands:
             return None
         slots = np.array([c[3] for c in cands], dtype=np.uint64)
@@ -217,7 +225,7 @@ class SlotPlanner:
                 continue
             k = len(queue)
             if member not in live:
-                cands += [(1, -k, k - 1 - i, s) for i, s in enumerate(queue)]
+                cands += [(3, -k, k - 1 - i, s) for i, s in enumerate(queue)]
                 continue
             cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
             if member in busy:  # an idle owner is about to claim its next slot itself

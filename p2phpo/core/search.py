@@ -13,12 +13,12 @@ outcomes:
 Budget. The cluster runs ``n_trials`` counted trials, one per *slot*
 0..n-1 (open-ended without ``n_trials``). A slot is DONE when a trial on it
 has a counted RESULT, BUSY while one runs, REOPENED when all its trials were
-abandoned or superseded, FREE when never claimed. An idle ready node claims
-from the lowest free/reopened slots: idle ready members are matched to those
-slots greedily in rendezvous order, so nodes that go idle together pick
-different slots, and a node that finds no match still claims the lowest
-slot after ``claim_grace`` seconds, so no view of the membership can stall
-the search. When two running claims name one slot, the lowest
+abandoned or superseded, FREE when never claimed. Which free slot an idle
+node claims is ``core/budget.py``'s choice: first its own share of the
+budget (rights derived from the membership), then slots stolen from other
+members' shares, and after ``claim_grace`` seconds without work any slot, so
+no view of the membership can stall the search. When two running claims name
+one slot, the lowest
 ``hrw(slot, origin)`` wins; the loser stops and writes RESULT SUPERSEDED.
 
 Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
@@ -388,7 +388,7 @@ class SearchCore:
         orphans = [tid for tid in sorted(self._running)
                    if tid[0] != self.node_id and tid not in self._abandoned_by_me
                    and self._owner_gone(tid[0], now)]
-        live = self._ready_members(include_busy=True) if orphans else []
+        live = self._ready_members() if orphans else []
         for tid in orphans:
             owner = tid[0]
             if _rendezvous(("orphan", tid), live) != self.node_id:
@@ -418,15 +418,13 @@ class SearchCore:
                 return "target reached"
         return None
 
-    def _ready_members(self, include_busy: bool) -> list[int]:
+    def _ready_members(self) -> list[int]:
+        """Live members with a ready worker for this study (this node included)."""
         fp = self.plan.fingerprint if self.plan else None
         out = [
             mid for mid, m in self.members.items()
             if mid != self.node_id and m.state in LIVE and m.ready and m.study == fp
         ]
-        if not include_busy:
-            busy = {t[0] for t in self._running}
-            out = [m for m in out if m not in busy]
         if self.ready and not self.leaving:
             out.append(self.node_id)
         return sorted(out)
@@ -474,7 +472,9 @@ class SearchCore:
         home = planner.home(self.node_id, roster, self._low)
         if home is not None:
             return Pick(home, "home")
-        live = {mid for mid, m in self.members.items() if m.state in LIVE}
+        # A SUSPECT owner may be cut off, running its rights on the other side: its
+        # slots are stolen last, like a gone owner's.
+        live = {mid for mid, m in self.members.items() if m.state == "ALIVE"}
         live.add(self.node_id)
         busy = {t[0] for t in self._running}
         fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
@@ -506,7 +506,7 @@ class SearchCore:
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
         start = StartTrial(claim.key, slot, dict(params), retry_of)
         if (self.config.confirm_delay > 0 and self._pick_kind == "grace"
-                and len(self._ready_members(include_busy=True)) > 1):
+                and len(self._ready_members()) > 1):
             # A fallback claim may well meet a rival: let them meet before anything runs.
             # Home and stolen slots are agreed by construction (core/budget.py); alone,
             # nobody can hold a rival claim: start at once.
@@ -582,6 +582,7 @@ class SearchCore:
             times.append(self._unmatched_since + self.config.claim_grace)
             times.append(self._roster_since + self.config.settle)
             times.append(self._unmatched_since + self.config.steal_wait)
+            times.append(self._unmatched_since + 2 * self.config.steal_wait)
         owners = {t[0] for t in self._running}
         times += [since + self.config.reclaim_fallback
                   for node, since in self._gone_since.items() if node in owners]
