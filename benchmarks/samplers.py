@@ -165,11 +165,11 @@ def latency(sizes: list[int], reps: int) -> list[dict]:
         for label, opts in (("ours", {}), ("ours_univariate", {"multivariate": False})):
             s = get_sampler("tpe", opts)
             ctx = SamplerContext(space, "minimize", 1, n, None, opts, 0)
-            s.suggest(ctx, frame, sampler_rng(0, 1, n))
+            s.suggest(ctx, frame, sampler_rng(0, n))
             times = []
             for r in range(max(reps, 30)):
                 t0 = time.perf_counter()
-                s.suggest(ctx, frame, sampler_rng(0, 1, n + r))
+                s.suggest(ctx, frame, sampler_rng(0, n + r))
                 times.append(time.perf_counter() - t0)
             row[f"{label}_ms"] = 1e3 * statistics.median(times)
             row[f"{label}_min_ms"] = 1e3 * min(times)
@@ -326,7 +326,7 @@ def same_history(n_hist: int = 40, draws: int = 600) -> dict:
         for i, (p, v) in enumerate(zip(hist, vals, strict=True)):
             b.put(Row(p, RowState.COMPLETE, v, None, float(i), (1, i + 1), i))
         frame, s = b.snapshot(), get_sampler("tpe", {})
-        ours = [fn(s.suggest(SamplerContext(space), frame, sampler_rng(0, 1, i)))
+        ours = [fn(s.suggest(SamplerContext(space), frame, sampler_rng(0, i)))
                 for i in range(draws)]
         dists = optuna_distributions(space)
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))

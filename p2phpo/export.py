@@ -1,7 +1,9 @@
 """Export the trials of a ledger: CSV, JSON lines, a JSON list, or an Optuna study.
 
-One row per trial (retries and superseded duplicates included, each with
-its own id), ordered by budget slot, then claim time, then trial id. The
+One row per trial (retries and abandoned attempts included, each with its
+own id), ordered by budget slot, then claim time, then trial id. SUPERSEDED
+trials (claims that lost their slot to another node and never trained) are
+left out unless ``include_all`` (``p2phpo export --all``). The
 JSON row is the DESIGN §10 schema::
 
     {"trial": "<origin hex>:<seq>", "slot", "node", "state", "params",
@@ -27,7 +29,7 @@ from p2phpo.core.ledger import Ledger, TrialState, TrialView
 from p2phpo.ui.snapshot import default_state_dir, study_fields
 
 __all__ = [
-    "FORMATS", "ExportError", "default_state_dir", "optuna_distributions", "trial_row",
+    "FORMATS", "ExportError", "default_state_dir", "exported", "optuna_distributions", "trial_row",
     "trial_rows", "write_csv", "write_json", "write_jsonl", "write_optuna", "write_rows",
 ]
 
@@ -60,9 +62,15 @@ def _order(view: TrialView) -> tuple[int, float, tuple[int, int]]:
     return view.slot, view.claim_wall or 0.0, view.id
 
 
-def trial_rows(ledger: Ledger) -> list[dict[str, Any]]:
-    """Every trial of ``ledger`` as a DESIGN §10 row."""
-    return [trial_row(v) for v in sorted(ledger.trials().values(), key=_order)]
+def exported(ledger: Ledger, include_all: bool = False) -> list[TrialView]:
+    """The trials an export shows, in export order (SUPERSEDED ones only with ``include_all``)."""
+    views = sorted(ledger.trials().values(), key=_order)
+    return views if include_all else [v for v in views if v.state is not TrialState.SUPERSEDED]
+
+
+def trial_rows(ledger: Ledger, include_all: bool = False) -> list[dict[str, Any]]:
+    """The trials of ``ledger`` as DESIGN §10 rows (see :func:`exported`)."""
+    return [trial_row(v) for v in exported(ledger, include_all)]
 
 
 # -- text formats ----------------------------------------------------------------
@@ -110,12 +118,12 @@ def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
         writer.writerow(cells)
 
 
-def write_rows(ledger: Ledger, fmt: str, out: IO[str]) -> int:
-    """Write every trial of ``ledger`` to ``out`` as csv, jsonl or json; return the count."""
+def write_rows(ledger: Ledger, fmt: str, out: IO[str], include_all: bool = False) -> int:
+    """Write the trials of ``ledger`` to ``out`` as csv, jsonl or json; return the count."""
     writers = {"csv": write_csv, "jsonl": write_jsonl, "json": write_json}
     if fmt not in writers:
         raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    rows = trial_rows(ledger)
+    rows = trial_rows(ledger, include_all)
     writers[fmt](rows, out)
     return len(rows)
 
@@ -226,8 +234,9 @@ def _optuna_trial(optuna: Any, view: TrialView, dists: dict[str, Any]) -> Any:
     return trial
 
 
-def write_optuna(ledger: Ledger, storage: str, study_name: str | None = None) -> tuple[str, int]:
-    """Create an Optuna study in ``storage`` holding every trial; return (name, count)."""
+def write_optuna(ledger: Ledger, storage: str, study_name: str | None = None,
+                 include_all: bool = False) -> tuple[str, int]:
+    """Create an Optuna study in ``storage`` holding the trials; return (name, count)."""
     optuna = _import_optuna()
     fields = study_fields(ledger)
     name = study_name or fields.get("study") or "p2phpo"
@@ -244,6 +253,6 @@ def write_optuna(ledger: Ledger, storage: str, study_name: str | None = None) ->
     except Exception as exc:  # sqlalchemy and optuna raise many types for a bad URL
         raise ExportError(f"cannot open Optuna storage {storage!r}: {exc}") from None
     dists = optuna_distributions(ledger, optuna)
-    trials = [_optuna_trial(optuna, v, dists) for v in sorted(ledger.trials().values(), key=_order)]
+    trials = [_optuna_trial(optuna, v, dists) for v in exported(ledger, include_all)]
     study.add_trials(trials)
     return name, len(trials)

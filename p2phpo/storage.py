@@ -4,15 +4,26 @@ Layout of a state dir::
 
     node.json    node id, incarnation, restart counter, study fingerprint
     ledger.log   records: u32 length | u32 CRC32 | canonical entry bytes
+    peers.json   the last known addresses of the other members (rejoin without --seed)
     lock         held (flock) by the one process that writes
 
 Every entry the node holds, its own and merged ones, is appended to
 ``ledger.log``. Its own entries are fsync'ed before ``append`` returns, so
-nothing is gossiped that a crash could lose. On open the log is replayed; a
-torn or corrupt tail (a crash mid-write, a flipped bit) is detected by the
-length and checksum and truncated, and the number of bytes cut is reported.
-Readers (``export``) replay the log without the lock and without truncating,
-while a node writes it.
+nothing is gossiped that a crash could lose.
+
+Recovery is per record. On open the log is replayed; a record whose length,
+checksum or contents do not hold up is skipped and the replay resynchronizes
+on the next record that frames and checks, so one flipped bit costs one
+record, never the intact records after it. Damaged records in the middle are
+counted, moved to ``ledger.damaged`` (kept for inspection) and compacted out
+of the log; only a torn tail (no intact record after it: a crash mid-write)
+is cut. :attr:`Storage.recovery` says what happened, in one line.
+
+A disk that fails (``ENOSPC``, ``EROFS``, ``EIO``) raises :class:`DiskError`
+from the append that hit it; the log is then closed to writes (a partial
+record is cut back when possible) and :meth:`Storage.close` never raises.
+Readers (``export``) replay the log without the lock and without modifying
+it, while a node writes it.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from p2phpo.core.durability import seq_ranges
 from p2phpo.core.entries import (
     MAX_ENTRY_BYTES,
     Entry,
@@ -41,10 +53,24 @@ _HEADER = struct.Struct(">II")
 LOG_NAME = "ledger.log"
 META_NAME = "node.json"
 LOCK_NAME = "lock"
+PEERS_NAME = "peers.json"
+DAMAGED_NAME = "ledger.damaged"
+MAX_PEERS = 64
 
 
 class StorageError(Exception):
     """A state dir that cannot be used; the message is one sentence for the user."""
+
+
+class DiskError(StorageError):
+    """Writing the state dir failed (full disk, read-only, I/O error): the node must stop.
+
+    ``why`` is the system's reason ("No space left on device").
+    """
+
+    def __init__(self, message: str, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,34 +78,103 @@ class Replay:
     entries: list[tuple[Entry, bytes]]
     good_bytes: int  # offset just past the last intact record
     torn_bytes: int  # bytes after it that do not form an intact record
+    damaged: tuple[tuple[int, int], ...] = ()  # (offset, length) of damaged spans skipped
+
+
+def _frame_at(data: bytes, pos: int) -> tuple[Entry, bytes, int] | None:
+    """The intact record at ``pos``: (entry, raw bytes, end offset), or None."""
+    if pos + _HEADER.size > len(data):
+        return None
+    length, crc = _HEADER.unpack_from(data, pos)
+    start, end = pos + _HEADER.size, pos + _HEADER.size + length
+    if length == 0 or length > MAX_ENTRY_BYTES or end > len(data):
+        return None
+    raw = data[start:end]
+    if zlib.crc32(raw) != crc:
+        return None
+    try:
+        return decode_entry(raw), raw, end
+    except EntryError:
+        return None
+
+
+def _resync(data: bytes, pos: int) -> int | None:
+    """The first offset after ``pos`` where an intact record starts, or None."""
+    for q in range(pos + 1, len(data) - _HEADER.size + 1):
+        if _frame_at(data, q) is not None:
+            return q
+    return None
+
+
+def replay_bytes(data: bytes) -> Replay:
+    """Every intact record of a log; damaged spans in the middle are skipped."""
+    entries: list[tuple[Entry, bytes]] = []
+    damaged: list[tuple[int, int]] = []
+    pos = 0
+    while pos < len(data):
+        rec = _frame_at(data, pos)
+        if rec is not None:
+            entries.append((rec[0], rec[1]))
+            pos = rec[2]
+            continue
+        nxt = _resync(data, pos)
+        if nxt is None:
+            break  # nothing intact follows: a torn tail
+        damaged.append((pos, nxt - pos))
+        pos = nxt
+    return Replay(entries, pos, len(data) - pos, tuple(damaged))
 
 
 def replay_log(path: Path) -> Replay:
-    """Read every intact record of a log file; stop at the first bad one."""
+    """Read every intact record of a log file (see :func:`replay_bytes`)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return Replay([], 0, 0)
-    entries: list[tuple[Entry, bytes]] = []
-    pos = 0
-    while pos + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, pos)
-        start, end = pos + _HEADER.size, pos + _HEADER.size + length
-        if length == 0 or length > MAX_ENTRY_BYTES or end > len(data):
-            break
-        raw = data[start:end]
-        if zlib.crc32(raw) != crc:
-            break
-        try:
-            entries.append((decode_entry(raw), raw))
-        except EntryError:
-            break
-        pos = end
-    return Replay(entries, pos, len(data) - pos)
+    return replay_bytes(data)
 
 
 def _record(raw: bytes) -> bytes:
     return _HEADER.pack(len(raw), zlib.crc32(raw)) + raw
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (the one seam where log bytes reach the disk)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What opening the log found: damaged records skipped, torn tail cut, own seqs missing."""
+
+    damaged_records: int = 0
+    damaged_bytes: int = 0
+    torn_bytes: int = 0
+    missing_own: tuple[int, ...] = ()  # own seqs below the highest own seq on disk
+
+    def __bool__(self) -> bool:
+        return bool(self.damaged_records or self.torn_bytes or self.missing_own)
+
+    def note(self) -> str:
+        """One line for the user; empty when the log was intact."""
+        parts = []
+        if self.damaged_records:
+            parts.append(f"skipped {self.damaged_records} damaged record"
+                         f"{'s' if self.damaged_records != 1 else ''} "
+                         f"({self.damaged_bytes} bytes, kept in {DAMAGED_NAME})")
+        if self.torn_bytes:
+            parts.append(f"cut a torn tail of {self.torn_bytes} bytes")
+        if self.missing_own:
+            parts.append(f"{len(self.missing_own)} entr{'y' if len(self.missing_own) == 1 else 'ies'}"
+                         f" of this node missing ({seq_ranges(self.missing_own)})")
+        return f"{LOG_NAME}: " + "; ".join(parts) if parts else ""
 
 
 @dataclass(slots=True)
@@ -118,14 +213,31 @@ class NodeMeta:
             raise StorageError(f"{where} is damaged ({exc}); move it away to start afresh") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace ``path`` with ``text`` durably (tmp file, fsync, rename, fsync dir)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with _quiet():
+            tmp.unlink()
+        raise DiskError(f"cannot write {path}: {_why(exc)}", _why(exc)) from None
+
+
+class _quiet:
+    """``with _quiet():`` ignores an OSError (best-effort cleanup)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: object, tb: object) -> bool:
+        return kind is not None and issubclass(kind, OSError)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -151,9 +263,17 @@ class Storage:
         self.meta = meta
         self.boot_salt = boot_salt
         self.ledger = Ledger()
-        self.truncated_bytes = 0
+        self.recovery = Recovery()
+        self.failed: DiskError | None = None  # set by the first write that failed
         self._lock_fd = lock_fd
-        self._log = open(root / LOG_NAME, "ab")  # noqa: SIM115 - closed in close()
+        self._fd = -1
+        self._size = 0  # bytes of the log known to be written whole
+        self._held_on_disk: set[tuple[int, int]] = set()  # in the log, waiting for a gap
+
+    @property
+    def truncated_bytes(self) -> int:
+        """Bytes of a torn tail cut on open (kept for callers of the old name)."""
+        return self.recovery.torn_bytes
 
     @classmethod
     def open(
@@ -166,13 +286,14 @@ class Storage:
         """Lock, load or create the state dir, replay its log, bump the restart counter.
 
         ``study``: the fingerprint this node runs; a state dir that already
-        belongs to another study is refused.
+        belongs to another study is refused. A state dir that cannot be
+        created, locked or written raises :class:`StorageError` (one sentence).
         """
         root = Path(state_dir).expanduser()
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create state dir {root}: {exc.strerror}") from None
+            raise StorageError(f"cannot create state dir {root}: {_why(exc)}") from None
         lock_fd = _lock(root)
         try:
             meta = _load_or_create_meta(root, urandom)
@@ -183,24 +304,58 @@ class Storage:
                 )
             meta.restart_counter += 1
             meta.study = meta.study or study
-            _write_atomic(root / META_NAME, meta.to_json())
+            try:
+                _write_atomic(root / META_NAME, meta.to_json())
+            except DiskError as exc:
+                raise StorageError(_unwritable(root, exc.why)) from None
             store = cls(root, meta, lock_fd, int.from_bytes(urandom(8), "big"))
+            store._recover()
         except BaseException:
             os.close(lock_fd)
             raise
-        store._recover()
         return store
 
     def _recover(self) -> None:
         path = self.root / LOG_NAME
-        rep = replay_log(path)
-        if rep.torn_bytes:
-            with open(path, "r+b") as f:
-                f.truncate(rep.good_bytes)
-                f.flush()
-                os.fsync(f.fileno())
-        self.truncated_bytes = rep.torn_bytes
+        try:
+            data = path.read_bytes() if path.exists() else b""
+            rep = replay_bytes(data)
+            if rep.damaged:
+                self._compact(path, data, rep)
+            elif rep.torn_bytes:
+                with open(path, "r+b") as f:
+                    f.truncate(rep.good_bytes)
+                    f.flush()
+                    os.fsync(f.fileno())
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise StorageError(_unwritable(self.root, _why(exc))) from None
+        except DiskError as exc:
+            raise StorageError(_unwritable(self.root, exc.why)) from None
+        cap = self.ledger.max_pending
+        self.ledger.max_pending = max(cap, len(rep.entries))  # our own disk: hold every gap
         self.ledger.merge(rep.entries)
+        self.ledger.max_pending = cap
+        vv = self.ledger.vv
+        self._held_on_disk = {(e.origin, e.seq) for e, _ in rep.entries
+                              if e.seq > vv.get(e.origin, 0)}
+        self.recovery = Recovery(
+            damaged_records=len(rep.damaged), damaged_bytes=sum(n for _, n in rep.damaged),
+            torn_bytes=rep.torn_bytes, missing_own=tuple(self.missing_own()))
+
+    def _compact(self, path: Path, data: bytes, rep: Replay) -> None:
+        """Keep the damaged spans aside in ``ledger.damaged``; rewrite the log without them."""
+        with open(self.root / DAMAGED_NAME, "ab") as f:
+            for off, n in rep.damaged:
+                f.write(data[off:off + n])
+            f.flush()
+            os.fsync(f.fileno())
+        _write_atomic(path, b"".join(_record(raw) for _, raw in rep.entries))
+
+    def missing_own(self) -> list[int]:
+        """Own seqs this replica lacks below the highest own seq it holds (held out of order)."""
+        return self.ledger.gaps().get(self.node_id, [])
 
     # -- identity ----------------------------------------------------------
     @property
@@ -208,7 +363,11 @@ class Storage:
         return self.meta.node_id
 
     def save_meta(self) -> None:
-        _write_atomic(self.root / META_NAME, self.meta.to_json())
+        self._check()
+        try:
+            _write_atomic(self.root / META_NAME, self.meta.to_json())
+        except DiskError as exc:
+            self._fail(exc)
 
     def set_incarnation(self, incarnation: int) -> None:
         if incarnation != self.meta.incarnation:
@@ -225,19 +384,57 @@ class Storage:
             self.meta.study = fingerprint
             self.save_meta()
 
+    # -- remembered peers ---------------------------------------------------
+    def remembered_peers(self) -> list[str]:
+        """The member addresses last saved by :meth:`remember_peers` ("host:port")."""
+        try:
+            d = json.loads((self.root / PEERS_NAME).read_text(encoding="utf-8"))
+            peers = d["peers"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        if not isinstance(peers, list):
+            return []
+        return [p for p in peers if isinstance(p, str) and 0 < len(p) <= 300][:MAX_PEERS]
+
+    def remember_peers(self, addrs: Iterable[str]) -> bool:
+        """Save the addresses of the members now known (at most 64); an empty list keeps
+        the previous one. Returns whether the file changed. Raises :class:`DiskError`."""
+        peers = sorted(set(addrs))[:MAX_PEERS]
+        if not peers or peers == self.remembered_peers():
+            return False
+        self._check()
+        try:
+            _write_atomic(self.root / PEERS_NAME, json.dumps({"peers": peers}, indent=1))
+        except DiskError as exc:
+            self._fail(exc)
+        return True
+
     # -- the log -----------------------------------------------------------
     def append(self, entries: Iterable[Entry], *, sync: bool = True) -> None:
-        """Write entries already applied to ``self.ledger``; fsync when ``sync``."""
+        """Write entries already applied to ``self.ledger``; fsync when ``sync``.
+
+        Raises :class:`DiskError` when the disk refuses (and on every later
+        call): the caller must not gossip what it tried to write.
+        """
         buf = bytearray()
         for e in entries:
+            if self._held_on_disk and (e.origin, e.seq) in self._held_on_disk:
+                self._held_on_disk.discard((e.origin, e.seq))
+                continue  # held out of order on open: its record is in the log already
             raw = self.ledger.raw(e.origin, e.seq)
             buf += _record(raw if raw is not None else encode_entry(e))
         if not buf:
             return
-        self._log.write(buf)
-        self._log.flush()
-        if sync:
-            os.fsync(self._log.fileno())
+        self._check()
+        try:
+            _write_all(self._fd, bytes(buf))
+            if sync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            with _quiet():
+                os.ftruncate(self._fd, self._size)  # cut a partial record back
+            self._fail(DiskError(f"cannot write {self.root / LOG_NAME}: {_why(exc)}", _why(exc)))
+        self._size += len(buf)
 
     def append_local(self, entry: Entry) -> Entry:
         """Append our own entry to the ledger and make it durable before returning."""
@@ -246,15 +443,34 @@ class Storage:
         return entry
 
     def sync(self) -> None:
-        self._log.flush()
-        os.fsync(self._log.fileno())
+        self._check()
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fail(DiskError(f"cannot write {self.root / LOG_NAME}: {_why(exc)}", _why(exc)))
+
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+        if self._fd < 0:
+            raise StorageError(f"the state dir {self.root} is closed")
+
+    def _fail(self, exc: DiskError) -> None:
+        self.failed = exc
+        raise exc
 
     def close(self) -> None:
-        if self._log.closed:
+        """Flush and release the state dir; never raises (a failed disk was reported already)."""
+        if self._fd < 0:
             return
-        self.sync()
-        self._log.close()
-        os.close(self._lock_fd)
+        if self.failed is None:
+            with _quiet():
+                os.fsync(self._fd)
+        with _quiet():
+            os.close(self._fd)
+        with _quiet():
+            os.close(self._lock_fd)
+        self._fd = -1
 
     def __enter__(self) -> Storage:
         return self
@@ -263,8 +479,15 @@ class Storage:
         self.close()
 
 
+def _unwritable(root: Path, why: str) -> str:
+    return f"state dir {root} is not writable ({why}); give the node a writable --state-dir"
+
+
 def _lock(root: Path) -> int:
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(_unwritable(root, _why(exc))) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -278,7 +501,11 @@ def _lock(root: Path) -> int:
 def _load_or_create_meta(root: Path, urandom: Callable[[int], bytes]) -> NodeMeta:
     path = root / META_NAME
     if path.exists():
-        return NodeMeta.from_json(path.read_text(encoding="utf-8"), path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {_why(exc)}") from None
+        return NodeMeta.from_json(text, path)
     if (root / LOG_NAME).exists() and (root / LOG_NAME).stat().st_size:
         raise StorageError(f"{path} is missing but {root / LOG_NAME} exists; the state dir is damaged")
     return NodeMeta(node_id=_new_node_id(urandom))
@@ -292,6 +519,7 @@ class StateSnapshot:
     meta: NodeMeta
     ledger: Ledger
     torn_bytes: int
+    damaged_records: int = 0
 
 
 def read_state(state_dir: str | os.PathLike) -> StateSnapshot:
@@ -300,11 +528,14 @@ def read_state(state_dir: str | os.PathLike) -> StateSnapshot:
     path = root / META_NAME
     if not path.exists():
         raise StorageError(f"{root} is not a p2phpo state dir (no {META_NAME})")
-    meta = NodeMeta.from_json(path.read_text(encoding="utf-8"), path)
-    rep = replay_log(root / LOG_NAME)
-    ledger = Ledger()
+    try:
+        meta = NodeMeta.from_json(path.read_text(encoding="utf-8"), path)
+        rep = replay_log(root / LOG_NAME)
+    except OSError as exc:
+        raise StorageError(f"cannot read state dir {root}: {_why(exc)}") from None
+    ledger = Ledger(max_pending=max(256, len(rep.entries)))
     ledger.merge(rep.entries)
-    return StateSnapshot(meta, ledger, rep.torn_bytes)
+    return StateSnapshot(meta, ledger, rep.torn_bytes, len(rep.damaged))
 
 
 def read_trial_params(state_dir: str | os.PathLike, trial: str) -> dict:

@@ -278,7 +278,7 @@ class Plan:
         frame = self._frames.sync(ledger)
         try:
             return self.sampler.suggest(self.context(node_id, slot), frame,
-                                        sampler_rng(self.spec.seed, node_id, slot))
+                                        sampler_rng(self.spec.seed, slot))
         except GridExhausted as e:
             raise Exhausted(str(e)) from None
 

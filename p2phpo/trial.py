@@ -23,14 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from p2phpo.core.entries import cap_error
-
-
-class Verdict(enum.Enum):
-    """The node's answer to a ``trial.report``."""
-
-    CONTINUE = "continue"
-    PRUNE = "prune"  # the pruner says this trial is not promising
-    STOP = "stop"  # the study ended or the trial was superseded
+from p2phpo.core.verdict import Verdict
 
 
 class TrialPruned(Exception):

@@ -1,11 +1,12 @@
-"""A simulated node: the real GossipCore, SearchCore and Ledger of one process.
+"""A simulated node: the node driver users run, in a simulated process.
 
-:class:`SimNode` is what ``p2phpo/runtime`` is to a real process, minus the
-sockets: it feeds the cores datagrams, TCP frames and timer expiries at the
-virtual time it is given, persists entries to an in-memory :class:`Disk`
-(own entries before they are gossiped, like ``p2phpo/storage.py``), runs
-trials of the simulated objective by scheduling their reports, and reports
-everything the checkers need to its ``Observer`` (the simulation).
+:class:`SimNode` is a shell around :class:`p2phpo.core.driver.NodeDriver`,
+as ``p2phpo/runtime/node.py`` is for a real process: it feeds the driver
+datagrams, push-pull completions and timer expiries at the virtual time it
+is given, writes what the driver hands it to an in-memory :class:`Disk`
+(confirming own entries, which are gossiped only then), runs trials of the
+simulated objective by scheduling their reports, and tells its ``Observer``
+(the simulation) everything the checkers need. It decides nothing itself.
 
 A crash simply drops the object; the :class:`Disk` survives unless the
 scenario loses it. A restart builds a new SimNode on the same Disk: the
@@ -19,14 +20,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
+from p2phpo.core.durability import GateConfig, RepairGate
 from p2phpo.core.entries import Entry, Status, decode_entry
-from p2phpo.core.gossip import EntriesMerged, GossipConfig, GossipCore, TcpRequest
+from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.membership import MemberDead, MemberLeft
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import Profile
 from p2phpo.core.search import (
-    MemberView,
     Outcome,
     SearchConfig,
     SearchCore,
@@ -92,7 +93,7 @@ class Running:
 
 
 class SimNode:
-    """One live process: cores, disk, running trials and a timer."""
+    """One live process: the node driver, its disk, running trials and a timer."""
 
     def __init__(self, setup: NodeSetup, disk: Disk, addr: Addr, obs: Observer, *,
                  now: float, speed: float, skew: float, seeds: list[Addr],
@@ -103,27 +104,31 @@ class SimNode:
         self.running: dict[Any, Running] = {}
         self.busy: list[tuple[float, float]] = []
         self.done: str | None = None
+        self.fatal: str | None = None
         self.timer_at: float | None = None
         self.timer_gen = 0
         self.paused_until = 0.0
-        self._meta_sent: dict[str, Any] | None = None
-        self._seen_len = -1
-        self._search_timer: float | None = None
-        self.poke = True  # the search core has a new input the ledger does not show
         self.stuck: float | None = None
-        self._views: dict[int, MemberView] = {}
         self._last_fire, self._spins = -1.0, 0
-        restarted = bool(disk.raws) or disk.restarts > 0
         self.ledger = disk.load()
         self._watch_merges()
         self.trial_rng = derive_rng(setup.seed, f"trials/{life}", self.id)
-        self.gossip = self._make_gossip()
-        self.search = SearchCore(self.id, self.ledger, setup.search, make_plan, local_study)
-        self.search.ready = True
-        if restarted:
-            self.search.recover(self.wall(now))
-        self.gossip.join(seeds, now)
-        self.pump(now)
+        wall = self.wall(now)
+        gate = RepairGate(self.id, self.ledger, expect_peers=bool(seeds), now=now, start_wall=wall,
+                          config=GateConfig.for_profile(setup.profile))
+        self.driver = NodeDriver(self.id, self.ledger, self._make_gossip(), gate=gate)
+        self.driver.start(seeds, now, wall)
+        # The simulated objective needs no loading: the worker is ready at once.
+        self.driver.handle_worker_ready(setup.search, make_plan, local_study, now, wall)
+        self._act(now)
+
+    @property
+    def gossip(self) -> GossipCore:
+        return self.driver.gossip
+
+    @property
+    def search(self) -> SearchCore | None:
+        return self.driver.search
 
     def _make_gossip(self) -> GossipCore:
         """The real gossip core, sealing with this life's epoch (restart counter + salt)."""
@@ -156,10 +161,10 @@ class SimNode:
     def wall(self, now: float) -> float:
         return WALL0 + now + self.skew
 
-    # -- inputs ----------------------------------------------------------------
+    # -- inputs: each is one driver call, then its outputs ---------------------
     def receive(self, data: bytes, addr: Addr, now: float) -> None:
-        self.gossip.receive_datagram(data, addr, now)
-        self.pump(now)
+        self.driver.handle_datagram(data, addr, now, self.wall(now))
+        self._act(now)
 
     def timer(self, now: float) -> None:
         self.timer_at = None
@@ -168,13 +173,22 @@ class SimNode:
         if self._spins > 1000:  # a core keeps asking for a timer at this instant
             self.stuck = now
             return
-        self.gossip.handle_timer(now)
-        self.pump(now)
+        self.driver.handle_timer(now, self.wall(now))
+        self._act(now)
 
-    def synced(self, peer: int, now: float) -> None:
-        self.search.synced_with(peer, now)
-        self.poke = True
-        self.pump(now)
+    def stream(self, now: float) -> None:
+        """Push-pull frames were fed to one of this node's sessions."""
+        self.driver.handle_stream(now, self.wall(now))
+        self._act(now)
+
+    def pushpull_done(self, peer: int, ok: bool, now: float) -> None:
+        self.driver.handle_pushpull_done(peer, ok, now, self.wall(now))
+        self._act(now)
+
+    def warm(self, records: list[Any], now: float) -> None:
+        """Know ``records`` from the start (a warm-started benchmark)."""
+        self.driver.handle_warm_members(records, now, self.wall(now))
+        self._act(now)
 
     def trial_step(self, trial: Any, now: float) -> None:
         run = self.running.get(trial)
@@ -182,13 +196,11 @@ class SimNode:
             return
         plan, k = run.plan, run.step
         value = plan.values[k]
-        wall = self.wall(now)
-        self.poke = True
-        verdict = self.search.report(trial, k + 1, value, wall)
+        verdict = self.driver.handle_trial_report(trial, k + 1, value, now, self.wall(now))
         if verdict is Verdict.PRUNE:
             self._finish(trial, Outcome(Status.PRUNED, value, duration=now - run.start), now)
         elif verdict is Verdict.STOP:
-            self._end(trial, now)
+            self._finish(trial, None, now)
         elif k + 1 >= len(plan.values):
             outcome = (Outcome(Status.FAILED, error="simulated failure", duration=now - run.start)
                        if plan.fails else Outcome(Status.COMPLETE, plan.final, duration=now - run.start))
@@ -196,19 +208,13 @@ class SimNode:
         else:
             run.step = k + 1
             self.obs.schedule(run.start + plan.step_times[k + 1], "trial", self.id, (self.life, trial))
-        self.pump(now)
+        self._act(now)
 
     def leave(self, now: float) -> None:
-        """Graceful exit: abandon own trials, gossip LEAVE (the caller then stops the node)."""
-        self.search.leave(self.wall(now))
-        self.poke = True
-        for trial in list(self.running):
-            self._end(trial, now)
-        self.gossip.leave(now)
-        peer = self.gossip.pushpull_peer()  # the final push-pull before exiting
-        if peer is not None:
-            self.obs.open_tcp(self, peer, now)
-        self.pump(now)
+        """Graceful exit: the driver abandons our trials, gossips LEAVE and asks for a
+        final push-pull (the caller then stops the node)."""
+        self.driver.handle_leave(now, self.wall(now))
+        self._act(now)
 
     # -- trials ----------------------------------------------------------------
     def _start(self, cmd: StartTrial, now: float) -> None:
@@ -217,104 +223,56 @@ class SimNode:
         self.obs.on_trial(self, "start", cmd, now)
         self.obs.schedule(now + plan.step_times[0], "trial", self.id, (self.life, cmd.trial))
 
-    def _finish(self, trial: Any, outcome: Outcome, now: float) -> None:
-        self.search.finish(trial, outcome, self.wall(now))
-        self._end(trial, now)
-
-    def _end(self, trial: Any, now: float) -> None:
+    def _finish(self, trial: Any, outcome: Outcome | None, now: float) -> None:
+        """The simulated worker is done with ``trial`` (``None``: stopped, no result)."""
         run = self.running.pop(trial, None)
-        if run is not None:
-            self.busy.append((run.start, now))
-            self.obs.on_trial(self, "end", trial, now)
-
-    # -- the pump: after every input -------------------------------------------
-    def pump(self, now: float) -> None:
-        wall = self.wall(now)
-        members_changed = self._drain_events(now)
-        if members_changed or self._meta_sent is None:
-            self.search.set_members(now, self._views)
-        if self._search_due(now, members_changed):
-            self._step_search(now, wall)
-        self._flush_own(now)
-        self._advertise(now)
-        for data, addr in self.gossip.datagrams_to_send(now):
-            self.obs.send(self, data, addr, now)
-        for req in self.gossip.tcp_requests(now):
-            self.obs.open_tcp(self, req, now)
-        self._rearm(now, wall)
-
-    def _search_due(self, now: float, members_changed: bool) -> bool:
-        """Whether the search core's inputs changed (or a timer of its is due).
-
-        ``step`` is a pure function of the ledger, the member views, the sync
-        time and the clock (whose effects it announces with ``get_timer``), so
-        calling it only then is exact and keeps the simulator fast.
-        """
-        due = self._search_timer is not None and now >= self._search_timer
-        changed = len(self.ledger) != self._seen_len or self.poke
-        return due or changed or members_changed
-
-    def _step_search(self, now: float, wall: float) -> None:
-        self.poke = False
-        for cmd in self.search.step(now, wall):
-            if isinstance(cmd, StartTrial):
-                self._start(cmd, now)
-            elif isinstance(cmd, StopTrial):
-                self._end(cmd.trial, now)
-            elif isinstance(cmd, StudyDone):
-                self.done = cmd.reason
-        self._seen_len = len(self.ledger)
-        t = self.search.get_timer(now, wall)
-        # A deadline that is already past after a step means nothing more is due
-        # until an input changes (e.g. another node is the one to act on it);
-        # re-arming it would spin at one instant.
-        self._search_timer = t if t is not None and t > now else None
-
-    def _drain_events(self, now: float) -> bool:
-        changed = False
-        while (ev := self.gossip.next_event()) is not None:
-            if isinstance(ev, EntriesMerged):
-                self.disk.raws.extend(self.ledger.raw(e.origin, e.seq) for e in ev.entries)
-                self.obs.on_held(self, ev.entries, now)
-                continue
-            if hasattr(ev, "node"):
-                changed = True
-                self._update_view(ev.node)
-                self.obs.on_member_event(self, ev, now)
-                if isinstance(ev, MemberDead | MemberLeft):
-                    peer = self.gossip.pushpull_peer()  # sync soon so orphans can be reclaimed
-                    if peer is not None:
-                        self.obs.open_tcp(self, peer, now)
-        self.disk.incarnation = max(self.disk.incarnation, self.gossip.membership.incarnation)
-        return changed
-
-    def _flush_own(self, now: float) -> None:
-        own = self.search.take_new_entries()
-        if own:
-            self.disk.raws.extend(self.ledger.raw(e.origin, e.seq) for e in own)  # fsync first
-            self.obs.on_held(self, own, now)
-            self.gossip.append_local(own)
-
-    def _advertise(self, now: float) -> None:
-        plan = self.search.plan
-        meta = {"ready": bool(self.search.ready and plan is not None and not self.search.leaving),
-                "study": plan.fingerprint if plan is not None else None}
-        if meta != self._meta_sent:
-            self._meta_sent = meta
-            self.gossip.set_meta(meta, now)
-
-    def _update_view(self, node: int) -> None:
-        """Refresh the search core's view of one member after a membership event."""
-        m = self.gossip.membership.get(node)
-        if m is None:
-            self._views.pop(node, None)
+        if run is None:
             return
-        meta = m.meta or {}
-        self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
+        self.busy.append((run.start, now))
+        self.obs.on_trial(self, "end", trial, now)
+        self.driver.handle_trial_finished(trial, outcome, now, self.wall(now))
 
-    def _rearm(self, now: float, wall: float) -> None:
-        times = [t for t in (self.gossip.get_timer(), self._search_timer) if t is not None]
-        t = max(min(times), now) if times else None
+    # -- outputs: after every driver call ----------------------------------------
+    def pump(self, now: float) -> None:
+        """Take the driver's outputs (kept for callers of the pre-driver name)."""
+        self._act(now)
+
+    def _act(self, now: float) -> None:
+        driver = self.driver
+        while actions := driver.take_actions():
+            for a in actions:
+                self._do(a, now)
+        for data, addr in driver.datagrams_to_send(now):
+            self.obs.send(self, data, addr, now)
+        for req in driver.tcp_requests():
+            self.obs.open_tcp(self, req, now)
+        self._rearm(now)
+
+    def _do(self, a: Any, now: float) -> None:
+        t = type(a)
+        if t is Persist:
+            self.disk.raws.extend(self.ledger.raw(e.origin, e.seq) for e in a.entries)
+            self.obs.on_held(self, a.entries, now)
+            if a.own:  # written: only now may gossip see them
+                self.driver.handle_persisted(now, self.wall(now))
+        elif t is StartTrial:
+            self._start(a, now)
+        elif t is StopTrial:
+            self._finish(a.trial, None, now)
+        elif t is StudyDone:
+            self.done = a.reason
+        elif t is Incarnation:
+            self.disk.incarnation = max(self.disk.incarnation, a.value)
+        elif t is Fatal:
+            self.fatal = a.message
+        elif t is Note or t is StudyFound or t is MayExit:
+            pass
+        else:  # a membership event
+            self.obs.on_member_event(self, a, now)
+
+    def _rearm(self, now: float) -> None:
+        t = self.driver.get_timer()
+        t = None if t is None else max(t, now)
         if t is not None and t != self.timer_at and self.stuck is None:
             self.timer_at = t
             self.timer_gen += 1

@@ -57,7 +57,7 @@ class SimPlan:
     index: ReportIndex = field(default_factory=ReportIndex)
 
     def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]:
-        rng = sampler_rng(self.seed, node_id, slot)
+        rng = sampler_rng(self.seed, slot)
         return self.space.decode(rng.random(len(self.space)))
 
     def should_report(self, step: int) -> bool:

@@ -130,16 +130,7 @@ class Simulation:
         records = [MemberRecord(n.id, 0, State.ALIVE, n.addr, {"ready": False}) for n in nodes]
         now = self.heap.now
         for node in nodes:
-            membership = node.gossip.membership
-            for r in records:
-                if r.node != node.id:
-                    membership.apply_record(r, now)
-            membership.outbox.clear()  # nothing to announce: everyone knows everyone
-            for ev in membership.events:
-                node._update_view(ev.node)
-            membership.events.clear()
-            node.poke = True
-            node.pump(now)
+            node.warm(records, now)
 
     def boot(self, index: int, disk: Disk | None = None) -> SimNode:
         """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""
@@ -271,12 +262,12 @@ class Simulation:
             s.notified.append(node.id)
             peer = s.b if initiator else s.a
             if session.failed is None:
-                node.synced(peer, now)
                 self.metrics.syncs += 1
             if len(s.notified) == 2:
                 self._tcp.pop(sid, None)
+            node.pushpull_done(peer, session.failed is None, now)
             return
-        node.pump(now)
+        node.stream(now)
 
     # -- the loop --------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:

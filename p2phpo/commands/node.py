@@ -10,14 +10,15 @@ from typing import Annotated
 import typer
 
 from p2phpo.runtime.node import Node, NodeError, NodeOptions, fail
+from p2phpo.runtime.resolve import env_seeds
 from p2phpo.runtime.udp import run as run_loop
 
 
 def node(
     study: Annotated[Path | None, typer.Option(help="Study file (TOML). Without it and without --seed: the built-in MNIST MLP study.")] = None,
-    seed: Annotated[list[str] | None, typer.Option(help="A peer to join, HOST:PORT or \\[v6addr]:PORT (repeatable).")] = None,
-    bind: Annotated[str, typer.Option(help="Address to listen on (UDP and TCP).")] = "127.0.0.1:7946",
-    advertise: Annotated[str | None, typer.Option(help="HOST:PORT peers should use to reach this node.")] = None,
+    seed: Annotated[list[str] | None, typer.Option(help="A peer to join, HOST:PORT or \\[v6addr]:PORT; HOST may be a name (repeatable; default: the comma list in P2PHPO_SEEDS).")] = None,
+    bind: Annotated[str, typer.Option(help="Address to listen on (UDP and TCP, same port); HOST may be a name.")] = "127.0.0.1:7946",
+    advertise: Annotated[str | None, typer.Option(help="HOST:PORT peers should use to reach this node (NAT, 0.0.0.0 binds); HOST may be a name.")] = None,
     cluster: Annotated[str, typer.Option(help="Cluster label; packets of other clusters are dropped.")] = "default",
     state_dir: Annotated[Path | None, typer.Option(help="Where the node keeps its id and ledger (default ~/.local/state/p2phpo).")] = None,
     key_file: Annotated[str | None, typer.Option(help="Cluster key file (p2phpo keygen); or set P2PHPO_KEY.")] = None,
@@ -26,12 +27,14 @@ def node(
     data_dir: Annotated[str | None, typer.Option(help="Folder with the dataset files.")] = None,
     ui: Annotated[bool | None, typer.Option("--ui/--no-ui", help="Live view (default: when stdout is a terminal).")] = None,
     linger: Annotated[bool, typer.Option(help="Keep serving the ledger after the study is done.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds a finished node stays reachable at most while peers that ran the study are not done (a crashed one restarting learns the study is over).")] = 30.0,
     log_level: Annotated[str, typer.Option(help="node.log level: debug, info, warning.")] = "info",
 ) -> None:
     """Run a node: join the cluster, run trials, gossip results."""
-    opts = NodeOptions(study=study, seeds=list(seed or []), bind=bind, advertise=advertise,
+    opts = NodeOptions(study=study, seeds=list(seed or []) or env_seeds(), bind=bind, advertise=advertise,
                        cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
-                       profile=profile, data_dir=data_dir, linger=linger, log_level=log_level)
+                       profile=profile, data_dir=data_dir, linger=linger, grace=grace,
+                       log_level=log_level)
     code = run_loop(_run_node(opts, ui, log_level))
     raise typer.Exit(code)
 
@@ -77,20 +80,25 @@ def _finish(n: Node, runner: asyncio.Task) -> int:
 
 
 def status(
-    seed: Annotated[str, typer.Option(help="A node of the cluster, HOST:PORT.")],
+    seed: Annotated[str | None, typer.Option(help="A node of the cluster, HOST:PORT (HOST may be a name; default: the first of P2PHPO_SEEDS).")] = None,
     key_file: Annotated[str | None, typer.Option(help="Cluster key file; or set P2PHPO_KEY.")] = None,
     cluster: Annotated[str, typer.Option(help="Cluster label.")] = "default",
+    insecure: Annotated[bool, typer.Option(help="Watch a cluster that runs without a key on another machine.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON snapshot and exit.")] = False,
     once: Annotated[bool, typer.Option("--once", help="Print the view once and exit.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster's ledger.")] = 10.0,
 ) -> None:
     """Watch a cluster as an observer (runs no trials)."""
-    code = run_loop(_status(seed, key_file, cluster, as_json, once, timeout))
+    seed = seed or next(iter(env_seeds()), None)
+    if seed is None:
+        fail("status needs --seed HOST:PORT (a node of the cluster) or P2PHPO_SEEDS")
+        raise typer.Exit(2)
+    code = run_loop(_status(seed, key_file, cluster, as_json, once, timeout, insecure))
     raise typer.Exit(code)
 
 
 async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, once: bool,
-                  timeout: float) -> int:
+                  timeout: float, insecure: bool = False) -> int:
     from rich.console import Console
 
     from p2phpo.runtime.fetch import observe, stop_observer
@@ -99,7 +107,7 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
     from p2phpo.ui.snapshot import to_status_json
 
     try:
-        n = await observe(seed, key_file, cluster, timeout)
+        n = await observe(seed, key_file, cluster, timeout, insecure)
     except NodeError as exc:
         fail(str(exc))
         return 2

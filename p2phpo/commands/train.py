@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from p2phpo.ui.errors import fail
+
 _err = Console(stderr=True)
 
 
@@ -38,7 +40,7 @@ def train(
         epochs = epochs or _positive_int(study.get("max_epochs"), 10)
         report = _run(chosen, dataset, data_dir, epochs, seed, test, json_out)
     except _UsageError as exc:
-        _err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        fail(str(exc))
         raise typer.Exit(2) from None
     if json_out:
         typer.echo(json.dumps(report))

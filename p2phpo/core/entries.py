@@ -55,6 +55,7 @@ class AbandonReason(enum.IntEnum):
     RESTARTED = 3  # the owner restarted and found the trial RUNNING
     SETUP_ERROR = 4  # data or objective failed to load on the owner
     TIMEOUT = 5  # trial_timeout elapsed
+    LOST = 6  # the owner's disk lost this seq and no peer held it: a filler, never a trial
 
 
 class EntryError(ValueError):

@@ -79,6 +79,8 @@ from p2phpo.core.wire import (
 )
 
 _INF = float("inf")
+MAX_DROP_ADDRS = 256
+"""Addresses whose drops are counted one by one (the oldest is forgotten first)."""
 
 
 class GossipCore:
@@ -106,10 +108,12 @@ class GossipCore:
         )
         self.queue = PiggybackQueue(config.queue_bytes)
         self.dropped = DropCounter()
+        self.drops_by_addr: dict[Addr, dict[str, int]] = {}
         self.stats = dict.fromkeys(
             ("bytes_in", "bytes_out", "datagrams_in", "datagrams_out", "accepted", "entries_in"), 0
         )
         self.seeds: list[Addr] = []
+        self.seed_heard: dict[Addr, float] = {}  # seed address -> when it last got through
         self.started = False
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Addr]] = []
@@ -143,6 +147,7 @@ class GossipCore:
         """Contact ``seeds`` now and again every two probe intervals until joined."""
         self.start(now)
         self.seeds = [tuple(s) for s in seeds if tuple(s) != self.config.addr]  # type: ignore[misc]
+        self.seed_heard = {a: t for a, t in self.seed_heard.items() if a in self.seeds}
         self._t["join"] = now if self.seeds else _INF
 
     def leave(self, now: float) -> None:
@@ -215,7 +220,23 @@ class GossipCore:
 
     def count_drop(self, reason: DropReason, addr: Addr | None = None) -> None:
         self.dropped.add(reason)
+        if addr is not None:
+            self._count_from(addr, reason)
         self._events.append(Dropped(reason, addr))
+
+    def _count_from(self, addr: Addr, reason: DropReason) -> None:
+        by = self.drops_by_addr
+        counts = by.pop(addr, None)
+        if counts is None:
+            counts = {}
+            if len(by) >= MAX_DROP_ADDRS:
+                del by[next(iter(by))]
+        by[addr] = counts  # most recently dropping address last
+        counts[reason.value] = counts.get(reason.value, 0) + 1
+
+    def drops_from(self, addr: Addr) -> dict[str, int]:
+        """``{reason: count}`` of what was dropped from ``addr`` (empty if nothing)."""
+        return dict(self.drops_by_addr.get(addr, {}))
 
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
@@ -348,6 +369,8 @@ class GossipCore:
         self.stats["accepted"] += 1
         if dg.sender == self.node_id:
             return
+        if addr in self.seeds:
+            self.seed_heard[addr] = now
         self._dispatch(dg.sender, msgs, entries, addr, now)
         self._flush_membership()
 

@@ -222,6 +222,20 @@ class Ledger:
     def pending_count(self) -> int:
         return sum(len(p) for p in self._pending.values())
 
+    def held_seqs(self, origin: int) -> list[int]:
+        """Seqs of ``origin`` held out of order (waiting for a gap below them), ascending."""
+        return sorted(self._pending.get(origin, ()))
+
+    def gaps(self) -> dict[int, list[int]]:
+        """origin -> the seqs missing below entries held out of order (what a peer can fill)."""
+        out = {}
+        for origin, held in self._pending.items():
+            top = max(held, default=0)
+            missing = [s for s in range(self.next_seq(origin), top) if s not in held]
+            if missing:
+                out[origin] = missing
+        return out
+
     # -- writing ---------------------------------------------------------
     def append(self, entry: Entry) -> Entry:
         """Append a local entry: its seq must be exactly ``next_seq(origin)``."""
@@ -230,6 +244,8 @@ class Ledger:
                 f"local append out of order: seq {entry.seq}, expected {self.next_seq(entry.origin)}"
             )
         self._apply(entry, encode_entry(entry))
+        if entry.origin in self._pending:  # entries held above a filled gap apply now
+            self._drain(entry.origin, MergeStats())
         return entry
 
     def new(self, origin: int, cls: type, *, wall: float, **fields: object) -> Entry:

@@ -53,7 +53,7 @@ from p2phpo.core.entries import (
 from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
-from p2phpo.trial import Verdict
+from p2phpo.core.verdict import Verdict
 
 LIVE = ("ALIVE", "SUSPECT")
 GONE = ("DEAD", "LEFT")

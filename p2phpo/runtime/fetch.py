@@ -8,18 +8,41 @@ ledger holds the study and has stopped growing (or ``timeout`` passed).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
 from typing import Any
 
-from p2phpo.runtime.node import Node, NodeError, NodeOptions
+from p2phpo.runtime.node import DEFAULT_PORT, Node, NodeError, NodeOptions
+from p2phpo.runtime.resolve import ResolveError, resolve
+from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
 
 
 def observer_options(seed: str, key_file: str | None, cluster: str = "default",
-                     bind: str | None = None, profile: str = "local") -> NodeOptions:
-    host = seed.rsplit(":", 1)[0].strip("[]")
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
-    default_bind = ("[::1]:0" if host == "::1" else "127.0.0.1:0") if loopback else "0.0.0.0:0"
-    return NodeOptions(seeds=[seed], bind=bind or default_bind, key_file=key_file,
-                       cluster=cluster, profile=profile, observer=True)
+                     bind: str | None = None, profile: str = "local",
+                     insecure: bool = False) -> NodeOptions:
+    """Options of an observer of ``seed``; the bind is chosen by :func:`observe` once
+    the seed's name is resolved (loopback for a seed on this machine)."""
+    return NodeOptions(seeds=[seed], bind=bind or "127.0.0.1:0", key_file=key_file,
+                       cluster=cluster, profile=profile, observer=True, insecure=insecure)
+
+
+async def _observer_bind(seed: str, keyed: bool, insecure: bool) -> str:
+    """An ephemeral bind that can reach ``seed``: its loopback if it is on this machine."""
+    try:
+        host, port = parse_hostport(seed, DEFAULT_PORT)
+        addr = (await resolve(host, port))[0]
+    except RuntimeConfigError as exc:
+        raise NodeError(f"--seed {seed}: {str(exc).rstrip('.')}") from None
+    except ResolveError as exc:
+        raise NodeError(f"cannot reach --seed {seed}: {exc}") from None
+    ip = ipaddress.ip_address(addr[0])
+    if ip.is_loopback:
+        return f"[{ip}]:0" if ip.version == 6 else f"{ip}:0"
+    if not keyed and not insecure:
+        raise NodeError(
+            f"{seed} is not on this machine, and watching it needs the cluster's key: pass "
+            "--key-file (or set P2PHPO_KEY), or --insecure if the cluster runs without a key")
+    return "[::]:0" if ip.version == 6 else "0.0.0.0:0"
 
 
 async def settle(node: Node, timeout: float, quiet: float = 0.6) -> None:
@@ -38,12 +61,18 @@ async def settle(node: Node, timeout: float, quiet: float = 0.6) -> None:
 
 
 async def observe(seed: str, key_file: str | None = None, cluster: str = "default",
-                  timeout: float = 10.0) -> Node:
+                  timeout: float = 10.0, insecure: bool = False) -> Node:
     """A started observer node whose ledger has caught up; call ``stop_observer`` after."""
-    node = Node(observer_options(seed, key_file, cluster))
+    keyed = bool(key_file or os.environ.get("P2PHPO_KEY"))
+    bind = await _observer_bind(seed, keyed, insecure)
+    node = Node(observer_options(seed, key_file, cluster, bind=bind, insecure=insecure))
     node.setup()
     assert node.rt is not None
-    await node.rt.start(node._seeds)
+    node.make_driver(asyncio.get_running_loop().time())
+    try:
+        await node.rt.start(node._seeds)
+    except RuntimeConfigError as exc:
+        raise NodeError(str(exc).rstrip(".")) from None
     node.addr = node.rt.addr
     await settle(node, timeout)
     if node.ledger.study is None:
@@ -58,7 +87,8 @@ async def stop_observer(node: Node) -> None:
         await node.rt.stop(leave=True)
 
 
-async def fetch_ledger(seed: str, key_file: str | None = None, cluster: str = "default") -> Any:
-    node = await observe(seed, key_file, cluster)
+async def fetch_ledger(seed: str, key_file: str | None = None, cluster: str = "default",
+                       insecure: bool = False, timeout: float = 10.0) -> Any:
+    node = await observe(seed, key_file, cluster, timeout, insecure)
     await stop_observer(node)
     return node.ledger

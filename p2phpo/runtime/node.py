@@ -1,11 +1,13 @@
-"""The node: gossip runtime, search core, worker process and state dir on one loop.
+"""The node: the asyncio shell around the node driver (``core/driver.py``).
 
     code = await Node(NodeOptions(study=Path("examples/mnist_mlp.toml"))).run()
 
-The event loop only moves bytes and decisions: the gossip core answers
-datagrams, the search core decides what to run, the worker subprocess
-trains, and the state dir makes every entry of ours durable (fsync) before
-gossip sees it. A node that starts from ``--study`` writes the STUDY entry
+The event loop only moves bytes and decisions: every datagram, timer expiry,
+push-pull and worker report becomes one call into the :class:`NodeDriver`
+(which decides everything, exactly as it does in the simulator), and this
+shell carries out what the driver hands back: datagrams to send, push-pulls
+to run, entries to write to the state dir (ours with fsync, confirmed before
+gossip sees them), trials for the worker subprocess, events for the view. A node that starts from ``--study`` writes the STUDY entry
 once its worker has loaded the data (the study fingerprint includes the
 dataset's); a node that joins with ``--seed`` only adopts the cluster's
 STUDY, starts the worker for it, and refuses to run trials when its data or
@@ -30,9 +32,9 @@ from typing import Any
 
 from rich.console import Console
 
-from p2phpo.core.entries import Entry, Status, StudyEntry, trial_id_str
-from p2phpo.core.gossip import EntriesMerged
-from p2phpo.core.gossip_types import InSync
+from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
+from p2phpo.core.durability import GateConfig, Linger, RepairGate
+from p2phpo.core.entries import Status, trial_id_str
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
     MemberAlive,
@@ -47,14 +49,13 @@ from p2phpo.core.search import (
     MemberView,
     Outcome,
     SearchConfig,
-    SearchCore,
     StartTrial,
     StopTrial,
     StudyDone,
 )
 from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
-from p2phpo.storage import Storage, StorageError
+from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.snapshot import (
@@ -90,8 +91,62 @@ class NodeOptions:
     profile: str = "lan"
     data_dir: str | None = None
     linger: bool = False
+    grace: float = 30.0  # a finished node waits this long at most for peers not done yet
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
     log_level: str = "info"
+
+
+class DriverRuntime(GossipRuntime):
+    """The sockets and the timer of a node, driving its :class:`NodeDriver`.
+
+    Every input becomes one driver call with ``loop.time()`` and ``time.time()``;
+    after each, ``on_actions`` gets the driver's actions, then the datagrams go
+    out, the push-pulls start and the one timer is re-armed from ``get_timer()``.
+    """
+
+    driver: NodeDriver
+    on_actions: Any
+
+    def bind_driver(self, driver: NodeDriver, on_actions: Any) -> None:
+        self.driver, self.on_actions = driver, on_actions
+
+    def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, now, wall, **kwargs)`` on the driver, then its outputs."""
+        assert self._loop is not None
+        out = method(*args, self._loop.time(), time.time(), **kwargs)
+        self._flush()
+        return out
+
+    def _in_join(self, seeds: list[Any], now: float) -> None:
+        self.driver.start(seeds, now, time.time())
+
+    def _in_leave(self, now: float) -> None:
+        self.driver.handle_leave(now, time.time())
+
+    def _in_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        self.driver.handle_datagram(data, addr, now, time.time())
+
+    def _in_timer(self, now: float) -> None:
+        self.driver.handle_timer(now, time.time())
+
+    def _in_stream(self, now: float) -> None:
+        self.driver.handle_stream(now, time.time())
+
+    def _in_pushpull_done(self, peer: int, ok: bool, now: float) -> None:
+        self.driver.handle_pushpull_done(peer, ok, now, time.time())
+
+    def _out_datagrams(self, now: float) -> list[tuple[bytes, Any]]:
+        return self.driver.datagrams_to_send(now)
+
+    def _out_tcp(self, now: float) -> list[Any]:
+        return self.driver.tcp_requests()
+
+    def _out_events(self) -> None:
+        while actions := self.driver.take_actions():
+            self.on_actions(actions)
+
+    def _next_timer(self) -> float | None:
+        return self.driver.get_timer()
 
 
 class Node:
@@ -100,23 +155,22 @@ class Node:
     def __init__(self, opts: NodeOptions) -> None:
         self.opts = opts
         self.stop_event = asyncio.Event()
-        self.wake = asyncio.Event()
         self.exit_code = 0
         self.error: str | None = None
         self.events: list[Event] = []
         self.spec: StudySpec | None = None
-        self.core: SearchCore | None = None
         self.worker: WorkerClient | None = None
         self.worker_info: dict[str, Any] = {}
         self.storage: Storage | None = None
-        self.rt: GossipRuntime | None = None
+        self.rt: DriverRuntime | None = None
+        self.driver: NodeDriver | None = None
         self.ledger = Ledger()
         self.node_id = 0
         self.keyed = False
         self.done: str | None = None
         self._progress: dict[tuple[int, int], int] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._own_seq0 = 0
+        self._seeds: list[tuple[str, int]] = []
         self._worker_task: asyncio.Task[Any] | None = None
         self.summary: TrialSummary | None = None
         self.addr: tuple[str, int] | None = None
@@ -134,13 +188,13 @@ class Node:
         self.keyed = ring is not None
         if o.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise NodeError(f"unknown --log-level {o.log_level!r}; use debug, info, warning or error")
+        if not o.grace >= 0:
+            raise NodeError(f"--grace must be a number of seconds >= 0, not {o.grace}")
         if o.profile not in PROFILES:
             raise NodeError(f"unknown profile {o.profile!r}; use one of {', '.join(PROFILES)}")
         try:
             if o.study is not None:
                 self.spec = StudySpec.load(o.study)
-            elif not o.seeds and not o.observer:
-                self.spec = StudySpec.load(DEFAULT_STUDY)
         except StudyError as exc:
             raise NodeError(str(exc)) from None
         if o.observer:
@@ -153,34 +207,64 @@ class Node:
                 raise NodeError(str(exc)) from None
             self.ledger = self.storage.ledger
             self.node_id = self.storage.node_id
-            self._own_seq0 = self.ledger.vv.get(self.node_id, 0)
             restart = self.storage.meta.restart_counter
             incarnation = self.storage.meta.incarnation + 1
-            self.storage.set_incarnation(incarnation)
+            try:
+                self.storage.set_incarnation(incarnation)
+            except StorageError as exc:
+                self.storage.close()
+                raise NodeError(str(exc)) from None
             self._setup_log()
+        if self.spec is None and not o.seeds and not o.observer and not self._rejoining():
+            self.spec = StudySpec.load(DEFAULT_STUDY)  # neither --study nor --seed
         self.summary = TrialSummary(self.ledger)
         try:
-            self.rt = GossipRuntime.create(
+            rt = DriverRuntime.create(
                 self.node_id, self.ledger, bind=o.bind, keyring=ring,
                 profile=PROFILES[o.profile], meta={"ready": False}, cluster=o.cluster,
                 restart=restart, incarnation=incarnation, insecure=o.insecure,
-                advertise=o.advertise, on_event=self._on_gossip_event,
+                advertise=o.advertise,
             )
             seeds = [parse_hostport(s, DEFAULT_PORT) for s in o.seeds]
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
-        self._seeds = seeds
+        assert isinstance(rt, DriverRuntime)
+        self.rt = rt
+        self._seeds = seeds + self._remembered(seeds)
+        if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
+            raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
+                            "was lost and no peer is known; start the node with --study FILE")
+
+    def _rejoining(self) -> bool:
+        """A state dir that already runs a study resumes it (with its remembered peers)."""
+        st = self.storage
+        return st is not None and (st.ledger.study is not None or st.meta.study is not None)
+
+    def _remembered(self, seeds: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The peers this state dir remembers (rejoin without --seed), minus ``seeds``."""
+        if self.storage is None:
+            return []
+        out = []
+        for text in self.storage.remembered_peers():
+            try:
+                addr = parse_hostport(text, DEFAULT_PORT)
+            except RuntimeConfigError:
+                continue
+            if addr not in seeds and addr not in out:
+                out.append(addr)
+        return out
 
     def _setup_log(self) -> None:
         assert self.storage is not None
-        handler = logging.handlers.RotatingFileHandler(
+        handler = _QuietFileHandler(
             self.storage.root / "node.log", maxBytes=5 << 20, backupCount=3)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("p2phpo")
         root.addHandler(handler)
         root.setLevel(self.opts.log_level.upper())
-        if self.storage.truncated_bytes:
-            log.warning("cut a torn tail of %d bytes from ledger.log", self.storage.truncated_bytes)
+        if self.storage.recovery:
+            log.warning("%s", self.storage.recovery.note())
+            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
 
     # -- the main task -----------------------------------------------------------
     async def run(self) -> int:
@@ -191,25 +275,41 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        self.make_driver(loop.time())
         try:
             addr = await self.rt.start(self._seeds)
         except OSError as exc:
             raise NodeError(f"cannot bind {self.opts.bind}: {exc.strerror or exc}") from None
+        except RuntimeConfigError as exc:
+            raise NodeError(str(exc).rstrip(".")) from None
         self.addr = addr
         self.started.set()
         self._event("joined", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
-        if not self.opts.observer:
-            self._spawn(self._search_loop())
+        if self.spec is not None and not self.opts.observer:
+            self._start_worker()
+        if self.storage is not None:
+            self._spawn(self._remember_peers())
         await self.stop_event.wait()
         await self._shutdown()
         return self.exit_code
+
+    def make_driver(self, now: float) -> None:
+        """The node driver, with a repair gate when this node has a state dir."""
+        assert self.rt is not None
+        gate = None
+        if self.storage is not None:
+            gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
+                              start_wall=time.time(),
+                              config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+        self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
+                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger))
+        self.rt.bind_driver(self.driver, self._on_actions)
 
     def request_stop(self, code: int = 0, error: str | None = None) -> None:
         if not self.stop_event.is_set():
             self.exit_code, self.error = code, error
         self.stop_event.set()
-        self.wake.set()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -225,34 +325,108 @@ class Node:
             self.request_stop(1, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _shutdown(self) -> None:
-        wall = time.time()
-        if self.core is not None and not self.done:
-            for tid in self.core.running:
-                self._event("left", self.node_id, tid, "trial abandoned for reclaim")
-            self.core.leave(wall)
-            self._flush_entries()
+        disk_ok = self.storage is None or self.storage.failed is None
+        if self.rt is not None:  # abandons our trials, gossips LEAVE, final push-pull
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.rt.stop(leave=disk_ok), 8.0)
         if self.worker is not None:
             await self.worker.stop_current(grace=1.0)
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.rt is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.stop(leave=True), 5.0)
         if self.worker is not None:
             await self.worker.close()
         if self.storage is not None:
             self.storage.close()
 
-    # -- gossip events -------------------------------------------------------------
-    def _on_gossip_event(self, ev: Any) -> None:
-        if isinstance(ev, InSync):
-            if self.core is not None and self.rt is not None:
-                self.core.synced_with(ev.peer, asyncio.get_running_loop().time())
+    # -- what the driver asks for ------------------------------------------------------
+    def _on_actions(self, actions: list[Any]) -> None:
+        for a in actions:
+            handler = _HANDLERS.get(type(a))
+            if handler is not None:
+                handler(self, a)
+            else:
+                self._member_event(a)
+
+    def _persist(self, a: Persist) -> None:
+        if self.storage is not None:
+            try:  # own ones durable before gossip sees them
+                self.storage.append(a.entries, sync=a.own)
+            except StorageError as exc:
+                self._disk_failed(exc)
+                return
+        if a.own:
+            assert self.driver is not None
+            self.driver.handle_persisted(asyncio.get_running_loop().time(), time.time())
+
+    def _start_trial(self, cmd: StartTrial) -> None:
+        self._event("started", self.node_id, cmd.trial,
+                    f"slot {cmd.slot}" + (" (retry)" if cmd.retry_of else ""))
+        self._spawn(self._run_trial(cmd))
+
+    def _stop_trial(self, cmd: StopTrial) -> None:
+        self._event("stopped", self.node_id, cmd.trial, cmd.reason)
+        if self.worker is not None:
+            self._spawn(self.worker.stop_current())
+
+    def _study_done(self, cmd: StudyDone) -> None:
+        self.done = cmd.reason
+        self._event("done", None, detail=cmd.reason)
+        log.info("study done: %s", cmd.reason)
+
+    def _may_exit(self, a: MayExit) -> None:
+        self.request_stop(0)  # done, and the peers that ran the study are done too
+
+    def _study_found(self, a: StudyFound) -> None:
+        if self.spec is not None:
+            return  # our own --study: its worker is already starting
+        try:
+            self.spec = spec_from_entry(a.spec)
+        except StudyError as exc:
+            self.request_stop(2, f"cannot run the cluster's study: {exc}")
             return
-        if isinstance(ev, EntriesMerged):
-            self._on_merged(ev.entries)
-        elif isinstance(ev, MemberJoined | MemberAlive):
+        self._start_worker()
+
+    def _incarnation(self, a: Incarnation) -> None:
+        if self.storage is not None:
+            try:
+                self.storage.set_incarnation(a.value)
+            except StorageError as exc:
+                self._disk_failed(exc)
+
+    def _fatal(self, a: Fatal) -> None:
+        self.request_stop(a.code, a.message)
+
+    def _note(self, a: Note) -> None:
+        if a.kind == "repaired":
+            log.warning("%s", a.detail)
+        self._event(a.kind, a.node, a.trial, a.detail)
+
+    def _disk_failed(self, exc: StorageError) -> None:
+        """The state dir refused a write: stop gossiping now (what it holds unsaved must
+        not leave), leave so the running trial is retried elsewhere, exit 1."""
+        if self.rt is not None:
+            if self.driver is not None and self.rt._loop is not None:
+                self.driver.handle_disk_failed(self.rt._loop.time(), time.time())
+            self.rt.halt()
+        self.request_stop(1, f"{str(exc).rstrip('.')}; the node stopped and its running trial "
+                             "is left to the other nodes")
+
+    async def _remember_peers(self) -> None:
+        """Keep the addresses of the live members in the state dir (every 2 s)."""
+        assert self.storage is not None and self.rt is not None
+        while True:
+            addrs = [_addr_str(m.addr) for m in self.rt.core.members()
+                     if m.node != self.node_id and m.state.name in ("ALIVE", "SUSPECT")]
+            try:
+                self.storage.remember_peers(addrs)
+            except StorageError as exc:
+                self._disk_failed(exc)
+                return
+            await asyncio.sleep(2.0)
+
+    def _member_event(self, ev: Any) -> None:
+        if isinstance(ev, MemberJoined | MemberAlive):
             self._event("joined", ev.node, detail=f"{ev.addr[0]}:{ev.addr[1]}")
         elif isinstance(ev, MemberSuspected):
             self._event("suspected", ev.node)
@@ -262,101 +436,19 @@ class Node:
             self._event("left", ev.node)
         elif isinstance(ev, MemberRefuted):
             self._event("refuted", ev.node, detail=f"incarnation {ev.incarnation}")
-            if ev.node == self.node_id and self.storage is not None:
-                self.storage.set_incarnation(ev.incarnation)
-        self.wake.set()
-
-    def _on_merged(self, entries: list[Entry]) -> None:
-        mine = [e.seq for e in entries if e.origin == self.node_id]
-        if mine and self.storage is not None:
-            self.request_stop(2, (
-                f"stale state dir: peers hold seq {max(mine)} of this node, which this state dir "
-                f"never wrote (it holds seq {self._own_seq0}); it was copied or restored from a "
-                "backup: start this node with a new --state-dir"))
-            return
-        if self.storage is not None:
-            self.storage.append(entries, sync=False)
-        for e in entries:
-            if isinstance(e, StudyEntry):
-                self._event("study", e.origin, detail=f"adopted study {e.spec.get('study', {}).get('name', '?')}")
 
     def members(self) -> dict[int, MemberView]:
-        assert self.rt is not None
-        out = {}
-        for m in self.rt.core.members():
-            meta = m.meta or {}
-            out[m.node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
-        return out
+        assert self.driver is not None
+        return self.driver.members()
 
-    # -- the search ------------------------------------------------------------------
-    async def _search_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self.stop_event.is_set():
-            self.wake.clear()
-            timeout = 1.0
-            if self.core is None:
-                await self._prepare_search()
-            if self.core is not None:
-                now, wall = loop.time(), time.time()
-                self.core.set_members(now, self.members())
-                cmds = self.core.step(now, wall)
-                self._flush_entries()
-                self._check_refused()
-                for cmd in cmds:
-                    self._dispatch(cmd)
-                timer = self.core.get_timer(loop.time(), time.time())
-                if timer is not None:
-                    timeout = max(0.01, min(timeout, timer - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
-
-    async def _prepare_search(self) -> None:
-        """Find the study, load the worker, then build the search core."""
-        if self.spec is None:
-            entry = self.ledger.study
-            if entry is None:
-                return
-            try:
-                self.spec = spec_from_entry(entry.spec)
-            except StudyError as exc:
-                self.request_stop(2, f"cannot run the cluster's study: {exc}")
-                return
+    # -- the worker ------------------------------------------------------------------
+    def _start_worker(self) -> None:
         if self._worker_task is None:
-            self._worker_task = self._spawn(self._start_worker())
-            return
-        if not self._worker_task.done() or self.worker is None:
-            return
-        fp = self.spec.fingerprint(self._dataset_fp())
-        assert self.storage is not None
-        entry = self.ledger.study
-        if self.opts.study is None and entry is not None and entry.fingerprint != fp:
-            self.request_stop(2, (
-                "this node's dataset differs from the cluster's (study fingerprint "
-                f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir"))
-            return
-        spec = self.spec
-        config = SearchConfig.for_profile(PROFILES[self.opts.profile], max_retries=spec.max_retries,
-                                          trial_timeout=spec.trial_timeout)
-        self.core = SearchCore(self.node_id, self.ledger, config, make_plan,
-                               local_study=(spec.to_dict(), fp))
-        self.core.recover(time.time())
-        self.core.ready = True
-        self._flush_entries()
-        try:
-            self.storage.adopt_study(fp)
-        except StorageError as exc:
-            self.request_stop(2, str(exc))
-            return
-        assert self.rt is not None
-        self.rt.set_meta({"ready": True, "study": fp})
-        self.wake.set()
+            self._worker_task = self._spawn(self._load_worker())
 
-    def _dataset_fp(self) -> str:
-        ds = self.worker_info.get("dataset") or {}
-        return str(ds.get("fingerprint", ""))
-
-    async def _start_worker(self) -> None:
-        assert self.spec is not None and self.storage is not None
+    async def _load_worker(self) -> None:
+        """Start the worker for ``self.spec``; once it loaded its data, the search starts."""
+        assert self.spec is not None and self.storage is not None and self.rt is not None
         options = dict(self.spec.objective_options)
         if self.opts.data_dir:
             options["data_dir"] = self.opts.data_dir
@@ -373,67 +465,41 @@ class Node:
         ds = self.worker_info.get("dataset") or {}
         if ds:
             self._event("ready", self.node_id, detail=f"dataset {ds.get('name')} from {ds.get('source')}")
-        self.wake.set()
-
-    def _check_refused(self) -> None:
-        if self.core is not None and self.core.refused:
-            self.request_stop(2, self.core.refused)
-
-    def _flush_entries(self) -> None:
-        if self.core is None:
-            return
-        new = self.core.take_new_entries()
-        if not new:
-            return
-        assert self.storage is not None and self.rt is not None
-        self.storage.append(new, sync=True)  # durable before anyone can see them
-        self.rt.append_local(new)
-
-    def _dispatch(self, cmd: Any) -> None:
-        if isinstance(cmd, StartTrial):
-            self._event("started", self.node_id, cmd.trial,
-                        f"slot {cmd.slot}" + (" (retry)" if cmd.retry_of else ""))
-            assert self.core is not None
-            self.core.worker_busy = True  # one trial at a time in the worker
-            self._spawn(self._run_trial(cmd))
-        elif isinstance(cmd, StopTrial):
-            self._event("stopped", self.node_id, cmd.trial, cmd.reason)
-            if self.worker is not None:
-                self._spawn(self.worker.stop_current())
-        elif isinstance(cmd, StudyDone):
-            self.done = cmd.reason
-            self._event("done", None, detail=cmd.reason)
-            log.info("study done: %s", cmd.reason)
-            if not self.opts.linger:
-                self.request_stop(0)
+        spec = self.spec
+        fp = spec.fingerprint(str(ds.get("fingerprint", "")))
+        entry = self.ledger.study
+        if entry is None or entry.fingerprint == fp:  # else the driver says what differs
+            try:
+                self.storage.adopt_study(fp)
+            except DiskError as exc:
+                self._disk_failed(exc)
+                return
+            except StorageError as exc:
+                self.request_stop(2, str(exc))
+                return
+        config = SearchConfig.for_profile(PROFILES[self.opts.profile], max_retries=spec.max_retries,
+                                          trial_timeout=spec.trial_timeout)
+        assert self.driver is not None
+        self.rt.call(self.driver.handle_worker_ready, config, make_plan, (spec.to_dict(), fp),
+                     from_cluster=self.opts.study is None)
 
     async def _run_trial(self, cmd: StartTrial) -> None:
-        assert self.worker is not None and self.core is not None
-        core = self.core
+        assert self.worker is not None and self.rt is not None and self.driver is not None
+        rt, driver = self.rt, self.driver
 
         def on_report(step: int, value: float) -> Any:
             self._progress[cmd.trial] = step
-            verdict = core.report(cmd.trial, step, value, time.time())
-            self._flush_entries()
-            return verdict
+            return rt.call(driver.handle_trial_report, cmd.trial, step, value)
 
         try:
             out = await self.worker.run(trial_id_str(cmd.trial), cmd.slot, cmd.params, on_report)
         except SetupError as exc:
-            core.worker_busy = False
-            core.setup_failed(cmd.trial, time.time())
-            self._flush_entries()
+            rt.call(driver.handle_setup_failed, cmd.trial)
             self.request_stop(2, f"the worker could not restart: {exc}")
             return
         self._progress.pop(cmd.trial, None)
-        core.worker_busy = False
-        core.finish(cmd.trial, Outcome(_STATUS[out.status], out.value, out.error, out.duration),
-                    time.time())
-        self._flush_entries()
-        view = self.ledger.trial(cmd.trial)
-        self._event("finished", self.node_id, cmd.trial,
-                    f"{view.state.value} {view.value if view.value is not None else ''}".strip())
-        self.wake.set()
+        rt.call(driver.handle_trial_finished, cmd.trial,
+                Outcome(_STATUS[out.status], out.value, out.error, out.duration))
 
     # -- what the view shows --------------------------------------------------------------
     def _event(self, kind: str, node: int | None, trial: Any = None, detail: str = "") -> None:
@@ -476,6 +542,25 @@ class Node:
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
             **({"done": True} if self.done else {}),
         )
+
+
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
+    """node.log: a full or failing disk drops log lines instead of printing tracebacks."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.dropped = getattr(self, "dropped", 0) + 1
+
+
+def _addr_str(addr: tuple[str, int]) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_HANDLERS: dict[type, Any] = {
+    Persist: Node._persist, StartTrial: Node._start_trial, StopTrial: Node._stop_trial,
+    StudyDone: Node._study_done, StudyFound: Node._study_found, Incarnation: Node._incarnation,
+    Fatal: Node._fatal, Note: Node._note, MayExit: Node._may_exit,
+}
 
 
 def stderr_console() -> Console:

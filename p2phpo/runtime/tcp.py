@@ -108,10 +108,12 @@ async def pushpull_client(
 class PushPullServer:
     """Accepts push-pull connections for one core."""
 
-    def __init__(self, core: GossipCore, s: TcpSettings, on_change: Callable[[], None]) -> None:
+    def __init__(self, core: GossipCore, s: TcpSettings, on_change: Callable[[], None],
+                 on_done: Callable[[int, bool], None] | None = None) -> None:
         self.core = core
         self.settings = s
         self.on_change = on_change
+        self.on_done = on_done  # (peer id, completed) after each authenticated session
         self.preauth = 0
         self.refused = 0
         self.sessions = 0
@@ -156,7 +158,9 @@ class PushPullServer:
             authed = True
             self.sessions += 1
             sync = self.core.sync_session(initiator=False)
-            await _exchange(self.core, tcp, sync, reader, writer, s, self.on_change, pending)
+            ok = await _exchange(self.core, tcp, sync, reader, writer, s, self.on_change, pending)
+            if self.on_done is not None:
+                self.on_done(tcp.peer_sender or 0, ok)
         except (TimeoutError, OSError, ConnectionError):
             pass
         finally:

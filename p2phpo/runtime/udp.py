@@ -29,6 +29,7 @@ from p2phpo.core.ledger import Ledger
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import LAN, Profile
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
+from p2phpo.runtime.resolve import ResolveError, SeedList, is_ip, resolve, show
 from p2phpo.runtime.tcp import PushPullServer, TcpSettings, pushpull_client
 
 INSECURE_KEY = bytes(32)
@@ -69,6 +70,9 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, keyring: Keyring | None, insecure: bool) -> None:
+    """Refuse a non-loopback ``host`` without a key (names are checked once resolved)."""
+    if not is_ip(host) and host != "localhost":
+        return
     if keyring is None and not insecure and not is_loopback(host):
         raise RuntimeConfigError(
             f"refusing to bind {host} without a cluster key: pass --key-file "
@@ -123,6 +127,9 @@ class GossipRuntime:
         self.bind = bind
         self.advertise = advertise
         self.secure = secure
+        self.insecure = insecure
+        self.seeds = SeedList([])
+        self._seed_addrs: list[Addr] = []
         self.on_event = on_event
         self.events: asyncio.Queue[Event] = asyncio.Queue(max_queue)  # unused with on_event
         self.events_lost = 0
@@ -135,6 +142,8 @@ class GossipRuntime:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._final: list[Any] = []  # the final push-pull before exit
+        self._pushpulls: set[asyncio.Task[Any]] = set()
         self.addr: Addr | None = None
 
     @classmethod
@@ -176,35 +185,76 @@ class GossipRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, seeds: list[Addr] | None = None) -> Addr:
-        """Bind UDP and TCP on one port, join ``seeds``; returns the bound address."""
+        """Bind UDP and TCP on one port, join ``seeds``; returns the bound address.
+
+        Host names in the bind address, ``advertise`` and ``seeds`` are resolved
+        on the loop; seeds that do not answer are looked up again with backoff
+        until the node has joined (RuntimeConfigError if the bind or advertised
+        name does not resolve, or resolves off loopback without a key).
+        """
         loop = self._loop = asyncio.get_running_loop()
-        host, port = self.bind
+        host, port = await self._resolve_own(self.bind, "--bind")
+        check_bind(host, self.tcp.keyring if self.secure else None, self.insecure)
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Udp(self), local_addr=(host, port)
         )
         sock = self._transport.get_extra_info("sockname")
         self.addr = (host, sock[1])
-        self._pp = PushPullServer(self.core, self.tcp, self._flush)
+        self._pp = PushPullServer(self.core, self.tcp, self._on_stream, self._on_pushpull_done)
         try:
             self._server = await asyncio.start_server(self._pp.handle, host, sock[1])
         except OSError:
             self._transport.close()
             raise
-        if self.advertise is None:
+        if self.advertise is not None:
+            adv = await self._resolve_own(self.advertise, "--advertise")
+            self.core.set_addr(adv)
+        else:
             self.core.set_addr(self.addr if not _is_any(host) else (_primary_ip(host), sock[1]))
-        self.core.join(list(seeds or []), loop.time())
+        family = self._transport.get_extra_info("socket").family
+        self.seeds = SeedList([tuple(s) for s in seeds or []], family)  # type: ignore[misc]
+        self._seed_addrs = await self.seeds.resolve() if self.seeds.specs else []
+        self._in_join(self._seed_addrs, loop.time())
         self._flush()
+        if self.seeds.specs:
+            self._spawn(self._reresolve())
         return self.addr
+
+    async def _resolve_own(self, addr: Addr, option: str) -> Addr:
+        try:
+            found = await resolve(addr[0], addr[1])
+        except ResolveError as exc:
+            raise RuntimeConfigError(f"{option} {show(addr)}: {exc}.") from None
+        return found[0]
+
+    async def _reresolve(self) -> None:
+        """While not joined, look the seeds up again with backoff and rejoin through them."""
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(self.seeds.delay())
+            core = self.core
+            if core.membership.joined or core.membership.leaving:
+                self.seeds.attempts = 0  # joined: the next outage starts with short waits
+                continue
+            addrs = await self.seeds.resolve()
+            if addrs != self._seed_addrs:
+                self._seed_addrs = addrs
+                self._in_join(addrs, self._loop.time())
+                self._flush()
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self, leave: bool = True) -> None:
         """Leave gracefully (LEAVE gossiped, final push-pull) unless ``leave`` is False."""
-        loop = asyncio.get_running_loop()
         if leave and self._transport is not None:
-            self.core.leave(loop.time())
-            self._flush()
-            peer = self.core.pushpull_peer()
-            if peer is not None:
-                await pushpull_client(self.core, peer.addr, self.tcp, self._flush)
+            self._in_leave(asyncio.get_running_loop().time())
+            self._flush()  # starts the final push-pull
+            if self._pushpulls:  # let the final push-pull finish
+                await asyncio.wait(set(self._pushpulls), timeout=self.tcp.deadline)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -221,6 +271,28 @@ class GossipRuntime:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+    def halt(self) -> None:
+        """Stop at once, without awaiting: gossip a LEAVE, then send and serve nothing more.
+
+        For a node whose disk failed: its ledger may hold entries it could not
+        persist, which no push-pull or sync reply may hand out.
+        """
+        loop = self._loop
+        if self._transport is None or loop is None:
+            return
+        self.core.leave(loop.time())
+        for data, addr in self.core.datagrams_to_send(loop.time()):
+            self._transport.sendto(data, addr)
+        self._transport.close()
+        self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for t in list(self._tasks) + (list(self._pp.tasks) if self._pp is not None else []):
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
 
     # ------------------------------------------------------------------ node helpers
     def append_local(self, entries: list[Entry]) -> None:
@@ -250,31 +322,37 @@ class GossipRuntime:
             c["tcp_sessions"] = self._pp.sessions
         return c
 
-    # ------------------------------------------------------------------ plumbing
-    def _on_datagram(self, data: bytes, addr: Addr) -> None:
-        assert self._loop is not None
-        self.core.receive_datagram(data, addr, self._loop.time())
-        self._flush()
+    # ------------------------------------------------------------------ what the runtime drives
+    # A node shell overrides these to drive its node driver instead of the bare core.
+    def _in_join(self, seeds: list[Addr], now: float) -> None:
+        self.core.join(seeds, now)
 
-    def _on_timer(self) -> None:
-        assert self._loop is not None
-        self._timer = None
-        self._timer_at = None
-        self.core.handle_timer(self._loop.time())
-        self._flush()
+    def _in_leave(self, now: float) -> None:
+        self.core.leave(now)
+        peer = self.core.pushpull_peer()
+        if peer is not None:
+            self._final.append(peer)
 
-    def _flush(self) -> None:
-        """Send what the core wants sent, start push-pulls, deliver events, re-arm."""
-        loop = self._loop
-        if loop is None or self._transport is None:
-            return
-        now = loop.time()
-        for data, addr in self.core.datagrams_to_send(now):
-            self._transport.sendto(data, addr)
-        for req in self.core.tcp_requests(now):
-            task = loop.create_task(pushpull_client(self.core, req.addr, self.tcp, self._flush))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _in_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.core.receive_datagram(data, addr, now)
+
+    def _in_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+
+    def _in_stream(self, now: float) -> None:
+        """Push-pull frames were fed to a session (the core merged what they held)."""
+
+    def _in_pushpull_done(self, peer: int, ok: bool, now: float) -> None:
+        """A push-pull with ``peer`` ended (``ok``: it completed)."""
+
+    def _out_datagrams(self, now: float) -> list[tuple[bytes, Addr]]:
+        return self.core.datagrams_to_send(now)
+
+    def _out_tcp(self, now: float) -> list[Any]:
+        out, self._final = self.core.tcp_requests(now) + self._final, []
+        return out
+
+    def _out_events(self) -> None:
         while (ev := self.core.next_event()) is not None:
             if self.on_event is not None:  # a callback consumer replaces the queue
                 self.on_event(ev)
@@ -283,10 +361,57 @@ class GossipRuntime:
                 self.events.put_nowait(ev)
             except asyncio.QueueFull:
                 self.events_lost += 1
+
+    def _next_timer(self) -> float | None:
+        return self.core.get_timer()
+
+    # ------------------------------------------------------------------ plumbing
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        assert self._loop is not None
+        self._in_datagram(data, addr, self._loop.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        self._in_timer(self._loop.time())
+        self._flush()
+
+    def _on_stream(self) -> None:
+        if self._loop is not None:
+            self._in_stream(self._loop.time())
+        self._flush()
+
+    def _on_pushpull_done(self, peer: int, ok: bool) -> None:
+        if self._loop is not None:
+            self._in_pushpull_done(peer, ok, self._loop.time())
+        self._flush()
+
+    async def _pushpull(self, req: Any) -> bool:
+        ok = await pushpull_client(self.core, req.addr, self.tcp, self._on_stream)
+        self._on_pushpull_done(req.node, ok)
+        return ok
+
+    def _flush(self) -> None:
+        """Hand out events, send what the core wants sent, start push-pulls, re-arm."""
+        loop = self._loop
+        if loop is None or self._transport is None:
+            return
+        self._out_events()
+        now = loop.time()
+        for data, addr in self._out_datagrams(now):
+            self._transport.sendto(data, addr)
+        for req in self._out_tcp(now):
+            task = loop.create_task(self._pushpull(req))
+            self._tasks.add(task)
+            self._pushpulls.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._pushpulls.discard)
         self._rearm(loop)
 
     def _rearm(self, loop: asyncio.AbstractEventLoop) -> None:
-        t = self.core.get_timer()
+        t = self._next_timer()
         if t == self._timer_at:
             return
         if self._timer is not None:

@@ -4,8 +4,10 @@ A sampler is configuration only (a frozen dataclass built from the study's
 ``[sampler]`` options); :meth:`Sampler.suggest` is a pure function of the
 context, the trial :class:`~p2phpo.core.frame.Frame` and a numpy
 ``Generator``. There is no hidden RNG state: the node derives the generator
-from ``(study seed, node id, slot)`` with :func:`sampler_rng`, so two nodes
-reading the same ledger propose different points and a run replays.
+from ``(study seed, slot)`` with :func:`sampler_rng`. Nodes propose
+different points because each budget slot is claimed by one node; leaving
+the node id out makes a run replay: the same seed on one node gives the same
+sequence of trials, whatever node id a fresh state dir draws.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ class Sampler(Protocol):
         ...
 
 
-def sampler_rng(seed: int, node_id: int, slot: int) -> np.random.Generator:
-    """The generator for one suggestion: a function of (study seed, node id, slot)."""
-    return np.random.default_rng(hrw("sampler", seed, node_id, slot))
+def sampler_rng(seed: int, slot: int) -> np.random.Generator:
+    """The generator for one suggestion: a function of (study seed, slot) only."""
+    return np.random.default_rng(hrw("sampler", seed, slot))
 
 
 def take_options(name: str, options: Mapping[str, Any] | None,

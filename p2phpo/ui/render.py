@@ -179,7 +179,7 @@ def render_members(members: tuple[MemberRow, ...] | list[MemberRow], limit: int 
         if m.is_self:
             name.append(" (this node)", style="dim")
         state = Text(m.state, style=MEMBER_STYLE.get(m.state, ""))
-        table.add_row(name, m.addr or "-", state, str(m.incarnation), _ack(m), str(m.trials_run))
+        table.add_row(name, Text(m.addr or "-"), state, str(m.incarnation), _ack(m), str(m.trials_run))
     more = _more(limit, len(ordered), "members")
     if more is not None:
         table.add_row(more, "", "", "", "", "")

@@ -40,7 +40,7 @@ def test_three_nodes_share_the_budget_exactly(tmp_path: Path, nodes) -> None:
     study = write_study(tmp_path / "s.toml", n_trials=12, epochs=2, sleep=0.1)
     a = nodes("a", "--study", str(study)).start()
     b = nodes("b", "--seed", a.addr).start()
-    c = nodes("c", "--seed", a.addr).start()
+    c = nodes("c", "--seed", f"localhost:{a.port}").start()  # a host name, not an IP
     for n in (a, b, c):
         assert n.wait(90) == 0, n.err.read_text()
     rows = [export(n.state) for n in (a, b, c)]
@@ -53,8 +53,8 @@ def test_three_nodes_share_the_budget_exactly(tmp_path: Path, nodes) -> None:
 
 def test_killed_node_is_reclaimed_and_restarts_from_its_state_dir(tmp_path: Path, nodes) -> None:
     study = write_study(tmp_path / "s.toml", n_trials=10, epochs=4, sleep=0.25)
-    a = nodes("a", "--study", str(study)).start()
-    b = nodes("b", "--seed", a.addr).start()
+    a = nodes("a", "--study", str(study), "--grace", "2").start()  # c stays dead: don't wait
+    b = nodes("b", "--seed", a.addr, "--grace", "2").start()
     c = nodes("c", "--seed", a.addr).start()
     wait_for(lambda: started(c), 60, "node c to start a trial")
     time.sleep(0.3)
@@ -106,7 +106,7 @@ def test_paused_node_refutes_and_rejoins(tmp_path: Path, nodes) -> None:
              "b to refute its death")
 
     def b_alive() -> bool:
-        members = {m["id"]: m for m in status_json(a.addr)["members"]}
+        members = {m["id"]: m for m in status_json(f"localhost:{a.port}")["members"]}
         node_b = b.events()[0]["node"]
         return members.get(node_b, {}).get("state") == "ALIVE"
 

@@ -64,8 +64,11 @@ def _refute_same_incarnation(self: Membership, seen: int) -> None:
 
 def test_refuting_without_a_higher_incarnation_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Membership, "refute", _refute_same_incarnation)
-    failing = _failing("partition-heal", max_heal=60.0)
-    assert "healthy_alive_everywhere" in failing
+    # Whether a refutation races a suspicion during the cut depends on the seed:
+    # the checker must catch the bug on one of the first few.
+    caught = [seed for seed in range(4)
+              if "healthy_alive_everywhere" in _failing("partition-heal", seed, max_heal=60.0)]
+    assert caught
 
 
 def _blind_pick(self: SearchCore, now: float) -> int | None:

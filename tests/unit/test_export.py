@@ -69,6 +69,10 @@ def make_state_dir(root: Path) -> dict[str, str]:
         st.append(stats.added)
         r = own(Claim, slot=2, params={"lr": 0.01, "width": 128, "act": "gelu"}, retry_of=c.key)
         own(Report, trial=r.key, step=1, value=0.91)
+        # a claim that lost slot 0 to ours: SUPERSEDED, never trained
+        lost = own(Claim, slot=0, params={"lr": 0.003, "width": 96, "act": "gelu"})
+        own(Result, trial=lost.key, status=Status.SUPERSEDED, duration=0.0)
+        names["superseded"] = trial_id_str(lost.key)
         names.update(best=trial_id_str(a.key), pruned=trial_id_str(b.key),
                      abandoned=trial_id_str(c.key), failed=trial_id_str(d.key),
                      retry=trial_id_str(r.key), me=f"{me:016x}")
@@ -221,16 +225,16 @@ def test_seed_uses_the_runtime_fetch_when_present(state, monkeypatch):
     root, _ = state
     calls = []
 
-    def fetch_ledger(seed, *, key_file=None):
-        calls.append((seed, key_file))
+    def fetch_ledger(seed, *, key_file=None, cluster="default", insecure=False, timeout=10.0):
+        calls.append((seed, key_file, cluster, insecure))
         return read_state(root).ledger
 
     module = types.ModuleType("p2phpo.runtime.fetch")
     module.fetch_ledger = fetch_ledger
     monkeypatch.setitem(sys.modules, "p2phpo.runtime.fetch", module)
-    res = invoke("--seed", "127.0.0.1:7946", "--format", "jsonl")
+    res = invoke("--seed", "127.0.0.1:7946", "--format", "jsonl", "--cluster", "lab", "--insecure")
     assert res.exit_code == 0, res.output
-    assert calls == [("127.0.0.1:7946", None)] and len(res.stdout.splitlines()) == 5
+    assert calls == [("127.0.0.1:7946", None, "lab", True)] and len(res.stdout.splitlines()) == 5
 
 
 DESIGN_TOML = """
@@ -296,3 +300,22 @@ def test_optuna_missing_is_said_clearly(state, monkeypatch, tmp_path):
     res = invoke("--state-dir", str(root), "--format", "optuna",
                  "--storage", f"sqlite:///{tmp_path / 'x.db'}")
     assert res.exit_code == 2 and "needs the optuna package" in res.stderr
+
+
+def test_superseded_claims_are_left_out_unless_all(state):
+    root, names = state
+    rows = [json.loads(x) for x in invoke("--state-dir", str(root), "--format", "jsonl")
+            .stdout.splitlines()]
+    assert names["superseded"] not in {r["trial"] for r in rows} and len(rows) == 5
+    rows = [json.loads(x) for x in invoke("--state-dir", str(root), "--format", "jsonl",
+                                          "--all").stdout.splitlines()]
+    assert len(rows) == 6
+    assert next(r for r in rows if r["trial"] == names["superseded"])["state"] == "SUPERSEDED"
+
+
+def test_a_state_dir_that_is_a_file_is_named_a_file(tmp_path):
+    f = tmp_path / "trials.csv"
+    f.write_text("x\n")
+    res = invoke("--state-dir", str(f))
+    assert res.exit_code == 2
+    assert f"--state-dir {f} is a file, not a folder" in res.stderr

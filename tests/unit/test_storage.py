@@ -10,10 +10,12 @@ import pytest
 from p2phpo.core.entries import Claim, Result, Status, trial_id_str
 from p2phpo.storage import (
     LOG_NAME,
+    DiskError,
     Storage,
     StorageError,
     read_state,
     read_trial_params,
+    replay_bytes,
     replay_log,
 )
 
@@ -113,3 +115,181 @@ def test_damaged_meta_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="damaged"):
         Storage.open(tmp_path)
     assert os.path.exists(tmp_path / LOG_NAME)
+
+
+# -- record-level recovery ------------------------------------------------------
+
+
+def _spans(log: Path) -> list[tuple[int, int]]:
+    """(offset, length) of every record of an intact log."""
+    out, pos = [], 0
+    for _, raw in replay_log(log).entries:
+        out.append((pos, len(raw) + 8))
+        pos += len(raw) + 8
+    return out
+
+
+def test_a_flipped_byte_costs_exactly_the_record_it_hit(tmp_path: Path) -> None:
+    entries = fill(tmp_path, 8)
+    log = tmp_path / LOG_NAME
+    full = log.read_bytes()
+    spans = _spans(log)
+    for i, (off, n) in enumerate(spans):
+        for pos in range(off, off + n):
+            damaged = bytearray(full)
+            damaged[pos] ^= 0x40
+            rep = replay_bytes(bytes(damaged))
+            got = [e for e, _ in rep.entries]
+            assert got == entries[:i] + entries[i + 1:], (i, pos)
+            if i < len(spans) - 1:  # in the middle: skipped, the rest kept
+                assert rep.damaged == ((off, n),) and rep.torn_bytes == 0
+            else:  # the newest record: a torn tail
+                assert rep.damaged == () and rep.torn_bytes == n
+
+
+def test_open_skips_a_damaged_middle_record_and_compacts_the_log(tmp_path: Path) -> None:
+    entries = fill(tmp_path, 6)
+    log = tmp_path / LOG_NAME
+    off, n = _spans(log)[2]
+    data = bytearray(log.read_bytes())
+    data[off + n // 2] ^= 0xFF
+    log.write_bytes(bytes(data))
+    with Storage.open(tmp_path) as st:
+        assert st.recovery.damaged_records == 1 and st.recovery.damaged_bytes == n
+        assert st.recovery.missing_own == (3,)
+        assert st.missing_own() == [3]
+        assert list(st.ledger) == entries[:2]  # 4..6 wait for 3 (held, not lost)
+        assert st.ledger.held_seqs(st.node_id) == [4, 5, 6]
+        note = st.recovery.note()
+        assert "skipped 1 damaged record" in note and "seq 3" in note and "\n" not in note
+        stats = st.ledger.merge([entries[2]])  # a peer gives it back
+        st.append(stats.added, sync=False)
+        assert list(st.ledger) == entries
+        assert st.missing_own() == []
+    assert (tmp_path / "ledger.damaged").read_bytes() == bytes(data[off:off + n])
+    assert len(log.read_bytes()) == len(data)  # compacted, then 3 appended (4..6 not again)
+    assert replay_log(log).damaged == ()
+    with Storage.open(tmp_path) as st:  # nothing to report the second time
+        assert not st.recovery and st.recovery.note() == ""
+        assert list(st.ledger) == entries
+    snap = read_state(tmp_path)
+    assert snap.damaged_records == 0
+
+
+def test_readers_skip_damage_without_touching_the_file(tmp_path: Path) -> None:
+    entries = fill(tmp_path, 4)
+    log = tmp_path / LOG_NAME
+    off, n = _spans(log)[1]
+    data = bytearray(log.read_bytes())
+    data[off + 3] ^= 1
+    log.write_bytes(bytes(data))
+    snap = read_state(tmp_path)
+    assert snap.damaged_records == 1 and list(snap.ledger) == entries[:1]
+    assert log.read_bytes() == bytes(data)
+
+
+def test_garbage_between_records_is_skipped(tmp_path: Path) -> None:
+    entries = fill(tmp_path, 3)
+    log = tmp_path / LOG_NAME
+    off, _ = _spans(log)[1]
+    data = log.read_bytes()
+    log.write_bytes(data[:off] + b"\x00" * 100 + os.urandom(300) + data[off:])
+    with Storage.open(tmp_path) as st:
+        assert list(st.ledger) == entries and st.recovery.damaged_records == 1
+
+
+# -- disk errors ---------------------------------------------------------------
+
+
+def _claim(st: Storage, i: int) -> Claim:
+    return st.ledger.new(st.node_id, Claim, wall=float(i), slot=i, params={"i": i})
+
+
+def test_a_full_disk_fails_the_append_and_every_later_one(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from p2phpo import storage as storage_mod
+
+    entries = fill(tmp_path, 2)
+    st = Storage.open(tmp_path)
+    real = storage_mod._write_all
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        real(fd, data[: len(data) // 2])  # a partial record reaches the disk
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(storage_mod, "_write_all", half_then_full)
+    with pytest.raises(DiskError, match="No space left on device") as info:
+        st.append([_claim(st, 7)])
+    assert "\n" not in str(info.value)
+    monkeypatch.setattr(storage_mod, "_write_all", real)
+    with pytest.raises(DiskError):  # the log stays closed to writes
+        st.append([_claim(st, 8)])
+    st.close()  # never raises after a failure
+    st.close()
+    rep = replay_log(tmp_path / LOG_NAME)
+    assert [e for e, _ in rep.entries] == entries and rep.torn_bytes == 0  # partial cut back
+
+
+def test_an_fsync_error_fails_the_append(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from p2phpo import storage as storage_mod
+
+    with Storage.open(tmp_path) as st:
+        def eio(fd: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(storage_mod.os, "fsync", eio)
+        with pytest.raises(DiskError, match="Input/output error"):
+            st.append([_claim(st, 1)])
+        with pytest.raises(DiskError):
+            st.set_incarnation(99)
+
+
+def test_a_read_only_state_dir_is_one_sentence(tmp_path: Path) -> None:
+    import subprocess
+
+    fill(tmp_path / "s", 2)
+    if os.geteuid() != 0:
+        os.chmod(tmp_path / "s", 0o555)
+        for f in (tmp_path / "s").iterdir():
+            os.chmod(f, 0o444)
+        try:
+            with pytest.raises(StorageError, match="not writable") as info:
+                Storage.open(tmp_path / "s")
+        finally:
+            os.chmod(tmp_path / "s", 0o755)
+        assert "\n" not in str(info.value)
+        return
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("running as root and cannot mount a tmpfs: no way to make a dir read-only")
+    try:
+        for name in ("node.json", LOG_NAME):
+            (mnt / name).write_bytes((tmp_path / "s" / name).read_bytes())
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mnt)]).returncode == 0
+        for target in (mnt, mnt / "new"):
+            with pytest.raises(StorageError) as info:
+                Storage.open(target)
+            assert "\n" not in str(info.value) and "Read-only file system" in str(info.value)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# -- remembered peers ------------------------------------------------------------
+
+
+def test_peers_are_remembered_across_restarts(tmp_path: Path) -> None:
+    with Storage.open(tmp_path) as st:
+        assert st.remembered_peers() == []
+        assert st.remember_peers(["127.0.0.1:7001", "127.0.0.1:7000", "127.0.0.1:7001"])
+        assert not st.remember_peers(["127.0.0.1:7000", "127.0.0.1:7001"])  # unchanged
+        assert not st.remember_peers([])  # everyone gone: keep the last known
+    with Storage.open(tmp_path) as st:
+        assert st.remembered_peers() == ["127.0.0.1:7000", "127.0.0.1:7001"]
+    (tmp_path / "peers.json").write_text("{oops")
+    with Storage.open(tmp_path) as st:
+        assert st.remembered_peers() == []

@@ -1,0 +1,470 @@
+"""The node driver: one sans-IO object that is a whole p2phpo node.
+
+It joins the gossip core (``core/gossip.py``), the search core
+(``core/search.py``), the member views the search reads, anti-entropy
+completion, the persist-then-gossip hand-off and the metadata the node
+advertises (ready worker + study fingerprint). The asyncio node
+(``runtime/node.py``) and the simulator (``simulations/node.py``) are shells
+around it: they own sockets or a virtual network, a worker process or a
+simulated objective, a state dir or a simulated disk, and a clock; every
+decision is made here, so what the simulator proves is what users run.
+
+Inputs, each with the monotonic ``now`` and the wall-clock ``wall``::
+
+    start(seeds, now, wall)                    # join the cluster
+    handle_datagram(data, addr, now, wall)
+    handle_timer(now, wall)                    # when get_timer() falls due
+    handle_stream(now, wall)                   # after push-pull frames were fed
+    handle_pushpull_done(peer, ok, now, wall)  # one push-pull session ended
+    handle_worker_ready(...)                   # the worker loaded: search starts
+    handle_trial_report(trial, step, value, now, wall) -> Verdict
+    handle_trial_finished(trial, outcome | None, now, wall)
+    handle_setup_failed(trial, now, wall)
+    handle_persisted(now, wall)                # every Persist handed out is durable
+    handle_leave(now, wall)
+
+Outputs: ``datagrams_to_send(now)``, ``tcp_requests()`` (push-pulls to run),
+``get_timer()`` and ``take_actions()``: :class:`Persist` (write these entries;
+own ones durably, then call ``handle_persisted``), worker commands
+(``StartTrial``, ``StopTrial``), ``StudyDone``, :class:`StudyFound` (start a
+worker for this study), membership events, :class:`Note` (for the event log),
+:class:`Incarnation` (persist it) and :class:`Fatal` (the node must stop).
+
+Our own entries reach gossip only after the shell confirmed them durable; a
+peer's entries are handed out for persisting as they merge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from p2phpo.core.durability import Linger, RepairGate
+from p2phpo.core.entries import Entry, StudyEntry, TrialId
+from p2phpo.core.gossip import EntriesMerged, GossipCore
+from p2phpo.core.gossip_sync import SyncSession
+from p2phpo.core.gossip_types import Dropped, InSync, TcpRequest
+from p2phpo.core.ledger import Ledger
+from p2phpo.core.membership import MemberDead, MemberLeft
+from p2phpo.core.messages import Addr, MemberRecord
+from p2phpo.core.search import (
+    MemberView,
+    Outcome,
+    PlanFactory,
+    SearchConfig,
+    SearchCore,
+    StartTrial,
+    StopTrial,
+    StudyDone,
+)
+from p2phpo.core.verdict import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write ``entries`` to the state dir. ``own``: ours, write them durably (fsync)
+    and then call ``handle_persisted``; they are gossiped only after that."""
+
+    entries: list[Entry]
+    own: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StudyFound:
+    """The cluster's study arrived and no worker runs yet: start one for ``spec``."""
+
+    spec: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Incarnation:
+    """Our incarnation went up: persist it (the next life starts above it)."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something for the event log / live view that no other output says."""
+
+    kind: str
+    node: int | None
+    trial: TrialId | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MayExit:
+    """The study is done here and the peers that ran it are done or gone (or the
+    grace period ran out): the node may exit (unless it lingers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The node cannot go on; ``message`` is one sentence for the user."""
+
+    code: int
+    message: str
+
+
+class NodeDriver:
+    """One node: gossip + search + views + persistence hand-off (see the module doc)."""
+
+    def __init__(self, node_id: int, ledger: Ledger, gossip: GossipCore, *,
+                 observer: bool = False, gate: RepairGate | None = None,
+                 linger: Linger | None = None) -> None:
+        self.node_id = node_id
+        self.ledger = ledger
+        self.gossip = gossip
+        self.observer = observer  # status / export: never runs the search
+        self.gate = gate  # a (re)started node writes nothing until it opens
+        self.linger = linger  # when a finished node may exit
+        self.search: SearchCore | None = None
+        self.halted = False  # the disk failed: decide nothing more
+        self.done: str | None = None
+        self.fatal: Fatal | None = None
+        self._actions: list[Any] = []
+        self._tcp: list[TcpRequest] = []
+        self._views: dict[int, MemberView] = {}
+        self._meta_sent: dict[str, Any] | None = None
+        self._seen_len = -1
+        self._search_timer: float | None = None
+        self._poke = True  # the search has an input the ledger does not show
+        self._members_dirty = True
+        self._unconfirmed: list[Entry] = []  # own entries handed out, not yet durable
+        self._study_found = False
+        self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
+        self._incarnation = gossip.incarnation
+        self._running: set[TrialId] = set()  # trials the worker runs for us
+        self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
+        self._exit_sent = False
+
+    # ------------------------------------------------------------------ inputs
+    def start(self, seeds: list[Addr], now: float, wall: float) -> None:
+        """Join through ``seeds`` (none: start a cluster or wait to be joined)."""
+        self.gossip.join(seeds, now)
+        self._pump(now, wall)
+
+    def handle_datagram(self, data: bytes, addr: Addr, now: float, wall: float) -> None:
+        self.gossip.receive_datagram(data, addr, now)
+        self._pump(now, wall)
+
+    def handle_timer(self, now: float, wall: float) -> None:
+        self.gossip.handle_timer(now)
+        self._pump(now, wall)
+
+    def sync_session(self, *, initiator: bool) -> SyncSession:
+        """A push-pull session over one stream; feed it frames, then ``handle_stream``."""
+        return self.gossip.sync_session(initiator=initiator)
+
+    def handle_stream(self, now: float, wall: float) -> None:
+        """Push-pull frames were fed to a session: take in what they merged."""
+        self._pump(now, wall)
+
+    def handle_pushpull_done(self, peer: int, ok: bool, now: float, wall: float) -> None:
+        """A push-pull with ``peer`` (0: known only by address) ended; ``ok`` if it
+        completed. A completed one is an anti-entropy exchange: orphans of members
+        that died before it may now be reclaimed."""
+        if ok:
+            self._synced(peer, now)
+        self._pump(now, wall)
+
+    def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float) -> None:
+        """Learn ``records`` out of band, announcing nothing (a warm-started benchmark)."""
+        membership = self.gossip.membership
+        for r in records:
+            if r.node != self.node_id:
+                membership.apply_record(r, now)
+        membership.outbox.clear()
+        for ev in membership.events:
+            self._update_view(ev.node)
+        membership.events.clear()
+        self._members_dirty = self._poke = True
+        self._pump(now, wall)
+
+    def handle_worker_ready(self, config: SearchConfig, make_plan: PlanFactory,
+                            local_study: tuple[dict, str] | None, now: float, wall: float, *,
+                            from_cluster: bool = False) -> None:
+        """The worker loaded the study ``local_study`` = (normalized spec, fingerprint):
+        start searching (None: adopt whatever STUDY the cluster has). ``from_cluster``: the spec came from the cluster's STUDY (no
+        ``--study``), so a different fingerprint can only mean different data."""
+        entry = self.ledger.study
+        fp = local_study[1] if local_study is not None else ""
+        if from_cluster and entry is not None and entry.fingerprint != fp:
+            self._fail(2, "this node's dataset differs from the cluster's (study fingerprint "
+                          f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
+            return
+        self._ready_search = (config, make_plan, local_study)
+        self._pump(now, wall)
+
+    def handle_trial_report(self, trial: TrialId, step: int, value: float,
+                            now: float, wall: float) -> Verdict:
+        """An intermediate value of our running trial; answers continue, prune or stop."""
+        if self.search is None:
+            return Verdict.STOP
+        verdict = self.search.report(trial, step, value, wall)
+        self._poke = True
+        self._pump(now, wall)
+        return verdict
+
+    def handle_trial_finished(self, trial: TrialId, outcome: Outcome | None,
+                              now: float, wall: float) -> None:
+        """The worker is done with ``trial``: its outcome, or None when it was stopped
+        (superseded, timed out, node leaving) and has nothing to record."""
+        self._running.discard(trial)
+        if self.search is not None:
+            self.search.worker_busy = bool(self._running)
+            if outcome is not None:
+                self.search.finish(trial, outcome, wall)
+                view = self.ledger.trial(trial)
+                if view is not None:
+                    value = "" if view.value is None else f" {view.value}"
+                    self._actions.append(Note("finished", self.node_id, trial,
+                                              f"{view.state.value}{value}"))
+        self._poke = True
+        self._pump(now, wall)
+
+    def handle_setup_failed(self, trial: TrialId | None, now: float, wall: float) -> None:
+        """The worker cannot (re)start: abandon ``trial`` without burning budget."""
+        if trial is not None:
+            self._running.discard(trial)
+        if self.search is not None:
+            self.search.worker_busy = bool(self._running)
+            self.search.setup_failed(trial, wall)
+        self._poke = True
+        self._pump(now, wall)
+
+    def handle_disk_failed(self, now: float, wall: float) -> None:
+        """The state dir refused a write: take no more work and decide nothing more
+        (the shell stops gossiping: what the ledger holds unsaved must not leave)."""
+        self.halted = True
+        if self.search is not None:
+            self.search.ready = False
+
+    def handle_persisted(self, now: float, wall: float) -> None:
+        """Every ``Persist`` handed out so far is durable: gossip our own entries."""
+        own, self._unconfirmed = self._unconfirmed, []
+        if own:
+            self.gossip.append_local(own)
+        if self._leave_pending:
+            self._gossip_leave(now)
+
+    def handle_leave(self, now: float, wall: float) -> None:
+        """Graceful exit: abandon our trials (StopTrial for each), then, once the
+        ABANDONs are durable, gossip LEAVE with them and ask for a final push-pull
+        (in ``tcp_requests``) so the LEAVE and our last entries spread."""
+        if self.search is not None and not self.search.leaving:
+            for tid in self.search.running:
+                self._actions.append(Note("left", self.node_id, tid, "trial abandoned for reclaim"))
+            self.search.leave(wall)
+            for tid in sorted(self._running):
+                self._actions.append(StopTrial(tid, Verdict.STOP, "node leaving"))
+        if self.leaving or self._leave_pending:
+            return
+        self._take_own()
+        self._leave_pending = True
+        if not self._unconfirmed:
+            self._gossip_leave(now)
+        self._pump(now, wall)
+
+    def _gossip_leave(self, now: float) -> None:
+        self._leave_pending = False
+        self.gossip.leave(now)
+        peer = self.gossip.pushpull_peer()
+        if peer is not None:
+            self._tcp.append(peer)
+
+    # ------------------------------------------------------------------ outputs
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        return self.gossip.datagrams_to_send(now)
+
+    def tcp_requests(self) -> list[TcpRequest]:
+        out, self._tcp = self._tcp, []
+        return out
+
+    def take_actions(self) -> list[Any]:
+        out, self._actions = self._actions, []
+        return out
+
+    def get_timer(self) -> float | None:
+        times = [self.gossip.get_timer(), self._search_timer]
+        if self.gate is not None and self._ready_search is not None:
+            times.append(self.gate.timer())
+        if self.linger is not None and self.done is not None and not self._exit_sent:
+            times.append(self.linger.timer())
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def members(self) -> dict[int, MemberView]:
+        """The member views the search reads (one per known member)."""
+        return dict(self._views)
+
+    @property
+    def leaving(self) -> bool:
+        return self.gossip.membership.leaving
+
+    # ------------------------------------------------------------------ the pump
+    def _pump(self, now: float, wall: float) -> None:
+        """After every input: events in, search stepped if its inputs changed, own
+        entries out for persisting, metadata advertised, push-pulls collected."""
+        self._drain_events(now)
+        if self.halted:
+            return
+        if self._ready_search is not None and self.fatal is None:
+            self._open_search(now, wall)
+        search = self.search
+        if search is not None and self.fatal is None:
+            if self._members_dirty:
+                search.set_members(now, self._views)
+            if self._search_due(now):
+                self._step(now, wall)
+            self._take_own()
+            self._advertise(now)
+        elif not self.observer and not self._study_found and self.ledger.study is not None:
+            self._study_found = True
+            self._actions.append(StudyFound(dict(self.ledger.study.spec)))
+        self._members_dirty = False
+        if self.done is not None and self.linger is not None and not self._exit_sent:
+            self._check_exit(now)
+        self._tcp.extend(self.gossip.tcp_requests(now))
+        if self.gossip.incarnation > self._incarnation:
+            self._incarnation = self.gossip.incarnation
+            self._actions.append(Incarnation(self._incarnation))
+
+    def _open_search(self, now: float, wall: float) -> None:
+        """Start the search once the worker is ready and the repair gate lets us write."""
+        gate = self.gate
+        if gate is not None and not gate.opened:
+            if not gate.due(now):
+                return
+            fill = gate.open(wall)  # own seqs nobody gave back: ABANDON(LOST)
+            if fill:
+                self._unconfirmed.extend(fill)
+                self._actions.append(Persist(fill, own=True))
+            if gate.note:
+                self._actions.append(Note("repaired", self.node_id, None, gate.note))
+        assert self._ready_search is not None
+        config, make_plan, local_study = self._ready_search
+        self._ready_search = None
+        self.search = SearchCore(self.node_id, self.ledger, config, make_plan, local_study)
+        self.search.recover(wall)
+        self.search.ready = True
+        self._members_dirty = self._poke = True
+
+    def _check_exit(self, now: float) -> None:
+        assert self.linger is not None
+        metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()
+                 if m.node != self.node_id}
+        if self.linger.may_exit(now, metas):
+            self._exit_sent = True
+            self._actions.append(MayExit())
+
+    def _search_due(self, now: float) -> bool:
+        """Whether the search's inputs changed (or a timer of its fell due).
+
+        ``step`` is a function of the ledger, the member views, the sync time and
+        the clock (whose effects it announces with ``get_timer``), so stepping
+        only then is exact, and cheap in a simulator running thousands of nodes.
+        """
+        due = self._search_timer is not None and now >= self._search_timer
+        return due or self._poke or self._members_dirty or len(self.ledger) != self._seen_len
+
+    def _step(self, now: float, wall: float) -> None:
+        search = self.search
+        assert search is not None
+        self._poke = False
+        for cmd in search.step(now, wall):
+            if isinstance(cmd, StartTrial):
+                self._running.add(cmd.trial)
+                search.worker_busy = True  # one trial at a time in the worker
+            elif isinstance(cmd, StudyDone):
+                self.done = cmd.reason
+                if self.linger is not None:
+                    self.linger.done(now)
+            self._actions.append(cmd)
+        self._seen_len = len(self.ledger)
+        if search.refused:
+            self._fail(2, search.refused)
+        t = search.get_timer(now, wall)
+        # A deadline already past after a step means nothing is due until an input
+        # changes (e.g. another node is the one to act); re-arming it would spin.
+        self._search_timer = t if t is not None and t > now else None
+
+    def _drain_events(self, now: float) -> None:
+        gossip = self.gossip
+        while (ev := gossip.next_event()) is not None:
+            if isinstance(ev, EntriesMerged):
+                self._on_merged(ev.entries)
+            elif isinstance(ev, InSync):
+                self._synced(ev.peer, now)
+            elif isinstance(ev, Dropped):
+                continue  # counted by the gossip core
+            else:
+                self._members_dirty = True
+                self._update_view(ev.node)
+                self._actions.append(ev)
+                if isinstance(ev, MemberDead | MemberLeft):
+                    peer = gossip.pushpull_peer()  # sync soon so its orphans can be reclaimed
+                    if peer is not None:
+                        self._tcp.append(peer)
+
+    def _synced(self, peer: int, now: float) -> None:
+        """An anti-entropy exchange with ``peer`` completed (digests equal, or a push-pull)."""
+        if self.gate is not None:
+            self.gate.synced(now)
+            self._poke = True
+        if self.search is None:
+            return
+        self.search.synced_with(peer, now)
+        # Only a gone member's orphans wait for a sync: step again only then.
+        if any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
+            self._poke = True
+
+    def _on_merged(self, entries: list[Entry]) -> None:
+        if self.gate is not None:
+            self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
+            if self.gate.refused:
+                self._fail(2, self.gate.refused)
+                return
+        self._actions.append(Persist(entries, own=False))
+        for e in entries:
+            if isinstance(e, StudyEntry):
+                name = e.spec.get("study", {}).get("name", "?") if isinstance(e.spec, dict) else "?"
+                self._actions.append(Note("study", e.origin, None, f"adopted study {name}"))
+
+    def _take_own(self) -> None:
+        if self.search is None:
+            return
+        own = self.search.take_new_entries()
+        if own:
+            self._unconfirmed.extend(own)
+            self._actions.append(Persist(own, own=True))
+
+    def _advertise(self, now: float) -> None:
+        if self.leaving or self._leave_pending:
+            return  # a new Alive after our LEAVE would undo it
+        search = self.search
+        plan = search.plan if search is not None else None
+        meta: dict[str, Any] = {
+            "ready": bool(search is not None and search.ready and plan is not None
+                          and not search.leaving),
+            "study": plan.fingerprint if plan is not None else None}
+        if self.done is not None:
+            meta["done"] = True  # finished peers linger until every peer says this
+        if meta != self._meta_sent:
+            self._meta_sent = meta
+            self.gossip.set_meta(meta, now)
+
+    def _update_view(self, node: int) -> None:
+        m = self.gossip.membership.get(node)
+        if m is None:
+            self._views.pop(node, None)
+            return
+        meta = m.meta or {}
+        self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
+
+    def _fail(self, code: int, message: str) -> None:
+        if self.fatal is None:
+            self.fatal = Fatal(code, message)
+            self._actions.append(self.fatal)
+

@@ -1,0 +1,191 @@
+"""A node's own history across restarts: repair from peers first, linger when done.
+
+Pure (no clock, no I/O): the shell feeds time, merged entries and sync events.
+
+:class:`RepairGate` decides when a (re)started node may write. Until it opens
+the node writes nothing (no ABANDON of its old trials, no CLAIM):
+
+- It opens at once when no peer is expected (no ``--seed``, no remembered
+  peer): a lone node.
+- Otherwise it waits for an anti-entropy exchange that finds a peer in sync
+  (``InSync``): the node then holds everything that peer holds, its own
+  entries included, so it continues after the highest seq anyone it reached
+  holds. If peers gave back entries of its own, it waits ``quiet`` seconds
+  more, so that a live twin (a copy of its state dir running elsewhere) shows
+  itself by writing on.
+- After ``sync_wait`` without a sync it opens alone and says so.
+
+Entries of this node that arrive from peers before it opens are repairs,
+unless they were written after this process started (a wall time at or after
+``start_wall``, on this node's own clock): then another live node holds this
+identity, and the gate refuses. Once open, every entry of ours that arrives
+from a peer was written by someone else: refused too. On opening, own seqs
+that nobody gave back (lost for good: a lone node, or peers that never got
+them) are filled with ABANDON(LOST) entries so the intact entries above
+them apply and no ``(origin, seq)`` is ever reused.
+
+:class:`Linger` decides when a node whose study is done may exit: once every
+known member that ran the study is done too (or left), and at the latest
+``grace`` seconds after it was done, so that a node restarting shortly after
+learns the study is over instead of running it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from p2phpo.core.entries import Abandon, AbandonReason, Entry
+from p2phpo.core.ledger import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    sync_wait: float = 15.0  # how long to look for a peer before going on alone
+    quiet: float = 2.0  # after a repair: how long no fresh entry of ours may arrive
+
+    @classmethod
+    def for_profile(cls, profile: object) -> GateConfig:
+        probe = float(getattr(profile, "probe_interval", 1.0))
+        gossip = float(getattr(profile, "gossip_interval", 0.2))
+        return cls(sync_wait=15 * probe, quiet=10 * gossip)
+
+
+def seq_ranges(seqs: Iterable[int]) -> str:
+    """'seq 3, 7-9' for [3, 7, 8, 9]."""
+    out: list[str] = []
+    run: list[int] = []
+    for s in sorted(seqs):
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [s]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return "seq " + ", ".join(out)
+
+
+class RepairGate:
+    """When may a restarted node write? See the module docstring."""
+
+    def __init__(self, node_id: int, ledger: Ledger, *, expect_peers: bool, now: float,
+                 start_wall: float, config: GateConfig | None = None) -> None:
+        self.node_id = node_id
+        self.ledger = ledger
+        self.expect_peers = expect_peers
+        self.config = config or GateConfig()
+        self.start_wall = start_wall
+        self.opened = False
+        self.refused: str | None = None
+        self.note = ""  # one line, set when the gate opens
+        self._started = now
+        self._synced_at: float | None = None
+        self._repaired: list[int] = []  # own seqs peers gave back before opening
+        self._gaps = ledger.gaps()  # what the log lost below intact entries, every origin
+
+    # -- inputs ---------------------------------------------------------------
+    def merged(self, entries: Iterable[Entry]) -> None:
+        """Entries a peer gave us (``EntriesMerged``): ours among them are repairs or a twin."""
+        for e in entries:
+            if e.origin != self.node_id or self.refused is not None:
+                continue
+            if self.opened or e.wall >= self.start_wall:
+                self.refused = (
+                    "stale state dir: another live node runs with this node's identity (a peer "
+                    f"sent seq {e.seq} of this node, written elsewhere after this one started); "
+                    "the state dir was copied from a running node: start this copy with a new "
+                    "--state-dir")
+                return
+            self._repaired.append(e.seq)
+
+    def synced(self, now: float) -> None:
+        """An anti-entropy exchange found a peer's ledger equal to ours."""
+        if self._synced_at is None:
+            self._synced_at = now
+
+    # -- decision ---------------------------------------------------------------
+    def due(self, now: float) -> bool:
+        """Whether the gate opens now (call :meth:`open` then)."""
+        if self.opened or self.refused is not None:
+            return False
+        if not self.expect_peers:
+            return True
+        if self._synced_at is not None:
+            return not self._repaired or now >= self._synced_at + self.config.quiet
+        return now >= self._started + self.config.sync_wait
+
+    def open(self, wall: float) -> list[Entry]:
+        """Open the gate: fill own seqs lost for good; returns those new entries (ours,
+        already in the ledger) for the shell to persist and gossip."""
+        self.opened = True
+        missing = self._missing()
+        fill: list[Entry] = []
+        for seq in missing:
+            entry = Abandon(origin=self.node_id, seq=seq, wall=wall, trial=(self.node_id, seq),
+                            reason=AbandonReason.LOST)
+            self.ledger.append(entry)
+            fill.append(entry)
+        self.note = self._describe(missing)
+        return fill
+
+    def timer(self) -> float | None:
+        """The next moment :meth:`due` may change without an input."""
+        if self.opened or self.refused is not None or not self.expect_peers:
+            return None
+        if self._synced_at is not None:
+            return self._synced_at + self.config.quiet if self._repaired else None
+        return self._started + self.config.sync_wait
+
+    # -- helpers ------------------------------------------------------------------
+    def _missing(self) -> list[int]:
+        return self.ledger.gaps().get(self.node_id, [])
+
+    def _describe(self, lost: list[int]) -> str:
+        parts = []
+        others = sum(1 for o, seqs in self._gaps.items() if o != self.node_id
+                     for s in seqs if self.ledger.get(o, s) is not None)
+        if self._repaired or others:
+            own = (f" ({len(self._repaired)} of this node's own: {seq_ranges(self._repaired)})"
+                   if self._repaired else "")
+            n = len(self._repaired) + others
+            parts.append(f"repaired {n} entr{'y' if n == 1 else 'ies'} from peers{own}")
+        if self.expect_peers and self._synced_at is None:
+            parts.append(f"no peer reached within {self.config.sync_wait:g} s: going on alone")
+        if lost:
+            parts.append(f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} of this node lost "
+                         f"for good ({seq_ranges(lost)}; their trials will run again)")
+        if not parts:
+            return ""
+        return "; ".join(parts) + f"; continuing at seq {self.ledger.next_seq(self.node_id)}"
+
+
+class Linger:
+    """When may a node whose study is done exit? See the module docstring."""
+
+    def __init__(self, grace: float, forever: bool = False) -> None:
+        self.grace = grace
+        self.forever = forever
+        self.done_at: float | None = None
+        self._workers: set[int] = set()  # members ever seen running the study
+
+    def done(self, now: float) -> None:
+        if self.done_at is None:
+            self.done_at = now
+
+    def may_exit(self, now: float, members: Mapping[int, tuple[str, Mapping]]) -> bool:
+        """``members``: node -> (state, meta) of every other known member. A member that
+        ever advertised the study must be done or gone (LEFT); a DEAD one may restart."""
+        self._workers.update(n for n, (_, meta) in members.items() if meta.get("study"))
+        if self.done_at is None or self.forever:
+            return False
+        if now >= self.done_at + self.grace:
+            return True
+        return all(members[n][0] == "LEFT" or members[n][1].get("done")
+                   for n in self._workers if n in members)
+
+    def timer(self) -> float | None:
+        if self.done_at is None or self.forever:
+            return None
+        return self.done_at + self.grace

@@ -1,0 +1,46 @@
+"""One way to tell the user something went wrong on stderr.
+
+User text (paths, study fields such as ``[study]``, peer addresses) is never
+parsed as rich markup, and a message is never hard-wrapped: on a terminal the
+terminal wraps it, in a log or a pipe it stays one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.text import Text
+
+
+def _console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    """Print ``error: <message>`` to stderr (the caller exits non-zero)."""
+    text = Text("error:", style="bold red")
+    text.append(" ")
+    text.append(str(message))
+    _console().print(text)
+    sys.stderr.flush()
+
+
+def note(message: str) -> None:
+    """Print a plain line to stderr."""
+    _console().print(Text(str(message)))
+
+
+def bind_error(bind: str, exc: OSError) -> str:
+    """One sentence for a failed bind: says so plainly when the port is taken."""
+    import errno
+
+    port = bind.rsplit(":", 1)[-1]
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} is already in use on {bind.rsplit(':', 1)[0] or 'this host'} "
+                "(another p2phpo node?); pick a free one with --bind HOST:PORT")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot bind {bind}: that address is not one of this machine's"
+    if exc.errno == errno.EACCES:
+        return f"cannot bind {bind}: permission denied (ports below 1024 need root)"
+    return f"cannot bind {bind}: {exc.strerror or exc}"

@@ -1,0 +1,139 @@
+"""Real nodes on 127.0.0.1 whose disks misbehave: flipped bytes, torn records, full and
+read-only state dirs, restarts after the study is done."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from p2phpo.storage import read_state, replay_log
+from tests.e2e.cluster import COUNTED, NodeProc, counted_slots, export, wait_for, write_study
+
+
+@pytest.fixture
+def nodes(tmp_path: Path):
+    made: list[NodeProc] = []
+
+    def make(name: str, *args: str) -> NodeProc:
+        n = NodeProc(name, tmp_path, list(args))
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        n.kill()
+
+
+def flip(path: Path, frac: float) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * frac)] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def events(n: NodeProc, kind: str, since: int = 0) -> list[dict]:
+    return [e for e in n.events()[since:] if e.get("event") == kind]
+
+
+def one_sentence(n: NodeProc) -> str:
+    err = n.err.read_text()
+    assert "Traceback" not in err and "Logging error" not in err, err
+    return " ".join(err.split())
+
+
+def test_a_flipped_byte_in_a_cluster_node_costs_nothing(tmp_path: Path, nodes) -> None:
+    study = write_study(tmp_path / "s.toml", n_trials=12, epochs=2, sleep=0.05)
+    a = nodes("a", "--study", str(study), "--linger").start()
+    b = nodes("b", "--seed", a.addr, "--linger").start()
+    c = nodes("c", "--seed", a.addr).start()
+    assert c.wait(120) == 0, c.err.read_text()
+    want = export(a.state)
+    flip(c.state / "ledger.log", 0.4)
+    seen = len(c.events())
+    c.start()  # the same command: it knows its peers from its state dir
+    assert c.wait(90) == 0, c.err.read_text()
+    assert export(c.state) == want
+    assert not events(c, "started", seen)
+    note = " ".join(e["detail"] for e in events(c, "recovered", seen) + events(c, "repaired", seen))
+    assert "skipped 1 damaged record" in note and "repaired 1 entr" in note
+    for n in (a, b):
+        n.signal(signal.SIGINT)
+        assert n.wait(30) == 0
+
+
+def test_a_lone_node_loses_at_most_the_damaged_records_trial(tmp_path: Path, nodes) -> None:
+    study = write_study(tmp_path / "s.toml", n_trials=12, epochs=2, sleep=0.0)
+    a = nodes("a", "--study", str(study)).start()
+    assert a.wait(120) == 0, a.err.read_text()
+    before = {r["trial"]: r for r in export(a.state) if r["state"] in COUNTED}
+    flip(a.state / "ledger.log", 0.4)
+    seen = len(a.events())
+    a.start()
+    assert a.wait(120) == 0, a.err.read_text()
+    after = export(a.state)
+    kept = [r for r in after if before.get(r["trial"]) == r]
+    assert len(kept) >= len(before) - 1
+    assert len(events(a, "started", seen)) <= 1
+    assert sorted(counted_slots(after)) == list(range(12)) and set(counted_slots(after).values()) == {1}
+
+
+def test_a_restart_after_the_others_finished_runs_no_trial(tmp_path: Path, nodes) -> None:
+    study = write_study(tmp_path / "s.toml", n_trials=10, epochs=3, sleep=0.15)
+    a = nodes("a", "--study", str(study)).start()
+    b = nodes("b", "--seed", a.addr).start()
+    c = nodes("c", "--seed", a.addr).start()
+    wait_for(lambda: events(c, "started"), 60, "c to start a trial")
+    c.proc.send_signal(signal.SIGKILL)
+    c.proc.wait(10)
+    wait_for(lambda: events(a, "done") and events(b, "done"), 120, "a and b to finish")
+    seen = len(c.events())
+    c.args = []  # no --seed: it remembers its peers
+    c.start()
+    for n in (c, a, b):  # a and b waited for c, then all exit
+        assert n.wait(60) == 0, n.err.read_text()
+    assert not events(c, "started", seen)
+    assert export(c.state) == export(a.state) == export(b.state)
+
+
+def _mount(target: Path, opts: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small or read-only tmpfs")
+    target.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+
+def test_a_full_disk_stops_the_node_with_one_sentence(tmp_path: Path, nodes) -> None:
+    mnt = tmp_path / "small"
+    _mount(mnt, "size=64k")
+    try:
+        study = write_study(tmp_path / "s.toml", n_trials=5000, epochs=1, sleep=0.0)
+        a = nodes("a", "--study", str(study))
+        a.state = mnt / "state"
+        assert a.start().wait(120) == 1
+        err = one_sentence(a)
+        assert "No space left on device" in err and "stopped" in err
+        rows = replay_log(a.state / "ledger.log")
+        assert rows.damaged == () and rows.torn_bytes == 0  # what it persisted is intact
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_read_only_state_dir_is_refused_with_one_sentence(tmp_path: Path, nodes) -> None:
+    mnt = tmp_path / "ro"
+    _mount(mnt, "size=4m")
+    try:
+        study = write_study(tmp_path / "s.toml", n_trials=2, epochs=1, sleep=0.0)
+        a = nodes("a", "--study", str(study))
+        a.state = mnt / "state"
+        assert a.start().wait(60) == 0, a.err.read_text()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        assert a.start().wait(60) == 2
+        assert "not writable" in one_sentence(a) and "Read-only file system" in one_sentence(a)
+        assert read_state(a.state).meta.restart_counter == 1
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

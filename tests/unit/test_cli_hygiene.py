@@ -1,0 +1,71 @@
+"""What a user sees of the command line: errors, help text, bind failures."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from p2phpo.cli import app
+from p2phpo.commands.simulate import SCENARIO_HELP
+from p2phpo.ui.errors import bind_error, fail
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_user_text_is_never_read_as_markup(capsys):
+    fail("[study] n_trials must be an integer >= 1, got 0")
+    fail("cannot read /data/[/x]/study.toml")  # a MarkupError before
+    err = capsys.readouterr().err
+    assert "error: [study] n_trials must be an integer >= 1, got 0" in err
+    assert "error: cannot read /data/[/x]/study.toml" in err
+
+
+def test_an_error_path_with_brackets_exits_2_with_one_sentence(tmp_path):
+    missing = tmp_path / "a[/x]b[study]"
+    res = invoke("export", "--state-dir", str(missing))
+    assert res.exit_code == 2
+    assert str(missing) in res.stderr and "Traceback" not in res.stderr
+
+
+def test_errors_are_not_hard_wrapped_off_a_terminal(tmp_path):
+    deep = tmp_path / ("very-long-folder-name-" * 6) / "state"
+    res = invoke("export", "--state-dir", str(deep))
+    assert res.exit_code == 2
+    line = next(x for x in res.stderr.splitlines() if x.startswith("error:"))
+    assert str(deep) in line and len(line) > 120
+
+
+@pytest.mark.parametrize("command", ["node", "status", "export", "train", "simulate", "keygen"])
+def test_help_shows_what_to_type_not_python_types(command):
+    res = invoke(command, "--help")
+    assert res.exit_code == 0
+    assert "<bool>" not in res.stdout and "list[" not in res.stdout and "<str>" not in \
+        res.stdout.split("Options")[-1]
+    if command in ("node", "status", "export"):
+        assert "HOST:PORT" in res.stdout
+
+
+def test_simulate_help_lists_every_scenario():
+    from simulations.scenarios import SCENARIOS
+
+    assert SCENARIO_HELP == {name: s.about for name, s in SCENARIOS.items()}
+    res = invoke("simulate", "--help")
+    for name in SCENARIOS:
+        assert name in res.stdout
+
+
+def test_a_port_in_use_is_named():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as t:
+            with pytest.raises(OSError) as e:
+                t.bind(("127.0.0.1", port))
+    assert e.value.errno == errno.EADDRINUSE
+    message = bind_error(f"127.0.0.1:{port}", e.value)
+    assert message.startswith(f"port {port} is already in use")

@@ -1,0 +1,138 @@
+"""A restarted node repairs its own history from peers before it writes, and lingers when done."""
+
+from __future__ import annotations
+
+from p2phpo.core.durability import GateConfig, Linger, RepairGate, seq_ranges
+from p2phpo.core.entries import Abandon, AbandonReason, Claim, Report, Result, Status
+from p2phpo.core.ledger import Ledger, TrialState
+
+ME = 0xA1
+PEER = 0xB2
+CFG = GateConfig(sync_wait=10.0, quiet=2.0)
+
+
+def history(n_trials: int = 3, wall0: float = 100.0) -> list:
+    """A node's own log: CLAIM, REPORT, RESULT per trial (seq 1..3n)."""
+    led = Ledger()
+    out = []
+    for i in range(n_trials):
+        c = led.new(ME, Claim, wall=wall0 + i, slot=i, params={"x": float(i)})
+        r = led.new(ME, Report, wall=wall0 + i, trial=c.key, step=1, value=float(i))
+        f = led.new(ME, Result, wall=wall0 + i, trial=c.key, status=Status.COMPLETE, value=float(i))
+        out += [c, r, f]
+    return out
+
+
+def test_seq_ranges() -> None:
+    assert seq_ranges([9, 3, 7, 8]) == "seq 3, 7-9"
+
+
+def test_a_lone_node_opens_at_once_and_fills_what_nobody_holds() -> None:
+    log = history()
+    led = Ledger(max_pending=100)
+    led.merge(log[:3] + log[4:])  # seq 4 (trial 2's CLAIM) was damaged on disk
+    assert led.vv[ME] == 3 and led.held_seqs(ME) == list(range(5, 10))
+    gate = RepairGate(ME, led, expect_peers=False, now=0.0, start_wall=1000.0, config=CFG)
+    assert gate.due(0.0)
+    fill = gate.open(1000.0)
+    assert [(e.seq, e.reason) for e in fill] == [(4, AbandonReason.LOST)]
+    assert led.vv[ME] == 9 and led.next_seq(ME) == 10  # never reuses a seq
+    trials = led.trials()
+    assert sorted(t[1] for t in trials) == [1, 7]  # only the damaged record's trial is lost
+    assert all(v.state is TrialState.COMPLETE for v in trials.values())
+    assert "1 entry of this node lost for good (seq 4" in gate.note and "seq 10" in gate.note
+
+
+def test_a_cluster_node_waits_for_a_sync_and_takes_its_entries_back() -> None:
+    log = history()
+    led = Ledger()
+    led.merge(log[:5])  # the tail was lost (torn)
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    assert not gate.due(5.0) and gate.timer() == 10.0
+    stats = led.merge(log[5:])  # a peer's replica
+    gate.merged(stats.added)
+    assert gate.refused is None
+    gate.synced(6.0)
+    assert not gate.due(7.0)  # quiet: a live twin would show itself now
+    assert gate.timer() == 8.0 and gate.due(8.0)
+    assert gate.open(1001.0) == []
+    assert led.next_seq(ME) == 10
+    assert gate.note == ("repaired 4 entries from peers (4 of this node's own: seq 6-9); "
+                         "continuing at seq 10")
+
+
+def test_a_synced_node_with_nothing_to_repair_opens_at_the_sync() -> None:
+    led = Ledger()
+    led.merge(history())
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    gate.synced(1.0)
+    assert gate.due(1.0)
+    assert gate.open(1001.0) == [] and gate.note == ""
+
+
+def test_nobody_reachable_means_going_on_alone_after_the_wait() -> None:
+    led = Ledger()
+    led.merge(history(1))
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    assert not gate.due(9.9) and gate.due(10.0)
+    gate.open(1010.0)
+    assert gate.note == "no peer reached within 10 s: going on alone; continuing at seq 4"
+
+
+def test_fresh_entries_of_ours_from_peers_mean_a_live_copy() -> None:
+    led = Ledger()
+    log = history(2)
+    led.merge(log[:3])
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=104.0, config=CFG)
+    gate.merged(led.merge(log[3:]).added)  # written at wall 101: before we started, a repair
+    assert gate.refused is None
+    twin = Claim(origin=ME, seq=7, wall=104.5, slot=5, params={})
+    gate.merged(led.merge([twin]).added)
+    assert gate.refused and "another live node runs with this node's identity" in gate.refused
+    assert "sent seq 7 of this node" in gate.refused
+    assert not gate.due(100.0)
+
+
+def test_after_opening_any_entry_of_ours_from_a_peer_is_a_copy() -> None:
+    led = Ledger()
+    gate = RepairGate(ME, led, expect_peers=False, now=0.0, start_wall=1000.0, config=CFG)
+    gate.open(1000.0)
+    gate.merged([Claim(origin=PEER, seq=1, wall=1.0, slot=0, params={})])
+    assert gate.refused is None
+    gate.merged([Claim(origin=ME, seq=1, wall=1.0, slot=0, params={})])
+    assert gate.refused is not None
+
+
+def test_fillers_are_not_trials_and_do_not_count() -> None:
+    led = Ledger()
+    led.append(Abandon(origin=ME, seq=1, wall=0.0, trial=(ME, 1), reason=AbandonReason.LOST))
+    assert led.trials() == {}
+
+
+def test_linger_until_peers_are_done_or_the_grace_ends() -> None:
+    lg = Linger(grace=30.0)
+    working = {PEER: ("ALIVE", {"ready": True, "study": "f"})}
+    assert not lg.may_exit(0.0, working) and lg.timer() is None
+    lg.done(10.0)
+    assert not lg.may_exit(11.0, working) and lg.timer() == 40.0
+    assert not lg.may_exit(11.0, {PEER: ("DEAD", {"ready": True, "study": "f"})})
+    assert lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": True, "study": "f", "done": True})})
+    assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"})})
+    assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"}), 0xC3: ("ALIVE", {})})  # observer
+    assert not lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": False})})  # it restarted: wait
+    assert lg.may_exit(40.0, working)
+    forever = Linger(grace=30.0, forever=True)
+    forever.done(0.0)
+    assert not forever.may_exit(1e9, {}) and forever.timer() is None
+
+
+def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> None:
+    theirs = [Claim(origin=PEER, seq=i, wall=1.0, slot=i, params={}) for i in range(1, 5)]
+    led = Ledger()
+    led.merge(theirs[:1] + theirs[2:])
+    assert led.gaps() == {PEER: [2]}
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    gate.merged(led.merge(theirs).added)
+    gate.synced(1.0)
+    assert gate.due(1.0) and gate.open(1001.0) == []
+    assert gate.note == "repaired 1 entry from peers; continuing at seq 1"
