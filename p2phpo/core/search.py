@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2phpo.core.best import best_key
+from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.entries import (
     Abandon,
     AbandonReason,
@@ -50,7 +51,6 @@ from p2phpo.core.entries import (
     TrialId,
     cap_error,
 )
-from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
 from p2phpo.core.verdict import Verdict
