@@ -197,7 +197,7 @@ def bench_seal(quick: bool) -> list[list]:
             a.ledger.new(a.node_id, Report, wall=1.0, trial=(1, 1), step=i, value=0.5) for i in range(3000 + reps * 9)
         ]
         core: GossipCore = a.core
-        head = [Ping(1, b.node_id), core._digest()]
+        head = [Ping(1, b.node_id), core.ae.digest()]
         msgs = [(("e", e.origin, e.seq), pack([9, encode_entry(e)])) for e in entries]
         for key, m in msgs[:3000]:
             core.queue.put(key, m)

@@ -58,7 +58,8 @@ _METAVARS = {"seed": "HOST:PORT", "bind": "HOST:PORT", "advertise": "HOST:PORT",
              "state_dir": "DIR", "data_dir": "DIR", "study": "FILE", "key_file": "FILE",
              "out": "FILE", "storage": "URL", "fmt": "FORMAT", "cluster": "NAME",
              "profile": "PROFILE", "log_level": "LEVEL", "params": "JSON", "trial": "TRIAL",
-             "dataset": "NAME|PATH", "timeout": "SECONDS", "scenario": "SCENARIO"}
+             "dataset": "NAME|PATH", "timeout": "SECONDS", "grace": "SECONDS",
+             "scenario": "SCENARIO"}
 _BY_TYPE = {"int": "N", "float": "NUMBER", "str": "TEXT", "path": "PATH"}
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core import gossip as gossip_module
+from p2phpo.core import gossip_sync as gossip_sync_module
 from p2phpo.core.entries import Entry, decode_entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
@@ -272,8 +273,10 @@ class Simulation:
     # -- the loop --------------------------------------------------------------------
     def run_until(self, t_end: float) -> None:
         heap = self.heap
-        saved = gossip_module.decode_entry
-        gossip_module.decode_entry = self._decode_once
+        modules = (gossip_module, gossip_sync_module)  # UDP and push-pull decoding
+        saved = [m.decode_entry for m in modules]
+        for m in modules:
+            m.decode_entry = self._decode_once
         try:
             while True:
                 t = heap.peek_time()
@@ -281,7 +284,8 @@ class Simulation:
                     break
                 self._dispatch(heap.pop())
         finally:
-            gossip_module.decode_entry = saved
+            for m, fn in zip(modules, saved, strict=True):
+                m.decode_entry = fn
         heap.now = max(heap.now, t_end)
 
     def _decode_once(self, raw: bytes) -> Entry:

@@ -10,12 +10,10 @@ except from the ``random.Random`` passed in; members and peers are visited in
 sorted order so a seeded run replays exactly. Nothing a peer sends raises: a
 bad datagram is dropped whole, counted by reason and reported as ``Dropped``.
 
-Anti-entropy: every PING and ACK carries a ``Digest`` (vv hash, origins,
-entries). A peer far ahead (> ``far_behind`` entries) is asked for a TCP
-push-pull; a mismatch seen on two exchanges in a row with one peer (or on two
-exchanges in a row while our own vv did not move) starts a
-Scuttlebutt exchange of the vvs of the mismatched buckets, after which each
-side sends the other's missing entries, MTU-bounded and paced per gossip tick.
+Anti-entropy (digests on every PING and ACK, the UDP Scuttlebutt exchange,
+push-pull wishes and sessions) lives in :class:`AntiEntropy`
+(``gossip_sync.py``), which the core owns as ``self.ae`` and which sends
+through the core's :class:`~p2phpo.core.gossip_sync.Link` methods.
 """
 
 from __future__ import annotations
@@ -26,26 +24,19 @@ from typing import Any
 
 from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
 from p2phpo.core.gossip_queue import PiggybackQueue
-from p2phpo.core.gossip_sync import (
-    SyncSession,
-    bucket_hashes,
-    bucket_of,
-    chunk_buckets,
-    mismatched,
-    n_buckets,
-    restrict,
-)
+from p2phpo.core.gossip_sync import AntiEntropy, SyncSession
 from p2phpo.core.gossip_types import (
     Dropped,
     EntriesMerged,
     Event,
     GossipConfig,
-    InSync,
     TcpRequest,
     _Probe,
     _Relay,
 )
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.identity import Identity
+from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
     Ack,
@@ -55,19 +46,16 @@ from p2phpo.core.messages import (
     Digest,
     EntryMsg,
     Leave,
-    MemberRecord,
     Message,
     Nack,
     Ping,
     PingReq,
-    PPEntries,
     State,
     Suspect,
     SyncReq,
     SyncVV,
     decode_messages,
     encode_message,
-    to_wire,
 )
 from p2phpo.core.wire import (
     OVERHEAD,
@@ -79,6 +67,8 @@ from p2phpo.core.wire import (
 )
 
 _INF = float("inf")
+_UNBOUND = (Ping, Alive)
+"""What an unbound (first-contact) datagram may carry: replayed anywhere, it gets an Ack."""
 MAX_DROP_ADDRS = 256
 """Addresses whose drops are counted one by one (the oldest is forgotten first)."""
 
@@ -95,17 +85,27 @@ class GossipCore:
         sealer: Sealer,
         opener: Opener,
         meta: dict[str, Any] | None = None,
+        *,
+        identity: Identity | None = None,
+        verifier: AliveVerifier | None = None,
     ) -> None:
+        """``identity`` signs our Alive; with it, every Alive received must be signed
+        by the node it names (nodes always have one; bare protocol tests may not)."""
         self.node_id = node_id
+        self.identity = identity
+        self.verifier = verifier if verifier is not None else AliveVerifier()
         self.config = config
         self.profile = config.profile
         self.rng = rng
         self.ledger = ledger
         self.sealer = sealer
         self.opener = opener
+        opener.bind(node_id, sealer.epoch.salt)
         self.membership = Membership(
-            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta
+            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta,
+            identity=identity, boot=sealer.epoch.salt, max_members=config.max_members,
         )
+        self._reap_after = config.reap_after if config.reap_after is not None else 10 * self.profile.gossip_to_dead
         self.queue = PiggybackQueue(config.queue_bytes)
         self.dropped = DropCounter()
         self.drops_by_addr: dict[Addr, dict[str, int]] = {}
@@ -121,15 +121,9 @@ class GossipCore:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
-        self._mismatch: dict[int, int] = {}
-        self._agree: dict[int, bool] = {}  # peer -> its last digest equalled ours
-        self._stuck: int | None = None  # our vv hash at the last mismatching exchange
-        self._sync_at: dict[int, float] = {}
-        self._sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
-        self._tcp_at: dict[object, float] = {}
-        self._tcp_wanted: list[TcpRequest] = []
         self._t = dict.fromkeys(("probe", "gossip", "reconnect", "pushpull", "join"), _INF)
         self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget())
+        self.ae = AntiEntropy(node_id, ledger, self.membership, config, self._budget, self)
 
     # ------------------------------------------------------------------ API
     def start(self, now: float) -> None:
@@ -156,7 +150,7 @@ class GossipCore:
         self._flush_membership()
         live = self.membership.ids(State.ALIVE, State.SUSPECT)
         for node in self._sample(live, 2 * self.profile.gossip_nodes):
-            self._send(self._addr_of(node), [])
+            self._send(self._addr_of(node), [], to=node)
         self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
         self._probe = None
 
@@ -191,8 +185,7 @@ class GossipCore:
 
     def tcp_requests(self, now: float) -> list[TcpRequest]:
         """Peers the runtime should push-pull with over TCP now."""
-        out, self._tcp_wanted = self._tcp_wanted, []
-        return out
+        return self.ae.tcp_requests()
 
     def pushpull_peer(self) -> TcpRequest | None:
         """A random live member for a push-pull (the final one before exit)."""
@@ -203,11 +196,11 @@ class GossipCore:
         return TcpRequest(node, self._addr_of(node))
 
     def sync_session(self, *, initiator: bool) -> SyncSession:
-        return SyncSession(self, initiator=initiator)
+        return self.ae.session(initiator=initiator)
 
     def agreement(self) -> tuple[int, int]:
         """(peers whose last digest equalled ours, peers that sent one)."""
-        return sum(self._agree.values()), len(self._agree)
+        return self.ae.agreement()
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -253,6 +246,7 @@ class GossipCore:
 
     def handle_timer(self, now: float) -> None:
         self.membership.expire(now)
+        self._reap(now)
         self._probe_timers(now)
         self._relay_timers(now)
         t = self._t
@@ -272,11 +266,24 @@ class GossipCore:
         if now >= t["pushpull"]:
             peer = self.pushpull_peer()
             if peer is not None:
-                self._want_tcp(peer.node, peer.addr, now)
+                self.ae.want_tcp(peer.node, peer.addr, now)
             t["pushpull"] = now + self.profile.pushpull_every(self.membership.n_live())
         for seq in [s for s, (_, exp) in sorted(self._pings.items()) if exp <= now]:
             del self._pings[seq]
         self._flush_membership()
+
+    def _reap(self, now: float) -> None:
+        """Forget long-gone members and every per-peer record of nodes no longer members."""
+        ae = self.ae
+        if not self.membership.reap(now, self._reap_after) and len(ae.agree) <= self.config.max_members:
+            return
+        known = self.membership.get
+        for table in (ae.agree, ae.mismatch, ae.sync_at):
+            for node in [n for n in table if known(n) is None]:
+                del table[node]
+        horizon = 10 * self.profile.probe_interval
+        for key in [k for k, t in ae.tcp_at.items() if now - t >= horizon]:
+            del ae.tcp_at[key]
 
     def _probe_timers(self, now: float) -> None:
         p = self._probe
@@ -287,7 +294,7 @@ class GossipCore:
             others = [n for n in self.membership.ids(State.ALIVE) if n != p.target]
             p.relays = self._sample(others, self.profile.indirect_checks)
             for node in p.relays:
-                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)])
+                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)], to=node)
         if now >= p.end_at:
             self._probe = None
             expected = len(p.relays)
@@ -299,7 +306,7 @@ class GossipCore:
             r = self._relays[seq]
             if r.nack and now >= r.nack_at:
                 r.nack = False
-                self._send(r.addr, [Nack(r.seq)], piggyback=False)
+                self._send(r.addr, [Nack(r.seq)], piggyback=False, to=r.origin)
             if now >= r.expire_at:
                 del self._relays[seq]
 
@@ -317,7 +324,7 @@ class GossipCore:
             timeout_at=now + self.profile.probe_timeout * scale,
             end_at=now + self.profile.probe_interval * scale,
         )
-        self._send(addr, [Ping(seq, target), self._digest()])
+        self._send(addr, [Ping(seq, target), self.ae.digest()], to=target)
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
@@ -328,9 +335,8 @@ class GossipCore:
             if self.queue.nbytes > fanout * self._budget:
                 fanout *= 2  # a backlog (a busy cluster): twice the datagrams, still within budget
             for node in self._sample(targets, fanout):
-                self._send(self._addr_of(node), [])
-        for node in sorted(self._sync_out):
-            self._drain_sync(node)
+                self._send(self._addr_of(node), [], to=node)
+        self.ae.tick()
 
     def _join_round(self, now: float) -> None:
         if self.membership.joined or not self.seeds or self.membership.leaving:
@@ -339,7 +345,7 @@ class GossipCore:
         for addr in self.seeds:
             seq = self._next_seq()
             self._pings[seq] = ("join", now + 2 * self.profile.probe_interval)
-            self._send(addr, [self.membership.self_alive(), Ping(seq, 0), self._digest()])
+            self._send(addr, [self.membership.self_alive(), Ping(seq, 0)])  # unbound: first contact
         self._t["join"] = now + 2 * self.profile.probe_interval
 
     def _reconnect(self, now: float) -> None:
@@ -351,7 +357,8 @@ class GossipCore:
         assert m is not None
         seq = self._next_seq()
         self._pings[seq] = ("reconnect", now + self.profile.probe_interval)
-        self._send(m.addr, [Ping(seq, node), Dead(node, m.incarnation, self.node_id), self._digest()])
+        # Unbound: a node back from the dead may be a new life with a new boot salt.
+        self._send(m.addr, [Ping(seq, node)])
 
     # ------------------------------------------------------------------ receive
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
@@ -361,6 +368,9 @@ class GossipCore:
         try:
             dg = self.opener.open(data, now, commit=False)
             msgs = decode_messages(dg.messages)
+            if not dg.bound and any(type(m) not in _UNBOUND for m in msgs):
+                raise WireError(DropReason.BAD_SCHEMA, "an unbound datagram carries only Ping and Alive")
+            self.check_signed(m for m in msgs if type(m) is Alive)
             entries = self._decode_entries(msgs, self.ledger.has_raw)
             self.opener.accept(dg)
         except WireError as e:
@@ -373,6 +383,16 @@ class GossipCore:
             self.seed_heard[addr] = now
         self._dispatch(dg.sender, msgs, entries, addr, now)
         self._flush_membership()
+
+    def check_signed(self, alives: Any) -> None:
+        """WireError(BAD_SIGNATURE) at the first Alive (or member record) not signed by
+        the node it names."""
+        if self.identity is None:
+            return
+        check = self.verifier.check
+        for a in alives:
+            if not check(a):
+                raise WireError(DropReason.BAD_SIGNATURE, f"alive of {a.node:016x}")
 
     @staticmethod
     def _decode_entries(msgs: list[Message], known: Any = None) -> list[tuple[Entry, bytes]]:
@@ -399,7 +419,7 @@ class GossipCore:
         for m in msgs:
             t = type(m)
             if t is Ping:
-                self._on_ping(m, addr, stranger)  # type: ignore[arg-type]
+                self._on_ping(sender, m, addr, stranger)  # type: ignore[arg-type]
             elif t is PingReq:
                 self._on_ping_req(sender, m, addr, now)  # type: ignore[arg-type]
             elif t is Ack:
@@ -408,29 +428,31 @@ class GossipCore:
                 if self._probe and self._probe.seq == m.seq and sender in self._probe.relays:  # type: ignore[union-attr]
                     self._probe.nacks += 1
             elif t is Digest:
-                self._on_digest(sender, m, addr, now)  # type: ignore[arg-type]
+                self.ae.on_digest(sender, m, addr, now)  # type: ignore[arg-type]
             elif t is SyncReq:
-                self._on_sync_req(sender, m, addr)  # type: ignore[arg-type]
+                self.ae.on_sync_req(sender, m, addr)  # type: ignore[arg-type]
             elif t is SyncVV:
-                self._on_sync_vv(sender, m, addr, now)  # type: ignore[arg-type]
+                self.ae.on_sync_vv(sender, m, addr, now)  # type: ignore[arg-type]
         if entries:
             self._merge(entries, sender, regossip=True)
 
-    def _on_ping(self, m: Ping, addr: Addr, stranger: bool) -> None:
+    def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
         if m.target not in (0, self.node_id):
             return
-        head: list[Message] = [Ack(m.seq), self._digest()]
+        head: list[Message] = [Ack(m.seq), self.ae.digest()]
         if stranger or m.target == 0:
             head.insert(0, self.membership.self_alive())
-        self._send(addr, head)
+        self._send(addr, head, to=sender)
 
     def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
+        if len(self._relays) >= self.config.max_relays or self.membership.get(sender) is None:
+            return
         seq = self._next_seq()
         p = self.profile
         # Nack a little before the prober's own deadline so Lifeguard can count it.
         nack_at = now + 0.8 * p.probe_timeout
         self._relays[seq] = _Relay(sender, addr, m.seq, nack_at, now + p.probe_interval, m.nack)
-        self._send(m.addr, [Ping(seq, m.target), self._digest()])
+        self._send(m.addr, [Ping(seq, m.target), self.ae.digest()], to=m.target)
 
     def _on_ack(self, sender: int, seq: int, addr: Addr, now: float) -> None:
         p = self._probe
@@ -442,128 +464,32 @@ class GossipCore:
         r = self._relays.get(seq)
         if r is not None:
             del self._relays[seq]
-            self._send(r.addr, [Ack(r.seq)])
+            self._send(r.addr, [Ack(r.seq)], to=r.origin)
             return
         ping = self._pings.pop(seq, None)
         if ping is not None:
-            self._want_tcp(sender, addr, now)
+            self.ae.want_tcp(sender, addr, now)
 
-    # ------------------------------------------------------------------ anti-entropy
-    def _digest(self) -> Digest:
-        return Digest(self.ledger.vv_hash(), len(self.ledger.vv), len(self.ledger))
+    # ------------------------------------------------------------------ Link (for self.ae)
+    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+        self._send(addr, head, piggyback=piggyback, to=to)
 
-    def _on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
-        mine = self.ledger.vv_hash()
-        self._agree[sender] = d.vv_hash == mine
-        if d.vv_hash == mine:
-            self._mismatch.pop(sender, None)
-            self._stuck = None
-            self._events.append(InSync(sender))
-            return
-        if d.total > len(self.ledger) + self.config.far_behind:
-            self._want_tcp(sender, addr, now)
-            return
-        # Persistent: this peer mismatched last time too, or the previous exchange
-        # (with anyone) mismatched and nothing reached us since.
-        stuck, self._stuck = self._stuck == mine, mine
-        count = self._mismatch.get(sender, 0) + 1
-        if count < 2 and not stuck:
-            self._mismatch[sender] = count
-            return
-        self._mismatch.pop(sender, None)
-        if now - self._sync_at.get(sender, -_INF) < self.profile.probe_interval:
-            return
-        self._sync_at[sender] = now
-        vv = self.ledger.vv
-        nb = n_buckets(max(d.n_origins, len(vv)))
-        if nb == 1:
-            self._send_vvs(addr, 1, [0], reply=True)
-        else:
-            self._send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False)
+    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None:
+        """Entries go only bound to a life of ``to`` we know (else they are not sent)."""
+        dest = self._bound_to(to)
+        if dest is not None:
+            self._send_packed(addr, parts, dest)
 
-    def _on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
-        diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
-        if diff:
-            self._send_vvs(addr, m.n_buckets, diff, reply=True)
+    def merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int:
+        return self._merge(pairs, sender, regossip=regossip)
 
-    def _send_vvs(self, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
-        vv = self.ledger.vv
-        for group in chunk_buckets(vv, buckets, nb, self._budget - 32):
-            part = restrict(vv, set(group), nb)
-            self._send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False)
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
 
-    def _on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
-        nb, bset = m.n_buckets, set(m.buckets)
-        theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
-        vv = self.ledger.vv
-        base = {o: (theirs.get(o, 0) if bucket_of(o, nb) in bset else s) for o, s in vv.items()}
-        if self.ledger.missing_count(base) > self.config.far_behind:
-            self._want_tcp(sender, addr, now)
-        else:
-            delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes)
-            q: deque[bytes] = deque()
-            for e in delta:
-                raw = self.ledger.raw(e.origin, e.seq)
-                msg = encode_message(EntryMsg(raw)) if raw is not None else b""
-                if len(msg) + 8 > self._budget or not msg:
-                    self._want_tcp(sender, addr, now)
-                    break
-                q.append(msg)
-            if q:
-                self._sync_out[sender] = (addr, q)
-        if m.reply:
-            self._send_vvs(addr, nb, sorted(bset), reply=False)
-
-    def _drain_sync(self, node: int) -> None:
-        addr, q = self._sync_out[node]
-        for _ in range(self.config.sync_burst):
-            if not q:
-                break
-            parts, room = [], self._budget - 3
-            while q and len(q[0]) <= room:
-                room -= len(q[0])
-                parts.append(q.popleft())
-            self._send_packed(addr, parts)
-        if not q:
-            del self._sync_out[node]
-
-    def _want_tcp(self, node: int, addr: Addr, now: float) -> None:
-        key: object = node if node else addr
-        if now - self._tcp_at.get(key, -_INF) < 10 * self.profile.probe_interval:
-            return
-        self._tcp_at[key] = now
-        self._tcp_wanted.append(TcpRequest(node, addr))
-
-    # ------------------------------------------------------------------ push-pull hooks
-    def apply_pushpull_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
-        for r in records:
-            self.membership.apply_record(r, now)
+    def flush_membership(self) -> None:
         self._flush_membership()
 
-    def delta_frames(self, vv: dict[int, int]) -> list[list[Any]]:
-        """PP_ENTRIES frames holding every entry above ``vv``."""
-        frames: list[list[Any]] = []
-        batch: list[bytes] = []
-        used = 0
-        for e in self.ledger.delta_since(vv):
-            raw = self.ledger.raw(e.origin, e.seq) or encode_entry(e)
-            if batch and used + len(raw) + 8 > self.config.frame_bytes:
-                frames.append(to_wire(PPEntries(tuple(batch))))
-                batch, used = [], 0
-            batch.append(raw)
-            used += len(raw) + 8
-        if batch:
-            frames.append(to_wire(PPEntries(tuple(batch))))
-        return frames
-
-    def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
-        """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
-        try:
-            pairs = [(decode_entry(r), r) for r in raws if not self.ledger.has_raw(r)]
-        except EntryError:
-            raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
-        return self._merge(pairs, 0, regossip=regossip)
-
+    # ------------------------------------------------------------------ merging
     def _merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int:
         stats = self.ledger.merge(pairs)
         if stats.added:
@@ -585,22 +511,44 @@ class GossipCore:
         for msg in m.outbox:
             self.queue.put(("m", msg.node), encode_message(msg))
         m.outbox.clear()
+        if m.refused:
+            self.dropped.add(DropReason.OVER_LIMIT, m.refused)
+            m.refused = 0
         self._events.extend(m.events)
         m.events.clear()
         if m.joined and self._t["join"] != _INF:
             self._t["join"] = _INF
 
-    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None:
+    def _bound_to(self, node: int) -> tuple[int, int] | None:
+        """(node, boot salt of its current life) or None while unknown: the salt its latest
+        authenticated datagram carried (a reply goes to the life that asked), else the
+        one its signed Alive names."""
+        if not node:
+            return None
+        salt = self.opener.peer_salt(node)
+        if salt is None:
+            m = self.membership.get(node)
+            salt = m.boot if m is not None and m.boot else None
+        return None if salt is None else (node, salt)
+
+    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+        """Send ``head`` (plus piggybacked gossip) to node ``to`` at ``addr``, bound to its
+        current life; unbound (Ping and Alive only, nothing piggybacked) while its life
+        is unknown or ``to`` is 0."""
+        dest = self._bound_to(to)
+        if dest is None:
+            head = [m for m in head if type(m) in _UNBOUND]
+            piggyback = False
         parts = [encode_message(m) for m in head]
         if piggyback:
             room = self._budget - 3 - sum(len(p) for p in parts)
             limit = self.profile.retransmit_limit(self.membership.n_live())
             parts += self.queue.take(room, limit)
         if parts:
-            self._send_packed(addr, parts)
+            self._send_packed(addr, parts, dest)
 
-    def _send_packed(self, addr: Addr, parts: list[bytes]) -> None:
-        data = self.sealer.seal_packed(parts)
+    def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
+        data = self.sealer.seal_packed(parts, dest)
         self.stats["bytes_out"] += len(data)
         self.stats["datagrams_out"] += 1
         self._out.append((data, addr))
@@ -625,7 +573,6 @@ class GossipCore:
         relays = [[s, r.origin, r.seq, r.nack_at, r.expire_at, r.nack] for s, r in sorted(self._relays.items())]
         return [
             self.node_id, self.membership.dump(), sorted(self.ledger.vv.items()), self.queue.dump(),
-            probe, relays, sorted(self._pings.items()), sorted(self._mismatch.items()), self._stuck,
-            sorted(self._sync_at.items()), [[n, len(q)] for n, (_, q) in sorted(self._sync_out.items())],
-            sorted(self._t.items()), self._seq, len(self._tcp_wanted), self.started, self.seeds,
+            probe, relays, sorted(self._pings.items()), *self.ae.dump(),
+            sorted(self._t.items()), self._seq, self.started, self.seeds,
         ]

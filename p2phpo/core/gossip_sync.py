@@ -1,4 +1,14 @@
-"""Anti-entropy helpers: bucketed vv digests and the TCP push-pull session.
+"""Anti-entropy: digests, the UDP Scuttlebutt exchange and the TCP push-pull.
+
+:class:`AntiEntropy` owns one node's anti-entropy state and handlers. Every
+PING and ACK carries a ``Digest`` (vv hash, origins, entries). A peer far
+ahead (> ``far_behind`` entries) is asked for a TCP push-pull; a mismatch
+seen on two exchanges in a row with one peer (or on two exchanges in a row
+while our own vv did not move) starts a Scuttlebutt exchange of the vvs of
+the mismatched buckets, after which each side sends the other's missing
+entries, MTU-bounded and paced per gossip tick. The gossip core owns one and
+hands it the digest messages; it sends through the small :class:`Link` the
+core gives it, so this module never imports the gossip core.
 
 Bucketed digests (DESIGN §4): past ~48 origins a whole vv no longer fits a
 probe, so origins are spread over a power-of-two number of buckets by a
@@ -15,13 +25,31 @@ what ``TcpSession.feed`` decodes; the session never raises on peer input.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import Any, Protocol
 
-from p2phpo.core.messages import PPEnd, PPEntries, PPState, decode_frame, to_wire
+from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
+from p2phpo.core.gossip_types import GossipConfig, InSync, TcpRequest
+from p2phpo.core.ledger import Ledger
+from p2phpo.core.membership import Membership
+from p2phpo.core.messages import (
+    Addr,
+    Digest,
+    EntryMsg,
+    MemberRecord,
+    Message,
+    PPEnd,
+    PPEntries,
+    PPState,
+    SyncReq,
+    SyncVV,
+    decode_frame,
+    encode_message,
+    to_wire,
+)
 from p2phpo.core.wire_codec import DropReason, WireError
 
-if TYPE_CHECKING:
-    from p2phpo.core.gossip import GossipCore
+_INF = float("inf")
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
@@ -83,11 +111,197 @@ def chunk_buckets(vv: dict[int, int], buckets: list[int], nb: int, room: int) ->
     return groups
 
 
+class Link(Protocol):
+    """What anti-entropy needs from the gossip core that owns it."""
+
+    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None: ...
+
+    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None: ...
+
+    def check_signed(self, alives: Any) -> None: ...
+
+    def merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int: ...
+
+    def emit(self, event: Any) -> None: ...
+
+    def count_drop(self, reason: DropReason, addr: Addr | None = None) -> None: ...
+
+    def flush_membership(self) -> None: ...
+
+
+class AntiEntropy:
+    """One node's anti-entropy: digest comparison, UDP sync, push-pull wishes."""
+
+    def __init__(self, node_id: int, ledger: Ledger, membership: Membership, config: GossipConfig,
+                 budget: int, link: Link) -> None:
+        self.node_id = node_id
+        self.ledger = ledger
+        self.membership = membership
+        self.config = config
+        self.profile = config.profile
+        self.budget = budget  # plaintext bytes per datagram
+        self.link = link
+        self.mismatch: dict[int, int] = {}
+        self.agree: dict[int, bool] = {}  # peer -> its last digest equalled ours
+        self.stuck: int | None = None  # our vv hash at the last mismatching exchange
+        self.sync_at: dict[int, float] = {}
+        self.sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
+        self.tcp_at: dict[object, float] = {}
+        self.tcp_wanted: list[TcpRequest] = []
+
+    # -- digests and the UDP exchange ----------------------------------------------
+    def digest(self) -> Digest:
+        return Digest(self.ledger.vv_hash(), len(self.ledger.vv), len(self.ledger))
+
+    def agreement(self) -> tuple[int, int]:
+        """(peers whose last digest equalled ours, peers that sent one)."""
+        return sum(self.agree.values()), len(self.agree)
+
+    def on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:  # per-peer state only for members (bounded)
+            return
+        mine = self.ledger.vv_hash()
+        self.agree[sender] = d.vv_hash == mine
+        if d.vv_hash == mine:
+            self.mismatch.pop(sender, None)
+            self.stuck = None
+            self.link.emit(InSync(sender))
+            return
+        if d.total > len(self.ledger) + self.config.far_behind:
+            self.want_tcp(sender, addr, now)
+            return
+        # Persistent: this peer mismatched last time too, or the previous exchange
+        # (with anyone) mismatched and nothing reached us since.
+        stuck, self.stuck = self.stuck == mine, mine
+        count = self.mismatch.get(sender, 0) + 1
+        if count < 2 and not stuck:
+            self.mismatch[sender] = count
+            return
+        self.mismatch.pop(sender, None)
+        if now - self.sync_at.get(sender, -_INF) < self.profile.probe_interval:
+            return
+        self.sync_at[sender] = now
+        vv = self.ledger.vv
+        nb = n_buckets(max(d.n_origins, len(vv)))
+        if nb == 1:
+            self._send_vvs(sender, addr, 1, [0], reply=True)
+        else:
+            self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
+
+    def on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
+        if self.membership.get(sender) is None:
+            return
+        diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
+        if diff:
+            self._send_vvs(sender, addr, m.n_buckets, diff, reply=True)
+
+    def _send_vvs(self, to: int, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
+        vv = self.ledger.vv
+        for group in chunk_buckets(vv, buckets, nb, self.budget - 32):
+            part = restrict(vv, set(group), nb)
+            self.link.send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False, to=to)
+
+    def on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:
+            return
+        nb, bset = m.n_buckets, set(m.buckets)
+        theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
+        vv = self.ledger.vv
+        base = {o: (theirs.get(o, 0) if bucket_of(o, nb) in bset else s) for o, s in vv.items()}
+        if self.ledger.missing_count(base) > self.config.far_behind:
+            self.want_tcp(sender, addr, now)
+        else:
+            self._queue_delta(sender, addr, base, now)
+        if m.reply:
+            self._send_vvs(sender, addr, nb, sorted(bset), reply=False)
+
+    def _queue_delta(self, sender: int, addr: Addr, base: dict[int, int], now: float) -> None:
+        delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes)
+        q: deque[bytes] = deque()
+        for e in delta:
+            raw = self.ledger.raw(e.origin, e.seq)
+            msg = encode_message(EntryMsg(raw)) if raw is not None else b""
+            if len(msg) + 8 > self.budget or not msg:
+                self.want_tcp(sender, addr, now)
+                break
+            q.append(msg)
+        if q:
+            self.sync_out[sender] = (addr, q)
+
+    def tick(self) -> None:
+        """A gossip tick: send the next paced burst of every pending UDP sync."""
+        for node in sorted(self.sync_out):
+            addr, q = self.sync_out[node]
+            for _ in range(self.config.sync_burst):
+                if not q:
+                    break
+                parts, room = [], self.budget - 3
+                while q and len(q[0]) <= room:
+                    room -= len(q[0])
+                    parts.append(q.popleft())
+                self.link.send_packed(addr, parts, to=node)
+            if not q:
+                del self.sync_out[node]
+
+    # -- push-pull over TCP ----------------------------------------------------------
+    def want_tcp(self, node: int, addr: Addr, now: float) -> None:
+        key: object = node if node else addr
+        if now - self.tcp_at.get(key, -_INF) < 10 * self.profile.probe_interval:
+            return
+        self.tcp_at[key] = now
+        self.tcp_wanted.append(TcpRequest(node, addr))
+
+    def tcp_requests(self) -> list[TcpRequest]:
+        out, self.tcp_wanted = self.tcp_wanted, []
+        return out
+
+    def session(self, *, initiator: bool) -> SyncSession:
+        return SyncSession(self, initiator=initiator)
+
+    def state_frame(self) -> list[Any]:
+        return to_wire(PPState(tuple(self.membership.records()), dict(self.ledger.vv)))
+
+    def apply_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
+        """Merge a peer's member table (all or nothing: WireError on a bad signature)."""
+        self.link.check_signed(records)
+        for r in records:
+            self.membership.apply_record(r, now)
+        self.link.flush_membership()
+
+    def delta_frames(self, vv: dict[int, int]) -> list[list[Any]]:
+        """PP_ENTRIES frames holding every entry above ``vv``."""
+        frames: list[list[Any]] = []
+        batch: list[bytes] = []
+        used = 0
+        for e in self.ledger.delta_since(vv):
+            raw = self.ledger.raw(e.origin, e.seq) or encode_entry(e)
+            if batch and used + len(raw) + 8 > self.config.frame_bytes:
+                frames.append(to_wire(PPEntries(tuple(batch))))
+                batch, used = [], 0
+            batch.append(raw)
+            used += len(raw) + 8
+        if batch:
+            frames.append(to_wire(PPEntries(tuple(batch))))
+        return frames
+
+    def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
+        """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
+        try:
+            pairs = [(decode_entry(r), r) for r in raws if not self.ledger.has_raw(r)]
+        except EntryError:
+            raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
+        return self.link.merge(pairs, 0, regossip=regossip)
+
+    def dump(self) -> list[Any]:
+        return [sorted(self.mismatch.items()), self.stuck, sorted(self.sync_at.items()),
+                [[n, len(q)] for n, (_, q) in sorted(self.sync_out.items())], len(self.tcp_wanted)]
+
+
 class SyncSession:
     """One push-pull exchange with one peer over a stream of frames."""
 
-    def __init__(self, core: GossipCore, *, initiator: bool) -> None:
-        self.core = core
+    def __init__(self, ae: AntiEntropy, *, initiator: bool) -> None:
+        self.ae = ae
         self.initiator = initiator
         self.sent_end = False
         self.got_state = False
@@ -105,8 +319,7 @@ class SyncSession:
         return [self._state_frame()] if self.initiator else []
 
     def _state_frame(self) -> list[Any]:
-        ledger = self.core.ledger
-        return to_wire(PPState(tuple(self.core.membership.records()), dict(ledger.vv)))
+        return self.ae.state_frame()
 
     def receive(self, frame: object, now: float) -> list[Any]:
         """Frames to send in answer to ``frame`` (a decoded frame object, as
@@ -119,7 +332,7 @@ class SyncSession:
             return self._handle(msg, now)
         except WireError as e:
             self.failed = e.reason
-            self.core.count_drop(e.reason)
+            self.ae.link.count_drop(e.reason)
             return []
 
     def _handle(self, msg: PPState | PPEntries | PPEnd, now: float) -> list[Any]:
@@ -127,16 +340,16 @@ class SyncSession:
             if self.got_state:
                 raise WireError(DropReason.BAD_SCHEMA, "second state frame")
             self.got_state = True
-            self.core.apply_pushpull_members(msg.members, now)
+            self.ae.apply_members(msg.members, now)
             out = [] if self.initiator else [self._state_frame()]
-            out += self.core.delta_frames(msg.vv)
+            out += self.ae.delta_frames(msg.vv)
             out.append(to_wire(PPEnd()))
             self.sent_end = True
             return out
         if not self.got_state:
             raise WireError(DropReason.BAD_SCHEMA, "entries before state")
         if isinstance(msg, PPEntries):
-            self.merged += self.core.merge_raw(msg.raws, now, regossip=False)
+            self.merged += self.ae.merge_raw(msg.raws, now, regossip=False)
             return []
         self.got_end = True
         return []

@@ -25,6 +25,7 @@ from typing import Any
 
 from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import Event, GossipConfig, GossipCore
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import LAN, Profile
@@ -163,9 +164,14 @@ class GossipRuntime:
         advertise: str | Addr | None = None,
         rng: random.Random | None = None,
         on_event: Callable[[Event], None] | None = None,
+        identity: Identity | None = None,
         **config: Any,
     ) -> GossipRuntime:
-        """Build the wire, the core and the runtime for a node (no sockets yet)."""
+        """Build the wire, the core and the runtime for a node (no sockets yet).
+
+        ``identity`` (the state dir's, or an observer's ephemeral one) signs this
+        node's Alive; ``node_id`` must be its id. Without it (protocol tests only)
+        the core neither signs nor requires signed Alives."""
         bind_addr = parse_hostport(bind, 0) if isinstance(bind, str) else bind
         adv = parse_hostport(advertise) if isinstance(advertise, str) else advertise
         check_bind(bind_addr[0], keyring, insecure)
@@ -177,7 +183,7 @@ class GossipRuntime:
         opener = Opener(ring, [label])
         cfg = GossipConfig(profile=profile, addr=adv or bind_addr, incarnation=incarnation, **config)
         rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(8), "big"))
-        core = GossipCore(node_id, cfg, rng, ledger, sealer, opener, meta)
+        core = GossipCore(node_id, cfg, rng, ledger, sealer, opener, meta, identity=identity)
         return cls(
             core, bind=bind_addr, keyring=ring, label=label, secure=secure,
             insecure=insecure, advertise=adv, on_event=on_event,
@@ -319,6 +325,7 @@ class GossipRuntime:
         c["send_errors"] = self.send_errors
         if self._pp is not None:
             c["tcp_refused"] = self._pp.refused
+            c["tcp_evicted"] = self._pp.evicted
             c["tcp_sessions"] = self._pp.sessions
         return c
 

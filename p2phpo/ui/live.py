@@ -18,6 +18,7 @@ from rich.live import Live
 
 from p2phpo.ui.render import event_json, render
 from p2phpo.ui.snapshot import Event, NodeSnapshot
+from p2phpo.ui.summary import summary_json
 
 SnapshotSource = Callable[[], NodeSnapshot | Awaitable[NodeSnapshot]]
 
@@ -91,6 +92,11 @@ class EventPrinter:
             del self._seen[next(iter(self._seen))]
         return printed
 
+    def summary(self, snap: NodeSnapshot) -> None:
+        """The study's last event: best trial, value, params, the reproduce command."""
+        line = json.dumps(summary_json(snap), sort_keys=True)
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
 
 async def run_events(
     get_snapshot: SnapshotSource,
@@ -108,4 +114,6 @@ async def run_events(
         printer.feed(snap)
     snap = await _get(get_snapshot)
     printer.feed(snap)
+    if snap.study:  # the study was adopted: say how it went, best trial last
+        printer.summary(snap)
     return snap

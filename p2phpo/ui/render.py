@@ -313,11 +313,13 @@ def render(snap: NodeSnapshot, *, max_rows: int = 12) -> Group:
         Panel(render_ledger(snap), title="ledger", title_align="left", border_style="dim"),
         Panel(render_events(snap.events), title="events", title_align="left", border_style="dim"),
     )
-    return Group(
-        render_header(snap), render_members(snap.members, max_rows),
-        render_running(snap.running, max_rows),
-        render_recent(snap.recent), bottom,
-    )
+    parts = [render_header(snap), render_members(snap.members, max_rows),
+             render_running(snap.running, max_rows), render_recent(snap.recent), bottom]
+    if snap.done:
+        from p2phpo.ui.summary import render_summary
+
+        parts.append(render_summary(snap))
+    return Group(*parts)
 
 
 # -- non-terminal forms ---------------------------------------------------------------

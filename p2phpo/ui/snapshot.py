@@ -128,6 +128,8 @@ class NodeSnapshot:
     events: tuple[Event, ...] = ()  # oldest first
     wall: float = 0.0  # when the snapshot was taken
     done: bool = False
+    objective: str = ""  # the study's objective name ("mnist-mlp", "pkg.mod:fn")
+    state_dir: str = ""  # this node's state dir (for the reproduce command)
 
 
 # -- from the membership core -------------------------------------------------------
@@ -191,6 +193,9 @@ def study_fields(ledger: Ledger) -> dict[str, Any]:
     n = study.get("n_trials")
     if type(n) is int and n > 0:
         out["n_trials"] = n
+    objective = _section(spec, "objective").get("name")
+    if isinstance(objective, str):
+        out["objective"] = objective
     return out
 
 

@@ -126,3 +126,45 @@ def test_an_rng_passed_in_is_allowed(tmp_path: Path) -> None:
                     "def f(rng: random.Random, g: np.random.Generator) -> float:\n"
                     "    return rng.random() + g.random()\n")
     assert _problems(path, "p2phpo.core.ok")[0] == []
+
+
+def _core_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in CORE.glob("*.py"):
+        module = f"p2phpo.core.{path.stem}"
+        names = _imports(ast.parse(path.read_text()), module)  # TYPE_CHECKING ones too
+        graph[module] = {n for n in names if n.startswith("p2phpo.core.") and _module_path(n)
+                         and n != module}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_core_modules_import_each_other_without_a_loop() -> None:
+    graph = _core_graph()
+    assert "p2phpo.core.gossip_sync" in graph["p2phpo.core.gossip"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_loop_check_finds_a_loop() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
