@@ -435,6 +435,10 @@ class GossipCore:
                 self.ae.on_sync_vv(sender, m, addr, now)  # type: ignore[arg-type]
         if entries:
             self._merge(entries, sender, regossip=True)
+            vv = self.ledger.vv
+            gaps = sorted({e.origin for e, _ in entries if vv.get(e.origin, 0) < e.seq})
+            if gaps:
+                self.ae.fetch_gaps(sender, addr, gaps, now)
 
     def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
         if m.target not in (0, self.node_id):
