@@ -99,7 +99,7 @@ class SearchConfig:
         return cls(max_retries=max_retries, trial_timeout=trial_timeout,
                    claim_grace=profile.probe_interval * 4,
                    reclaim_fallback=profile.probe_interval * 10,
-                   settle=0.0, steal_wait=profile.probe_interval,
+                   settle=0.0, steal_wait=profile.probe_interval / 2,
                    confirm_delay=profile.gossip_interval * 3)
 
 
