@@ -27,7 +27,7 @@ its own work, so a short cut costs few duplicates.
 Stealing. A member with no rights left is a *thief*. Stealable are other
 members' open slots, except an idle live owner's next one (it is about to
 claim it); best first: live owners' slots (longest queue first, from the far
-end of the queue), a busy live owner's next slot, then (after ``2 * wait``)
+end of the queue), a busy live owner's next slot, then (after ``gone_wait``)
 gone owners' slots.
 Each candidate slot goes to its rendezvous winner among the thieves — idle
 or busy, since whether a thief is idle is what views disagree on most (its
@@ -138,9 +138,11 @@ class SlotPlanner:
     by :meth:`mark`, so scanning an arc is a C-speed ``rfind``.
     """
 
-    def __init__(self, n: int | None, is_open: Callable[[int], bool], wait: float = 0.0) -> None:
+    def __init__(self, n: int | None, is_open: Callable[[int], bool], wait: float = 0.0,
+                 gone_wait: float = 0.0) -> None:
         self.n = n
         self.wait = wait
+        self.gone_wait = gone_wait
         self.is_open = is_open
         self.open = bytearray(b"\x01") * n if n is not None else None
         self._ring: tuple[tuple[int, ...], Ring] | None = None
@@ -178,7 +180,7 @@ class SlotPlanner:
         if self.open is None:
             return None
         thieves, cands = self._candidates(me, roster, live, busy, fresh)
-        if waited < 2 * self.wait and not fallback:
+        if waited < self.gone_wait and not fallback:
             # A gone owner may only be cut off, running its rights on the other side:
             # take its slots last, and only after a wait (a short cut then costs nothing).
             cands = [c for c in cands if c[0] < 3]

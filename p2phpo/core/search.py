@@ -89,6 +89,7 @@ class SearchConfig:
     confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
     settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
+    gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
     fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
 
 
@@ -100,6 +101,7 @@ class SearchConfig:
                    claim_grace=profile.probe_interval * 4,
                    reclaim_fallback=profile.probe_interval * 10,
                    settle=0.0, steal_wait=profile.probe_interval / 2,
+                   gone_wait=profile.probe_interval * 2,
                    confirm_delay=profile.gossip_interval * 3)
 
 
@@ -269,7 +271,8 @@ class SearchCore:
         self.study = entry
         self.plan = self.make_plan(entry)
         self._adopted_at = now
-        self._planner = SlotPlanner(self.plan.n_trials, self._is_open, self.config.steal_wait)
+        self._planner = SlotPlanner(self.plan.n_trials, self._is_open, self.config.steal_wait,
+                                    self.config.gone_wait)
         for slot in self._slots:
             self._planner.mark(slot, self._is_open(slot))
         return True
@@ -582,7 +585,7 @@ class SearchCore:
             times.append(self._unmatched_since + self.config.claim_grace)
             times.append(self._roster_since + self.config.settle)
             times.append(self._unmatched_since + self.config.steal_wait)
-            times.append(self._unmatched_since + 2 * self.config.steal_wait)
+            times.append(self._unmatched_since + self.config.gone_wait)
         owners = {t[0] for t in self._running}
         times += [since + self.config.reclaim_fallback
                   for node, since in self._gone_since.items() if node in owners]
