@@ -383,7 +383,9 @@ def cached_dataset(options: Mapping[str, Any]) -> Dataset:
 
 def prepare(options: Mapping[str, Any]) -> dict[str, Any]:
     """Worker setup hook: load the data once; the node records its description."""
-    return {"dataset": cached_dataset(options).describe()}
+    device = jax.devices()[0]  # an accelerator when JAX sees one; the data goes there once
+    device_data(cached_dataset(options))
+    return {"dataset": cached_dataset(options).describe(), "device": device.platform}
 
 
 mnist_mlp.prepare = prepare  # type: ignore[attr-defined]
