@@ -337,7 +337,7 @@ def _note_cost(cfg: Config, cls: program.ShapeClass, n_steps: int, compute: floa
     if compiling > 0:
         COST.note_compile(compiling)
     else:
-        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.width, cfg.layers, cls) * n_steps,
+        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.layers, cls) * n_steps,
                         compute)
 
 

@@ -151,11 +151,11 @@ class ShapeClass:
         return sum(m * n + n for m, n in zip(s[:-1], s[1:], strict=True))
 
 
-def step_flops(batch_size: int, width: int, active_layers: int, cls: ShapeClass) -> float:
-    """Estimated FLOPs of one training step of one lane: matmuls of the active layers
-    at ``width`` (forward + backward = 6 per weight per row) plus ~16 element-wise
-    FLOPs per parameter of the padded class (optimizer, masking)."""
-    s = [cls.n_features] + [width] * active_layers + [cls.n_classes]
+def step_flops(batch_size: int, active_layers: int, cls: ShapeClass) -> float:
+    """Estimated FLOPs of one training step of one lane in ``cls``: the matmuls of the
+    active layers at the class's padded width (forward + backward = 6 per weight per
+    row) plus ~16 element-wise FLOPs per parameter of the class (optimizer, masking)."""
+    s = [cls.n_features] + [cls.width] * active_layers + [cls.n_classes]
     active = sum(m * n for m, n in zip(s[:-1], s[1:], strict=True))
     return 6.0 * batch_size * active + 16.0 * cls.n_params()
 
@@ -207,9 +207,9 @@ def pick_class(natural: ShapeClass, width: int, layers: int, steps: int, epochs:
             and c.width >= width and c.layers >= layers and (c.layers == 0) == (layers == 0)]
     if not fits:
         return natural
-    best = min(fits, key=lambda c: step_flops(natural.batch_size, width, layers, c))
-    extra = (step_flops(natural.batch_size, width, layers, best)
-             - step_flops(natural.batch_size, width, layers, natural)) * steps * epochs
+    best = min(fits, key=lambda c: step_flops(natural.batch_size, layers, c))
+    extra = (step_flops(natural.batch_size, layers, best)
+             - step_flops(natural.batch_size, layers, natural)) * steps * epochs
     return best if extra / cost.flops_per_second < cost.compile_seconds else natural
 
 
