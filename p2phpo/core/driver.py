@@ -22,6 +22,7 @@ Inputs, each with the monotonic ``now`` and the wall-clock ``wall``::
     handle_setup_failed(trial, now, wall)
     handle_persisted(now, wall)                # every Persist handed out is durable
     handle_leave(now, wall)
+    handle_watch(seeds, unresolved, now, wall) # about once a second: join diagnostics
 
 Outputs: ``datagrams_to_send(now)``, ``tcp_requests()`` (push-pulls to run),
 ``get_timer()`` and ``take_actions()``: :class:`Persist` (write these entries;
@@ -36,6 +37,7 @@ peer's entries are handed out for persisting as they merge.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +46,10 @@ from p2phpo.core.entries import Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
 from p2phpo.core.gossip_sync import SyncSession
 from p2phpo.core.gossip_types import Dropped, InSync, TcpRequest
+from p2phpo.core.joinwatch import JoinWatch, SeedState
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import MemberDead, MemberLeft
-from p2phpo.core.messages import Addr, MemberRecord
+from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.search import (
     MemberView,
     Outcome,
@@ -138,6 +141,7 @@ class NodeDriver:
         self._running: set[TrialId] = set()  # trials the worker runs for us
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
 
     # ------------------------------------------------------------------ inputs
     def start(self, seeds: list[Addr], now: float, wall: float) -> None:
@@ -167,6 +171,24 @@ class NodeDriver:
         that died before it may now be reclaimed."""
         if ok:
             self._synced(peer, now)
+        self._pump(now, wall)
+
+    def handle_watch(self, seeds: list[SeedState], unresolved: Mapping[str, str],
+                     now: float, wall: float) -> None:
+        """Join diagnostics, about once a second: ``seeds`` is what the shell knows of
+        each resolved seed (its name, a TCP probe's verdict), ``unresolved`` the seeds
+        whose names do not resolve. What the node waits for, through which seed it
+        joined, that it is alone, strays with another key: :class:`Note` actions
+        (``waiting``, ``joined``, ``alone``, ``rejecting``, with ``node`` None)."""
+        if self.watch is None:
+            self.watch = JoinWatch(started=now)
+        g = self.gossip
+        m = g.membership
+        notices = self.watch.step(now, joined=m.joined, peers=m.n_live() - 1,
+                                  dead=len(m.ids(State.DEAD)), seeds=seeds,
+                                  unresolved=unresolved, drops_by_addr=g.drops_by_addr)
+        for n in notices:
+            self._actions.append(Note(n.kind, None, None, n.text))
         self._pump(now, wall)
 
     def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float) -> None:
@@ -315,7 +337,7 @@ class NodeDriver:
         search = self.search
         if search is not None and self.fatal is None:
             if self._members_dirty:
-                search.set_members(now, self._views)
+                search.set_members(now, self._search_views())
             if self._search_due(now):
                 self._step(now, wall)
             self._take_own()
@@ -335,7 +357,8 @@ class NodeDriver:
         """Start the search once the worker is ready and the repair gate lets us write."""
         gate = self.gate
         if gate is not None and not gate.opened:
-            if not gate.due(now):
+            alive = any(v.state == "ALIVE" for n, v in self._views.items() if n != self.node_id)
+            if not gate.due(now, peers_alive=alive):
                 return
             fill = gate.open(wall)  # own seqs nobody gave back: ABANDON(LOST)
             if fill:
@@ -350,6 +373,18 @@ class NodeDriver:
         self.search.recover(wall)
         self.search.ready = True
         self._members_dirty = self._poke = True
+
+    def _search_views(self) -> dict[int, MemberView]:
+        """The member views, plus, for a node that went on alone, every origin of its
+        ledger it cannot see as DEAD: their RUNNING trials are orphans to retry (else a
+        node restarted after everyone left waits forever on a stranger's trial)."""
+        if self.gate is None or not self.gate.alone:
+            return self._views
+        views = dict(self._views)
+        for origin in self.ledger.origins():
+            if origin != self.node_id:
+                views.setdefault(origin, MemberView("DEAD"))
+        return views
 
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
@@ -410,9 +445,13 @@ class NodeDriver:
 
     def _synced(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed (digests equal, or a push-pull)."""
+        if self.linger is not None:
+            self.linger.synced(peer)
         if self.gate is not None:
+            alone = self.gate.alone
             self.gate.synced(now)
             self._poke = True
+            self._members_dirty |= alone  # strangers are members again, not DEAD
         if self.search is None:
             return
         self.search.synced_with(peer, now)
@@ -421,6 +460,8 @@ class NodeDriver:
             self._poke = True
 
     def _on_merged(self, entries: list[Entry]) -> None:
+        if self.linger is not None:
+            self.linger.changed()  # every peer must confirm it holds these before we exit
         if self.gate is not None:
             self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
             if self.gate.refused:
@@ -437,6 +478,8 @@ class NodeDriver:
             return
         own = self.search.take_new_entries()
         if own:
+            if self.linger is not None:
+                self.linger.changed()
             self._unconfirmed.extend(own)
             self._actions.append(Persist(own, own=True))
 

@@ -34,7 +34,9 @@ from p2phpo.core.gossip_types import (
     _Probe,
     _Relay,
 )
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
     Ack,
@@ -65,6 +67,8 @@ from p2phpo.core.wire import (
 )
 
 _INF = float("inf")
+_UNBOUND = (Ping, Alive)
+"""What an unbound (first-contact) datagram may carry: replayed anywhere, it gets an Ack."""
 MAX_DROP_ADDRS = 256
 """Addresses whose drops are counted one by one (the oldest is forgotten first)."""
 
@@ -81,17 +85,27 @@ class GossipCore:
         sealer: Sealer,
         opener: Opener,
         meta: dict[str, Any] | None = None,
+        *,
+        identity: Identity | None = None,
+        verifier: AliveVerifier | None = None,
     ) -> None:
+        """``identity`` signs our Alive; with it, every Alive received must be signed
+        by the node it names (nodes always have one; bare protocol tests may not)."""
         self.node_id = node_id
+        self.identity = identity
+        self.verifier = verifier if verifier is not None else AliveVerifier()
         self.config = config
         self.profile = config.profile
         self.rng = rng
         self.ledger = ledger
         self.sealer = sealer
         self.opener = opener
+        opener.bind(node_id, sealer.epoch.salt)
         self.membership = Membership(
-            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta
+            node_id, config.addr, config.profile, rng, incarnation=config.incarnation, meta=meta,
+            identity=identity, boot=sealer.epoch.salt, max_members=config.max_members,
         )
+        self._reap_after = config.reap_after if config.reap_after is not None else 10 * self.profile.gossip_to_dead
         self.queue = PiggybackQueue(config.queue_bytes)
         self.dropped = DropCounter()
         self.drops_by_addr: dict[Addr, dict[str, int]] = {}
@@ -100,6 +114,11 @@ class GossipCore:
         )
         self.seeds: list[Addr] = []
         self.seed_heard: dict[Addr, float] = {}  # seed address -> when it last got through
+        self.seed_nodes: dict[Addr, int] = {}  # seed address -> the node that answered there
+        self.want_health = False  # ask push-pull peers for their health (observers)
+        self.peer_health: dict[int, tuple[float, dict[str, Any]]] = {}  # node -> (when, health)
+        self.health_extra: Any = None  # () -> dict: what the node adds to its own health
+        self.dataset_server: Any = None  # (offset, length) -> DS frame: shares the dataset blob
         self.started = False
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Addr]] = []
@@ -136,7 +155,7 @@ class GossipCore:
         self._flush_membership()
         live = self.membership.ids(State.ALIVE, State.SUSPECT)
         for node in self._sample(live, 2 * self.profile.gossip_nodes):
-            self._send(self._addr_of(node), [])
+            self._send(self._addr_of(node), [], to=node)
         self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
         self._probe = None
 
@@ -182,7 +201,7 @@ class GossipCore:
         return TcpRequest(node, self._addr_of(node))
 
     def sync_session(self, *, initiator: bool) -> SyncSession:
-        return self.ae.session(initiator=initiator)
+        return self.ae.session(initiator=initiator, host=self, want_health=self.want_health)
 
     def agreement(self) -> tuple[int, int]:
         """(peers whose last digest equalled ours, peers that sent one)."""
@@ -232,6 +251,7 @@ class GossipCore:
 
     def handle_timer(self, now: float) -> None:
         self.membership.expire(now)
+        self._reap(now)
         self._probe_timers(now)
         self._relay_timers(now)
         t = self._t
@@ -257,6 +277,19 @@ class GossipCore:
             del self._pings[seq]
         self._flush_membership()
 
+    def _reap(self, now: float) -> None:
+        """Forget long-gone members and every per-peer record of nodes no longer members."""
+        ae = self.ae
+        if not self.membership.reap(now, self._reap_after) and len(ae.agree) <= self.config.max_members:
+            return
+        known = self.membership.get
+        for table in (ae.agree, ae.mismatch, ae.sync_at):
+            for node in [n for n in table if known(n) is None]:
+                del table[node]
+        horizon = 10 * self.profile.probe_interval
+        for key in [k for k, t in ae.tcp_at.items() if now - t >= horizon]:
+            del ae.tcp_at[key]
+
     def _probe_timers(self, now: float) -> None:
         p = self._probe
         if p is None:
@@ -266,7 +299,7 @@ class GossipCore:
             others = [n for n in self.membership.ids(State.ALIVE) if n != p.target]
             p.relays = self._sample(others, self.profile.indirect_checks)
             for node in p.relays:
-                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)])
+                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)], to=node)
         if now >= p.end_at:
             self._probe = None
             expected = len(p.relays)
@@ -278,7 +311,7 @@ class GossipCore:
             r = self._relays[seq]
             if r.nack and now >= r.nack_at:
                 r.nack = False
-                self._send(r.addr, [Nack(r.seq)], piggyback=False)
+                self._send(r.addr, [Nack(r.seq)], piggyback=False, to=r.origin)
             if now >= r.expire_at:
                 del self._relays[seq]
 
@@ -296,7 +329,7 @@ class GossipCore:
             timeout_at=now + self.profile.probe_timeout * scale,
             end_at=now + self.profile.probe_interval * scale,
         )
-        self._send(addr, [Ping(seq, target), self.ae.digest()])
+        self._send(addr, [Ping(seq, target), self.ae.digest()], to=target)
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
@@ -304,7 +337,7 @@ class GossipCore:
         targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
         if len(self.queue):
             for node in self._sample(targets, self.profile.gossip_nodes):
-                self._send(self._addr_of(node), [])
+                self._send(self._addr_of(node), [], to=node)
         self.ae.tick()
 
     def _join_round(self, now: float) -> None:
@@ -314,7 +347,7 @@ class GossipCore:
         for addr in self.seeds:
             seq = self._next_seq()
             self._pings[seq] = ("join", now + 2 * self.profile.probe_interval)
-            self._send(addr, [self.membership.self_alive(), Ping(seq, 0), self.ae.digest()])
+            self._send(addr, [self.membership.self_alive(), Ping(seq, 0)])  # unbound: first contact
         self._t["join"] = now + 2 * self.profile.probe_interval
 
     def _reconnect(self, now: float) -> None:
@@ -326,7 +359,8 @@ class GossipCore:
         assert m is not None
         seq = self._next_seq()
         self._pings[seq] = ("reconnect", now + self.profile.probe_interval)
-        self._send(m.addr, [Ping(seq, node), Dead(node, m.incarnation, self.node_id), self.ae.digest()])
+        # Unbound: a node back from the dead may be a new life with a new boot salt.
+        self._send(m.addr, [Ping(seq, node)])
 
     # ------------------------------------------------------------------ receive
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
@@ -336,6 +370,9 @@ class GossipCore:
         try:
             dg = self.opener.open(data, now, commit=False)
             msgs = decode_messages(dg.messages)
+            if not dg.bound and any(type(m) not in _UNBOUND for m in msgs):
+                raise WireError(DropReason.BAD_SCHEMA, "an unbound datagram carries only Ping and Alive")
+            self.check_signed(m for m in msgs if type(m) is Alive)
             entries = self._decode_entries(msgs, self.ledger.has_raw)
             self.opener.accept(dg)
         except WireError as e:
@@ -346,8 +383,19 @@ class GossipCore:
             return
         if addr in self.seeds:
             self.seed_heard[addr] = now
+            self.seed_nodes[addr] = dg.sender
         self._dispatch(dg.sender, msgs, entries, addr, now)
         self._flush_membership()
+
+    def check_signed(self, alives: Any) -> None:
+        """WireError(BAD_SIGNATURE) at the first Alive (or member record) not signed by
+        the node it names."""
+        if self.identity is None:
+            return
+        check = self.verifier.check
+        for a in alives:
+            if not check(a):
+                raise WireError(DropReason.BAD_SIGNATURE, f"alive of {a.node:016x}")
 
     @staticmethod
     def _decode_entries(msgs: list[Message], known: Any = None) -> list[tuple[Entry, bytes]]:
@@ -374,7 +422,7 @@ class GossipCore:
         for m in msgs:
             t = type(m)
             if t is Ping:
-                self._on_ping(m, addr, stranger)  # type: ignore[arg-type]
+                self._on_ping(sender, m, addr, stranger)  # type: ignore[arg-type]
             elif t is PingReq:
                 self._on_ping_req(sender, m, addr, now)  # type: ignore[arg-type]
             elif t is Ack:
@@ -391,21 +439,23 @@ class GossipCore:
         if entries:
             self._merge(entries, sender, regossip=True)
 
-    def _on_ping(self, m: Ping, addr: Addr, stranger: bool) -> None:
+    def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
         if m.target not in (0, self.node_id):
             return
         head: list[Message] = [Ack(m.seq), self.ae.digest()]
         if stranger or m.target == 0:
             head.insert(0, self.membership.self_alive())
-        self._send(addr, head)
+        self._send(addr, head, to=sender)
 
     def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
+        if len(self._relays) >= self.config.max_relays or self.membership.get(sender) is None:
+            return
         seq = self._next_seq()
         p = self.profile
         # Nack a little before the prober's own deadline so Lifeguard can count it.
         nack_at = now + 0.8 * p.probe_timeout
         self._relays[seq] = _Relay(sender, addr, m.seq, nack_at, now + p.probe_interval, m.nack)
-        self._send(m.addr, [Ping(seq, m.target), self.ae.digest()])
+        self._send(m.addr, [Ping(seq, m.target), self.ae.digest()], to=m.target)
 
     def _on_ack(self, sender: int, seq: int, addr: Addr, now: float) -> None:
         p = self._probe
@@ -417,18 +467,21 @@ class GossipCore:
         r = self._relays.get(seq)
         if r is not None:
             del self._relays[seq]
-            self._send(r.addr, [Ack(r.seq)])
+            self._send(r.addr, [Ack(r.seq)], to=r.origin)
             return
         ping = self._pings.pop(seq, None)
         if ping is not None:
             self.ae.want_tcp(sender, addr, now)
 
     # ------------------------------------------------------------------ Link (for self.ae)
-    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None:
-        self._send(addr, head, piggyback=piggyback)
+    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+        self._send(addr, head, piggyback=piggyback, to=to)
 
-    def send_packed(self, addr: Addr, parts: list[bytes]) -> None:
-        self._send_packed(addr, parts)
+    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None:
+        """Entries go only bound to a life of ``to`` we know (else they are not sent)."""
+        dest = self._bound_to(to)
+        if dest is not None:
+            self._send_packed(addr, parts, dest)
 
     def merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int:
         return self._merge(pairs, sender, regossip=regossip)
@@ -461,22 +514,44 @@ class GossipCore:
         for msg in m.outbox:
             self.queue.put(("m", msg.node), encode_message(msg))
         m.outbox.clear()
+        if m.refused:
+            self.dropped.add(DropReason.OVER_LIMIT, m.refused)
+            m.refused = 0
         self._events.extend(m.events)
         m.events.clear()
         if m.joined and self._t["join"] != _INF:
             self._t["join"] = _INF
 
-    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None:
+    def _bound_to(self, node: int) -> tuple[int, int] | None:
+        """(node, boot salt of its current life) or None while unknown: the salt its latest
+        authenticated datagram carried (a reply goes to the life that asked), else the
+        one its signed Alive names."""
+        if not node:
+            return None
+        salt = self.opener.peer_salt(node)
+        if salt is None:
+            m = self.membership.get(node)
+            salt = m.boot if m is not None and m.boot else None
+        return None if salt is None else (node, salt)
+
+    def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+        """Send ``head`` (plus piggybacked gossip) to node ``to`` at ``addr``, bound to its
+        current life; unbound (Ping and Alive only, nothing piggybacked) while its life
+        is unknown or ``to`` is 0."""
+        dest = self._bound_to(to)
+        if dest is None:
+            head = [m for m in head if type(m) in _UNBOUND]
+            piggyback = False
         parts = [encode_message(m) for m in head]
         if piggyback:
             room = self._budget - 3 - sum(len(p) for p in parts)
             limit = self.profile.retransmit_limit(self.membership.n_live())
             parts += self.queue.take(room, limit)
         if parts:
-            self._send_packed(addr, parts)
+            self._send_packed(addr, parts, dest)
 
-    def _send_packed(self, addr: Addr, parts: list[bytes]) -> None:
-        data = self.sealer.seal_packed(parts)
+    def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
+        data = self.sealer.seal_packed(parts, dest)
         self.stats["bytes_out"] += len(data)
         self.stats["datagrams_out"] += 1
         self._out.append((data, addr))

@@ -28,6 +28,7 @@ import hashlib
 from collections import deque
 from typing import Any, Protocol
 
+from p2phpo.core import dataset_xfer, health
 from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
 from p2phpo.core.gossip_types import GossipConfig, InSync, TcpRequest
 from p2phpo.core.ledger import Ledger
@@ -114,9 +115,11 @@ def chunk_buckets(vv: dict[int, int], buckets: list[int], nb: int, room: int) ->
 class Link(Protocol):
     """What anti-entropy needs from the gossip core that owns it."""
 
-    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True) -> None: ...
+    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None: ...
 
-    def send_packed(self, addr: Addr, parts: list[bytes]) -> None: ...
+    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None: ...
+
+    def check_signed(self, alives: Any) -> None: ...
 
     def merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int: ...
 
@@ -156,6 +159,8 @@ class AntiEntropy:
         return sum(self.agree.values()), len(self.agree)
 
     def on_digest(self, sender: int, d: Digest, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:  # per-peer state only for members (bounded)
+            return
         mine = self.ledger.vv_hash()
         self.agree[sender] = d.vv_hash == mine
         if d.vv_hash == mine:
@@ -180,22 +185,26 @@ class AntiEntropy:
         vv = self.ledger.vv
         nb = n_buckets(max(d.n_origins, len(vv)))
         if nb == 1:
-            self._send_vvs(addr, 1, [0], reply=True)
+            self._send_vvs(sender, addr, 1, [0], reply=True)
         else:
-            self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False)
+            self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
 
     def on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
+        if self.membership.get(sender) is None:
+            return
         diff = mismatched(bucket_hashes(self.ledger.vv, m.n_buckets), m.hashes)
         if diff:
-            self._send_vvs(addr, m.n_buckets, diff, reply=True)
+            self._send_vvs(sender, addr, m.n_buckets, diff, reply=True)
 
-    def _send_vvs(self, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
+    def _send_vvs(self, to: int, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
         vv = self.ledger.vv
         for group in chunk_buckets(vv, buckets, nb, self.budget - 32):
             part = restrict(vv, set(group), nb)
-            self.link.send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False)
+            self.link.send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False, to=to)
 
     def on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
+        if self.membership.get(sender) is None:
+            return
         nb, bset = m.n_buckets, set(m.buckets)
         theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
         vv = self.ledger.vv
@@ -205,7 +214,7 @@ class AntiEntropy:
         else:
             self._queue_delta(sender, addr, base, now)
         if m.reply:
-            self._send_vvs(addr, nb, sorted(bset), reply=False)
+            self._send_vvs(sender, addr, nb, sorted(bset), reply=False)
 
     def _queue_delta(self, sender: int, addr: Addr, base: dict[int, int], now: float) -> None:
         delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes)
@@ -231,7 +240,7 @@ class AntiEntropy:
                 while q and len(q[0]) <= room:
                     room -= len(q[0])
                     parts.append(q.popleft())
-                self.link.send_packed(addr, parts)
+                self.link.send_packed(addr, parts, to=node)
             if not q:
                 del self.sync_out[node]
 
@@ -247,13 +256,16 @@ class AntiEntropy:
         out, self.tcp_wanted = self.tcp_wanted, []
         return out
 
-    def session(self, *, initiator: bool) -> SyncSession:
-        return SyncSession(self, initiator=initiator)
+    def session(self, *, initiator: bool, host: Any = None,
+                want_health: bool = False) -> SyncSession:
+        return SyncSession(self, initiator=initiator, host=host, want_health=want_health)
 
     def state_frame(self) -> list[Any]:
         return to_wire(PPState(tuple(self.membership.records()), dict(self.ledger.vv)))
 
     def apply_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
+        """Merge a peer's member table (all or nothing: WireError on a bad signature)."""
+        self.link.check_signed(records)
         for r in records:
             self.membership.apply_record(r, now)
         self.link.flush_membership()
@@ -290,9 +302,12 @@ class AntiEntropy:
 class SyncSession:
     """One push-pull exchange with one peer over a stream of frames."""
 
-    def __init__(self, ae: AntiEntropy, *, initiator: bool) -> None:
+    def __init__(self, ae: AntiEntropy, *, initiator: bool, host: Any = None,
+                 want_health: bool = False) -> None:
         self.ae = ae
+        self.host = host  # the gossip core: health counters, peer health, the dataset server
         self.initiator = initiator
+        self.want_health = want_health and initiator and host is not None
         self.sent_end = False
         self.got_state = False
         self.got_end = False
@@ -306,7 +321,9 @@ class SyncSession:
 
     def start(self, now: float) -> list[Any]:
         """Frames to send first (the initiator opens with its state)."""
-        return [self._state_frame()] if self.initiator else []
+        if not self.initiator:
+            return []
+        return [*([health.request_frame()] if self.want_health else []), self._state_frame()]
 
     def _state_frame(self) -> list[Any]:
         return self.ae.state_frame()
@@ -318,12 +335,44 @@ class SyncSession:
             return []
         self.frames_in += 1
         try:
+            if health.is_health(frame):
+                return self._health(frame, now)  # type: ignore[arg-type]
+            if dataset_xfer.is_dataset(frame):
+                return self._dataset(frame)  # type: ignore[arg-type]
             msg = decode_frame(frame)
             return self._handle(msg, now)
         except WireError as e:
             self.failed = e.reason
             self.ae.link.count_drop(e.reason)
             return []
+
+    def _health(self, frame: list[Any], now: float) -> list[Any]:
+        """Answer a health request (responder), or keep the answer (initiator)."""
+        core = self.host
+        if core is None:
+            raise WireError(DropReason.BAD_SCHEMA, "health frame without a host")
+        if not self.initiator:
+            if len(frame) != 1 or self.got_state:
+                raise WireError(DropReason.BAD_SCHEMA, "bad health request")
+            extra = core.health_extra() if core.health_extra is not None else None
+            return [health.health_frame(core.node_id, health.core_health(core, extra))]
+        if not self.want_health:
+            raise WireError(DropReason.BAD_SCHEMA, "unasked health")
+        node, report = health.decode_health(frame)
+        core.peer_health[node] = (now, report)
+        while len(core.peer_health) > health.MAX_LIST:
+            del core.peer_health[next(iter(core.peer_health))]
+        return []
+
+    def _dataset(self, frame: list[Any]) -> list[Any]:
+        """Serve one chunk of this node's dataset blob (responder only)."""
+        if self.initiator:
+            raise WireError(DropReason.BAD_SCHEMA, "unasked dataset frame")
+        offset, length = dataset_xfer.decode_get(frame)
+        serve = getattr(self.host, "dataset_server", None)
+        if serve is None:
+            return [dataset_xfer.none_frame("this node has no dataset to share", False)]
+        return [serve(offset, length)]
 
     def _handle(self, msg: PPState | PPEntries | PPEnd, now: float) -> list[Any]:
         if isinstance(msg, PPState):

@@ -31,6 +31,12 @@ class GossipConfig:
     """Most anti-entropy datagrams sent to one peer per gossip tick."""
     frame_bytes: int = 1 << 20
     """Most entry bytes in one push-pull frame."""
+    max_members: int = 8192
+    """Member table cap (peer-chosen ids): a full table evicts the longest-gone member."""
+    reap_after: float | None = None
+    """Seconds a DEAD or LEFT member stays listed; None: 10 x ``profile.gossip_to_dead``."""
+    max_relays: int = 256
+    """Most indirect probes relayed for others at once."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,24 @@ Transitions (memberlist's rules; ``inc`` is the message's incarnation):
 
 ============  ==============================================================
 ALIVE msg     new member → ALIVE (joined); known member only if inc is higher
-SUSPECT msg   ALIVE → SUSPECT at inc ≥ ours; SUSPECT: one more confirmation
-DEAD msg      ALIVE/SUSPECT → DEAD at inc ≥ ours
-LEAVE msg     any but LEFT → LEFT at inc ≥ ours
-about us      SUSPECT/DEAD/LEAVE at inc ≥ ours: refute (inc + 1, gossip ALIVE)
+SUSPECT msg   ALIVE → SUSPECT at inc = ours; SUSPECT: one more confirmation
+DEAD msg      ALIVE/SUSPECT → DEAD at inc = ours
+LEAVE msg     any but LEFT → LEFT at inc = ours
+about us      SUSPECT/DEAD/LEAVE at inc = ours: refute (inc + 1, gossip ALIVE)
 timer         SUSPECT → DEAD when the Lifeguard suspicion timeout expires
+reap          DEAD/LEFT for ``reap_after`` → removed (a tombstone remembers its
+              incarnation, so stale gossip cannot bring it back)
 ============  ==============================================================
+
+The table is bounded (``max_members``, memberlist/Serf-style reaping of
+DEAD and LEFT members): when it is full, a new member evicts the member
+longest DEAD or LEFT, or is refused (counted in ``refused``).
+
+Every ALIVE is signed by the node it names (``core.member_sig``; the caller
+verifies before handing it here), so a member's incarnation is always that
+of its latest signed ALIVE: a SUSPECT, DEAD or LEAVE naming a higher one is
+ignored (nobody can push a node's incarnation up), and incarnations never
+pass 2**64 - 1 (refuting at the ceiling keeps the ceiling; nothing raises).
 
 Accepted updates go to ``outbox`` for the gossip core to piggyback, and user
 visible changes to ``events``.
@@ -27,8 +39,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2phpo.core.identity import Identity
+from p2phpo.core.member_sig import U64, sign_alive
 from p2phpo.core.messages import Addr, Alive, Dead, Leave, MemberRecord, State, Suspect
 from p2phpo.core.profiles import Profile
+from p2phpo.core.wire_crypto import Lru
 
 # --------------------------------------------------------------------------- events
 
@@ -125,6 +140,9 @@ class _Member:
     meta: dict[str, Any]
     state_since: float
     last_ack: float | None = None
+    boot: int = 0  # boot salt of its life, as its signed Alive says
+    pub: bytes = b""  # the node's key and signature of (incarnation, addr, meta, boot)
+    sig: bytes = b""
 
 
 @dataclass(slots=True)
@@ -168,13 +186,24 @@ class Membership:
         *,
         incarnation: int = 0,
         meta: dict[str, Any] | None = None,
+        identity: Identity | None = None,
+        boot: int = 0,
+        max_members: int = 8192,
     ) -> None:
+        if identity is not None and identity.node_id != node_id:
+            raise ValueError("the node id must be the identity's (node_id_of(public key))")
         self.node_id = node_id
+        self.identity = identity
+        self.boot = boot
         self.addr = addr
         self.profile = profile
         self.rng = rng
-        self.incarnation = incarnation
+        self.incarnation = min(max(0, incarnation), U64)
         self.meta: dict[str, Any] = dict(meta or {})
+        self._signed: Alive | None = None
+        self.max_members = max_members
+        self.refused = 0  # new members refused because the table was full
+        self._tombs: Lru[int, int] = Lru(max_members)  # reaped node -> its last incarnation
         self.leaving = False
         self.awareness = 0
         self._members: dict[int, _Member] = {}
@@ -216,7 +245,17 @@ class Membership:
         self.awareness = min(self.profile.awareness_max - 1, max(0, self.awareness + delta))
 
     def self_alive(self) -> Alive:
-        return Alive(self.node_id, self.incarnation, self.addr, dict(self.meta))
+        """Our Alive, signed by our identity (re-signed only when a field changed)."""
+        a = self._signed
+        if a is None or (a.incarnation, a.addr, a.meta) != (self.incarnation, self.addr, self.meta):
+            meta = dict(self.meta)
+            if self.identity is None:  # bare membership tests: unsigned
+                a = Alive(self.node_id, self.incarnation, self.addr, meta, self.boot)
+            else:
+                sig = sign_alive(self.identity, self.incarnation, self.addr, meta, self.boot)
+                a = Alive(self.node_id, self.incarnation, self.addr, meta, self.boot, self.identity.public_key, sig)
+            self._signed = a
+        return a
 
     def members(self) -> list[MemberInfo]:
         """Every known member, this node first, then by id."""
@@ -232,12 +271,13 @@ class Membership:
 
     def records(self) -> list[MemberRecord]:
         """State for a push-pull: us and every member, by id."""
+        a = self.self_alive()
         me = MemberRecord(
-            self.node_id, self.incarnation, State.LEFT if self.leaving else State.ALIVE,
-            self.addr, dict(self.meta),
+            self.node_id, a.incarnation, State.LEFT if self.leaving else State.ALIVE,
+            a.addr, dict(a.meta), a.boot, a.pub, a.sig,
         )
         rest = [
-            MemberRecord(m.node, m.incarnation, m.state, m.addr, dict(m.meta))
+            MemberRecord(m.node, m.incarnation, m.state, m.addr, dict(m.meta), m.boot, m.pub, m.sig)
             for m in (self._members[n] for n in sorted(self._members))
         ]
         return [me, *rest]
@@ -252,7 +292,7 @@ class Membership:
     def set_meta(self, meta: dict[str, Any], now: float) -> None:
         """Change our metadata: bump the incarnation so the change wins everywhere."""
         self.meta = dict(meta)
-        self.incarnation += 1
+        self.incarnation = min(self.incarnation + 1, U64)
         self.outbox.append(self.self_alive())
 
     def set_addr(self, addr: Addr) -> None:
@@ -265,7 +305,7 @@ class Membership:
         return msg
 
     def refute(self, seen: int) -> None:
-        self.incarnation = max(self.incarnation, seen) + 1
+        self.incarnation = min(max(self.incarnation, seen) + 1, U64)
         self.adjust_awareness(1)
         self.outbox.append(self.self_alive())
         self.events.append(MemberRefuted(self.node_id, self.incarnation))
@@ -293,7 +333,8 @@ class Membership:
             self.apply_leave(msg, now)
 
     def _about_us(self, inc: int) -> None:
-        if not self.leaving and inc >= self.incarnation:
+        # Above our incarnation is a forgery: only our own signed Alive raises it.
+        if not self.leaving and inc == self.incarnation:
             self.refute(inc)
 
     def apply_alive(self, msg: Alive, now: float) -> None:
@@ -304,7 +345,14 @@ class Membership:
             return
         m = self._members.get(msg.node)
         if m is None:
-            self._members[msg.node] = _Member(msg.node, msg.addr, State.ALIVE, msg.incarnation, dict(msg.meta), now)
+            tomb = self._tombs.peek(msg.node)
+            if (tomb is not None and msg.incarnation <= tomb) or not self._room():
+                return
+            self._tombs.pop(msg.node)
+            self._members[msg.node] = _Member(
+                msg.node, msg.addr, State.ALIVE, msg.incarnation, dict(msg.meta), now, None,
+                msg.boot, msg.pub, msg.sig,
+            )
             self._insert_probe(msg.node)
             self._changed()
             self.events.append(MemberJoined(msg.node, msg.addr, msg.incarnation, dict(msg.meta)))
@@ -314,6 +362,7 @@ class Membership:
             return
         old = m.state
         m.incarnation, m.addr, m.meta = msg.incarnation, msg.addr, dict(msg.meta)
+        m.boot, m.pub, m.sig = msg.boot, msg.pub, msg.sig
         self._suspicions.pop(msg.node, None)
         if old != State.ALIVE:
             m.state, m.state_since = State.ALIVE, now
@@ -332,14 +381,14 @@ class Membership:
             self._about_us(msg.incarnation)
             return
         m = self._members.get(msg.node)
-        if m is None or msg.incarnation < m.incarnation or m.state >= State.DEAD:
+        if m is None or msg.incarnation != m.incarnation or m.state >= State.DEAD:
             return
-        if m.state == State.SUSPECT and msg.incarnation == m.incarnation:
+        if m.state == State.SUSPECT:
             sus = self._suspicions.get(msg.node)
             if sus is not None and sus.confirm(msg.sender):
                 self.outbox.append(msg)
             return
-        m.state, m.incarnation, m.state_since = State.SUSPECT, msg.incarnation, now
+        m.state, m.state_since = State.SUSPECT, now
         self._changed()
         self._suspicions[msg.node] = self._new_suspicion(msg.sender, now)
         self.events.append(MemberSuspected(msg.node, msg.incarnation, msg.sender))
@@ -358,9 +407,9 @@ class Membership:
             self._about_us(msg.incarnation)
             return
         m = self._members.get(msg.node)
-        if m is None or msg.incarnation < m.incarnation or m.state >= State.DEAD:
+        if m is None or msg.incarnation != m.incarnation or m.state >= State.DEAD:
             return
-        m.state, m.incarnation, m.state_since = State.DEAD, msg.incarnation, now
+        m.state, m.state_since = State.DEAD, now
         self._changed()
         self._suspicions.pop(msg.node, None)
         self.events.append(MemberDead(msg.node, msg.incarnation, msg.sender))
@@ -371,9 +420,9 @@ class Membership:
             self._about_us(msg.incarnation)
             return
         m = self._members.get(msg.node)
-        if m is None or msg.incarnation < m.incarnation or m.state == State.LEFT:
+        if m is None or msg.incarnation != m.incarnation or m.state == State.LEFT:
             return
-        m.state, m.incarnation, m.state_since = State.LEFT, msg.incarnation, now
+        m.state, m.state_since = State.LEFT, now
         self._changed()
         self._suspicions.pop(msg.node, None)
         self.events.append(MemberLeft(msg.node, msg.incarnation))
@@ -386,9 +435,33 @@ class Membership:
                 self.apply_leave(Leave(r.node, r.incarnation), now)
             return
         if r.node not in self._members or r.state == State.ALIVE or r.node == self.node_id:
-            self.apply_alive(Alive(r.node, r.incarnation, r.addr, r.meta), now)
+            self.apply_alive(r.alive(), now)
         if r.state != State.ALIVE:
             self.apply_suspect(Suspect(r.node, r.incarnation, 0), now)
+
+    def _room(self) -> bool:
+        """Room for one more member: evict the one longest DEAD or LEFT if full."""
+        if len(self._members) < self.max_members:
+            return True
+        gone = self.ids(State.DEAD, State.LEFT)
+        if not gone:
+            self.refused += 1
+            return False
+        self._forget(min(gone, key=lambda n: self._members[n].state_since))
+        return True
+
+    def _forget(self, node: int) -> None:
+        m = self._members.pop(node)
+        self._tombs.put(node, m.incarnation)
+        self._suspicions.pop(node, None)
+        self._changed()
+
+    def reap(self, now: float, after: float) -> list[int]:
+        """Remove members DEAD or LEFT for ``after`` seconds; their ids."""
+        gone = [n for n in self.ids(State.DEAD, State.LEFT) if now - self._members[n].state_since >= after]
+        for node in gone:
+            self._forget(node)
+        return gone
 
     # -- timers ------------------------------------------------------------
     def next_deadline(self) -> float | None:

@@ -35,7 +35,7 @@ MAX_META_KEYS = 16
 MAX_META_KEY = 32
 MAX_META_STR = 256
 MAX_META_BYTES = 1024
-MAX_MEMBERS_FRAME = 100_000
+MAX_MEMBERS_FRAME = 16_384
 MAX_ENTRIES_FRAME = 100_000
 
 
@@ -55,6 +55,11 @@ class MsgType(enum.IntEnum):
     PP_STATE = 20
     PP_ENTRIES = 21
     PP_END = 22
+    PP_HEALTH_REQ = 23  # p2phpo.core.health
+    PP_HEALTH = 24
+    DS_GET = 25  # p2phpo.core.dataset_xfer
+    DS_CHUNK = 26
+    DS_NONE = 27
 
 
 class State(enum.IntEnum):
@@ -92,10 +97,15 @@ class Nack:
 
 @dataclass(frozen=True, slots=True)
 class Alive:
+    """A node's own claim of life, signed by it (``core.member_sig``)."""
+
     node: int
     incarnation: int
     addr: Addr
     meta: dict[str, Any]
+    boot: int = 0  # the boot salt of the node's current life (bind datagrams to it); 0: unknown
+    pub: bytes = b""  # the node's Ed25519 public key (its id is derived from it)
+    sig: bytes = b""  # its signature of (node, incarnation, addr, meta, boot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +160,19 @@ class SyncVV:
 
 @dataclass(frozen=True, slots=True)
 class MemberRecord:
+    """One member in a push-pull; ``pub``/``sig`` sign its last Alive (incarnation, addr, meta, boot)."""
+
     node: int
     incarnation: int
     state: State
     addr: Addr
     meta: dict[str, Any]
+    boot: int = 0
+    pub: bytes = b""
+    sig: bytes = b""
+
+    def alive(self) -> Alive:
+        return Alive(self.node, self.incarnation, self.addr, self.meta, self.boot, self.pub, self.sig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +223,7 @@ def to_wire(m: Message | Frame) -> list[Any]:
     if t is Nack:
         return [MsgType.NACK, m.seq]
     if t is Alive:
-        return [MsgType.ALIVE, m.node, m.incarnation, *_addr(m.addr), m.meta]
+        return [MsgType.ALIVE, m.node, m.incarnation, *_addr(m.addr), m.meta, m.boot, m.pub, m.sig]
     if t is Suspect:
         return [MsgType.SUSPECT, m.node, m.incarnation, m.sender]
     if t is Dead:
@@ -221,7 +239,10 @@ def to_wire(m: Message | Frame) -> list[Any]:
     if t is SyncVV:
         return [MsgType.SYNC_VV, m.n_buckets, list(m.buckets), _vv_flat(m.vv), m.reply]
     if t is PPState:
-        members = [[r.node, r.incarnation, int(r.state), *_addr(r.addr), r.meta] for r in m.members]
+        members = [
+            [r.node, r.incarnation, int(r.state), *_addr(r.addr), r.meta, r.boot, r.pub, r.sig]
+            for r in m.members
+        ]
         return [MsgType.PP_STATE, members, _vv_flat(m.vv)]
     if t is PPEntries:
         return [MsgType.PP_ENTRIES, list(m.raws)]
@@ -292,7 +313,7 @@ def _fields(x: object, n_min: int, n_max: int) -> list[Any]:
 
 
 def _decode_one(x: object) -> Message:
-    f = expect_list(x, 8, min_len=1)
+    f = expect_list(x, 9, min_len=1)
     t = expect_int(f[0], 0, 255)
     u64 = expect_uint64
     if t == MsgType.PING and len(f) == 3:
@@ -303,8 +324,8 @@ def _decode_one(x: object) -> Message:
         return Ack(u64(f[1]))
     if t == MsgType.NACK and len(f) == 2:
         return Nack(u64(f[1]))
-    if t == MsgType.ALIVE and len(f) == 6:
-        return Alive(u64(f[1]), u64(f[2]), _get_addr(f[3], f[4]), _get_meta(f[5]))
+    if t == MsgType.ALIVE and len(f) == 9:
+        return Alive(u64(f[1]), u64(f[2]), _get_addr(f[3], f[4]), _get_meta(f[5]), u64(f[6]), *_get_sig(f[7], f[8]))
     if t == MsgType.SUSPECT and len(f) == 4:
         return Suspect(u64(f[1]), u64(f[2]), u64(f[3]))
     if t == MsgType.DEAD and len(f) == 4:
@@ -331,11 +352,20 @@ def decode_messages(obj: object, max_messages: int = 512) -> list[Message]:
     return [_decode_one(x) for x in items]
 
 
+def _get_sig(pub: object, sig: object) -> tuple[bytes, bytes]:
+    """(public key, signature); empty only where nodes run without identities (tests)."""
+    pub, sig = expect_bytes(pub, 32), expect_bytes(sig, 64)
+    if len(pub) not in (0, 32) or len(sig) not in (0, 64):
+        raise _bad("public key or signature of the wrong size")
+    return pub, sig
+
+
 def _decode_member(x: object) -> MemberRecord:
-    f = expect_list(x, 6, min_len=6)
+    f = expect_list(x, 9, min_len=9)
     state = expect_int(f[2], 0, 3)
     return MemberRecord(
-        expect_uint64(f[0]), expect_uint64(f[1]), State(state), _get_addr(f[3], f[4]), _get_meta(f[5])
+        expect_uint64(f[0]), expect_uint64(f[1]), State(state), _get_addr(f[3], f[4]), _get_meta(f[5]),
+        expect_uint64(f[6]), *_get_sig(f[7], f[8]),
     )
 
 

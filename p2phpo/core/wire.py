@@ -6,9 +6,15 @@ hello nonces are drawn by the runtime (``os.urandom``) and passed in.
 Interface for the gossip core (stable names)
 --------------------------------------------
 - ``sealer = Sealer(keyring, sender_id, restart_counter, boot_salt, label_hash(label))``
-  then ``sealer.seal(messages) -> bytes`` (messages: a list of msgpack-able
-  objects), or ``sealer.seal_packed([pack(m) for m in ...])`` when messages
-  are already packed (``pack``/``packed_size`` measure them once).
+  then ``sealer.seal(messages, to=(receiver, its salt)) -> bytes`` (messages:
+  a list of msgpack-able objects), or ``sealer.seal_packed([pack(m) ...], to=...)``
+  when messages are already packed (``pack``/``packed_size`` measure them once).
+  ``to=None`` seals an unbound datagram (first contact: the receiver's epoch
+  is not known yet).
+- ``opener.bind(node_id, boot_salt)``: the receiver this opener serves; a
+  datagram bound to any other receiver, or to an earlier life of this one,
+  is dropped as REPLAY. ``opener.peer_salt(sender)`` is the boot salt of the
+  newest epoch authenticated from ``sender`` (what to bind replies to).
 - Budget: ``payload_size(sizes) <= plaintext_budget(limit)`` where
   ``payload_size`` adds the msgpack array header; ``seal*`` raises ValueError
   (our misuse) when the datagram would exceed ``max_datagram``.
@@ -26,9 +32,16 @@ Interface for the gossip core (stable names)
 - Study adoption: ``sealer.label_hash = label_hash(label, fp)`` and
   ``opener.label_hashes = [...]`` (accept the label-only hash from joiners).
 
-Envelope (41 bytes, all associated data), then ciphertext + 16-byte tag::
+Envelope (57 bytes, all associated data), then ciphertext + 16-byte tag::
 
     version u8 | label hash 8 | key id 4 | sender u64 | restart u32 | boot salt u64 | counter u64
+    | receiver u64 | receiver boot salt u64
+
+The receiver fields bind a datagram to one life of one receiver, so it cannot
+be replayed to another node, nor to the same node after it restarted (a new
+life draws a new boot salt; replay windows live in memory only). Both are 0
+in an unbound datagram, which the gossip core limits to first-contact
+messages (a Ping and signed Alives): replaying one gets at most an Ack.
 
 The subkey is HKDF(cluster key, info = sender | restart | boot salt), so the
 nonce can be the counter: a restart bumps the persisted restart counter and a
@@ -128,11 +141,11 @@ __all__ = [
     "unpack_strict",
 ]
 
-VERSION = 1
+VERSION = 2
 DEFAULT_MAX_DATAGRAM = 1232
 """Largest UDP payload sent or accepted (IPv6 minimum MTU minus headers)."""
 
-_HEADER = struct.Struct(">B8s4sQIQQ")
+_HEADER = struct.Struct(">B8s4sQIQQQQ")
 HEADER_LEN = _HEADER.size
 OVERHEAD = HEADER_LEN + TAG_LEN
 _MIN_DATAGRAM = OVERHEAD + 1  # the payload is at least an empty msgpack array
@@ -182,6 +195,8 @@ class Datagram:
     counter: int
     messages: list[Any]
     key_id: bytes
+    bound: bool = True
+    """False for an unbound (first-contact) datagram, which any receiver accepts once."""
 
 
 def _subkey_aead(cipher: Cipher, key: bytes, sender: int, restart: int, salt: int) -> Aead:
@@ -238,21 +253,25 @@ class Sealer:
     def plaintext_budget(self) -> int:
         return plaintext_budget(self.max_datagram)
 
-    def seal(self, messages: list[Any]) -> bytes:
-        """One datagram carrying ``messages`` (a list of msgpack-able objects)."""
-        return self.seal_raw(pack(list(messages)))
+    def seal(self, messages: list[Any], to: tuple[int, int] | None = None) -> bytes:
+        """One datagram carrying ``messages`` (a list of msgpack-able objects),
+        bound to receiver ``to`` = (node id, boot salt), or unbound."""
+        return self.seal_raw(pack(list(messages)), to)
 
-    def seal_packed(self, packed: Sequence[bytes]) -> bytes:
+    def seal_packed(self, packed: Sequence[bytes], to: tuple[int, int] | None = None) -> bytes:
         """One datagram from messages already packed with :func:`pack`."""
-        return self.seal_raw(array_header(len(packed)) + b"".join(packed))
+        return self.seal_raw(array_header(len(packed)) + b"".join(packed), to)
 
-    def seal_raw(self, payload: bytes) -> bytes:
+    def seal_raw(self, payload: bytes, to: tuple[int, int] | None = None) -> bytes:
         """Seal arbitrary plaintext bytes (tests and fuzzing seal junk with this)."""
         size = OVERHEAD + len(payload)
         if size > self.max_datagram:
             raise ValueError(f"datagram of {size} bytes exceeds the {self.max_datagram}-byte limit")
         if self._counter >= _U64:
             raise RuntimeError("datagram counter exhausted; restart the node")
+        receiver, rsalt = to if to is not None else (0, 0)
+        if not (0 <= receiver <= _U64 and 0 <= rsalt <= _U64):
+            raise ValueError("a receiver is a (uint64 id, uint64 boot salt) pair")
         self._counter += 1
         kid, aead = self._current_aead()
         ad = _HEADER.pack(
@@ -263,6 +282,8 @@ class Sealer:
             self._epoch.restart,
             self._epoch.salt,
             self._counter,
+            receiver,
+            rsalt,
         )
         return ad + aead.encrypt(counter_nonce(self._counter), payload, ad)
 
@@ -312,12 +333,22 @@ class Opener:
         self._wmask = (1 << window_bits) - 1
         # (sender, restart, salt) -> [highest counter, bitmap: bit i = highest - i seen]
         self._windows: Lru[_WindowKey, list[int]] = Lru(max_windows)
-        self._newest: Lru[int, int] = Lru(max_windows)  # sender -> newest restart seen
+        self._newest: Lru[int, tuple[int, int]] = Lru(max_windows)  # sender -> newest (restart, salt)
+        self._me: tuple[int, int] | None = None
         self._subkeys: Lru[tuple[bytes, int, int, int], Aead] = Lru(max_subkeys)
 
     @property
     def label_hashes(self) -> frozenset[bytes]:
         return self._labels
+
+    def bind(self, node_id: int, boot_salt: int) -> None:
+        """Serve receiver ``node_id`` in its life ``boot_salt``: datagrams bound elsewhere are REPLAY."""
+        self._me = (node_id, boot_salt)
+
+    def peer_salt(self, sender: int) -> int | None:
+        """Boot salt of the newest epoch authenticated from ``sender`` (None if unknown)."""
+        newest = self._newest.peek(sender)
+        return None if newest is None else newest[1]
 
     @label_hashes.setter
     def label_hashes(self, values: Iterable[bytes]) -> None:
@@ -336,7 +367,7 @@ class Opener:
             data = bytes(data)
         if data[0] != VERSION:
             raise WireError(DropReason.BAD_VERSION, f"version {data[0]}")
-        _, label, kid, sender, restart, salt, counter = _HEADER.unpack_from(data)
+        _, label, kid, sender, restart, salt, counter, receiver, rsalt = _HEADER.unpack_from(data)
         if label not in self._labels:
             raise WireError(DropReason.UNKNOWN_CLUSTER)
         key = self._keyring.get(kid)
@@ -347,7 +378,10 @@ class Opener:
         messages = unpack_strict(plain, max_depth=self.max_depth)
         if type(messages) is not list:
             raise WireError(DropReason.BAD_SCHEMA, "payload is not an array")
-        dg = Datagram(sender, Epoch(restart, salt), counter, messages, kid)
+        bound = receiver != 0 or rsalt != 0
+        if bound and (receiver, rsalt) != self._me:
+            raise WireError(DropReason.REPLAY, "sealed for another receiver or an earlier life")
+        dg = Datagram(sender, Epoch(restart, salt), counter, messages, kid, bound)
         if commit:
             self._record(sender, restart, salt, counter)
         return dg
@@ -385,14 +419,14 @@ class Opener:
         else:
             win[1] |= 1 << (win[0] - counter)
         newest = self._newest.peek(sender)
-        if newest is None or restart > newest:
-            self._newest.put(sender, restart)
+        if newest is None or restart > newest[0] or (restart == newest[0] and salt != newest[1]):
+            self._newest.put(sender, (restart, salt))
         else:
             self._newest.get(sender)  # refresh recency
 
     def _check_replay(self, sender: int, restart: int, salt: int, counter: int) -> None:
         newest = self._newest.peek(sender)
-        if newest is not None and restart < newest:
+        if newest is not None and restart < newest[0]:
             raise WireError(DropReason.REPLAY, "stale epoch")
         win = self._windows.peek((sender, restart, salt))
         if win is None or counter > win[0]:
@@ -405,5 +439,5 @@ class Opener:
         """Canonical bytes of the replay state, for tests that assert it did not change."""
         nbytes = (self._wbits + 7) // 8
         windows = sorted([*k, w[0], w[1].to_bytes(nbytes, "big")] for k, w in self._windows.items())
-        newest = sorted([s, r] for s, r in self._newest.items())
+        newest = sorted([s, *r] for s, r in self._newest.items())
         return pack([windows, newest])

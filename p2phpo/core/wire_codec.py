@@ -29,6 +29,9 @@ class DropReason(Enum):
     BAD_SCHEMA = "bad_schema"
     UNKNOWN_CLUSTER = "unknown_cluster"
     BAD_VERSION = "bad_version"
+    BAD_SIGNATURE = "bad_signature"
+    OVER_LIMIT = "over_limit"
+    """A bounded table or buffer was full (members, TCP sessions, buffered bytes)."""
 
 
 class WireError(Exception):

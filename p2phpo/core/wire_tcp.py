@@ -10,13 +10,18 @@ data) then the sender's node id sealed under a hello key derived from the
 cluster key (the client's key id selects it; the server answers under the
 same key). Each side draws its 16-byte nonce at random (passed in); the
 per-direction subkeys are HKDF(cluster key, nonce_c | nonce_s | direction),
-so every session has fresh keys and a replayed client hello gets nowhere:
-the replayer cannot seal a frame, so :attr:`TcpSession.peer_proven` stays
-false (the runtime should send bulk data only once it is true).
+so every session has fresh keys. Key confirmation: right after its hello
+is answered, each side seals a fixed "finished" frame (frame counter 1) under
+the session keys, and the first frame a side accepts must be exactly the
+peer's finished frame. A replayed hello gets nowhere: the replayer cannot
+seal the finished frame, so :attr:`TcpSession.peer_proven` stays false, and
+until then nothing larger than a finished frame is ever buffered.
 
 Frames: ``length u32`` (of the sealed body) then AEAD(body) with the frame
 counter as nonce and the length as associated data. The length is checked
-against the frame cap before the body is buffered.
+against the frame cap (the finished-frame size before the peer is proven)
+before the body is buffered. Frame bodies are msgpack objects; the framing
+does not care what they mean, so new request kinds need no framing change.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from cryptography.exceptions import InvalidTag
 from p2phpo.core.wire_codec import DEFAULT_MAX_DEPTH, DropReason, WireError, pack, unpack_strict
 from p2phpo.core.wire_crypto import TAG_LEN, Aead, Keyring, counter_nonce, derive
 
-TCP_VERSION = 1
+TCP_VERSION = 2
 MAX_FRAME = 8 * 1024 * 1024
 """Largest plaintext of one TCP frame."""
 HELLO_NONCE_LEN = 16
@@ -38,7 +43,10 @@ _HELLO_AD = struct.Struct(">B8s4sB16s")
 HELLO_LEN = _HELLO_AD.size + 8 + TAG_LEN
 _LEN = struct.Struct(">I")
 _HELLO_INFO = b"p2phpo/tcp-hello/v1"
-_SESSION_INFO = b"p2phpo/tcp/v1"
+_SESSION_INFO = b"p2phpo/tcp/v2"
+_FINISHED = b"p2phpo/tcp/finished"
+FINISHED_LEN = _LEN.size + len(_FINISHED) + TAG_LEN
+"""Bytes of a sealed finished frame (what a side sends right after the hellos)."""
 
 
 class Role(Enum):
@@ -132,13 +140,18 @@ class TcpSession:
 
     @property
     def peer_proven(self) -> bool:
-        """True once a frame from the peer authenticated under this session's fresh keys.
+        """True once the peer's finished frame authenticated under this session's fresh keys.
 
         A hello alone can be a replay; count the connection as unauthenticated
-        (pre-auth cap, 5 s deadline) until this is true, and let a server send
+        (pre-auth cap, hello deadline) until this is true, and let a server send
         bulk data only after it.
         """
         return self._rx_n > 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and held until their frame is complete."""
+        return len(self._buf)
 
     @property
     def failed(self) -> WireError | None:
@@ -211,6 +224,7 @@ class TcpSession:
         c2s = self._keyring.cipher.aead(derive(key, _SESSION_INFO + nc + ns + b"c2s"))
         s2c = self._keyring.cipher.aead(derive(key, _SESSION_INFO + nc + ns + b"s2c"))
         self._tx, self._rx = (c2s, s2c) if self._role is Role.CLIENT else (s2c, c2s)
+        self._out += self.seal_raw(_FINISHED)  # key confirmation, frame counter 1
         return True
 
     def _take_frames(self) -> list[Any]:
@@ -218,6 +232,8 @@ class TcpSession:
         buf = self._buf
         while len(buf) >= _LEN.size:
             (n,) = _LEN.unpack_from(buf)
+            if self._rx_n == 0 and n != FINISHED_LEN - _LEN.size:
+                raise WireError(DropReason.BAD_AUTH, "no finished frame after the hello")
             if n > self.max_frame + TAG_LEN or n <= TAG_LEN:
                 raise WireError(DropReason.BAD_SIZE, f"frame of {n} bytes")
             if len(buf) < _LEN.size + n:
@@ -231,5 +247,9 @@ class TcpSession:
             except InvalidTag:
                 raise WireError(DropReason.BAD_AUTH, "frame tag mismatch") from None
             self._rx_n += 1
+            if self._rx_n == 1:
+                if plain != _FINISHED:
+                    raise WireError(DropReason.BAD_AUTH, "bad finished frame")
+                continue
             out.append(unpack_strict(plain, max_depth=self.max_depth))
         return out

@@ -1,10 +1,21 @@
 """TCP push-pull over sealed frames: one client and one server coroutine.
 
 Thin: the handshake and the sealing are ``TcpSession`` (wire), the exchange
-is the core's ``SyncSession``; this module only moves bytes with deadlines.
-Before authentication the server holds at most ``preauth_cap`` connections
-and gives each ``deadline`` seconds to say hello; after it, every read has the
-same deadline. A failed session counts its reason in the core and closes.
+is the core's ``SyncSession``; this module only moves bytes with deadlines
+and limits:
+
+- a connection is *pre-auth* until its peer is proven (its finished frame
+  authenticated under this session's fresh keys; a replayed hello never
+  gets there). At most ``preauth_cap`` are held; a new one evicts the
+  oldest, so connections that never prove themselves cannot lock real
+  peers out. The whole hello (both hellos and the finished frames) must
+  complete within one ``deadline``, however the bytes trickle in.
+- after it, every read has the same deadline; at most ``TcpBudget.session_cap``
+  proven sessions run at once, and the bytes all connections hold in
+  unfinished frames stay under ``TcpBudget.buffer_bytes`` (a connection that
+  would exceed it is dropped and counted as ``over_limit``).
+
+A failed session counts its reason in the core and closes.
 """
 
 from __future__ import annotations
@@ -12,13 +23,25 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from p2phpo.core.gossip import GossipCore
 from p2phpo.core.gossip_sync import SyncSession
-from p2phpo.core.wire import Keyring, Role, TcpSession, WireError
+from p2phpo.core.wire import DropReason, Keyring, Role, TcpSession, WireError
 
 READ_CHUNK = 256 * 1024
+
+
+@dataclass(slots=True)
+class TcpBudget:
+    """Node-wide TCP limits, shared by every connection (served and initiated)."""
+
+    session_cap: int = 16
+    """Most proven sessions running at once."""
+    buffer_bytes: int = 16 << 20
+    """Most bytes held in unfinished frames over all connections."""
+    sessions: int = 0
+    buffered: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +50,10 @@ class TcpSettings:
     label_hash: bytes
     accept_labels: frozenset[bytes]
     deadline: float = 5.0
+    """For the whole hello, then for each read of a proven session."""
     preauth_cap: int = 16
     max_frame: int = 4 * 1024 * 1024
+    budget: TcpBudget = field(default_factory=TcpBudget)
 
 
 def _session(core: GossipCore, s: TcpSettings, role: Role) -> TcpSession:
@@ -43,18 +68,42 @@ def _session(core: GossipCore, s: TcpSettings, role: Role) -> TcpSession:
     )
 
 
-async def _read(reader: asyncio.StreamReader, deadline: float) -> bytes:
-    data = await asyncio.wait_for(reader.read(READ_CHUNK), deadline)
-    if not data:
-        raise ConnectionError("peer closed")
-    return data
+class _Stream:
+    """One connection's reads: deadlines, and its share of the node's buffer budget."""
+
+    def __init__(self, reader: asyncio.StreamReader, tcp: TcpSession, budget: TcpBudget) -> None:
+        self.reader, self.tcp, self.budget = reader, tcp, budget
+        self.held = 0
+
+    async def feed(self, timeout: float) -> list[object]:
+        """Objects of the frames completed by the next read (WireError on bad bytes)."""
+        if timeout <= 0:
+            raise TimeoutError
+        data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+        if not data:
+            raise ConnectionError("peer closed")
+        b = self.budget
+        if b.buffered - self.held + self.tcp.buffered + len(data) > b.buffer_bytes:
+            raise WireError(DropReason.OVER_LIMIT, "tcp buffer budget exhausted")
+        try:
+            return self.tcp.feed(data)
+        finally:
+            self._account()
+
+    def _account(self) -> None:
+        now = self.tcp.buffered
+        self.budget.buffered += now - self.held
+        self.held = now
+
+    def release(self) -> None:
+        self.budget.buffered -= self.held
+        self.held = 0
 
 
 async def _exchange(
     core: GossipCore,
-    tcp: TcpSession,
+    stream: _Stream,
     sync: SyncSession,
-    reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     s: TcpSettings,
     on_change: Callable[[], None],
@@ -62,6 +111,7 @@ async def _exchange(
 ) -> bool:
     """Run one push-pull to completion; True if it finished cleanly."""
     loop = asyncio.get_running_loop()
+    tcp = stream.tcp
     started = False
     objs = list(pending or [])
     while True:
@@ -77,11 +127,11 @@ async def _exchange(
         for f in frames:
             writer.write(tcp.seal_frame(f))
         on_change()
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), s.deadline)
         if sync.done:
             return sync.failed is None
         try:
-            objs = tcp.feed(await _read(reader, s.deadline))
+            objs = await stream.feed(s.deadline)
         except WireError as e:
             core.count_drop(e.reason)
             on_change()
@@ -93,14 +143,23 @@ async def pushpull_client(
 ) -> bool:
     """Connect to ``addr`` and push-pull; False on any failure (logged in counters only)."""
     writer = None
+    stream = None
+    b = s.budget
+    if b.sessions >= b.session_cap:
+        core.count_drop(DropReason.OVER_LIMIT)
+        return False
+    b.sessions += 1
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), s.deadline)
-        tcp = _session(core, s, Role.CLIENT)
+        stream = _Stream(reader, _session(core, s, Role.CLIENT), b)
         sync = core.sync_session(initiator=True)
-        return await _exchange(core, tcp, sync, reader, writer, s, on_change)
+        return await _exchange(core, stream, sync, writer, s, on_change)
     except (TimeoutError, OSError, ConnectionError):
         return False
     finally:
+        b.sessions -= 1
+        if stream is not None:
+            stream.release()
         if writer is not None:
             writer.close()
 
@@ -114,10 +173,16 @@ class PushPullServer:
         self.settings = s
         self.on_change = on_change
         self.on_done = on_done  # (peer id, completed) after each authenticated session
-        self.preauth = 0
         self.refused = 0
+        self.evicted = 0
         self.sessions = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self._preauth: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
+
+    @property
+    def preauth(self) -> int:
+        """Connections whose peer is not proven yet."""
+        return len(self._preauth)
 
     async def close(self) -> None:
         """Cancel the connections still being served and wait for them."""
@@ -132,38 +197,64 @@ class PushPullServer:
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, task)
         except asyncio.CancelledError:
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _admit(self, writer: asyncio.StreamWriter, task: asyncio.Task[None] | None) -> None:
+        """Hold ``writer`` as pre-auth, evicting the oldest unproven connection when full."""
+        while len(self._preauth) >= self.settings.preauth_cap:
+            old_writer, old_task = next(iter(self._preauth.items()))
+            del self._preauth[old_writer]
+            self.evicted += 1
+            old_writer.close()
+            if old_task is not None:
+                old_task.cancel()
+        self._preauth[writer] = task
+
+    async def _prove(self, stream: _Stream, writer: asyncio.StreamWriter) -> list[object]:
+        """Run the hello to a proven peer within one deadline; frames that came with it."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.settings.deadline
+        pending: list[object] = []
+        while not stream.tcp.peer_proven:
+            pending = await stream.feed(until - loop.time())
+            out = stream.tcp.data_to_send()
+            if out:
+                writer.write(out)
+                await asyncio.wait_for(writer.drain(), max(0.001, until - loop.time()))
+        return pending
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[None] | None
+    ) -> None:
         s = self.settings
-        if self.preauth >= s.preauth_cap:
-            self.refused += 1
-            writer.close()
-            return
-        self.preauth += 1
-        authed = False
+        self._admit(writer, task)
+        stream = _Stream(reader, _session(self.core, s, Role.SERVER), s.budget)
+        counted = False
         try:
-            tcp = _session(self.core, s, Role.SERVER)
-            pending: list[object] = []
-            while not tcp.established:
-                try:
-                    pending = tcp.feed(await _read(reader, s.deadline))
-                except WireError as e:
-                    self.core.count_drop(e.reason)
-                    self.on_change()
-                    return
-            self.preauth -= 1
-            authed = True
+            pending = await self._prove(stream, writer)
+            del self._preauth[writer]
+            if s.budget.sessions >= s.budget.session_cap:
+                self.refused += 1
+                self.core.count_drop(DropReason.OVER_LIMIT)
+                self.on_change()
+                return
+            s.budget.sessions += 1
+            counted = True
             self.sessions += 1
             sync = self.core.sync_session(initiator=False)
-            ok = await _exchange(self.core, tcp, sync, reader, writer, s, self.on_change, pending)
+            ok = await _exchange(self.core, stream, sync, writer, s, self.on_change, pending)
             if self.on_done is not None:
-                self.on_done(tcp.peer_sender or 0, ok)
+                self.on_done(stream.tcp.peer_sender or 0, ok)
+        except WireError as e:
+            self.core.count_drop(e.reason)
+            self.on_change()
         except (TimeoutError, OSError, ConnectionError):
             pass
         finally:
-            if not authed:
-                self.preauth -= 1
+            if counted:
+                s.budget.sessions -= 1
+            self._preauth.pop(writer, None)
+            stream.release()
             writer.close()

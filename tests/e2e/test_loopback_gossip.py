@@ -152,10 +152,11 @@ async def tcp_abuse_scenario() -> None:
         assert await r.read(100) == b""  # the server hangs up
         w.close()
         assert sum(rt.counters()["dropped"].values()) == 1
-        # Idle unauthenticated connections are capped.
+        # Idle unauthenticated connections are capped: the oldest make room.
         for _ in range(rt.tcp.preauth_cap + 4):
             conns.append(await asyncio.open_connection(host, port))
-        assert await wait_for(lambda: rt.counters()["tcp_refused"] == 4, 5.0)
+        assert await wait_for(lambda: rt.counters()["tcp_evicted"] == 4, 5.0)
+        assert rt._pp is not None and rt._pp.preauth == rt.tcp.preauth_cap
     finally:
         for _, w in conns:
             w.close()

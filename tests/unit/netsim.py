@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.profiles import LOCAL, Profile
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash, pack, unpack_strict
@@ -32,7 +33,8 @@ def make_wire(
     node_id: int, key: bytes = KEY, cipher: Cipher = Cipher.NULL, restart: int = 0
 ) -> tuple[Sealer, Opener]:
     ring = Keyring([key], cipher=cipher)
-    return Sealer(ring, node_id, restart, node_id & 0xFFFF, LABEL), Opener(ring, [LABEL])
+    salt = (node_id & 0xFFFF) | restart << 16  # each life its own boot salt, as os.urandom gives
+    return Sealer(ring, node_id, restart, salt, LABEL), Opener(ring, [LABEL])
 
 
 @dataclass
@@ -86,13 +88,25 @@ class Net:
         key: bytes = KEY,
         ledger: Ledger | None = None,
         restart: int = 0,
+        identity: Identity | None = None,
     ) -> Node:
-        node_id = node_id if node_id is not None else len(self.by_id) + 1
-        addr = (f"10.0.{node_id >> 8 & 255}.{node_id & 255}", 7946)
+        """A node; with ``identity`` its id is the identity's and it signs its Alive
+        (and requires signed Alives from everyone)."""
+        host = len(self.by_id) + 1
+        if identity is not None:
+            node_id = identity.node_id
+            host = next((i for i, n in enumerate(self.by_id.values(), 1) if n.node_id == node_id), host)
+        node_id = node_id if node_id is not None else host
+        if identity is None:
+            host = node_id
+        addr = (f"10.0.{host >> 8 & 255}.{host & 255}", 7946)
         ledger = ledger if ledger is not None else Ledger()
         sealer, opener = make_wire(node_id, key, self.cipher, restart)
         cfg = GossipConfig(profile=self.profile, addr=addr, incarnation=restart, **self.config)
-        core = GossipCore(node_id, cfg, random.Random(f"{self.seed}/{node_id}"), ledger, sealer, opener, meta)
+        core = GossipCore(
+            node_id, cfg, random.Random(f"{self.seed}/{node_id}"), ledger, sealer, opener, meta,
+            identity=identity,
+        )
         node = Node(node_id, addr, core, ledger)
         self.nodes[addr] = node
         self.by_id[node_id] = node

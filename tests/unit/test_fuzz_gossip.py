@@ -17,6 +17,7 @@ from p2phpo.core.entries import Report, encode_entry
 from p2phpo.core.gossip import GossipCore
 from p2phpo.core.messages import decode_frame, decode_messages
 from p2phpo.core.wire import (
+    HEADER_LEN,
     Cipher,
     Keyring,
     Role,
@@ -144,8 +145,8 @@ def test_hostile_datagrams_change_nothing_and_are_all_counted():
 
 
 def _captured_plaintexts(core: GossipCore, captured: list[bytes]) -> list[object]:
-    # Null cipher: the plaintext sits between the 41-byte header and the 16-byte tag.
-    return [unpack_strict(d[41:-16]) for d in captured]
+    # Null cipher: the plaintext sits between the header and the 16-byte tag.
+    return [unpack_strict(d[HEADER_LEN:-16]) for d in captured]
 
 
 def _tcp_pair() -> tuple[TcpSession, TcpSession]:
@@ -154,6 +155,7 @@ def _tcp_pair() -> tuple[TcpSession, TcpSession]:
     s = TcpSession(ring, role=Role.SERVER, nonce=b"s" * 16, sender=1, label_hash=LABEL)
     s.feed(c.data_to_send())
     c.feed(s.data_to_send())
+    s.feed(c.data_to_send())  # the client's finished frame
     return c, s
 
 

@@ -289,7 +289,7 @@ def test_datagrams_never_exceed_the_limit():
 def test_garbage_is_counted_and_reported_not_raised():
     net, (a, b) = cluster(2)
     before = pack(a.core.dump())
-    a.core.receive_datagram(b"\x01" * 80, ("6.6.6.6", 1), net.now)
+    a.core.receive_datagram(b"\x02" * 80, ("6.6.6.6", 1), net.now)  # our version, no cluster
     a.core.receive_datagram(b"", ("6.6.6.6", 1), net.now)
     assert a.core.dropped[DropReason.BAD_SIZE] == 1
     assert a.core.dropped[DropReason.UNKNOWN_CLUSTER] == 1

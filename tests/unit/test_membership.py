@@ -66,8 +66,10 @@ def test_refutes_suspicion_about_itself():
     assert m.awareness == 1  # Lifeguard: refuting raises our own health multiplier
     assert isinstance(m.events[-1], MemberRefuted)
     assert m.outbox[-1] == Alive(1, 1, m.addr, {})
-    m.apply_dead(Dead(1, 5, 100), 2.0)
-    assert m.incarnation == 6
+    m.apply_dead(Dead(1, 5, 100), 2.0)  # above our signed incarnation: a forgery, ignored
+    assert m.incarnation == 1
+    m.apply_dead(Dead(1, 1, 100), 2.0)
+    assert m.incarnation == 2
 
 
 def test_leave_is_final_for_equal_incarnation():

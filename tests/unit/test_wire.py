@@ -212,7 +212,7 @@ def test_payload_size_matches_seal_packed():
 def test_bad_version():
     s, o = pair()
     data = s.seal([])
-    assert reason(o, b"\x02" + data[1:]) is DropReason.BAD_VERSION
+    assert reason(o, b"\x01" + data[1:]) is DropReason.BAD_VERSION
 
 
 def test_open_without_commit_leaves_the_window_then_accept_records():
@@ -277,6 +277,8 @@ def test_drop_counter():
         "bad_schema": 0,
         "unknown_cluster": 0,
         "bad_version": 0,
+        "bad_signature": 0,
+        "over_limit": 0,
     }
 
 
@@ -316,17 +318,24 @@ def test_schema_helpers():
 
 def test_envelope_layout_is_fixed():
     s, _ = pair()
-    data = s.seal([])
-    version, label, kid, sender, restart, salt, counter = struct.unpack_from(">B8s4sQIQQ", data)
-    assert (version, label, kid, sender, restart, salt, counter) == (
-        1,
-        LABEL,
-        key_id(K1),
-        7,
-        1,
-        0xABCDEF,
-        1,
-    )
+    data = s.seal([], to=(9, 0x1234))
+    fields = struct.unpack_from(">B8s4sQIQQQQ", data)
+    assert fields == (2, LABEL, key_id(K1), 7, 1, 0xABCDEF, 1, 9, 0x1234)
+    assert struct.unpack_from(">QQ", s.seal([]), 41) == (0, 0)  # unbound
+
+
+def test_a_datagram_bound_to_one_receiver_life_opens_nowhere_else():
+    s, _ = pair()
+    _, b = pair()
+    b.bind(9, 0x1234)
+    dg = b.open(s.seal(["hi"], to=(9, 0x1234)))
+    assert dg.bound and dg.messages == ["hi"]
+    assert b.peer_salt(7) == 0xABCDEF and b.peer_salt(8) is None
+    for to in [(10, 0x1234), (9, 0x1235)]:  # another node; the same node's next life
+        with pytest.raises(WireError) as ei:
+            b.open(s.seal(["hi"], to=to))
+        assert ei.value.reason is DropReason.REPLAY
+    assert not b.open(s.seal(["first contact"])).bound
 
 
 _scalars = (

@@ -182,6 +182,7 @@ def handshake(rng: random.Random) -> tuple[TcpSession, TcpSession]:
     s = TcpSession(Keyring([KEY]), role=Role.SERVER, nonce=rng.randbytes(16), sender=2, **kw)
     s.feed(c.data_to_send())
     c.feed(s.data_to_send())
+    s.feed(c.data_to_send())  # the client's finished frame: both peers proven
     return c, s
 
 

@@ -14,7 +14,7 @@ from p2phpo.core.wire import (
     WireError,
     label_hash,
 )
-from p2phpo.core.wire_tcp import HELLO_LEN
+from p2phpo.core.wire_tcp import FINISHED_LEN, HELLO_LEN
 
 K1 = bytes(range(32))
 K2 = bytes(range(1, 33))
@@ -30,8 +30,11 @@ def session(role, keys=(K1,), *, nonce=None, label=LABEL, cipher=Cipher.AES_GCM,
 
 def connect(client, server):
     assert server.feed(client.data_to_send()) == []
-    assert client.feed(server.data_to_send()) == []
+    assert client.feed(server.data_to_send()) == []  # server hello + finished
+    assert client.peer_proven and not server.peer_proven
+    assert server.feed(client.data_to_send()) == []  # client finished
     assert client.established and server.established
+    assert client.peer_proven and server.peer_proven
 
 
 def fails(sess, data) -> DropReason:
@@ -49,12 +52,9 @@ def test_handshake_and_frames_both_ways(cipher):
     assert not c.established
     connect(c, s)
     assert (c.peer_sender, s.peer_sender) == (2, 1)
-    assert not s.peer_proven and not c.peer_proven
     frames = [{"vv": [[1, 2]]}, [b"x" * 5000], "done"]
     assert s.feed(b"".join(c.seal_frame(f) for f in frames)) == frames
-    assert s.peer_proven
     assert c.feed(s.seal_frame([1, 2, 3])) == [[1, 2, 3]]
-    assert c.peer_proven
 
 
 def test_byte_by_byte_delivery():
@@ -64,7 +64,7 @@ def test_byte_by_byte_delivery():
     for i in range(len(stream)):
         out += s.feed(stream[i : i + 1])
     c.feed(s.data_to_send())
-    data = c.seal_frame(["a"]) + c.seal_frame(["b"])
+    data = c.data_to_send() + c.seal_frame(["a"]) + c.seal_frame(["b"])
     for i in range(len(data)):
         out += s.feed(data[i : i + 1])
     assert out == [["a"], ["b"]]
@@ -138,6 +138,7 @@ def test_small_frame_cap_and_local_misuse():
     big_server = session(Role.SERVER, max_frame=64)
     big_server.feed(big.data_to_send())
     big.feed(big_server.data_to_send())
+    big_server.feed(big.data_to_send())
     assert fails(big_server, big.seal_frame(b"x" * 100)) is DropReason.BAD_SIZE
 
 
@@ -150,8 +151,21 @@ def test_replayed_client_hello_never_proves_itself():
     hello = c.data_to_send()
     s.feed(hello)
     c.feed(s.data_to_send())
+    old_finished = c.data_to_send()
     old_frame = c.seal_frame("recorded")
-    replayed = session(Role.SERVER, nonce=b"u" * 16)  # a new connection, fresh server nonce
-    assert replayed.feed(hello) == []
-    assert replayed.established and not replayed.peer_proven
-    assert fails(replayed, old_frame) is DropReason.BAD_AUTH
+    for later in (old_finished, old_frame, old_finished + old_frame):
+        replayed = session(Role.SERVER, nonce=b"u" * 16)  # a new connection, fresh server nonce
+        assert replayed.feed(hello) == []
+        assert replayed.established and not replayed.peer_proven
+        assert fails(replayed, later) is DropReason.BAD_AUTH
+
+
+def test_nothing_but_a_finished_frame_is_buffered_before_the_peer_is_proven():
+    c, s = session(Role.CLIENT), session(Role.SERVER)
+    s.feed(c.data_to_send())
+    # A replayer announces a 4 MiB frame: refused on its 4-byte length, nothing buffered.
+    assert fails(s, (4 << 20).to_bytes(4, "big")) is DropReason.BAD_AUTH
+    c, s = session(Role.CLIENT), session(Role.SERVER)
+    s.feed(c.data_to_send())
+    assert s.feed(b"\x00\x00") == [] and s.buffered == 2
+    assert FINISHED_LEN < 64
