@@ -18,6 +18,9 @@ in-memory network of ``tests/unit/netsim.py`` (virtual clock, null cipher,
   (null and AES-GCM), against plain msgpack packing of the same messages.
 - catch-up: a node joining a 10,000-entry ledger over real loopback sockets
   (AES-GCM, TCP push-pull), against decoding the same entries in-process.
+
+Nodes sign their ledger records and verify every merged one, as real nodes
+do (``--unsigned``: the ledgers of before, for comparison).
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from _common import emit  # noqa: E402
 from netsim import Net  # noqa: E402
 
-from p2phpo.core.entries import Report, decode_entry, encode_entry  # noqa: E402
+from p2phpo.core.entries import Report  # noqa: E402
 from p2phpo.core.gossip import EntriesMerged, GossipCore  # noqa: E402
 from p2phpo.core.membership import MemberDead  # noqa: E402
 from p2phpo.core.messages import Ping, State  # noqa: E402
 from p2phpo.core.profiles import LAN  # noqa: E402
+from p2phpo.core.records import decode_record  # noqa: E402
 from p2phpo.core.wire import Cipher, pack  # noqa: E402
+
+SIGNED = True  # --unsigned turns it off
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -51,7 +57,7 @@ def pct(xs: list[float], q: float) -> float:
 
 # --------------------------------------------------------------------------- spread
 def spread_once(n: int, loss: float, seed: int) -> float:
-    net = Net(seed=seed, profile=LAN, loss=loss)
+    net = Net(seed=seed, profile=LAN, loss=loss, signed=SIGNED)
     net.keep_events = False
     nodes = net.mesh(n)
     net.run_for(2.0)
@@ -101,7 +107,7 @@ def bench_spread(quick: bool) -> list[list]:
 
 # --------------------------------------------------------------------------- detection
 def detect_once(n: int, seed: int) -> tuple[float, int]:
-    net = Net(seed=seed, profile=LAN)
+    net = Net(seed=seed, profile=LAN, signed=SIGNED)
     net.keep_events = False
     nodes = net.mesh(n)
     net.run_for(5.0)
@@ -134,7 +140,7 @@ def bench_detect(quick: bool) -> list[list]:
 
 
 def false_dead(n: int, loss: float, seconds: float, seed: int) -> int:
-    net = Net(seed=seed, profile=LAN, loss=loss)
+    net = Net(seed=seed, profile=LAN, loss=loss, signed=SIGNED)
     net.keep_events = False
     nodes = net.mesh(n)
     count = [0]
@@ -147,7 +153,7 @@ def false_dead(n: int, loss: float, seconds: float, seed: int) -> int:
 # --------------------------------------------------------------------------- repair
 def repair_once(n: int, seed: int) -> tuple[float, int]:
     """An entry whose every gossip copy was lost: seconds until anti-entropy put it everywhere."""
-    net = Net(seed=seed, profile=LAN)
+    net = Net(seed=seed, profile=LAN, signed=SIGNED)
     net.keep_events = False
     nodes = net.mesh(n)
     net.run_for(2.0)
@@ -166,7 +172,7 @@ def repair_once(n: int, seed: int) -> tuple[float, int]:
 
 # --------------------------------------------------------------------------- bandwidth
 def bandwidth(n: int, busy: bool, seconds: float, seed: int) -> float:
-    net = Net(seed=seed, profile=LAN)
+    net = Net(seed=seed, profile=LAN, signed=SIGNED)
     net.keep_events = False
     nodes = net.mesh(n)
     net.run_for(3.0)
@@ -190,7 +196,7 @@ def bench_seal(quick: bool) -> list[list]:
     rows = []
     reps = 2000 if quick else 20000
     for cipher in (Cipher.NULL, Cipher.AES_GCM):
-        net = Net(seed=1, profile=LAN, cipher=cipher)
+        net = Net(seed=1, profile=LAN, cipher=cipher, signed=SIGNED)
         net.keep_events = False
         a, b = net.mesh(2)
         entries = [
@@ -198,7 +204,7 @@ def bench_seal(quick: bool) -> list[list]:
         ]
         core: GossipCore = a.core
         head = [Ping(1, b.node_id), core.ae.digest()]
-        msgs = [(("e", e.origin, e.seq), pack([9, encode_entry(e)])) for e in entries]
+        msgs = [(("e", e.origin, e.seq), pack([9, a.ledger.raw(e.origin, e.seq)])) for e in entries]
         for key, m in msgs[:3000]:
             core.queue.put(key, m)
         t = time.perf_counter()
@@ -208,7 +214,7 @@ def bench_seal(quick: bool) -> list[list]:
             for key, m in msgs[3000 + i * 9 : 3000 + i * 9 + 9]:
                 core.queue.put(key, m)
         seal_rate = reps / (time.perf_counter() - t)
-        parts = [pack([9, encode_entry(e)]) for e in entries[:10]]
+        parts = [pack([9, a.ledger.raw(e.origin, e.seq)]) for e in entries[:10]]
         t = time.perf_counter()
         for _ in range(reps):
             pack([[1, 1, 2], [10, 1, 2, 3], *([9, p] for p in parts)])
@@ -221,21 +227,28 @@ def bench_seal(quick: bool) -> list[list]:
 async def catch_up(n_entries: int) -> tuple[float, float]:
     import os
 
+    from p2phpo.core.identity import Identity
     from p2phpo.core.ledger import Ledger
     from p2phpo.core.profiles import LOCAL
     from p2phpo.core.wire import Keyring
     from p2phpo.runtime.udp import GossipRuntime
 
     ring = Keyring([os.urandom(32)])
-    big = Ledger()
+    ia, ib = Identity(os.urandom(32)), Identity(os.urandom(32))
+
+    def fresh(ident: Identity) -> Ledger:
+        return Ledger(identity=ident) if SIGNED else Ledger()
+
+    big = fresh(ia)
+    me = ia.node_id
     for i in range(n_entries):
-        big.new(1, Report, wall=1.0, trial=(1, 1 + i // 20), step=i % 20, value=0.5)
-    raws = [encode_entry(e) for e in big]
+        big.new(me, Report, wall=1.0, trial=(me, 1 + i // 20), step=i % 20, value=0.5)
+    raws = [big.raw(e.origin, e.seq) for e in big]
     t = time.perf_counter()
-    Ledger().merge([(decode_entry(r), r) for r in raws])
+    fresh(ib).merge([(decode_record(r), r) for r in raws])
     base = time.perf_counter() - t
-    a = GossipRuntime.create(1, big, keyring=ring, profile=LOCAL)
-    b = GossipRuntime.create(2, Ledger(), keyring=ring, profile=LOCAL)
+    a = GossipRuntime.create(me, big, keyring=ring, profile=LOCAL)
+    b = GossipRuntime.create(ib.node_id, fresh(ib), keyring=ring, profile=LOCAL)
     seed = await a.start()
     t = time.perf_counter()
     await b.start(seeds=[seed])
@@ -250,12 +263,16 @@ async def catch_up(n_entries: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer seeds (a smoke run)")
+    ap.add_argument("--unsigned", action="store_true", help="unsigned ledgers (as before signing)")
     args = ap.parse_args()
     q = args.quick
+    global SIGNED
+    SIGNED = not args.unsigned
 
     spread = bench_spread(q)
     emit("gossip_spread", "Rounds (200 ms) until a new entry is on all N nodes (lan)",
-         ["N", "loss", "seeds", "p50", "p99", "ideal p50", "ideal p99", "wall s"], spread)
+         ["N", "loss", "seeds", "p50", "p99", "ideal p50", "ideal p99", "wall s"], spread,
+         {"signed": SIGNED})
     detect = bench_detect(q)
     emit("gossip_detect", "Seconds until a crashed node is DEAD everywhere (lan)",
          ["N", "seeds", "p50 s", "p99 s", "false DEAD"], detect)
@@ -277,13 +294,14 @@ def main() -> None:
         busy = bandwidth(n, True, 20.0, 1)
         bw.append([n, idle, busy])
     emit("gossip_bandwidth", "Bytes/s sent per node (lan; busy = 1 entry/s/node)",
-         ["N", "idle B/s", "busy B/s"], bw)
+         ["N", "idle B/s", "busy B/s"], bw, {"signed": SIGNED})
     seal = bench_seal(q)
     emit("gossip_seal", "Full datagrams composed + sealed per second vs msgpack pack",
          ["cipher", "sealed/s", "pack/s (base)", "ratio"], seal)
     took, base = asyncio.run(catch_up(10_000))
     emit("gossip_catchup", "Join + TCP catch-up of 10,000 entries on loopback (AES-GCM)",
-         ["entries", "catch-up s", "in-process decode+merge s (base)"], [[10_000, took, base]])
+         ["entries", "catch-up s", "in-process decode+merge s (base)"], [[10_000, took, base]],
+         {"signed": SIGNED})
 
 
 if __name__ == "__main__":

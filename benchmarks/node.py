@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,6 +35,8 @@ from _common import emit  # noqa: E402
 
 from p2phpo.commands.node_options import node_options  # noqa: E402
 from p2phpo.core.entries import Claim, Report, Result, Status, StudyEntry  # noqa: E402
+from p2phpo.core.identity import Identity  # noqa: E402
+from p2phpo.core.records import sign_entry  # noqa: E402
 from p2phpo.runtime.node import Node  # noqa: E402
 from p2phpo.runtime.udp import new_event_loop  # noqa: E402
 from p2phpo.storage import Storage  # noqa: E402
@@ -134,18 +137,25 @@ def big_ledger(state: Path, study: Path, n: int) -> int:
     rng = random.Random(0)
     with Storage.open(state) as st:
         led = st.ledger
-        origins = [0x1000 + i for i in range(8)]
+        peers = [Identity(bytes([i + 1]) * 32) for i in range(8)]  # signing as each origin
         st.append([led.new(st.node_id, StudyEntry, wall=time.time(), spec=spec.to_dict(),
                            fingerprint=spec.fingerprint(""))])
-        batch = []
+        batch: list = []
+        last: dict[int, bytes] = {}
+
+        def rec(peer: Identity, e: Any) -> tuple[Any, bytes]:
+            last[e.origin] = sign_entry(peer, e, last.get(e.origin))
+            return e, last[e.origin]
+
         for i in range(n):
-            o = origins[i % len(origins)]
+            p = peers[i % len(peers)]
+            o = p.node_id
             c = Claim(origin=o, seq=led.next_seq(o), wall=1.7e9 + i, slot=i,
                       params={"x": rng.uniform(-5, 10), "y": rng.uniform(0, 15)})
             r = Report(origin=o, seq=c.seq + 1, wall=1.7e9 + i, trial=c.key, step=1, value=rng.random())
             res = Result(origin=o, seq=c.seq + 2, wall=1.7e9 + i, trial=c.key,
                          status=Status.COMPLETE, value=rng.random(), duration=1.0)
-            batch += led.merge([c, r, res]).added
+            batch += led.merge([rec(p, c), rec(p, r), rec(p, res)]).added
         st.append(batch)
         return len(led)
 
@@ -158,7 +168,8 @@ async def catch_up(tmp: Path, n: int) -> list[list]:
                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await asyncio.sleep(4)
     node = Node(node_options(seeds=[f"127.0.0.1:{port}"], bind=f"127.0.0.1:{free_port()}",
-                             state_dir=tmp / "bigB", linger=True))
+                             state_dir=tmp / "bigB", linger=True,
+                             allow_objectives=["examples.custom_objective:objective"]))
     t0 = time.monotonic()
     run = asyncio.create_task(node.run())
     while len(node.ledger) < entries and time.monotonic() - t0 < 120:

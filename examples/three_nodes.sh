@@ -8,13 +8,15 @@ cd "$(dirname "$0")/.."
 STUDY=${STUDY:-examples/custom_objective.toml}
 DIR=$(mktemp -d /tmp/p2phpo-3nodes.XXXX)
 P2PHPO=${P2PHPO:-p2phpo}
+# Joiners run only built-in objectives or ones their operator allows.
+ALLOW=(--allow-objective examples.custom_objective:objective)
 echo "state dirs and logs in $DIR"
 $P2PHPO node --study "$STUDY" --bind 127.0.0.1:7946 --state-dir "$DIR/a" --profile local --no-ui > "$DIR/a.jsonl" 2>&1 &
 A=$!
 sleep 1
-$P2PHPO node --seed 127.0.0.1:7946 --bind 127.0.0.1:7947 --state-dir "$DIR/b" --profile local --no-ui > "$DIR/b.jsonl" 2>&1 &
+$P2PHPO node --seed 127.0.0.1:7946 --bind 127.0.0.1:7947 --state-dir "$DIR/b" --profile local --no-ui "${ALLOW[@]}" > "$DIR/b.jsonl" 2>&1 &
 B=$!
-$P2PHPO node --seed 127.0.0.1:7946 --bind 127.0.0.1:7948 --state-dir "$DIR/c" --profile local --no-ui > "$DIR/c.jsonl" 2>&1 &
+$P2PHPO node --seed 127.0.0.1:7946 --bind 127.0.0.1:7948 --state-dir "$DIR/c" --profile local --no-ui "${ALLOW[@]}" > "$DIR/c.jsonl" 2>&1 &
 C=$!
 trap 'kill $A $B $C 2>/dev/null || true' EXIT
 echo "watch it live:  $P2PHPO status --seed 127.0.0.1:7946"

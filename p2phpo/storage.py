@@ -2,8 +2,9 @@
 
 Layout of a state dir::
 
+    identity.key the node's Ed25519 secret (0600); the node id derives from it
     node.json    node id, incarnation, restart counter, study fingerprint
-    ledger.log   records: u32 length | u32 CRC32 | canonical entry bytes
+    ledger.log   records: u32 length | u32 CRC32 | signed record (core/records.py)
     peers.json   the last known addresses of the other members (rejoin without --seed)
     lock         held (flock) by the one process that writes
 
@@ -39,15 +40,16 @@ from pathlib import Path
 
 from p2phpo.core.durability import seq_ranges
 from p2phpo.core.entries import (
-    MAX_ENTRY_BYTES,
     Entry,
     EntryError,
     TrialId,
-    decode_entry,
     encode_entry,
     parse_trial_id,
 )
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.records import MAX_RECORD_BYTES, Verifier, decode_record
+from p2phpo.identity_file import IdentityFileError, create_identity, identity_path, load_identity
 
 _HEADER = struct.Struct(">II")
 LOG_NAME = "ledger.log"
@@ -87,13 +89,13 @@ def _frame_at(data: bytes, pos: int) -> tuple[Entry, bytes, int] | None:
         return None
     length, crc = _HEADER.unpack_from(data, pos)
     start, end = pos + _HEADER.size, pos + _HEADER.size + length
-    if length == 0 or length > MAX_ENTRY_BYTES or end > len(data):
+    if length == 0 or length > MAX_RECORD_BYTES or end > len(data):
         return None
     raw = data[start:end]
     if zlib.crc32(raw) != crc:
         return None
     try:
-        return decode_entry(raw), raw, end
+        return decode_record(raw), raw, end
     except EntryError:
         return None
 
@@ -248,21 +250,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _new_node_id(urandom: Callable[[int], bytes]) -> int:
-    while True:
-        node_id = int.from_bytes(urandom(8), "big")
-        if node_id:
-            return node_id
-
-
 class Storage:
     """The writable state dir of one running node. Use :meth:`open`."""
 
-    def __init__(self, root: Path, meta: NodeMeta, lock_fd: int, boot_salt: int) -> None:
+    def __init__(
+        self, root: Path, meta: NodeMeta, lock_fd: int, boot_salt: int, identity: Identity
+    ) -> None:
         self.root = root
         self.meta = meta
         self.boot_salt = boot_salt
-        self.ledger = Ledger()
+        self.identity = identity
+        self.ledger = Ledger(identity=identity)
         self.recovery = Recovery()
         self.failed: DiskError | None = None  # set by the first write that failed
         self._lock_fd = lock_fd
@@ -296,7 +294,7 @@ class Storage:
             raise StorageError(f"cannot create state dir {root}: {_why(exc)}") from None
         lock_fd = _lock(root)
         try:
-            meta = _load_or_create_meta(root, urandom)
+            meta, identity = _load_or_create_meta(root, urandom)
             if study is not None and meta.study is not None and meta.study != study:
                 raise StorageError(
                     f"state dir {root} belongs to study {meta.study[:12]}, not {study[:12]}; "
@@ -308,7 +306,7 @@ class Storage:
                 _write_atomic(root / META_NAME, meta.to_json())
             except DiskError as exc:
                 raise StorageError(_unwritable(root, exc.why)) from None
-            store = cls(root, meta, lock_fd, int.from_bytes(urandom(8), "big"))
+            store = cls(root, meta, lock_fd, int.from_bytes(urandom(8), "big"), identity)
             store._recover()
         except BaseException:
             os.close(lock_fd)
@@ -333,10 +331,11 @@ class Storage:
             raise StorageError(_unwritable(self.root, _why(exc))) from None
         except DiskError as exc:
             raise StorageError(_unwritable(self.root, exc.why)) from None
-        cap = self.ledger.max_pending
-        self.ledger.max_pending = max(cap, len(rep.entries))  # our own disk: hold every gap
-        self.ledger.merge(rep.entries)
-        self.ledger.max_pending = cap
+        led = self.ledger
+        caps = led.max_pending, led.max_pending_total
+        led.max_pending = led.max_pending_total = max(caps[1], len(rep.entries))  # our own disk: hold every gap
+        led.merge(rep.entries, trusted=True)  # verified before they were written
+        led.max_pending, led.max_pending_total = caps
         vv = self.ledger.vv
         self._held_on_disk = {(e.origin, e.seq) for e, _ in rep.entries
                               if e.seq > vv.get(e.origin, 0)}
@@ -498,17 +497,30 @@ def _lock(root: Path) -> int:
     return fd
 
 
-def _load_or_create_meta(root: Path, urandom: Callable[[int], bytes]) -> NodeMeta:
+def _load_or_create_meta(root: Path, urandom: Callable[[int], bytes]) -> tuple[NodeMeta, Identity]:
     path = root / META_NAME
-    if path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise StorageError(f"cannot read {path}: {_why(exc)}") from None
-        return NodeMeta.from_json(text, path)
-    if (root / LOG_NAME).exists() and (root / LOG_NAME).stat().st_size:
-        raise StorageError(f"{path} is missing but {root / LOG_NAME} exists; the state dir is damaged")
-    return NodeMeta(node_id=_new_node_id(urandom))
+    try:
+        if path.exists():
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {_why(exc)}") from None
+            meta = NodeMeta.from_json(text, path)
+            identity = load_identity(root)
+            if identity.node_id != meta.node_id:
+                raise StorageError(
+                    f"{path} names node {meta.node_id:016x} but the identity key is node "
+                    f"{identity.node_id:016x}; the state dir is damaged: use a new --state-dir"
+                )
+            return meta, identity
+        if (root / LOG_NAME).exists() and (root / LOG_NAME).stat().st_size:
+            raise StorageError(f"{path} is missing but {root / LOG_NAME} exists; the state dir is damaged")
+        # A crash between the key and node.json leaves the key alone: reuse it.
+        exists = identity_path(root).exists()
+        identity = load_identity(root) if exists else create_identity(root, urandom)
+    except IdentityFileError as exc:
+        raise StorageError(str(exc)) from None
+    return NodeMeta(node_id=identity.node_id), identity
 
 
 # -- read-only access (export, train --trial) ---------------------------------
@@ -533,8 +545,9 @@ def read_state(state_dir: str | os.PathLike) -> StateSnapshot:
         rep = replay_log(root / LOG_NAME)
     except OSError as exc:
         raise StorageError(f"cannot read state dir {root}: {_why(exc)}") from None
-    ledger = Ledger(max_pending=max(256, len(rep.entries)))
-    ledger.merge(rep.entries)
+    cap = max(256, len(rep.entries))
+    ledger = Ledger(max_pending=cap, max_pending_total=cap, verifier=Verifier())
+    ledger.merge(rep.entries, trusted=True)
     return StateSnapshot(meta, ledger, rep.torn_bytes, len(rep.damaged))
 
 

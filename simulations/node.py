@@ -22,11 +22,13 @@ from typing import Any, Protocol
 
 from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
 from p2phpo.core.durability import GateConfig, Linger, RepairGate
-from p2phpo.core.entries import Entry, Status, decode_entry
+from p2phpo.core.entries import Entry, Status
 from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import Profile
+from p2phpo.core.records import Verifier, decode_record
 from p2phpo.core.search import (
     Outcome,
     SearchConfig,
@@ -48,16 +50,25 @@ WALL0 = 1_800_000_000.0
 
 @dataclass(slots=True)
 class Disk:
-    """A node's state dir: its durable replica log, restart counter and incarnation."""
+    """A node's state dir: its identity, durable replica log, restart counter and incarnation.
 
-    node_id: int
+    Ledgers sign and verify as real nodes do; ``verifier`` is shared by every
+    simulated node, so each distinct record costs one signature check per run.
+    """
+
+    identity: Identity
     raws: list[bytes] = field(default_factory=list)
     restarts: int = 0
     incarnation: int = 0
+    verifier: Verifier | None = None
+
+    @property
+    def node_id(self) -> int:
+        return self.identity.node_id
 
     def load(self) -> Ledger:
-        ledger = Ledger()
-        ledger.merge([(decode_entry(raw), raw) for raw in self.raws])
+        ledger = Ledger(identity=self.identity, verifier=self.verifier)
+        ledger.merge([(decode_record(raw), raw) for raw in self.raws], trusted=True)
         return ledger
 
 
@@ -290,8 +301,9 @@ class SimNode:
         return {m.node: (m.state.name, m.incarnation) for m in self.gossip.members()}
 
 
-def new_node_id(seed: int, index: int, life: int) -> int:
-    return derive_rng(seed, "node-id", index * 1000 + life).getrandbits(63) | 1
+def new_identity(seed: int, index: int, life: int) -> Identity:
+    """The identity of host ``index``'s ``life``-th fresh state dir (its id derives from it)."""
+    return Identity(derive_rng(seed, "node-id", index * 1000 + life).randbytes(32))
 
 
 def skew_of(seed: int, node: int, max_skew: float) -> float:

@@ -18,16 +18,17 @@ from typing import Any
 
 from p2phpo.core import gossip as gossip_module
 from p2phpo.core import gossip_sync as gossip_sync_module
-from p2phpo.core.entries import Entry, decode_entry
+from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import TcpRequest
 from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.profiles import Profile, profile
+from p2phpo.core.records import Verifier, decode_record
 from p2phpo.core.search import SearchConfig
 from p2phpo.core.wire import Cipher, pack, unpack_strict
 from simulations.clock import EventHeap, derive_rng
 from simulations.metrics import Metrics
 from simulations.network import LinkModel, Network
-from simulations.node import Disk, NodeSetup, SimNode, new_node_id, skew_of
+from simulations.node import Disk, NodeSetup, SimNode, new_identity, skew_of
 from simulations.objective import SimObjective
 from simulations.plan import fingerprint, study_spec
 
@@ -105,6 +106,7 @@ class Simulation:
         self._trace = hashlib.blake2b(digest_size=16)
         self._tcp: dict[int, _Tcp] = {}
         self._decoded: dict[bytes, Entry] = {}
+        self.verifier = Verifier()  # one memo of signature verdicts for every simulated node
         self._tcp_seq = 0
         self.seed_addrs: list[Addr] = []
 
@@ -137,7 +139,7 @@ class Simulation:
         """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""
         if disk is None:
             life = sum(1 for h in self.host.values() if h == index)
-            disk = Disk(new_node_id(self.config.seed, index, life))
+            disk = Disk(new_identity(self.config.seed, index, life), verifier=self.verifier)
             self.disks[disk.node_id] = disk
         node_id = disk.node_id
         self.host[node_id] = index
@@ -274,9 +276,9 @@ class Simulation:
     def run_until(self, t_end: float) -> None:
         heap = self.heap
         modules = (gossip_module, gossip_sync_module)  # UDP and push-pull decoding
-        saved = [m.decode_entry for m in modules]
+        saved = [m.decode_record for m in modules]
         for m in modules:
-            m.decode_entry = self._decode_once
+            m.decode_record = self._decode_once
         try:
             while True:
                 t = heap.peek_time()
@@ -285,11 +287,11 @@ class Simulation:
                 self._dispatch(heap.pop())
         finally:
             for m, fn in zip(modules, saved, strict=True):
-                m.decode_entry = fn
+                m.decode_record = fn
         heap.now = max(heap.now, t_end)
 
     def _decode_once(self, raw: bytes) -> Entry:
-        """``decode_entry`` shared by every simulated node: a pure function of the bytes.
+        """``decode_record`` shared by every simulated node: a pure function of the bytes.
 
         Every node decodes every entry many times (each duplicate copy); in one
         process the result of the first decode is reused. Entries are frozen, so
@@ -299,7 +301,7 @@ class Simulation:
         key = bytes(raw)
         entry = self._decoded.get(key)
         if entry is None:
-            entry = decode_entry(key)
+            entry = decode_record(key)
             self._decoded[key] = entry
         return entry
 

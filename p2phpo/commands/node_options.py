@@ -17,6 +17,7 @@ from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.metrics import MetricsError, parse_metrics
 from p2phpo.runtime.node import DEFAULT_PORT, NodeError, NodeOptions
 from p2phpo.study import StudyError, StudySpec
+from p2phpo.train import objectives
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -37,7 +38,8 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
                  key_file: str | None = None, insecure: bool = False, profile: str = "lan",
                  data_dir: str | None = None, linger: bool = False, grace: float = 30.0,
                  log_level: str = "info", observer: bool = False,
-                 metrics: str | None = None) -> NodeOptions:
+                 metrics: str | None = None,
+                 allow_objectives: list[str] | None = None) -> NodeOptions:
     """Check every option; load the key and the study file. NodeError (one sentence) if bad."""
     if log_level.lower() not in LOG_LEVELS:
         raise NodeError(f"unknown --log-level {log_level!r}; use debug, info, warning or error")
@@ -50,6 +52,11 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
             parse_metrics(metrics)
         except MetricsError as exc:
             raise NodeError(str(exc)) from None
+    for name in allow_objectives or []:
+        try:
+            objectives.check_form(name)
+        except objectives.ObjectiveError as exc:
+            raise NodeError(f"--allow-objective: {exc}") from None
     keyring = load_key(key_file)
     try:
         spec = StudySpec.load(study) if study is not None else None
@@ -59,4 +66,4 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
                        advertise=advertise, cluster=cluster, state_dir=state_dir,
                        insecure=insecure, profile=profile, data_dir=data_dir, linger=linger,
                        grace=grace, log_level=log_level.lower(), observer=observer,
-                       metrics=metrics)
+                       metrics=metrics, allow_objectives=list(allow_objectives or []))

@@ -22,7 +22,7 @@ import random
 from collections import deque
 from typing import Any
 
-from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
+from p2phpo.core.entries import Entry, EntryError, encode_entry
 from p2phpo.core.gossip_queue import PiggybackQueue
 from p2phpo.core.gossip_sync import AntiEntropy, SyncSession
 from p2phpo.core.gossip_types import (
@@ -57,6 +57,7 @@ from p2phpo.core.messages import (
     decode_messages,
     encode_message,
 )
+from p2phpo.core.records import decode_record
 from p2phpo.core.wire import (
     OVERHEAD,
     DropCounter,
@@ -221,6 +222,11 @@ class GossipCore:
         if addr is not None:
             self._count_from(addr, reason)
         self._events.append(Dropped(reason, addr))
+
+    def count_drop_n(self, reason: DropReason, n: int) -> None:
+        """Count ``n`` ledger records dropped by the ledger (one event for all)."""
+        self.dropped.add(reason, n)
+        self._events.append(Dropped(reason, None))
 
     def _count_from(self, addr: Addr, reason: DropReason) -> None:
         by = self.drops_by_addr
@@ -409,7 +415,7 @@ class GossipCore:
         for m in msgs:
             if type(m) is EntryMsg and not known(m.raw):  # held copies need no decode
                 try:
-                    out.append((decode_entry(m.raw), m.raw))
+                    out.append((decode_record(m.raw), m.raw))
                 except EntryError:
                     raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
         return out
@@ -502,6 +508,10 @@ class GossipCore:
     # ------------------------------------------------------------------ merging
     def _merge(self, pairs: list[tuple[Entry, bytes]], sender: int, *, regossip: bool) -> int:
         stats = self.ledger.merge(pairs)
+        if stats.bad_signature:
+            self.count_drop_n(DropReason.BAD_SIGNATURE, stats.bad_signature)
+        if stats.unknown_key:
+            self.count_drop_n(DropReason.UNKNOWN_KEY, stats.unknown_key)
         if stats.added:
             self.stats["entries_in"] += len(stats.added)
             self._events.append(EntriesMerged(list(stats.added), sender))

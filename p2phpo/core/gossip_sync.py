@@ -29,7 +29,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from p2phpo.core import dataset_xfer, health
-from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
+from p2phpo.core.entries import Entry, EntryError, encode_entry
 from p2phpo.core.gossip_types import GossipConfig, InSync, TcpRequest
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import Membership
@@ -48,6 +48,7 @@ from p2phpo.core.messages import (
     encode_message,
     to_wire,
 )
+from p2phpo.core.records import decode_record
 from p2phpo.core.wire_codec import DropReason, WireError
 
 _INF = float("inf")
@@ -305,7 +306,7 @@ class AntiEntropy:
     def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
         """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
         try:
-            pairs = [(decode_entry(r), r) for r in raws if not self.ledger.has_raw(r)]
+            pairs = [(decode_record(r), r) for r in raws if not self.ledger.has_raw(r)]
         except EntryError:
             raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
         return self.link.merge(pairs, 0, regossip=regossip)

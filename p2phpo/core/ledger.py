@@ -6,9 +6,22 @@ commutative, associative and idempotent. The version vector ``vv`` (origin ->
 highest contiguous seq) is the whole digest: what a peer lacks is exactly the
 entries above its vv.
 
-Entries that arrive ahead of a gap are held (at most ``max_pending`` per
-origin) until the gap fills; an ``(origin, seq)`` that arrives again with
-different bytes is a conflict: counted, never applied.
+Entries that arrive ahead of a gap are held until the gap fills: at most
+``max_pending`` per origin and ``max_pending_total`` in all (when full, the
+origin holding the most gives way, so no set of origins can starve the
+others); an ``(origin, seq)`` that arrives again with different bytes is a
+conflict: counted, never applied.
+
+A signing ledger (``identity`` or ``verifier`` given) stores signed records
+(``core/records.py``): it signs its own entries and checks every merged one
+against its origin's key before anything else looks at it; a record without
+its origin's valid signature is dropped and counted (``bad_signature``), as
+is one whose origin's key is not known yet (``unknown_key``: its log's first
+entry, which carries the key, has not arrived; anti-entropy sends logs in
+order). Authorship also limits what an entry can say about another node's
+trial: REPORTs and RESULTs count only from the trial's owner, except a FAILED
+RESULT without a value (the max-retries verdict any node may write), which
+never outranks one of the owner's.
 
 Trial views are folded incrementally as entries apply; ``changes`` is an
 append-only log of trial ids whose view changed, so consumers (the samplers'
@@ -34,6 +47,15 @@ from p2phpo.core.entries import (
     encode_entry,
 )
 from p2phpo.core.hrw import hrw
+from p2phpo.core.identity import SIGNATURE_LEN, Identity, node_id_of
+from p2phpo.core.records import (
+    PREV_LEN,
+    Verifier,
+    chain_hash,
+    key_matches,
+    sign_entry,
+    split_record,
+)
 
 MASK64 = (1 << 64) - 1
 
@@ -134,8 +156,10 @@ class TrialView:
 
     def _refresh(self) -> None:
         if self.results:
+            owner = self.id[0]
             self.result = min(
-                self.results, key=lambda r: (_PRECEDENCE[r.status], r.origin, r.seq)
+                self.results,
+                key=lambda r: (r.origin != owner, _PRECEDENCE[r.status], r.origin, r.seq),
             )
             self.state = _STATE_OF[self.result.status]
         elif self.abandons:
@@ -155,7 +179,9 @@ class MergeStats:
     duplicates: int = 0
     conflicts: int = 0
     held: int = 0  # out-of-order entries now waiting for a gap to fill
-    dropped: int = 0  # out-of-order entries over the per-origin cap
+    dropped: int = 0  # out-of-order entries over the per-origin or global cap
+    bad_signature: int = 0  # records without their origin's valid signature
+    unknown_key: int = 0  # records of an origin whose key is not known yet
 
 
 def _vv_term(origin: int, seq: int) -> int:
@@ -166,19 +192,36 @@ def _vv_term(origin: int, seq: int) -> int:
 class Ledger:
     """One replica of the study's trial ledger."""
 
-    def __init__(self, max_pending: int = 256) -> None:
+    def __init__(
+        self,
+        max_pending: int = 256,
+        *,
+        identity: Identity | None = None,
+        verifier: Verifier | None = None,
+        max_pending_total: int = 4096,
+        max_learned_keys: int = 4096,
+    ) -> None:
         self.max_pending = max_pending
+        self.max_pending_total = max_pending_total
+        self.identity = identity
+        self.signed = identity is not None or verifier is not None
+        self.verifier = verifier if verifier is not None else (Verifier() if self.signed else None)
         self._logs: dict[int, list[Entry]] = {}
         self._raw: dict[int, list[bytes]] = {}
         self._known: set[bytes] = set()  # the bytes of every applied entry
         self._pending: dict[int, dict[int, tuple[Entry, bytes]]] = {}
+        self._pending_total = 0
+        self._keys: dict[int, bytes] = {}  # origin -> public key, from its first record
+        self._learned: dict[int, bytes] = {}  # keys vouched for elsewhere (signed Alive)
+        self.max_learned_keys = max_learned_keys
         self._vv: dict[int, int] = {}
         self._vv_hash = 0
         self._trials: dict[TrialId, TrialView] = {}
         self._studies: list[StudyEntry] = []
         self._size = 0
         self.changes: list[TrialId] = []
-        self.counts = {"duplicates": 0, "conflicts": 0, "dropped_pending": 0}
+        self.counts = {"duplicates": 0, "conflicts": 0, "dropped_pending": 0,
+                       "bad_signature": 0, "unknown_key": 0, "not_owner": 0}
 
     # -- digest ----------------------------------------------------------
     @property
@@ -220,7 +263,25 @@ class Ledger:
         return list(self._logs.get(origin, ()))
 
     def pending_count(self) -> int:
-        return sum(len(p) for p in self._pending.values())
+        return self._pending_total
+
+    def key_of(self, origin: int) -> bytes | None:
+        """``origin``'s public key, when this replica knows it."""
+        return self._keys.get(origin) or self._learned.get(origin)
+
+    def learn_key(self, key: bytes) -> bool:
+        """Remember a public key vouched for elsewhere (e.g. a verified signed Alive),
+        so records of its origin verify before that origin's first record arrives.
+        Self-certifying: the key names its own origin. Bounded; False when refused."""
+        if len(key) != 32:
+            return False
+        origin = node_id_of(key)
+        if origin in self._keys or origin in self._learned:
+            return True
+        if len(self._learned) >= self.max_learned_keys:
+            return False
+        self._learned[origin] = key
+        return True
 
     def held_seqs(self, origin: int) -> list[int]:
         """Seqs of ``origin`` held out of order (waiting for a gap below them), ascending."""
@@ -243,7 +304,13 @@ class Ledger:
             raise ValueError(
                 f"local append out of order: seq {entry.seq}, expected {self.next_seq(entry.origin)}"
             )
-        self._apply(entry, encode_entry(entry))
+        if self.identity is not None:
+            raw = sign_entry(self.identity, entry, self.raw(entry.origin, entry.seq - 1))
+        elif self.signed:
+            raise ValueError("a verifying ledger without an identity cannot append entries")
+        else:
+            raw = encode_entry(entry)
+        self._apply(entry, raw)
         if entry.origin in self._pending:  # entries held above a filled gap apply now
             self._drain(entry.origin, MergeStats())
         return entry
@@ -252,16 +319,90 @@ class Ledger:
         """Build an entry of ``cls`` with the next seq of ``origin`` and append it."""
         return self.append(cls(origin=origin, seq=self.next_seq(origin), wall=wall, **fields))
 
-    def merge(self, entries: Iterable[Entry | tuple[Entry, bytes]]) -> MergeStats:
-        """Union ``entries`` into this replica, in any order; see the module docstring."""
+    def merge(
+        self, entries: Iterable[Entry | tuple[Entry, bytes]], *, trusted: bool = False
+    ) -> MergeStats:
+        """Union ``entries`` into this replica, in any order; see the module docstring.
+
+        ``trusted``: records this node verified before (its own state dir's
+        log); their signatures are not checked again.
+        """
         stats = MergeStats()
-        for item in entries:
-            entry, raw = item if isinstance(item, tuple) else (item, encode_entry(item))
+        items = [item if isinstance(item, tuple) else (item, encode_entry(item)) for item in entries]
+        if self.signed and not trusted:
+            items = self._authentic(items, stats)
+        for entry, raw in items:
             self._merge_one(entry, raw, stats)
         self.counts["duplicates"] += stats.duplicates
         self.counts["conflicts"] += stats.conflicts
         self.counts["dropped_pending"] += stats.dropped
+        self.counts["bad_signature"] += stats.bad_signature
+        self.counts["unknown_key"] += stats.unknown_key
         return stats
+
+    def _authentic(
+        self, items: list[tuple[Entry, bytes]], stats: MergeStats
+    ) -> list[tuple[Entry, bytes]]:
+        """The items that carry their origin's valid signature (or are applied already).
+
+        Each origin's records are walked from the highest seq down: a record
+        whose hash an authentic successor signed as ``prev`` needs no check of
+        its own, so a run costs one signature check.
+        """
+        fresh = [p for p in items if p[1] not in self._known]
+        if not fresh:
+            return items
+        verifier = self.verifier
+        assert verifier is not None
+        keys = self._batch_keys(fresh)
+        named: dict[tuple[int, int], bytes] = {}  # (origin, seq) -> hash its authentic successor signed
+        good: set[bytes] = set()
+        for entry, raw in sorted(fresh, key=_by_origin_then_seq_down):
+            origin, seq = entry.origin, entry.seq
+            key = keys.get(origin)
+            want = named.get((origin, seq))
+            if key is not None and verifier.known(raw, key):
+                pass
+            elif want is not None and want == chain_hash(raw):
+                if key is not None:
+                    verifier.vouch(raw, key)
+            elif not self._signed_by(entry, raw, key, stats):
+                continue
+            good.add(raw)
+            if seq > 1:
+                named[(origin, seq - 1)] = raw[-SIGNATURE_LEN - PREV_LEN:-SIGNATURE_LEN]
+        return [p for p in items if p[1] in good or p[1] in self._known]
+
+    def _signed_by(self, entry: Entry, raw: bytes, key: bytes | None, stats: MergeStats) -> bool:
+        """Whether ``raw`` carries ``key``'s valid signature (``key``: its origin's, if known)."""
+        parts = split_record(entry, raw)
+        if parts is None or (key is None and entry.seq == 1):
+            stats.bad_signature += 1  # too short, or a first record whose key is not its origin's
+            return False
+        if key is None:
+            stats.unknown_key += 1
+            return False
+        body, prev, own, sig = parts
+        if (own is not None and own != key) or not self.verifier.check(raw, key, prev, body, sig):  # type: ignore[union-attr]
+            stats.bad_signature += 1
+            return False
+        return True
+
+    def _batch_keys(self, fresh: list[tuple[Entry, bytes]]) -> dict[int, bytes]:
+        """Known keys of the origins in ``fresh``, and self-certifying ones their first
+        records carry (a key that derives the origin's id is that origin's key)."""
+        keys: dict[int, bytes] = {}
+        for entry, raw in fresh:
+            origin = entry.origin
+            if origin in keys:
+                continue
+            known = self.key_of(origin)
+            if known is not None:
+                keys[origin] = known
+            elif entry.seq == 1 and (parts := split_record(entry, raw)):
+                if parts[2] is not None and key_matches(parts[2], origin):
+                    keys[origin] = parts[2]
+        return keys
 
     def _merge_one(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
         origin, seq = entry.origin, entry.seq
@@ -280,7 +421,7 @@ class Ledger:
         self._drain(origin, stats)
 
     def _hold(self, entry: Entry, raw: bytes, stats: MergeStats) -> None:
-        pending = self._pending.setdefault(entry.origin, {})
+        pending = self._pending.get(entry.origin, {})
         held = pending.get(entry.seq)
         if held is not None:
             if held[1] == raw:
@@ -290,15 +431,29 @@ class Ledger:
             return
         if len(pending) >= self.max_pending:
             # Keep the entries closest to the gap: they unblock the log soonest.
-            far = max(pending)
-            if far < entry.seq:
+            if max(pending) < entry.seq:
                 stats.dropped += 1
                 return
-            del pending[far]
-            stats.dropped += 1
-            stats.held -= 1
-        pending[entry.seq] = (entry, raw)
+            self._unhold(entry.origin, stats)
+        elif self._pending_total >= self.max_pending_total:
+            hog = max(self._pending, key=lambda o: (len(self._pending[o]), o))
+            if len(self._pending[hog]) <= len(pending):
+                stats.dropped += 1
+                return
+            self._unhold(hog, stats)
+        self._pending.setdefault(entry.origin, pending)[entry.seq] = (entry, raw)
+        self._pending_total += 1
         stats.held += 1
+
+    def _unhold(self, origin: int, stats: MergeStats) -> None:
+        """Drop the held entry of ``origin`` farthest from its gap."""
+        pending = self._pending[origin]
+        del pending[max(pending)]
+        if not pending:
+            del self._pending[origin]
+        self._pending_total -= 1
+        stats.dropped += 1
+        stats.held -= 1
 
     def _drain(self, origin: int, stats: MergeStats) -> None:
         pending = self._pending.get(origin)
@@ -307,6 +462,7 @@ class Ledger:
             item = pending.pop(nxt, None)
             if item is None:
                 break
+            self._pending_total -= 1
             self._apply(*item)
             stats.added.append(item[0])
             stats.held -= 1
@@ -319,12 +475,20 @@ class Ledger:
         self._logs.setdefault(origin, []).append(entry)
         self._raw.setdefault(origin, []).append(raw)
         self._known.add(raw)
+        if entry.seq == 1 and self.signed:
+            self._remember_key(entry, raw)
         if old:
             self._vv_hash ^= _vv_term(origin, old)
         self._vv_hash ^= _vv_term(origin, entry.seq)
         self._vv[origin] = entry.seq
         self._size += 1
         self._fold(entry)
+
+    def _remember_key(self, entry: Entry, raw: bytes) -> None:
+        parts = split_record(entry, raw)
+        if parts is not None and parts[2] is not None and key_matches(parts[2], entry.origin):
+            self._keys[entry.origin] = parts[2]
+            self._learned.pop(entry.origin, None)
 
     # -- delta -------------------------------------------------------------
     def delta_since(
@@ -393,6 +557,9 @@ class Ledger:
             view = self._view(entry.key)
             view.claim = entry
         else:
+            if not _may_write(entry):
+                self.counts["not_owner"] += 1
+                return
             view = self._view(entry.trial)
             if isinstance(entry, Report):
                 view.reports[entry.step] = entry.value
@@ -403,3 +570,16 @@ class Ledger:
         view._refresh()
         if view.claim is not None:
             self.changes.append(view.id)
+
+
+def _by_origin_then_seq_down(item: tuple[Entry, bytes]) -> tuple[int, int]:
+    return item[0].origin, -item[0].seq
+
+
+def _may_write(entry: Report | Result | Abandon) -> bool:
+    """Whether ``entry`` may change its trial's view: any node may abandon a trial
+    or declare it FAILED without a value (max retries); reports and results
+    with a value come only from the trial's owner."""
+    if entry.origin == entry.trial[0] or isinstance(entry, Abandon):
+        return True
+    return isinstance(entry, Result) and entry.status is Status.FAILED and entry.value is None

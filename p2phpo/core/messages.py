@@ -5,7 +5,7 @@ array ``[type, field, ...]``. TCP sync frames hold exactly one message. Decoding
 is all-or-nothing: :func:`decode_messages` either returns every message of the
 opened payload, schema-checked, or raises ``WireError`` (reason BAD_SCHEMA) and the
 caller changes nothing. Ledger entries travel as their canonical bytes and are
-decoded later by the core (``decode_entry``), so a bad entry costs only itself.
+decoded later by the core (``decode_record``), so a bad entry costs only itself.
 """
 
 from __future__ import annotations

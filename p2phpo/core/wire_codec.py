@@ -29,9 +29,10 @@ class DropReason(Enum):
     BAD_SCHEMA = "bad_schema"
     UNKNOWN_CLUSTER = "unknown_cluster"
     BAD_VERSION = "bad_version"
-    BAD_SIGNATURE = "bad_signature"
+    BAD_SIGNATURE = "bad_signature"  # a signature that does not verify (Alive, ledger record)
     OVER_LIMIT = "over_limit"
     """A bounded table or buffer was full (members, TCP sessions, buffered bytes)."""
+    UNKNOWN_KEY = "unknown_key"  # a ledger record whose origin's key is not known yet
 
 
 class WireError(Exception):

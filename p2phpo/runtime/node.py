@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
-import random
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from typing import Any
 from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
 from p2phpo.core.durability import GateConfig, Linger, RepairGate
 from p2phpo.core.entries import Status, trial_id_str
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
     MemberAlive,
@@ -55,6 +56,7 @@ from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
+from p2phpo.train import objectives
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.errors import bind_error
 from p2phpo.ui.snapshot import (
@@ -96,6 +98,7 @@ class NodeOptions:
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
     metrics: str | None = None  # --metrics [HOST:]PORT (Prometheus text format)
     log_level: str = "info"
+    allow_objectives: list[str] = field(default_factory=list)  # --allow-objective, checked
 
 
 class DriverRuntime(GossipRuntime):
@@ -188,13 +191,16 @@ class Node:
         self.keyed = ring is not None
         self.spec = o.spec
         if o.observer:
-            self.node_id = random.SystemRandom().getrandbits(63) | 1
+            identity = Identity(os.urandom(32))  # an observer's id lives as long as it does
+            self.ledger = Ledger(identity=identity)
+            self.node_id = identity.node_id
             restart, incarnation = 1, 0
         else:
             try:
                 self.storage = Storage.open(o.state_dir or default_state_dir())
             except StorageError as exc:
                 raise NodeError(str(exc)) from None
+            identity = self.storage.identity
             self.ledger = self.storage.ledger
             self.node_id = self.storage.node_id
             restart = self.storage.meta.restart_counter
@@ -213,7 +219,7 @@ class Node:
                 self.node_id, self.ledger, bind=o.bind, keyring=ring,
                 profile=PROFILES[o.profile], meta={"ready": False}, cluster=o.cluster,
                 restart=restart, incarnation=incarnation, insecure=o.insecure,
-                advertise=o.advertise,
+                advertise=o.advertise, identity=identity,
             )
             seeds = [parse_hostport(s, DEFAULT_PORT) for s in o.seeds]
         except RuntimeConfigError as exc:
@@ -377,11 +383,25 @@ class Node:
         if self.spec is not None:
             return  # our own --study: its worker is already starting
         try:
-            self.spec = spec_from_entry(a.spec)
+            spec = spec_from_entry(a.spec)
         except StudyError as exc:
             self.request_stop(2, f"cannot run the cluster's study: {exc}")
             return
+        try:  # code comes from this machine's operator, never from the network
+            objectives.check_allowed(spec.objective, self._allowed(spec))
+        except objectives.ObjectiveError as exc:
+            self.request_stop(2, str(exc))
+            return
+        self.spec = spec
         self._start_worker()
+
+    def _allowed(self, spec: StudySpec) -> list[str]:
+        """Objectives this machine's operator allowed: ``--allow-objective``, and that of
+        the study this state dir already ran (allowed when it was adopted)."""
+        entry = self.ledger.study
+        ran = (self.storage is not None and entry is not None
+               and self.storage.meta.study == entry.fingerprint)
+        return [*self.opts.allow_objectives, *([spec.objective] if ran else [])]
 
     def _incarnation(self, a: Incarnation) -> None:
         if self.storage is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 BUILTIN = {"mnist-mlp": "p2phpo.train.mlp:mnist_mlp"}
@@ -42,6 +42,29 @@ def resolve(spec: str) -> Callable[[Any], float]:
     if not callable(obj):
         raise ObjectiveError(f"objective {spec!r} is not callable")
     return obj
+
+
+def check_form(spec: str) -> str:
+    """``spec`` if it names an objective (built in or ``package.module:function``)."""
+    if spec not in BUILTIN and not _SPEC.match(spec):
+        raise ObjectiveError(f"objective {spec!r} is neither built in ({', '.join(BUILTIN)}) "
+                             "nor of the form 'package.module:function'")
+    return spec
+
+
+def check_allowed(spec: str, allowed: Iterable[str]) -> None:
+    """Refuse to run an objective that the network named and this machine's operator did not.
+
+    A study that arrives over gossip may name any import path; a node runs it
+    only if it is built in or listed in ``allowed`` (``--allow-objective``, or
+    the objective of the node's own ``--study`` file). Nothing is imported here.
+    """
+    if spec in BUILTIN or spec in set(allowed):
+        return
+    raise ObjectiveError(
+        f"the cluster's study runs objective {spec!r}, which is not built in and not allowed "
+        f"on this machine; if you trust its code, rerun with --allow-objective {spec}"
+    )
 
 
 def prepare(fn: Callable[[Any], float], options: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import COUNTED, REPO, counted_slots, export, wait_for, write_study
+from tests.e2e.cluster import (
+    ALLOW_EXAMPLE,
+    COUNTED,
+    REPO,
+    counted_slots,
+    export,
+    wait_for,
+    write_study,
+)
 from tests.e2e.netns import Lab, LabUnavailable
 
 HOSTS = ["node1", "node2", "node3", "node4"]
@@ -85,10 +93,10 @@ def test_four_machines_by_name_survive_a_cut_and_a_restart(lab: Lab, tmp_path: P
     study = write_study(tmp_path / "study.toml", n_trials=N_TRIALS, epochs=3, sleep=0.5)
     keyed = ["--key-file", str(key)]
     n1 = Machine(lab, "node1", tmp_path, ["--study", str(study), *keyed]).start()
-    joiners = {h: Machine(lab, h, tmp_path, [*keyed, "--seed", f"node1:{PORT}"])
+    joiners = {h: Machine(lab, h, tmp_path, [*keyed, "--seed", f"node1:{PORT}", *ALLOW_EXAMPLE])
                for h in ("node2", "node3")}
     # node4 finds its seeds in P2PHPO_SEEDS, as under a job scheduler.
-    n4 = Machine(lab, "node4", tmp_path, keyed)
+    n4 = Machine(lab, "node4", tmp_path, [*keyed, *ALLOW_EXAMPLE])
     for m in joiners.values():
         m.start()
     n4.start(env={"P2PHPO_SEEDS": f"node2:{PORT},node1:{PORT}"})

@@ -13,6 +13,7 @@ strictly unpacked as the wire would. Deterministic for a given seed.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
 from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.profiles import LOCAL, Profile
+from p2phpo.core.records import Verifier
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash, pack, unpack_strict
 
 KEY = bytes(range(32))
@@ -59,7 +61,10 @@ class Net:
         dup: float = 0.0,
         cipher: Cipher = Cipher.NULL,
         config: dict[str, Any] | None = None,
+        signed: bool = False,
     ) -> None:
+        self.signed = signed  # nodes get identities and signing ledgers (one shared verifier)
+        self.verifier = Verifier()
         self.rng = random.Random(seed)
         self.seed = seed
         self.profile = profile
@@ -91,7 +96,12 @@ class Net:
         identity: Identity | None = None,
     ) -> Node:
         """A node; with ``identity`` its id is the identity's and it signs its Alive
-        (and requires signed Alives from everyone)."""
+        (and requires signed Alives from everyone). In a ``signed`` net a node made
+        without id, identity or ledger gets an identity and a signing ledger."""
+        if self.signed and identity is None and node_id is None and ledger is None:
+            seed = f"netsim/{self.seed}/{len(self.by_id) + 1}".encode()
+            identity = Identity(hashlib.sha256(seed).digest())
+            ledger = Ledger(identity=identity, verifier=self.verifier)
         host = len(self.by_id) + 1
         if identity is not None:
             node_id = identity.node_id

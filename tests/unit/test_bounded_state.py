@@ -16,7 +16,7 @@ from netsim import Net
 from test_member_attacks import EVIL, MODES, Insider, ident
 
 from p2phpo.core.identity import Identity
-from p2phpo.core.messages import Digest, MsgType, State, to_wire
+from p2phpo.core.messages import Digest, State, to_wire
 from p2phpo.core.profiles import LOCAL
 from p2phpo.core.wire import DropReason, Keyring, Sealer
 

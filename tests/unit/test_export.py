@@ -21,9 +21,12 @@ from p2phpo.core.entries import (
     StudyEntry,
     trial_id_str,
 )
+from p2phpo.core.records import sign_entry
 from p2phpo.storage import Storage
+from tests.signing import ident
 
-OTHER = 0x00000000DEADBEEF
+PEER = ident(9)
+OTHER = PEER.node_id
 SPACE = {
     "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
     "width": {"type": "int", "low": 32, "high": 1024, "log": True, "step": 1},
@@ -55,7 +58,7 @@ def make_state_dir(root: Path) -> dict[str, str]:
 
         def theirs(cls, **kw):
             e = cls(origin=OTHER, seq=len(peer) + 1, wall=1100.0 + len(peer), **kw)
-            peer.append(e)
+            peer.append((e, sign_entry(PEER, e, peer[-1][1] if peer else None)))
             return e
 
         b = theirs(Claim, slot=1, params={"lr": 0.05, "width": 512, "act": "tanh"})

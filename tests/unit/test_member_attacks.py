@@ -15,17 +15,24 @@ import dataclasses
 import hashlib
 
 import pytest
-from netsim import Net, Node
+from netsim import LABEL, Net, Node
 
 from p2phpo.core.gossip_types import GossipConfig
 from p2phpo.core.identity import Identity
 from p2phpo.core.member_sig import U64, AliveVerifier, alive_bytes
 from p2phpo.core.membership import Membership
-from p2phpo.core.messages import Alive, Dead, MemberRecord, MsgType, PPState, State, Suspect, to_wire
+from p2phpo.core.messages import (
+    Dead,
+    MemberRecord,
+    MsgType,
+    PPState,
+    State,
+    Suspect,
+    to_wire,
+)
 from p2phpo.core.profiles import LOCAL
 from p2phpo.core.wire import Cipher, DropReason, Keyring, Sealer, pack, unpack_strict
 from p2phpo.runtime.udp import INSECURE_KEY
-from netsim import LABEL
 
 EVIL = ("10.6.6.6", 6666)
 MODES = {"keyed": (Cipher.AES_GCM, bytes(range(7, 39))), "unkeyed": (Cipher.NULL, INSECURE_KEY)}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2phpo.core.entries import Claim, Result, Status, trial_id_str
+from p2phpo.identity_file import IDENTITY_NAME
 from p2phpo.storage import (
     LOG_NAME,
     DiskError,
@@ -18,6 +19,7 @@ from p2phpo.storage import (
     replay_bytes,
     replay_log,
 )
+from tests.signing import ident, signed
 
 
 def fill(state: Path, n: int = 5) -> list:
@@ -98,15 +100,54 @@ def test_state_dir_of_another_study_is_refused(tmp_path: Path) -> None:
 
 
 def test_merged_entries_are_persisted_too(tmp_path: Path) -> None:
+    peer = ident(1)
+    o = peer.node_id
     with Storage.open(tmp_path) as st:
-        foreign = Claim(origin=0xBEEF, seq=1, wall=0.0, slot=0, params={"x": 1})
-        res = Result(origin=0xBEEF, seq=2, wall=1.0, trial=(0xBEEF, 1), status=Status.COMPLETE, value=1.0)
-        stats = st.ledger.merge([res, foreign])
+        foreign = signed(peer, Claim, 1, slot=0, params={"x": 1})
+        res = signed(peer, Result, 2, trial=(o, 1), status=Status.COMPLETE, value=1.0)
+        stats = st.ledger.merge([foreign, res])
         st.append(stats.added, sync=False)
-    assert read_state(tmp_path).ledger.vv == {0xBEEF: 2}
-    assert read_trial_params(tmp_path, trial_id_str((0xBEEF, 1))) == {"x": 1}
+    assert read_state(tmp_path).ledger.vv == {o: 2}
+    assert read_trial_params(tmp_path, trial_id_str((o, 1))) == {"x": 1}
     with pytest.raises(StorageError):
-        read_trial_params(tmp_path, trial_id_str((0xBEEF, 9)))
+        read_trial_params(tmp_path, trial_id_str((o, 9)))
+    with Storage.open(tmp_path) as st:  # the replayed replica still verifies new records
+        assert st.ledger.merge([signed(peer, Result, 3, trial=(o, 1), status=Status.FAILED)]).added
+
+
+def test_node_id_derives_from_an_owner_only_identity_key(tmp_path: Path) -> None:
+    with Storage.open(tmp_path) as st:
+        node_id, key = st.node_id, st.identity.public_key
+    assert (tmp_path / IDENTITY_NAME).stat().st_mode & 0o777 == 0o600
+    from p2phpo.core.identity import node_id_of
+
+    assert node_id == node_id_of(key)
+    with Storage.open(tmp_path) as st:
+        assert st.node_id == node_id
+
+
+def test_old_state_dir_without_a_key_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    fill(tmp_path, 1)
+    (tmp_path / IDENTITY_NAME).unlink()
+    with pytest.raises(StorageError, match="has no identity.key") as err:
+        Storage.open(tmp_path)
+    assert "new --state-dir" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_key_of_another_node_is_refused(tmp_path: Path) -> None:
+    fill(tmp_path, 1)
+    (tmp_path / IDENTITY_NAME).write_bytes(b"\x01" * 32)
+    with pytest.raises(StorageError, match="damaged"):
+        Storage.open(tmp_path)
+
+
+def test_own_entries_are_signed_on_disk(tmp_path: Path) -> None:
+    entries = fill(tmp_path, 2)
+    from p2phpo.core.ledger import Ledger
+    from p2phpo.core.records import Verifier
+
+    fresh = Ledger(verifier=Verifier())
+    assert fresh.merge(replay_log(tmp_path / LOG_NAME).entries).added == entries
 
 
 def test_damaged_meta_gives_a_clear_error(tmp_path: Path) -> None:
@@ -150,6 +191,7 @@ def test_a_flipped_byte_costs_exactly_the_record_it_hit(tmp_path: Path) -> None:
 def test_open_skips_a_damaged_middle_record_and_compacts_the_log(tmp_path: Path) -> None:
     entries = fill(tmp_path, 6)
     log = tmp_path / LOG_NAME
+    records = replay_log(log).entries  # what peers hold
     off, n = _spans(log)[2]
     data = bytearray(log.read_bytes())
     data[off + n // 2] ^= 0xFF
@@ -162,7 +204,7 @@ def test_open_skips_a_damaged_middle_record_and_compacts_the_log(tmp_path: Path)
         assert st.ledger.held_seqs(st.node_id) == [4, 5, 6]
         note = st.recovery.note()
         assert "skipped 1 damaged record" in note and "seq 3" in note and "\n" not in note
-        stats = st.ledger.merge([entries[2]])  # a peer gives it back
+        stats = st.ledger.merge([records[2]])  # a peer gives it back
         st.append(stats.added, sync=False)
         assert list(st.ledger) == entries
         assert st.missing_own() == []

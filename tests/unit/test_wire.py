@@ -279,6 +279,7 @@ def test_drop_counter():
         "bad_version": 0,
         "bad_signature": 0,
         "over_limit": 0,
+        "unknown_key": 0,
     }
 
 
