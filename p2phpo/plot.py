@@ -164,6 +164,7 @@ def _history(ax: Any, d: PlotData) -> None:
         ax.step(list(xs) + [last], list(ys) + [ys[-1]], where="post", color=BEST, lw=2,
                 label="best so far")
     _scale(ax, [y for _, y, _ in d.history])
+    _integer_x(ax)
     ax.set_title("Optimization history")
     ax.set_xlabel("trials, in the order they finished")
     ax.set_ylabel(d.metric)
@@ -188,6 +189,7 @@ def _curves(ax: Any, d: PlotData) -> None:
         if c.trial == best:
             ax.plot(c.steps, c.values, color=BEST, lw=2.5, label=f"best trial {c.trial}")
     _scale(ax, [y for c in d.curves for y in c.values])
+    _integer_x(ax)
     ax.set_title("Learning curves")
     ax.set_xlabel("step (epoch)")
     ax.set_ylabel(d.metric)
@@ -261,6 +263,12 @@ def _scale(ax: Any, values: list[float]) -> None:
     otherwise flatten every good one onto the floor)."""
     if values and min(values) > 0 and max(values) / min(values) > 100:
         ax.set_yscale("log")
+
+
+def _integer_x(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _empty(ax: Any, text: str) -> None:

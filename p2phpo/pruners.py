@@ -16,10 +16,11 @@ are raw; pruners compare them with the study direction.
   each an ASHA whose first rung is ``min·η^s``; a trial's bracket is chosen
   by hashing its id (``core/hrw``), weighted by Hyperband's bracket budgets,
   and it only competes with trials of its own bracket.
-- ``median``: prune if the value is worse than the median of the other
-  trials' values at the same step, once ``n_startup_trials`` others reported
-  there and ``step >= n_warmup_steps``. Reports every step (at most 32
-  spread over ``max_resource`` when it is known).
+- ``median``: Optuna's ``MedianPruner`` rule: once ``n_startup_trials``
+  trials are COMPLETE and ``step >= n_warmup_steps``, prune if the trial's
+  best value so far is worse than the median of the COMPLETE trials' values
+  at this step. Decides every step (at most 32 spread over ``max_resource``
+  when it is known).
 - ``none``: never prunes and needs no reports.
 """
 
@@ -51,6 +52,7 @@ class ReportIndex:
 
     def __init__(self) -> None:
         self.by_step: dict[int, dict[TrialId, float]] = {}
+        self.complete: set[TrialId] = set()  # trials whose RESULT is COMPLETE
         self._cursor = 0
 
     def add(self, trial: TrialId, step: int, value: float) -> None:
@@ -69,6 +71,12 @@ class ReportIndex:
     def trials_at(self, step: int) -> list[TrialId]:
         return list(self.by_step.get(int(step), {}))
 
+    def best_so_far(self, trial: TrialId, step: int, value: float, minimize: bool) -> float:
+        """The best of ``trial``'s values at steps up to ``step``, ``value`` included."""
+        mine = [col[trial] for s, col in self.by_step.items() if s <= step and trial in col]
+        mine.append(value)
+        return min(mine) if minimize else max(mine)
+
     def sync(self, ledger: Any) -> ReportIndex:
         changes = ledger.changes
         if self._cursor < len(changes):
@@ -77,6 +85,8 @@ class ReportIndex:
                 if view is not None:
                     for step, value in view.reports.items():
                         self.add(tid, step, value)
+                    if getattr(view.state, "name", "") == "COMPLETE":
+                        self.complete.add(tid)
             self._cursor = len(changes)
         return self
 
@@ -225,11 +235,16 @@ class MedianPruner:
             return False
         if not math.isfinite(value):
             return True
-        others = index.values_at(step, exclude=trial)
-        if others.size < max(self.n_startup_trials, 1):
+        done = index.complete - {trial}
+        if len(done) < max(self.n_startup_trials, 1):
+            return False
+        others = index.values_at(step, among=done)
+        if others.size == 0:
             return False
         med = float(np.median(others))
-        return value > med if self.direction == "minimize" else value < med
+        minimize = self.direction == "minimize"
+        best = index.best_so_far(trial, step, value, minimize)
+        return best > med if minimize else best < med
 
 
 _DEFAULTS: dict[str, dict[str, Any]] = {

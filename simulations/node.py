@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
-from p2phpo.core.durability import GateConfig, RepairGate
+from p2phpo.core.durability import GateConfig, Linger, RepairGate
 from p2phpo.core.entries import Entry, Status, decode_entry
 from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
 from p2phpo.core.ledger import Ledger
@@ -105,6 +105,7 @@ class SimNode:
         self.busy: list[tuple[float, float]] = []
         self.done: str | None = None
         self.fatal: str | None = None
+        self.may_exit: float | None = None  # when the driver said this node may exit
         self.timer_at: float | None = None
         self.timer_gen = 0
         self.paused_until = 0.0
@@ -116,7 +117,10 @@ class SimNode:
         wall = self.wall(now)
         gate = RepairGate(self.id, self.ledger, expect_peers=bool(seeds), now=now, start_wall=wall,
                           config=GateConfig.for_profile(setup.profile))
-        self.driver = NodeDriver(self.id, self.ledger, self._make_gossip(), gate=gate)
+        # As `p2phpo node` (default --grace); a finished simulated node stays up (MayExit
+        # is noted, not obeyed) so the checkers see every node to the end.
+        self.driver = NodeDriver(self.id, self.ledger, self._make_gossip(), gate=gate,
+                                 linger=Linger(30.0))
         self.driver.start(seeds, now, wall)
         # The simulated objective needs no loading: the worker is ready at once.
         self.driver.handle_worker_ready(setup.search, make_plan, local_study, now, wall)
@@ -197,6 +201,7 @@ class SimNode:
         plan, k = run.plan, run.step
         value = plan.values[k]
         verdict = self.driver.handle_trial_report(trial, k + 1, value, now, self.wall(now))
+        self._act(now)  # the report is written before the trial goes on, as in a real node
         if verdict is Verdict.PRUNE:
             self._finish(trial, Outcome(Status.PRUNED, value, duration=now - run.start), now)
         elif verdict is Verdict.STOP:
@@ -265,7 +270,9 @@ class SimNode:
             self.disk.incarnation = max(self.disk.incarnation, a.value)
         elif t is Fatal:
             self.fatal = a.message
-        elif t is Note or t is StudyFound or t is MayExit:
+        elif t is MayExit:
+            self.may_exit = now
+        elif t is Note or t is StudyFound:
             pass
         else:  # a membership event
             self.obs.on_member_event(self, a, now)

@@ -24,7 +24,6 @@ import logging.handlers
 import os
 import random
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
+from p2phpo.ui.errors import bind_error
 from p2phpo.ui.snapshot import (
     Event,
     MemberRow,
@@ -279,7 +279,7 @@ class Node:
         try:
             addr = await self.rt.start(self._seeds)
         except OSError as exc:
-            raise NodeError(f"cannot bind {self.opts.bind}: {exc.strerror or exc}") from None
+            raise NodeError(bind_error(self.opts.bind, exc)) from None
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".")) from None
         self.addr = addr
@@ -539,6 +539,7 @@ class Node:
             self.ledger, summary=self.summary, health=health, node_id=self.node_id,
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),
             events=tuple(self.events[-50:]), dataset_source=source, keyed=self.keyed,
+            state_dir=str(self.opts.state_dir or default_state_dir()),
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
             **({"done": True} if self.done else {}),
         )
@@ -568,6 +569,7 @@ def stderr_console() -> Console:
 
 
 def fail(message: str) -> None:
-    """Print one sentence to stderr (used by the CLI)."""
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {message}")
-    sys.stderr.flush()
+    """Print one sentence to stderr (used by the CLI); never read as markup."""
+    from p2phpo.ui.errors import fail as print_error
+
+    print_error(message)

@@ -1,14 +1,19 @@
 """The built-in ``mnist-mlp`` objective: an MLP in pure JAX, trained with optax.
 
-Params are a pytree (a list of ``(w, b)`` per layer); one jitted
-``train_step(state, batch, key) -> (state, metrics)`` is scanned over an
-epoch whose order is shuffled on the device; the data is put on the device
-once per process. Learning rate, weight decay and dropout rate are *data*
-(``optax.inject_hyperparams`` and a scalar in the state), so trials that
-share an architecture — layers, rounded width, activation, optimizer, batch
-size, dropout on/off — reuse the compiled code: :class:`Model` objects are
-cached per architecture for the life of the process (the worker), and JAX's
-persistent cache, when configured, keeps them across restarts.
+A trial runs in a *shape-class program* (``program.py``): its width is padded
+up to a bucket (``width_buckets``) and its depth to a layer cap, the padding
+masked so the network is mathematically the trial's own; activation and
+optimizer are indices and learning rate, weight decay and dropout rate are
+data, so one XLA compile serves every trial of a class (batch size, width
+bucket, layer cap). A trial reuses an already compiled larger class when the
+padding's extra compute, at this process's measured speed, costs less than a
+compile. Programs are cached for the life of the process (the worker); JAX's
+persistent cache, when configured, keeps them across restarts (the classes
+repeat exactly, so it hits). One program call trains an epoch (a
+``lax.scan`` over the jitted step, shuffled on the device) and measures the
+validation accuracy; the data is put on the device once per process, so no
+step goes back to the host. :class:`Model` is the plain per-architecture
+model (``buckets=None``), the reference the programs are tested against.
 
 Parameters (DESIGN §10) and their defaults when the space omits them:
 ``lr`` 1e-3, ``layers`` 2, ``width`` 256 (rounded to a multiple of
@@ -17,7 +22,8 @@ Parameters (DESIGN §10) and their defaults when the space omits them:
 ``weight_decay`` 0.0 (coupled L2 for adam and sgd, decoupled for adamw),
 ``batch_size`` 128. Options (the study's ``[objective]`` table):
 ``dataset`` "mnist", ``data_dir``, ``max_epochs`` 20, ``seed`` 0,
-``val_size``, ``split_seed`` 0 (the validation split), ``width_step`` 32.
+``val_size``, ``split_seed`` 0 (the validation split), ``width_step`` 32,
+``width_buckets`` [128, 256, 512, 1024] (an empty list compiles each exact architecture).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -34,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from p2phpo.train import program
 from p2phpo.train.data import Dataset, load_dataset
 from p2phpo.trial import TrialPruned
 
@@ -43,13 +50,10 @@ PARAM_DEFAULTS: dict[str, Any] = {
 }
 OPTION_DEFAULTS: dict[str, Any] = {
     "dataset": "mnist", "data_dir": None, "max_epochs": 20, "seed": 0, "val_size": None,
-    "split_seed": 0, "width_step": 32,
+    "split_seed": 0, "width_step": 32, "width_buckets": list(program.WIDTH_BUCKETS),
 }
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh, "silu": jax.nn.silu,
-    "elu": jax.nn.elu, "sigmoid": jax.nn.sigmoid,
-}
-OPTIMIZERS = ("adam", "adamw", "sgd")
+ACTIVATIONS = program.ACTIVATION_FNS
+OPTIMIZERS = program.OPTIMIZERS
 
 
 # -- compile counting (from JAX's own compile events, not timing) ---------------
@@ -137,12 +141,11 @@ class Config:
                 self.dropout > 0)
 
 
-# -- the model --------------------------------------------------------------------
+# -- the plain model (one program per exact architecture; the reference) -------------
 
 class TrainState(NamedTuple):
     params: list[tuple[jax.Array, jax.Array]]
     opt_state: Any
-    dropout: jax.Array  # scalar rate, data so that a new rate does not recompile
 
 
 def _make_tx(kind: str) -> optax.GradientTransformation:
@@ -162,70 +165,64 @@ def init_params(key: jax.Array, sizes: list[int], gain: float) -> list[tuple[jax
 
 
 class Model:
-    """Jitted functions for one architecture and data shape; built once, reused."""
+    """The exact architecture, optax's own adam/adamw/sgd chains: the reference that
+    bucketed programs (``program.py``) are tested against, and ``buckets=None``."""
 
     def __init__(self, cfg: Config, n_features: int, n_classes: int) -> None:
         self.sizes = [n_features] + [cfg.width] * cfg.layers + [n_classes]
         self.batch_size = cfg.batch_size
         self.use_dropout = cfg.dropout > 0
         self.act = ACTIVATIONS[cfg.activation]
-        self.gain = 2.0 if cfg.activation in ("relu", "gelu", "silu", "elu") else 1.0
+        self.gain = program.GAIN[cfg.activation]
         self.tx = _make_tx(cfg.optimizer)
-        self.init_state = jax.jit(self._init_state)
-        self.train_step = jax.jit(self._train_step)
-        self.train_epoch = jax.jit(self._train_epoch)
-        self.accuracy = jax.jit(self._accuracy)
+        self.epoch = jax.jit(self._epoch)
+        self.evaluate = jax.jit(self._accuracy)
+
+    def init_state(self, seed: int, cfg: Config) -> TrainState:
+        params = program.init_arrays(seed, self.sizes, self.gain)
+        opt = program.zeros_like_tree(jax.eval_shape(self.tx.init, params))
+        hyper = {"learning_rate": np.float32(cfg.lr), "weight_decay": np.float32(cfg.weight_decay)}
+        return TrainState(params, opt._replace(hyperparams=hyper))
 
     def forward(self, params: list, x: jax.Array, key: jax.Array | None = None,
                 rate: jax.Array | None = None) -> jax.Array:
         *hidden, (w_out, b_out) = params
-        keys = jax.random.split(key, max(1, len(hidden))) if key is not None else None
         for i, (w, b) in enumerate(hidden):
             x = self.act(x @ w + b)
-            if keys is not None and self.use_dropout:
-                keep = jax.random.bernoulli(keys[i], 1.0 - rate, x.shape)
+            if key is not None and self.use_dropout:
+                keep = program.dropout_mask(jax.random.fold_in(key, i), rate, x.shape[0], x.shape[1])
                 x = jnp.where(keep, x / (1.0 - rate), 0.0)
         return x @ w_out + b_out
 
-    def _init_state(self, key: jax.Array, lr: jax.Array, wd: jax.Array, rate: jax.Array) -> TrainState:
-        params = init_params(key, self.sizes, self.gain)
-        opt_state = self.tx.init(params)
-        hyper = {**opt_state.hyperparams, "learning_rate": lr, "weight_decay": wd}
-        return TrainState(params, opt_state._replace(hyperparams=hyper), rate)
-
-    def _train_step(self, state: TrainState, batch: tuple[jax.Array, jax.Array],
-                    key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-        x, y = batch
-
-        def loss_fn(params: list) -> jax.Array:
-            logits = self.forward(params, x, key, state.dropout)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.dropout), {"loss": loss}
-
-    def _train_epoch(self, state: TrainState, x: jax.Array, y: jax.Array,
-                     key: jax.Array) -> tuple[TrainState, jax.Array]:
+    def _epoch(self, state: TrainState, lane: program.Lane, x: jax.Array, y: jax.Array,
+               xv: jax.Array, yv: jax.Array) -> tuple[TrainState, jax.Array, jax.Array]:
         n_steps = x.shape[0] // self.batch_size
+        key = jax.random.fold_in(jax.random.key(lane.seed), lane.epoch)
         perm_key, steps_key = jax.random.split(key)
         perm = jax.random.permutation(perm_key, x.shape[0])[: n_steps * self.batch_size]
         idx = perm.reshape(n_steps, self.batch_size)
 
         def body(st: TrainState, inp: tuple[jax.Array, jax.Array]) -> tuple[TrainState, jax.Array]:
             rows, k = inp
-            st, metrics = self._train_step(st, (x[rows], y[rows]), k)
-            return st, metrics["loss"]
+
+            def loss_fn(params: list) -> jax.Array:
+                logits = self.forward(params, x[rows], k, lane.dropout)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, y[rows]).mean()
+
+            loss, grads = jax.value_and_grad(loss_fn)(st.params)
+            updates, opt_state = self.tx.update(grads, st.opt_state, st.params)
+            return TrainState(optax.apply_updates(st.params, updates), opt_state), loss
 
         state, losses = jax.lax.scan(body, state, (idx, jax.random.split(steps_key, n_steps)))
-        return state, losses.mean()
+        return state, losses.mean(), self._accuracy(state.params, lane, xv, yv)
 
-    def _accuracy(self, params: list, x: jax.Array, y: jax.Array) -> jax.Array:
+    def _accuracy(self, params: list, lane: program.Lane, x: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean(jnp.argmax(self.forward(params, x), axis=-1) == y)
 
 
 _MODELS: dict[tuple, Model] = {}
+_PROGRAMS: dict[program.ShapeClass, program.Program] = {}
+COST = program.CostModel()
 _DEVICE_DATA: dict[str, tuple[jax.Array, ...]] = {}
 
 
@@ -236,8 +233,27 @@ def get_model(cfg: Config, n_features: int, n_classes: int) -> Model:
     return _MODELS[key]
 
 
+def get_program(cls: program.ShapeClass) -> program.Program:
+    if cls not in _PROGRAMS:
+        _PROGRAMS[cls] = program.Program(cls)
+    return _PROGRAMS[cls]
+
+
+def shape_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int] | None,
+                k: int = 1) -> program.ShapeClass:
+    """The class this trial runs in: its natural bucket, or a compiled one that fits
+    when the padding costs less than a compile (``program.pick_class``)."""
+    natural = program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
+                                    ds.num_classes, buckets, k)
+    if not buckets:
+        return natural
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    return program.pick_class(natural, cfg.width, cfg.layers, steps, epochs, list(_PROGRAMS), COST)
+
+
 def device_data(ds: Dataset) -> tuple[jax.Array, ...]:
-    """Train/val/test as float32 in [0, 1] on the default device, once per dataset."""
+    """Train/val/test as float32 in [0, 1] on the default device (an accelerator when
+    JAX sees one), once per dataset: every later step reads it there."""
     if ds.fingerprint not in _DEVICE_DATA:
         _DEVICE_DATA.clear()  # one dataset per process at a time
 
@@ -270,38 +286,59 @@ class TrainResult:
     test_accuracy: float | None
     compile_seconds: float
     compiles: int
+    shape_class: program.ShapeClass | None = None  # None: the plain model
 
 
 def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
           width_step: int = 32, test: bool = False,
-          on_epoch: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
-    """Train one configuration for ``epochs`` epochs; ``on_epoch`` may raise to stop."""
+          on_epoch: Callable[[EpochMetrics], None] | None = None,
+          buckets: Sequence[int] | None = program.WIDTH_BUCKETS) -> TrainResult:
+    """Train one configuration for ``epochs`` epochs; ``on_epoch`` may raise to stop.
+
+    With ``buckets`` (the default) the trial runs in a shared shape-class
+    program; ``buckets=None`` compiles the exact architecture (the reference).
+    """
     cfg = Config.from_params(params, width_step)
     seed = int(params.get("seed", seed))
     x_tr, y_tr, x_va, y_va, x_te, y_te = device_data(ds)
     if cfg.batch_size > x_tr.shape[0]:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {x_tr.shape[0]} training rows")
-    model = get_model(cfg, ds.num_features, ds.num_classes)
     compiles0, seconds0 = COMPILE_LOG.compiles, COMPILE_LOG.seconds
-    key, init_key = jax.random.split(jax.random.key(seed))
-    f32 = np.float32
-    state = model.init_state(init_key, f32(cfg.lr), f32(cfg.weight_decay), f32(cfg.dropout))
+    cls = shape_class(cfg, ds, epochs, buckets) if buckets else None
+    runner: Any = get_program(cls) if cls else get_model(cfg, ds.num_features, ds.num_classes)
+    if cls:
+        state = runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
+                                  cfg.lr, cfg.weight_decay, cfg.optimizer)
+    else:
+        state = runner.init_state(seed, cfg)
     history: list[EpochMetrics] = []
-    n_seen = (x_tr.shape[0] // cfg.batch_size) * cfg.batch_size
+    n_steps = x_tr.shape[0] // cfg.batch_size
     for epoch in range(1, epochs + 1):
         t0, c0 = time.perf_counter(), COMPILE_LOG.seconds
-        key, epoch_key = jax.random.split(key)
-        state, loss = model.train_epoch(state, x_tr, y_tr, epoch_key)
-        acc = float(model.accuracy(state.params, x_va, y_va))
+        lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout)
+        state, loss, acc = runner.epoch(state, lane, x_tr, y_tr, x_va, y_va)
+        loss, acc = float(loss), float(acc)
         seconds = time.perf_counter() - t0
-        compute = max(seconds - (COMPILE_LOG.seconds - c0), 1e-9)  # samples/s without compiling
-        m = EpochMetrics(epoch, float(loss), acc, seconds, n_seen / compute)
+        compiling = COMPILE_LOG.seconds - c0
+        compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
+        if cls is not None:
+            _note_cost(cfg, cls, n_steps, compute, compiling)
+        m = EpochMetrics(epoch, loss, acc, seconds, n_steps * cfg.batch_size / compute)
         history.append(m)
         if on_epoch is not None:
             on_epoch(m)
-    test_acc = float(model.accuracy(state.params, x_te, y_te)) if test else None
+    test_acc = float(runner.evaluate(state.params, lane, x_te, y_te)) if test and history else None
     return TrainResult(cfg, history, history[-1].val_accuracy if history else float("nan"),
-                       test_acc, COMPILE_LOG.seconds - seconds0, COMPILE_LOG.compiles - compiles0)
+                       test_acc, COMPILE_LOG.seconds - seconds0, COMPILE_LOG.compiles - compiles0, cls)
+
+
+def _note_cost(cfg: Config, cls: program.ShapeClass, n_steps: int, compute: float,
+               compiling: float) -> None:
+    if compiling > 0:
+        COST.note_compile(compiling)
+    else:
+        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.width, cfg.layers, cls) * n_steps,
+                        compute)
 
 
 def mnist_mlp(trial: Any) -> float:
@@ -315,8 +352,18 @@ def mnist_mlp(trial: Any) -> float:
             raise TrialPruned()
 
     result = train(ds, trial.params, epochs=int(opts["max_epochs"]), seed=int(opts["seed"]),
-                   width_step=int(opts["width_step"]), on_epoch=on_epoch)
+                   width_step=int(opts["width_step"]), buckets=_buckets(opts["width_buckets"]),
+                   on_epoch=on_epoch)
     return result.val_accuracy
+
+
+def _buckets(value: Any) -> tuple[int, ...] | None:
+    """The ``width_buckets`` option: a list of widths; empty or false turns bucketing off."""
+    if not value:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ValueError(f"width_buckets must be a list of positive widths, got {value!r}")
+    return tuple(sorted(value))
 
 
 _DATASETS: dict[tuple, Dataset] = {}

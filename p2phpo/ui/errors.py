@@ -7,6 +7,8 @@ terminal wraps it, in a log or a pipe it stays one line.
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
 
 from rich.console import Console
@@ -32,15 +34,34 @@ def note(message: str) -> None:
 
 
 def bind_error(bind: str, exc: OSError) -> str:
-    """One sentence for a failed bind: says so plainly when the port is taken."""
-    import errno
+    """One sentence for a failed bind: says so plainly when the port is taken.
 
-    port = bind.rsplit(":", 1)[-1]
-    if exc.errno == errno.EADDRINUSE:
-        return (f"port {port} is already in use on {bind.rsplit(':', 1)[0] or 'this host'} "
-                "(another p2phpo node?); pick a free one with --bind HOST:PORT")
-    if exc.errno == errno.EADDRNOTAVAIL:
+    uvloop raises a bare ``OSError`` without an errno, so the cause is found
+    again by binding a throwaway UDP and TCP socket to the same address.
+    """
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    code = exc.errno if exc.errno is not None else _probe(host, port)
+    if code == errno.EADDRINUSE:
+        return (f"port {port} is already in use on {host} (another p2phpo node?); "
+                "pick a free one with --bind HOST:PORT")
+    if code == errno.EADDRNOTAVAIL:
         return f"cannot bind {bind}: that address is not one of this machine's"
-    if exc.errno == errno.EACCES:
+    if code == errno.EACCES:
         return f"cannot bind {bind}: permission denied (ports below 1024 need root)"
     return f"cannot bind {bind}: {exc.strerror or exc}"
+
+
+def _probe(host: str, port: str) -> int | None:
+    try:
+        infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_UDP)
+    except (OSError, ValueError):
+        return None
+    family, addr = infos[0][0], infos[0][4]
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind(addr)
+            except OSError as e:
+                return e.errno
+    return None

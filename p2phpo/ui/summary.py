@@ -38,7 +38,8 @@ def summary_json(snap: NodeSnapshot) -> dict[str, Any]:
     """The ``summary`` event: study, trial counts, best trial, value, params, reproduce."""
     out: dict[str, Any] = {"event": "summary", "wall": snap.wall, "study": snap.study,
                            "done": snap.done, "direction": snap.direction,
-                           "metric": snap.metric, "trials": dict(snap.trial_counts)}
+                           "metric": snap.metric,
+                           "trials": {k: v for k, v in snap.trial_counts.items() if v}}
     if snap.best_trial is None:
         out["best"] = None
         out["detail"] = "no trial completed"

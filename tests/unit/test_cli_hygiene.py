@@ -69,3 +69,21 @@ def test_a_port_in_use_is_named():
     assert e.value.errno == errno.EADDRINUSE
     message = bind_error(f"127.0.0.1:{port}", e.value)
     assert message.startswith(f"port {port} is already in use")
+
+
+def test_a_study_file_error_keeps_its_brackets(tmp_path):
+    study = tmp_path / "a[x]b[study].toml"
+    study.write_text('[study]\nn_trials = 0\n[space]\nx = {type = "float", low = 0, high = 1}\n')
+    res = invoke("node", "--study", str(study), "--state-dir", str(tmp_path / "state"))
+    assert res.exit_code == 2
+    assert f"error: {study}: [study] n_trials must be an integer >= 1, got 0" in res.stderr
+
+
+def test_a_bare_bind_error_from_uvloop_is_still_named_a_port_in_use():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        message = bind_error(f"127.0.0.1:{port}",
+                             OSError(f"could not bind to local_addr ('127.0.0.1', {port})"))
+    assert message == (f"port {port} is already in use on 127.0.0.1 (another p2phpo node?); "
+                       "pick a free one with --bind HOST:PORT")

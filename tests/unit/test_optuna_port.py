@@ -70,3 +70,11 @@ def test_the_ported_objective_records_whole_curves_as_optuna_does():
     assert [sorted(t.reports) for t in result.trials] == [list(range(1, 28))] * 5
     assert result.best_trial.number == min(
         range(5), key=lambda n: (((n * 37) % 23) / 23.0, n))
+
+
+def test_median_prunes_the_same_trials_at_the_same_steps_as_optunas_median_pruner():
+    expected = _pruned_under_optuna(optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                                n_warmup_steps=2))
+    got = _pruned_under_p2phpo("median", {"n_startup_trials": 5, "n_warmup_steps": 2})
+    assert len(expected) >= 10
+    assert got == expected

@@ -94,14 +94,30 @@ def test_hyperband_needs_a_max_resource():
         get_pruner("hyperband", {})
 
 
+def _complete(idx: ReportIndex, *trials: int) -> ReportIndex:
+    idx.complete.update((1, t) for t in trials)
+    return idx
+
+
 def test_median_waits_for_startup_trials_and_warmup():
     p = get_pruner("median", {"n_startup_trials": 3, "n_warmup_steps": 2})
-    two = index_of({1: {2: 1.0}, 2: {2: 2.0}})
-    assert not p.decide((1, 9), 2, 50.0, two)  # only 2 others reported at step 2
-    three = index_of({1: {1: 1.0, 2: 1.0}, 2: {1: 2.0, 2: 2.0}, 3: {1: 3.0, 2: 3.0}})
+    two = _complete(index_of({1: {2: 1.0}, 2: {2: 2.0}, 3: {2: 3.0}}), 1, 2)
+    assert not p.decide((1, 9), 2, 50.0, two)  # only 2 trials complete
+    three = _complete(index_of({1: {1: 1.0, 2: 1.0}, 2: {1: 2.0, 2: 2.0},
+                                3: {1: 3.0, 2: 3.0}}), 1, 2, 3)
     assert not p.decide((1, 9), 1, 50.0, three)  # warm-up
     assert p.decide((1, 9), 2, 2.5, three)
     assert not p.decide((1, 9), 2, 1.5, three)
+
+
+def test_median_compares_the_best_so_far_with_complete_trials_only_as_optuna():
+    p = get_pruner("median", {"n_startup_trials": 2})
+    idx = _complete(index_of({1: {1: 1.0, 2: 1.0}, 2: {1: 2.0, 2: 2.0}, 3: {1: 0.1},
+                              4: {1: 0.2}}), 1, 2)
+    assert p.decide((1, 9), 1, 1.6, idx)  # worse than the median 1.5 of trials 1 and 2
+    assert not p.decide((1, 9), 1, 1.2, idx)  # running trials 3 and 4 do not pull it down
+    idx.add((1, 9), 1, 1.4)
+    assert not p.decide((1, 9), 2, 9.0, idx)  # its best so far (1.4) beats the median 1.5
 
 
 def test_median_reports_every_step_up_to_32_reports():

