@@ -487,10 +487,11 @@ class GossipCore:
             self.ae.want_tcp(sender, addr, now)
 
     # ------------------------------------------------------------------ Link (for self.ae)
-    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+    def send(self, addr: Addr, head: list[Message], *, to: int, piggyback: bool = True) -> None:
+        """Send to member ``to``, bound to its current life (see ``_send``)."""
         self._send(addr, head, piggyback=piggyback, to=to)
 
-    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None:
+    def send_packed(self, addr: Addr, parts: list[bytes], *, to: int) -> None:
         """Entries go only bound to a life of ``to`` we know (else they are not sent)."""
         dest = self._bound_to(to)
         if dest is not None:
