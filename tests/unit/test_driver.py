@@ -80,7 +80,8 @@ class Peer:
         self.sealer = Sealer(RING, node, 0, 0, LABEL)
 
     def send(self, d: NodeDriver, msgs: list[Any], now: float) -> None:
-        data = self.sealer.seal_packed([encode_message(m) for m in msgs])
+        to = (d.gossip.node_id, d.gossip.sealer.epoch.salt)  # bound to the receiver's life
+        data = self.sealer.seal_packed([encode_message(m) for m in msgs], to)
         d.handle_datagram(data, ADDR[self.node], now, 1000.0 + now)
 
 
