@@ -315,7 +315,7 @@ class NodeDriver:
         search = self.search
         if search is not None and self.fatal is None:
             if self._members_dirty:
-                search.set_members(now, self._views)
+                search.set_members(now, self._search_views())
             if self._search_due(now):
                 self._step(now, wall)
             self._take_own()
@@ -335,7 +335,8 @@ class NodeDriver:
         """Start the search once the worker is ready and the repair gate lets us write."""
         gate = self.gate
         if gate is not None and not gate.opened:
-            if not gate.due(now):
+            alive = any(v.state == "ALIVE" for n, v in self._views.items() if n != self.node_id)
+            if not gate.due(now, peers_alive=alive):
                 return
             fill = gate.open(wall)  # own seqs nobody gave back: ABANDON(LOST)
             if fill:
@@ -350,6 +351,18 @@ class NodeDriver:
         self.search.recover(wall)
         self.search.ready = True
         self._members_dirty = self._poke = True
+
+    def _search_views(self) -> dict[int, MemberView]:
+        """The member views, plus, for a node that went on alone, every origin of its
+        ledger it cannot see as DEAD: their RUNNING trials are orphans to retry (else a
+        node restarted after everyone left waits forever on a stranger's trial)."""
+        if self.gate is None or not self.gate.alone:
+            return self._views
+        views = dict(self._views)
+        for origin in self.ledger.origins():
+            if origin != self.node_id:
+                views.setdefault(origin, MemberView("DEAD"))
+        return views
 
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
@@ -410,9 +423,13 @@ class NodeDriver:
 
     def _synced(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed (digests equal, or a push-pull)."""
+        if self.linger is not None:
+            self.linger.synced(peer)
         if self.gate is not None:
+            alone = self.gate.alone
             self.gate.synced(now)
             self._poke = True
+            self._members_dirty |= alone  # strangers are members again, not DEAD
         if self.search is None:
             return
         self.search.synced_with(peer, now)
@@ -421,6 +438,8 @@ class NodeDriver:
             self._poke = True
 
     def _on_merged(self, entries: list[Entry]) -> None:
+        if self.linger is not None:
+            self.linger.changed()  # every peer must confirm it holds these before we exit
         if self.gate is not None:
             self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
             if self.gate.refused:
@@ -437,6 +456,8 @@ class NodeDriver:
             return
         own = self.search.take_new_entries()
         if own:
+            if self.linger is not None:
+                self.linger.changed()
             self._unconfirmed.extend(own)
             self._actions.append(Persist(own, own=True))
 

@@ -13,7 +13,9 @@ the node writes nothing (no ABANDON of its old trials, no CLAIM):
   holds. If peers gave back entries of its own, it waits ``quiet`` seconds
   more, so that a live twin (a copy of its state dir running elsewhere) shows
   itself by writing on.
-- After ``sync_wait`` without a sync it opens alone and says so.
+- After ``sync_wait`` without a sync, and with no other member alive, it
+  opens alone and says so. While some peer is alive it keeps waiting for a
+  sync (push-pull or equal digests) up to four times as long: never a stall.
 
 Entries of this node that arrive from peers before it opens are repairs,
 unless they were written after this process started (a wall time at or after
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 
 from p2phpo.core.entries import Abandon, AbandonReason, Entry
 from p2phpo.core.ledger import Ledger
+
+MAX_WAIT_FACTOR = 4  # live peers but no sync yet: wait up to this many sync_waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class RepairGate:
         self._started = now
         self._synced_at: float | None = None
         self._repaired: list[int] = []  # own seqs peers gave back before opening
+        self._saw_peers = False  # a live peer was seen while waiting
         self._gaps = ledger.gaps()  # what the log lost below intact entries, every origin
 
     # -- inputs ---------------------------------------------------------------
@@ -105,16 +110,28 @@ class RepairGate:
         if self._synced_at is None:
             self._synced_at = now
 
+    @property
+    def alone(self) -> bool:
+        """Opened without reaching any peer (and none reached since): the origins this
+        node knows only from its ledger are not alive as far as it can tell."""
+        return self.opened and self._synced_at is None
+
     # -- decision ---------------------------------------------------------------
-    def due(self, now: float) -> bool:
-        """Whether the gate opens now (call :meth:`open` then)."""
+    def due(self, now: float, peers_alive: bool = False) -> bool:
+        """Whether the gate opens now (call :meth:`open` then). ``peers_alive``: some
+        other member is ALIVE; then the node keeps waiting for a sync with the cluster
+        (its lost entries are out there) up to ``MAX_WAIT_FACTOR`` times ``sync_wait``."""
         if self.opened or self.refused is not None:
             return False
         if not self.expect_peers:
             return True
         if self._synced_at is not None:
             return not self._repaired or now >= self._synced_at + self.config.quiet
-        return now >= self._started + self.config.sync_wait
+        waited = now - self._started
+        if peers_alive:
+            self._saw_peers = True
+            return waited >= MAX_WAIT_FACTOR * self.config.sync_wait
+        return waited >= self.config.sync_wait
 
     def open(self, wall: float) -> list[Entry]:
         """Open the gate: fill own seqs lost for good; returns those new entries (ours,
@@ -136,6 +153,8 @@ class RepairGate:
             return None
         if self._synced_at is not None:
             return self._synced_at + self.config.quiet if self._repaired else None
+        if self._saw_peers:
+            return self._started + MAX_WAIT_FACTOR * self.config.sync_wait
         return self._started + self.config.sync_wait
 
     # -- helpers ------------------------------------------------------------------
@@ -151,7 +170,10 @@ class RepairGate:
                    if self._repaired else "")
             n = len(self._repaired) + others
             parts.append(f"repaired {n} entr{'y' if n == 1 else 'ies'} from peers{own}")
-        if self.expect_peers and self._synced_at is None:
+        if self.expect_peers and self._synced_at is None and self._saw_peers:
+            parts.append(f"no sync with the live peers within "
+                         f"{MAX_WAIT_FACTOR * self.config.sync_wait:g} s: going on without one")
+        elif self.expect_peers and self._synced_at is None:
             parts.append(f"no peer reached within {self.config.sync_wait:g} s: going on alone")
         if lost:
             parts.append(f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} of this node lost "
@@ -162,28 +184,47 @@ class RepairGate:
 
 
 class Linger:
-    """When may a node whose study is done exit? See the module docstring."""
+    """When may a node whose study is done exit? See the module docstring.
+
+    A member that ever advertised the study must be gone (LEFT) or done; a live
+    one must also have been found in sync with us since our ledger last changed,
+    so nothing either of us wrote is lost when we go. DEAD members may restart:
+    they are waited for, up to ``grace``.
+    """
 
     def __init__(self, grace: float, forever: bool = False) -> None:
         self.grace = grace
         self.forever = forever
         self.done_at: float | None = None
         self._workers: set[int] = set()  # members ever seen running the study
+        self._in_sync: set[int] = set()  # peers in sync since our ledger last changed
 
     def done(self, now: float) -> None:
         if self.done_at is None:
             self.done_at = now
 
+    def changed(self) -> None:
+        """Our ledger took new entries: every peer must confirm it again."""
+        self._in_sync.clear()
+
+    def synced(self, peer: int) -> None:
+        self._in_sync.add(peer)
+
     def may_exit(self, now: float, members: Mapping[int, tuple[str, Mapping]]) -> bool:
-        """``members``: node -> (state, meta) of every other known member. A member that
-        ever advertised the study must be done or gone (LEFT); a DEAD one may restart."""
+        """``members``: node -> (state, meta) of every other known member."""
         self._workers.update(n for n, (_, meta) in members.items() if meta.get("study"))
         if self.done_at is None or self.forever:
             return False
         if now >= self.done_at + self.grace:
             return True
-        return all(members[n][0] == "LEFT" or members[n][1].get("done")
-                   for n in self._workers if n in members)
+        return all(self._gone_or_done(n, *members[n]) for n in self._workers if n in members)
+
+    def _gone_or_done(self, node: int, state: str, meta: Mapping) -> bool:
+        if state == "LEFT":
+            return True
+        if not meta.get("done"):
+            return False
+        return state == "DEAD" or node in self._in_sync
 
     def timer(self) -> float | None:
         if self.done_at is None or self.forever:

@@ -137,3 +137,24 @@ def test_a_read_only_state_dir_is_refused_with_one_sentence(tmp_path: Path, node
         assert read_state(a.state).meta.restart_counter == 1
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_restart_after_everyone_left_goes_on_alone_and_finishes(tmp_path: Path, nodes) -> None:
+    study = write_study(tmp_path / "s.toml", n_trials=8, epochs=3, sleep=0.15)
+    a = nodes("a", "--study", str(study), "--grace", "0").start()
+    b = nodes("b", "--seed", a.addr, "--grace", "0").start()
+    c = nodes("c", "--seed", a.addr).start()
+    wait_for(lambda: events(c, "started") and events(a, "started") and events(b, "started"),
+             60, "every node to start a trial")
+    wait_for(lambda: (c.state / "peers.json").exists(), 30, "c to remember its peers")
+    c.proc.send_signal(signal.SIGKILL)  # its view: a's and b's trials still RUNNING
+    c.proc.wait(10)
+    for n in (a, b):
+        assert n.wait(120) == 0, n.err.read_text()
+    seen = len(c.events())
+    c.args = []
+    c.start()
+    assert c.wait(120) == 0, c.err.read_text()  # never stalls on trials of nodes it cannot reach
+    note = " ".join(e["detail"] for e in events(c, "repaired", seen))
+    assert "no peer reached" in note and "going on alone" in note
+    assert sorted(counted_slots(export(c.state))) == list(range(8))

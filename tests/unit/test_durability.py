@@ -77,6 +77,9 @@ def test_nobody_reachable_means_going_on_alone_after_the_wait() -> None:
     assert not gate.due(9.9) and gate.due(10.0)
     gate.open(1010.0)
     assert gate.note == "no peer reached within 10 s: going on alone; continuing at seq 4"
+    assert gate.alone
+    gate.synced(20.0)  # a peer showed up later
+    assert not gate.alone
 
 
 def test_fresh_entries_of_ours_from_peers_mean_a_live_copy() -> None:
@@ -116,7 +119,13 @@ def test_linger_until_peers_are_done_or_the_grace_ends() -> None:
     lg.done(10.0)
     assert not lg.may_exit(11.0, working) and lg.timer() == 40.0
     assert not lg.may_exit(11.0, {PEER: ("DEAD", {"ready": True, "study": "f"})})
-    assert lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": True, "study": "f", "done": True})})
+    finished = {PEER: ("ALIVE", {"ready": True, "study": "f", "done": True})}
+    assert not lg.may_exit(11.0, finished)  # done, but not yet seen in sync with us
+    lg.synced(PEER)
+    assert lg.may_exit(11.0, finished)
+    lg.changed()  # an entry arrived: it must confirm again
+    assert not lg.may_exit(11.0, finished)
+    assert lg.may_exit(11.0, {PEER: ("DEAD", {"study": "f", "done": True})})
     assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"})})
     assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"}), 0xC3: ("ALIVE", {})})  # observer
     assert not lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": False})})  # it restarted: wait
@@ -136,3 +145,14 @@ def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> N
     gate.synced(1.0)
     assert gate.due(1.0) and gate.open(1001.0) == []
     assert gate.note == "repaired 1 entry from peers; continuing at seq 1"
+
+
+def test_live_peers_without_a_sync_are_waited_for_longer_but_not_forever() -> None:
+    led = Ledger()
+    led.merge(history(1))
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    assert not gate.due(10.0, peers_alive=True)  # a busy cluster: digests rarely match
+    assert gate.timer() == 40.0
+    assert not gate.due(39.0, peers_alive=True) and gate.due(40.0, peers_alive=True)
+    gate.open(1040.0)
+    assert gate.note.startswith("no sync with the live peers within 40 s: going on without one")
