@@ -29,12 +29,13 @@ def node(
     linger: Annotated[bool, typer.Option(help="Keep serving the ledger after the study is done.")] = False,
     grace: Annotated[float, typer.Option(help="Seconds a finished node stays reachable at most while peers that ran the study are not done (a crashed one restarting learns the study is over).")] = 30.0,
     log_level: Annotated[str, typer.Option(help="node.log level: debug, info, warning.")] = "info",
+    metrics: Annotated[str | None, typer.Option(metavar="[HOST:]PORT", help="Serve this node's health in the Prometheus text format (loopback unless HOST is given; needs prometheus_client).")] = None,
 ) -> None:
     """Run a node: join the cluster, run trials, gossip results."""
     opts = NodeOptions(study=study, seeds=list(seed or []) or env_seeds(), bind=bind, advertise=advertise,
                        cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
                        profile=profile, data_dir=data_dir, linger=linger, grace=grace,
-                       log_level=log_level)
+                       log_level=log_level, metrics=metrics)
     code = run_loop(_run_node(opts, ui, log_level))
     raise typer.Exit(code)
 
@@ -101,7 +102,7 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
                   timeout: float, insecure: bool = False) -> int:
     from rich.console import Console
 
-    from p2phpo.runtime.fetch import observe, stop_observer
+    from p2phpo.runtime.fetch import observe, observed, stop_observer
     from p2phpo.ui.live import run_live
     from p2phpo.ui.render import render
     from p2phpo.ui.snapshot import to_status_json
@@ -113,10 +114,10 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
         return 2
     try:
         if as_json:
-            print(json.dumps(to_status_json(n.snapshot()), indent=1))
+            print(json.dumps(to_status_json(observed(n)), indent=1))
             return 0
         if once:
-            Console().print(render(n.snapshot()))
+            Console().print(render(observed(n)))
             return 0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -124,7 +125,7 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
 
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        await run_live(n.snapshot, stop, 0.5, console=Console())
+        await run_live(lambda: observed(n), stop, 0.5, console=Console())
         return 0
     finally:
         await stop_observer(n)

@@ -22,6 +22,7 @@ Inputs, each with the monotonic ``now`` and the wall-clock ``wall``::
     handle_setup_failed(trial, now, wall)
     handle_persisted(now, wall)                # every Persist handed out is durable
     handle_leave(now, wall)
+    handle_watch(seeds, unresolved, now, wall) # about once a second: join diagnostics
 
 Outputs: ``datagrams_to_send(now)``, ``tcp_requests()`` (push-pulls to run),
 ``get_timer()`` and ``take_actions()``: :class:`Persist` (write these entries;
@@ -36,6 +37,7 @@ peer's entries are handed out for persisting as they merge.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +46,10 @@ from p2phpo.core.entries import Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
 from p2phpo.core.gossip_sync import SyncSession
 from p2phpo.core.gossip_types import Dropped, InSync, TcpRequest
+from p2phpo.core.joinwatch import JoinWatch, SeedState
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import MemberDead, MemberLeft
-from p2phpo.core.messages import Addr, MemberRecord
+from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.search import (
     MemberView,
     Outcome,
@@ -138,6 +141,7 @@ class NodeDriver:
         self._running: set[TrialId] = set()  # trials the worker runs for us
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
 
     # ------------------------------------------------------------------ inputs
     def start(self, seeds: list[Addr], now: float, wall: float) -> None:
@@ -167,6 +171,24 @@ class NodeDriver:
         that died before it may now be reclaimed."""
         if ok:
             self._synced(peer, now)
+        self._pump(now, wall)
+
+    def handle_watch(self, seeds: list[SeedState], unresolved: Mapping[str, str],
+                     now: float, wall: float) -> None:
+        """Join diagnostics, about once a second: ``seeds`` is what the shell knows of
+        each resolved seed (its name, a TCP probe's verdict), ``unresolved`` the seeds
+        whose names do not resolve. What the node waits for, through which seed it
+        joined, that it is alone, strays with another key: :class:`Note` actions
+        (``waiting``, ``joined``, ``alone``, ``rejecting``, with ``node`` None)."""
+        if self.watch is None:
+            self.watch = JoinWatch(started=now)
+        g = self.gossip
+        m = g.membership
+        notices = self.watch.step(now, joined=m.joined, peers=m.n_live() - 1,
+                                  dead=len(m.ids(State.DEAD)), seeds=seeds,
+                                  unresolved=unresolved, drops_by_addr=g.drops_by_addr)
+        for n in notices:
+            self._actions.append(Note(n.kind, None, None, n.text))
         self._pump(now, wall)
 
     def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float) -> None:

@@ -34,8 +34,8 @@ from p2phpo.core.gossip_types import (
     _Probe,
     _Relay,
 )
-from p2phpo.core.ledger import Ledger
 from p2phpo.core.identity import Identity
+from p2phpo.core.ledger import Ledger
 from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
@@ -114,6 +114,11 @@ class GossipCore:
         )
         self.seeds: list[Addr] = []
         self.seed_heard: dict[Addr, float] = {}  # seed address -> when it last got through
+        self.seed_nodes: dict[Addr, int] = {}  # seed address -> the node that answered there
+        self.want_health = False  # ask push-pull peers for their health (observers)
+        self.peer_health: dict[int, tuple[float, dict[str, Any]]] = {}  # node -> (when, health)
+        self.health_extra: Any = None  # () -> dict: what the node adds to its own health
+        self.dataset_server: Any = None  # (offset, length) -> DS frame: shares the dataset blob
         self.started = False
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Addr]] = []
@@ -198,7 +203,7 @@ class GossipCore:
         return TcpRequest(node, self._addr_of(node))
 
     def sync_session(self, *, initiator: bool) -> SyncSession:
-        return self.ae.session(initiator=initiator)
+        return self.ae.session(initiator=initiator, host=self, want_health=self.want_health)
 
     def agreement(self) -> tuple[int, int]:
         """(peers whose last digest equalled ours, peers that sent one)."""
@@ -384,6 +389,7 @@ class GossipCore:
             return
         if addr in self.seeds:
             self.seed_heard[addr] = now
+            self.seed_nodes[addr] = dg.sender
         self._replying = (dg.sender, dg.epoch.salt)  # replies go to the life that asked
         try:
             self._dispatch(dg.sender, msgs, entries, addr, now)

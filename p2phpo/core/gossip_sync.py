@@ -28,6 +28,7 @@ import hashlib
 from collections import deque
 from typing import Any, Protocol
 
+from p2phpo.core import dataset_xfer, health
 from p2phpo.core.entries import Entry, EntryError, decode_entry, encode_entry
 from p2phpo.core.gossip_types import GossipConfig, InSync, TcpRequest
 from p2phpo.core.ledger import Ledger
@@ -256,8 +257,9 @@ class AntiEntropy:
         out, self.tcp_wanted = self.tcp_wanted, []
         return out
 
-    def session(self, *, initiator: bool) -> SyncSession:
-        return SyncSession(self, initiator=initiator)
+    def session(self, *, initiator: bool, host: Any = None,
+                want_health: bool = False) -> SyncSession:
+        return SyncSession(self, initiator=initiator, host=host, want_health=want_health)
 
     def state_frame(self) -> list[Any]:
         return to_wire(PPState(tuple(self.membership.records()), dict(self.ledger.vv)))
@@ -301,9 +303,12 @@ class AntiEntropy:
 class SyncSession:
     """One push-pull exchange with one peer over a stream of frames."""
 
-    def __init__(self, ae: AntiEntropy, *, initiator: bool) -> None:
+    def __init__(self, ae: AntiEntropy, *, initiator: bool, host: Any = None,
+                 want_health: bool = False) -> None:
         self.ae = ae
+        self.host = host  # the gossip core: health counters, peer health, the dataset server
         self.initiator = initiator
+        self.want_health = want_health and initiator and host is not None
         self.sent_end = False
         self.got_state = False
         self.got_end = False
@@ -317,7 +322,9 @@ class SyncSession:
 
     def start(self, now: float) -> list[Any]:
         """Frames to send first (the initiator opens with its state)."""
-        return [self._state_frame()] if self.initiator else []
+        if not self.initiator:
+            return []
+        return [*([health.request_frame()] if self.want_health else []), self._state_frame()]
 
     def _state_frame(self) -> list[Any]:
         return self.ae.state_frame()
@@ -329,12 +336,44 @@ class SyncSession:
             return []
         self.frames_in += 1
         try:
+            if health.is_health(frame):
+                return self._health(frame, now)  # type: ignore[arg-type]
+            if dataset_xfer.is_dataset(frame):
+                return self._dataset(frame)  # type: ignore[arg-type]
             msg = decode_frame(frame)
             return self._handle(msg, now)
         except WireError as e:
             self.failed = e.reason
             self.ae.link.count_drop(e.reason)
             return []
+
+    def _health(self, frame: list[Any], now: float) -> list[Any]:
+        """Answer a health request (responder), or keep the answer (initiator)."""
+        core = self.host
+        if core is None:
+            raise WireError(DropReason.BAD_SCHEMA, "health frame without a host")
+        if not self.initiator:
+            if len(frame) != 1 or self.got_state:
+                raise WireError(DropReason.BAD_SCHEMA, "bad health request")
+            extra = core.health_extra() if core.health_extra is not None else None
+            return [health.health_frame(core.node_id, health.core_health(core, extra))]
+        if not self.want_health:
+            raise WireError(DropReason.BAD_SCHEMA, "unasked health")
+        node, report = health.decode_health(frame)
+        core.peer_health[node] = (now, report)
+        while len(core.peer_health) > health.MAX_LIST:
+            del core.peer_health[next(iter(core.peer_health))]
+        return []
+
+    def _dataset(self, frame: list[Any]) -> list[Any]:
+        """Serve one chunk of this node's dataset blob (responder only)."""
+        if self.initiator:
+            raise WireError(DropReason.BAD_SCHEMA, "unasked dataset frame")
+        offset, length = dataset_xfer.decode_get(frame)
+        serve = getattr(self.host, "dataset_server", None)
+        if serve is None:
+            return [dataset_xfer.none_frame("this node has no dataset to share", False)]
+        return [serve(offset, length)]
 
     def _handle(self, msg: PPState | PPEntries | PPEnd, now: float) -> list[Any]:
         if isinstance(msg, PPState):

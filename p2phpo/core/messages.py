@@ -55,6 +55,11 @@ class MsgType(enum.IntEnum):
     PP_STATE = 20
     PP_ENTRIES = 21
     PP_END = 22
+    PP_HEALTH_REQ = 23  # p2phpo.core.health
+    PP_HEALTH = 24
+    DS_GET = 25  # p2phpo.core.dataset_xfer
+    DS_CHUNK = 26
+    DS_NONE = 27
 
 
 class State(enum.IntEnum):

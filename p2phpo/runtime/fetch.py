@@ -8,10 +8,12 @@ ledger holds the study and has stopped growing (or ``timeout`` passed).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 from typing import Any
 
+from p2phpo.core.joinwatch import explain
 from p2phpo.runtime.node import DEFAULT_PORT, Node, NodeError, NodeOptions
 from p2phpo.runtime.resolve import ResolveError, resolve
 from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
@@ -68,7 +70,10 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
     node = Node(observer_options(seed, key_file, cluster, bind=bind, insecure=insecure))
     node.setup()
     assert node.rt is not None
-    node.make_driver(asyncio.get_running_loop().time())
+    node.rt.core.want_health = True  # the seed's own counters, over the sealed TCP session
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    node.make_driver(t0)
     try:
         await node.rt.start(node._seeds)
     except RuntimeConfigError as exc:
@@ -76,10 +81,31 @@ async def observe(seed: str, key_file: str | None = None, cluster: str = "defaul
     node.addr = node.rt.addr
     await settle(node, timeout)
     if node.ledger.study is None:
+        why = "; ".join(explain(s, loop.time() - t0) for s in node.rt.seed_states())
+        why = why or "; ".join(node.rt.seed_errors().values())
         await stop_observer(node)
-        raise NodeError(f"no study arrived from {seed} within {timeout:g} s; is a node running "
-                        "there with the same key and --cluster?")
+        raise NodeError(f"no study arrived from {seed} within {timeout:g} s: {why}")
+    end = t0 + timeout
+    while seed_health(node) is None and loop.time() < end:
+        await asyncio.sleep(0.1)
     return node
+
+
+def seed_health(node: Node) -> tuple[str, dict[str, Any]] | None:
+    """(the seed as the user named it, its own health) once a push-pull brought it."""
+    if node.rt is None:
+        return None
+    core = node.rt.core
+    for addr, nid in core.seed_nodes.items():
+        got = core.peer_health.get(nid)
+        if got is not None:
+            return node.rt.seeds.name_of(addr), got[1]
+    return None
+
+
+def observed(node: Node) -> Any:
+    """The observer's snapshot with the seed's own health (``status --seed``)."""
+    return dataclasses.replace(node.snapshot(), remote=seed_health(node))
 
 
 async def stop_observer(node: Node) -> None:

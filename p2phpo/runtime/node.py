@@ -53,6 +53,7 @@ from p2phpo.core.search import (
     StudyDone,
 )
 from p2phpo.keys import KeyFileError, load_keyring
+from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
@@ -93,6 +94,7 @@ class NodeOptions:
     linger: bool = False
     grace: float = 30.0  # a finished node waits this long at most for peers not done yet
     observer: bool = False  # status / export --seed: no worker, no state dir, no trials
+    metrics: str | None = None  # --metrics [HOST:]PORT (Prometheus text format)
     log_level: str = "info"
 
 
@@ -176,6 +178,7 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
+        self.net = NodeNet(self)  # join diagnostics, health, metrics, shared datasets
 
     # -- setup -----------------------------------------------------------------
     def setup(self) -> None:
@@ -230,6 +233,7 @@ class Node:
             raise NodeError(str(exc).rstrip(".") + ".") from None
         assert isinstance(rt, DriverRuntime)
         self.rt = rt
+        rt.core.health_extra = self.net.health_extra
         self._seeds = seeds + self._remembered(seeds)
         if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
             raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
@@ -290,6 +294,10 @@ class Node:
             self._start_worker()
         if self.storage is not None:
             self._spawn(self._remember_peers())
+        try:
+            await self.net.start()
+        except MetricsError as exc:
+            raise NodeError(str(exc)) from None
         await self.stop_event.wait()
         await self._shutdown()
         return self.exit_code
@@ -336,6 +344,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.worker is not None:
             await self.worker.close()
+        self.net.stop()
         if self.storage is not None:
             self.storage.close()
 
@@ -400,6 +409,7 @@ class Node:
     def _note(self, a: Note) -> None:
         if a.kind == "repaired":
             log.warning("%s", a.detail)
+        self.net.on_note(a)
         self._event(a.kind, a.node, a.trial, a.detail)
 
     def _disk_failed(self, exc: StorageError) -> None:
@@ -453,6 +463,7 @@ class Node:
         options = dict(self.spec.objective_options)
         if self.opts.data_dir:
             options["data_dir"] = self.opts.data_dir
+        options = self.net.worker_options(options)
         worker = WorkerClient(self.spec.objective, options,
                               cache_dir=self.storage.root / "jax-cache",
                               stderr_path=self.storage.root / "node.log")
@@ -460,6 +471,9 @@ class Node:
             self.worker_info = await worker.start()
         except SetupError as exc:
             await worker.close()
+            if self.net.may_fetch():
+                await self._refetch(f"this node cannot load the dataset ({exc})")
+                return
             self.request_stop(2, f"the objective could not start on this node: {exc}")
             return
         self.worker = worker
@@ -469,6 +483,13 @@ class Node:
         spec = self.spec
         fp = spec.fingerprint(str(ds.get("fingerprint", "")))
         entry = self.ledger.study
+        if (self.opts.study is None and entry is not None and entry.fingerprint != fp
+                and self.net.may_fetch()):
+            self.worker = None
+            await worker.close()
+            await self._refetch("this node's dataset differs from the cluster's")
+            return
+        self.net.serve_dataset(options, ds)
         if entry is None or entry.fingerprint == fp:  # else the driver says what differs
             try:
                 self.storage.adopt_study(fp)
@@ -483,6 +504,11 @@ class Node:
         assert self.driver is not None
         self.rt.call(self.driver.handle_worker_ready, config, make_plan, (spec.to_dict(), fp),
                      from_cluster=self.opts.study is None)
+
+    async def _refetch(self, why: str) -> None:
+        """Fetch the study's dataset from a peer, then start the worker again on it."""
+        if await self.net.fetch(why):
+            self._worker_task = self._spawn(self._load_worker())
 
     async def _run_trial(self, cmd: StartTrial) -> None:
         assert self.worker is not None and self.rt is not None and self.driver is not None
@@ -507,7 +533,9 @@ class Node:
         tid = trial_id_str(trial) if isinstance(trial, tuple) else trial
         self.events.append(Event(time.time(), kind, node, tid, detail))
         del self.events[:-200]
-        log.info("%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-", detail)
+        level = logging.WARNING if kind in ("waiting", "alone", "rejecting") else logging.INFO
+        log.log(level, "%s node=%s trial=%s %s", kind, f"{node:016x}" if node else "-", tid or "-",
+                detail)
 
     def _rates(self, counters: dict[str, Any], now: float) -> dict[str, float]:
         """Bytes/s in and out since the previous snapshot."""
@@ -539,7 +567,7 @@ class Node:
         return snapshot_from_ledger(
             self.ledger, summary=self.summary, health=health, node_id=self.node_id,
             node_addr=f"{self.addr[0]}:{self.addr[1]}", members=tuple(members),
-            events=tuple(self.events[-50:]), dataset_source=source, keyed=self.keyed,
+            events=tuple(self.events[-50:]), keyed=self.keyed, **self.net.snapshot_fields(source),
             state_dir=str(self.opts.state_dir or default_state_dir()),
             insecure=self.opts.insecure and not self.keyed, wall=time.time(),
             **({"done": True} if self.done else {}),

@@ -26,15 +26,22 @@ from typing import Any
 from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import Event, GossipConfig, GossipCore
 from p2phpo.core.identity import Identity
+from p2phpo.core.joinwatch import SeedState
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import LAN, Profile
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
+from p2phpo.runtime.probe import probe_seed
 from p2phpo.runtime.resolve import ResolveError, SeedList, is_ip, resolve, show
 from p2phpo.runtime.tcp import PushPullServer, TcpSettings, pushpull_client
 
 INSECURE_KEY = bytes(32)
 """Key used without ``--key-file``: the null cipher under a public key (loopback only)."""
+
+
+PROBE_AFTER = 3.0
+"""Seconds of UDP silence from the seeds before their TCP port is probed."""
+PROBE_EVERY = 10.0
 
 
 class RuntimeConfigError(ValueError):
@@ -131,6 +138,7 @@ class GossipRuntime:
         self.insecure = insecure
         self.seeds = SeedList([])
         self._seed_addrs: list[Addr] = []
+        self.seed_probes: dict[Addr, str] = {}
         self.on_event = on_event
         self.events: asyncio.Queue[Event] = asyncio.Queue(max_queue)  # unused with on_event
         self.events_lost = 0
@@ -224,6 +232,7 @@ class GossipRuntime:
         self._flush()
         if self.seeds.specs:
             self._spawn(self._reresolve())
+            self._spawn(self._probe_seeds())
         return self.addr
 
     async def _resolve_own(self, addr: Addr, option: str) -> Addr:
@@ -247,6 +256,29 @@ class GossipRuntime:
                 self._seed_addrs = addrs
                 self._in_join(addrs, self._loop.time())
                 self._flush()
+
+    async def _probe_seeds(self) -> None:
+        """While not joined, try a TCP hello with the seeds that stay silent over UDP."""
+        await asyncio.sleep(PROBE_AFTER)
+        while True:
+            core = self.core
+            if not core.membership.joined and not core.membership.leaving:
+                silent = [a for a in self._seed_addrs if a not in core.seed_heard]
+                verdicts = await asyncio.gather(
+                    *(probe_seed(a, self.tcp, core.node_id) for a in silent))
+                self.seed_probes.update(zip(silent, verdicts, strict=True))
+            await asyncio.sleep(PROBE_EVERY)
+
+    def seed_states(self) -> list[SeedState]:
+        """What the join diagnostics know of each resolved seed."""
+        core = self.core
+        return [SeedState(a, self.seeds.name_of(a), core.seed_heard.get(a),
+                          core.drops_from(a), self.seed_probes.get(a))
+                for a in self._seed_addrs if a != core.config.addr]
+
+    def seed_errors(self) -> dict[str, str]:
+        """Seeds whose names do not resolve: ``{"node1:7946": "cannot resolve node1: ..."}``."""
+        return {show(spec): err for spec, err in self.seeds.errors.items()}
 
     def _spawn(self, coro: Any) -> None:
         assert self._loop is not None

@@ -25,7 +25,8 @@ Any other name is a path: a folder of IDX files (raw or ``.gz``), a ``.npz``
 file (``x_train``, ``y_train``, ``x_test``, ``y_test``) or CSV files (label
 first, with or without a header row; ``label_column="last"`` for the other
 layout). A folder with a single CSV, or a single CSV file, is split into
-train / validation / test, stratified. Bad or truncated files raise
+train / validation / test, stratified. A ``.p2pds`` file is a dataset a peer
+sent (:mod:`p2phpo.train.share`), loaded exactly as that peer split it. Bad or truncated files raise
 :class:`DatasetError` naming the file.
 """
 
@@ -332,6 +333,10 @@ def load_path(path: str | os.PathLike[str], *, name: str | None = None, source: 
 
 
 def _load_file(path: Path, name: str, source: str, label_column: str, kw: dict) -> Dataset:
+    if path.name.endswith(".p2pds"):  # a dataset received from a peer, split as it was there
+        from p2phpo.train.share import read_blob
+
+        return read_blob(path)
     if path.name.endswith(".npz"):
         xtr, ytr, xte, yte = read_npz(path)
         return _build(name, source, xtr, ytr, xte, yte, where=str(path), **kw)

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from p2phpo.core.health import member_counts
 from p2phpo.ui.snapshot import (
     Event,
     FinishedTrial,
@@ -36,6 +37,7 @@ EVENT_STYLE = {
     "joined": "green", "alive": "green", "suspected": "yellow", "dead": "bold red",
     "refuted": "cyan", "left": "dim", "reclaimed": "magenta", "done": "bold green",
     "finished": "green", "started": "cyan", "refused": "bold red",
+    "waiting": "bold yellow", "alone": "bold yellow", "rejecting": "bold red",
 }
 MAX_EVENTS = 10
 
@@ -78,6 +80,14 @@ def fmt_rate(bytes_per_s: float) -> str:
 
 def short_id(node: int | None) -> str:
     return node_hex(node)[:8]
+
+
+def fmt_bytes(n: float) -> str:
+    """``1.2 MB`` (decimal units)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def fmt_clock(wall: float) -> str:
@@ -140,6 +150,8 @@ def render_header(snap: NodeSnapshot) -> Panel:
     grid.add_row("best", _best(snap))
     grid.add_row("dataset", Text(snap.dataset_source or "-"))
     grid.add_row("security", _security(snap))
+    if snap.network:
+        grid.add_row("network", Text(snap.network, style="" if snap.network_ok else "bold yellow"))
     title = Text("p2phpo · ", style="bold")
     title.append(snap.study or "(no study yet)", style="bold cyan")
     title.append(f" · {snap.direction} {snap.metric}", style="")
@@ -304,6 +316,33 @@ def render_events(events: tuple[Event, ...] | list[Event], limit: int = MAX_EVEN
     return grid
 
 
+def render_remote(remote: tuple[str, dict[str, Any]]) -> Panel:
+    """The seed's own health, as it reported it (``status --seed``)."""
+    name, h = remote
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    drops = {k: v for k, v in (h.get("dropped") or {}).items() if v}
+    grid.add_row("dropped", Text(", ".join(f"{v} {k}" for k, v in sorted(drops.items())) or "none",
+                                 style="bold red" if drops else ""))
+    t = h.get("traffic") or {}
+    grid.add_row("traffic", Text(f"in {fmt_bytes(t.get('bytes_in', 0))} "
+                                 f"({t.get('datagrams_in', 0)} datagrams), out "
+                                 f"{fmt_bytes(t.get('bytes_out', 0))} "
+                                 f"({t.get('datagrams_out', 0)} datagrams)"))
+    led = h.get("ledger") or {}
+    grid.add_row("ledger", Text(f"{led.get('entries', 0)} entries from {led.get('origins', 0)} nodes"))
+    grid.add_row("members", Text(member_counts(h)))
+    running = h.get("running") or []
+    grid.add_row("running", Text(", ".join(running) if running else "no trial"))
+    if h.get("network"):
+        grid.add_row("network", Text(str(h["network"])))
+    title = Text(f"{name}'s own health", style="bold")
+    if h.get("uptime") is not None:
+        title.append(f" · up {fmt_duration(float(h['uptime']))}", style="dim")
+    return Panel(grid, title=title, title_align="left", border_style="magenta", box=box.ROUNDED)
+
+
 def render(snap: NodeSnapshot, *, max_rows: int = 12) -> Group:
     """The whole status view, top to bottom; long tables show ``max_rows`` rows."""
     bottom = Table.grid(expand=True, padding=(0, 2))
@@ -313,7 +352,8 @@ def render(snap: NodeSnapshot, *, max_rows: int = 12) -> Group:
         Panel(render_ledger(snap), title="ledger", title_align="left", border_style="dim"),
         Panel(render_events(snap.events), title="events", title_align="left", border_style="dim"),
     )
-    parts = [render_header(snap), render_members(snap.members, max_rows),
+    remote = [render_remote(snap.remote)] if snap.remote else []
+    parts = [render_header(snap), *remote, render_members(snap.members, max_rows),
              render_running(snap.running, max_rows), render_recent(snap.recent), bottom]
     if snap.done:
         from p2phpo.ui.summary import render_summary

@@ -130,6 +130,9 @@ class NodeSnapshot:
     done: bool = False
     objective: str = ""  # the study's objective name ("mnist-mlp", "pkg.mod:fn")
     state_dir: str = ""  # this node's state dir (for the reproduce command)
+    network: str | None = None  # join diagnostics: what the node waits for, or its seed
+    network_ok: bool = True  # False while the node waits to join or is alone
+    remote: tuple[str, dict[str, Any]] | None = None  # (seed, its own health): status --seed
 
 
 # -- from the membership core -------------------------------------------------------
@@ -412,7 +415,11 @@ def snapshot_from_ledger(
 
 
 def to_status_json(snap: NodeSnapshot) -> dict[str, Any]:
-    """The DESIGN §10 ``p2phpo status --json`` document."""
+    """The DESIGN §10 ``p2phpo status --json`` document.
+
+    For ``status --seed X`` (an observer), ``dropped`` is X's own count and
+    ``health`` is X's own health as X reported it (``"of"`` names X).
+    """
     return {
         "study": snap.study,
         "node": node_hex(snap.node_id) if snap.node_id is not None else None,
@@ -425,5 +432,6 @@ def to_status_json(snap: NodeSnapshot) -> dict[str, Any]:
         "best": {"trial": snap.best_trial, "value": snap.best_value,
                  "params": dict(snap.best_params)},
         "ledger": {"entries": snap.ledger.entries, "vv_hash": f"{snap.ledger.vv_hash:016x}"},
-        "dropped": dict(snap.ledger.dropped),
+        "dropped": dict(snap.remote[1].get("dropped", {}) if snap.remote else snap.ledger.dropped),
+        **({"health": {"of": snap.remote[0], **snap.remote[1]}} if snap.remote else {}),
     }

@@ -69,10 +69,10 @@ class NodeProc:
         self.args = args
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> NodeProc:
+    def start(self, env: dict[str, str] | None = None) -> NodeProc:
         cmd = [sys.executable, "-m", "p2phpo", "node", "--bind", f"127.0.0.1:{self.port}",
                "--state-dir", str(self.state), "--profile", "local", "--no-ui", *self.args]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         with open(self.out, "ab") as out, open(self.err, "ab") as err:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, env=env)
         return self

@@ -34,3 +34,29 @@ def test_last_line_names_the_best_trial_and_the_seed_replays(tmp_path):
     rows_b = export(b.state)
     assert rows_b[0]["node"] != rows[0]["node"]
     assert [r["params"] for r in rows_b] == [r["params"] for r in rows]
+
+
+def test_plot_reads_a_running_node_and_ctrl_c_still_ends_with_the_summary(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.e2e.cluster import REPO, wait_for
+
+    study = write_study(tmp_path / "study.toml", n_trials=5, epochs=3, sleep=0.0)
+    node = NodeProc("a", tmp_path, ["--study", str(study), "--linger"]).start()
+    try:
+        wait_for(lambda: any(e.get("event") == "done" for e in node.events()), 120,
+                 "the study to finish")
+        out = tmp_path / "study.svg"
+        res = subprocess.run([sys.executable, "-m", "p2phpo", "plot", "--seed", node.addr,
+                              "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert "<svg" in out.read_text() and "wrote" in res.stderr
+        node.signal(signal.SIGINT)
+        node.wait(60)
+    finally:
+        node.kill()
+    last = json.loads(node.out.read_text().splitlines()[-1])
+    assert last["event"] == "summary" and last["best"]["trial"]

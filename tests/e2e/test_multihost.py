@@ -24,7 +24,7 @@ from tests.e2e.netns import Lab, LabUnavailable
 
 HOSTS = ["node1", "node2", "node3", "node4"]
 PORT = 7946
-N_TRIALS = 30
+N_TRIALS = 40
 
 
 @pytest.fixture
@@ -95,18 +95,18 @@ def test_four_machines_by_name_survive_a_cut_and_a_restart(lab: Lab, tmp_path: P
     n2, n3 = joiners["node2"], joiners["node3"]
     machines = [n1, n2, n3, n4]
 
-    wait_for(lambda: n3.started_trial(), 90, "node3 to start a trial")
-    lab.cut("node3")  # node3 is cut off mid-study ...
-    node3_id = n3.events()[0]["node"]
-    wait_for(lambda: any(e["event"] == "dead" and e.get("node") == node3_id
-                         for e in n1.events()), 60, "node1 to declare node3 dead")
-    lab.heal("node3")  # ... and healed
-
-    wait_for(lambda: n2.busy(), 60, "node2 to be running a trial")
+    wait_for(lambda: n2.busy(), 120, "node2 to be running a trial")
     assert n2.proc is not None and n2.proc.poll() is None
     n2.proc.kill()  # node2 crashes mid-trial ...
     n2.proc.wait(10)
     n2.start()  # ... and comes back from its state dir
+
+    wait_for(lambda: n3.started_trial(), 120, "node3 to start a trial")
+    lab.cut("node3")  # node3 is cut off mid-study ...
+    node3_id = n3.events()[0]["node"]
+    wait_for(lambda: any(e["event"] == "dead" and e.get("node") == node3_id
+                         for e in n1.events()), 120, "node1 to declare node3 dead")
+    lab.heal("node3")  # ... and healed
 
     for m in machines:
         assert m.proc is not None
