@@ -127,7 +127,6 @@ class GossipCore:
         self._relays: dict[int, _Relay] = {}
         self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
         self._replying: tuple[int, int] | None = None  # (sender, boot salt) being answered
-        self._life: dict[int, int] = {}  # member -> boot salt of its life, latest authentic news
         self._t = dict.fromkeys(("probe", "gossip", "reconnect", "pushpull", "join"), _INF)
         self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget())
         self.ae = AntiEntropy(node_id, ledger, self.membership, config, self._budget, self)
@@ -282,11 +281,10 @@ class GossipCore:
     def _reap(self, now: float) -> None:
         """Forget long-gone members and every per-peer record of nodes no longer members."""
         ae = self.ae
-        cap = self.config.max_members
-        if not self.membership.reap(now, self._reap_after) and max(len(ae.agree), len(self._life)) <= cap:
+        if not self.membership.reap(now, self._reap_after) and len(ae.agree) <= self.config.max_members:
             return
         known = self.membership.get
-        for table in (ae.agree, ae.mismatch, ae.sync_at, self._life):
+        for table in (ae.agree, ae.mismatch, ae.sync_at):
             for node in [n for n in table if known(n) is None]:
                 del table[node]
         horizon = 10 * self.profile.probe_interval
@@ -377,13 +375,10 @@ class GossipCore:
                 raise WireError(DropReason.BAD_SCHEMA, "an unbound datagram carries only Ping and Alive")
             self.check_signed(m for m in msgs if type(m) is Alive)
             entries = self._decode_entries(msgs, self.ledger.has_raw)
-            vouched = self._vouched(dg.sender, dg.epoch.salt, msgs)
-            self.opener.accept(dg, vouched=vouched)
+            self.opener.accept(dg, vouched=self._vouched(dg.sender, dg.epoch.salt, msgs))
         except WireError as e:
             self.count_drop(e.reason, addr)
             return
-        if vouched and dg.sender != self.node_id:
-            self._life[dg.sender] = dg.epoch.salt
         self.stats["accepted"] += 1
         if dg.sender == self.node_id:
             return
@@ -533,8 +528,6 @@ class GossipCore:
         m = self.membership
         for msg in m.outbox:
             self.queue.put(("m", msg.node), encode_message(msg))
-            if type(msg) is Alive and msg.boot and msg.node != self.node_id:
-                self._life[msg.node] = msg.boot  # a newer signed Alive names its current life
         m.outbox.clear()
         if m.refused:
             self.dropped.add(DropReason.OVER_LIMIT, m.refused)
@@ -552,10 +545,10 @@ class GossipCore:
             return None
         if self._replying is not None and self._replying[0] == node:
             return self._replying
-        salt = self._life.get(node)
+        salt = self.opener.peer_salt(node)
         if salt is None:
             m = self.membership.get(node)
-            salt = m.boot if m is not None and m.boot else self.opener.peer_salt(node)
+            salt = m.boot if m is not None and m.boot else None
         return None if salt is None else (node, salt)
 
     def _send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:

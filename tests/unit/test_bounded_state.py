@@ -61,8 +61,6 @@ def test_ten_thousand_forged_members_stay_bounded_and_are_reaped(mode):
     assert len(members.ids()) <= CAP
     assert a.core.dropped[DropReason.OVER_LIMIT] > 0
     assert len(a.core.ae.agree) <= CAP and len(a.core.ae.mismatch) <= CAP
-    net.run_for(0.5)  # a timer tick prunes what strangers left
-    assert len(a.core._life) <= CAP + 1
     assert len(a.core.opener._windows) <= 4096
     assert grown < 20 << 20, f"RSS grew by {grown >> 20} MB"
     assert b.node_id in members.ids(State.ALIVE)
