@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import emit  # noqa: E402
 
+from p2phpo.commands.node_options import node_options  # noqa: E402
 from p2phpo.core.entries import Claim, Report, Result, Status, StudyEntry  # noqa: E402
-from p2phpo.runtime.node import Node, NodeOptions  # noqa: E402
+from p2phpo.runtime.node import Node  # noqa: E402
 from p2phpo.runtime.udp import new_event_loop  # noqa: E402
 from p2phpo.storage import Storage  # noqa: E402
 from p2phpo.study import StudySpec  # noqa: E402
@@ -106,9 +107,9 @@ async def lateness(tmp: Path, seconds: float) -> list[list]:
     study = tmp / "mnist.toml"
     study.write_text((REPO / "examples" / "mnist_mlp.toml").read_text()
                      .replace("max_epochs = 5", "max_epochs = 2").replace("n_trials = 30", "n_trials = 200"))
-    node = Node(NodeOptions(study=study, bind=f"127.0.0.1:{free_port()}", state_dir=tmp / "late"))
+    node = Node(node_options(study=study, bind=f"127.0.0.1:{free_port()}", state_dir=tmp / "late"))
     run = asyncio.create_task(node.run())
-    while node.core is None or not node.core.running:
+    while node.driver is None or node.driver.search is None or not node.driver.search.running:
         await asyncio.sleep(0.1)
     stop = asyncio.Event()
     probe = asyncio.create_task(lateness_probe(stop))
@@ -156,8 +157,8 @@ async def catch_up(tmp: Path, n: int) -> list[list]:
     a = subprocess.Popen(node_cmd(port, tmp / "bigA", "--study", str(study), "--linger"),
                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await asyncio.sleep(4)
-    node = Node(NodeOptions(seeds=[f"127.0.0.1:{port}"], bind=f"127.0.0.1:{free_port()}",
-                            state_dir=tmp / "bigB", linger=True))
+    node = Node(node_options(seeds=[f"127.0.0.1:{port}"], bind=f"127.0.0.1:{free_port()}",
+                             state_dir=tmp / "bigB", linger=True))
     t0 = time.monotonic()
     run = asyncio.create_task(node.run())
     while len(node.ledger) < entries and time.monotonic() - t0 < 120:

@@ -15,6 +15,12 @@ idle, the cluster busy fraction, speed-up over a one-node run of the same
 budget (baseline measured in this process), and the simulator's own speed in
 simulated seconds per wall second, null cipher vs AES-GCM over the same
 capped window.
+
+``--steady N,N --steady-seeds K`` adds the budget table of issue 10: the
+``steady`` scenario (node speeds 3x apart, ASHA, 4 trials per node) over K
+seeds per size: superseded claims per slot, overshoot and duplicates in a
+healthy cluster, busy fraction to study end and until the last claim, and the
+simulator's speed.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from _common import emit  # noqa: E402
 from p2phpo.core.ledger import TrialState  # noqa: E402
 from simulations.metrics import quantile  # noqa: E402
 from simulations.objective import SimObjective  # noqa: E402
+from simulations.runner import run_scenario  # noqa: E402
 from simulations.sim import SimConfig, Simulation  # noqa: E402
 
 WARM = 5.0
@@ -103,6 +110,8 @@ def cluster(n: int, per_node: int, seed: int, cap: float, warm: bool,
         "counted": sum(1 for v in sim.live()[0].ledger.trials().values() if v.state.counted),
         "superseded": sum(1 for v in sim.live()[0].ledger.trials().values()
                           if v.state is TrialState.SUPERSEDED),
+        "overshoot": max(0, sum(1 for v in sim.live()[0].ledger.trials().values()
+                                if v.state.counted) - per_node * n),
         "trials_started": m.started,
     }
 
@@ -125,9 +134,47 @@ def sim_speed(n: int, seed: int, window: float, cipher: str, warm: bool) -> floa
     return window / (time.perf_counter() - t0)
 
 
+def steady(n: int, seeds: list[int]) -> dict:
+    """The ``steady`` scenario at ``n`` nodes over ``seeds``: the budget's figures."""
+    runs = [run_scenario("steady", nodes=n, seed=s) for s in seeds]
+    ms = [r["metrics"] for r in runs]
+
+    def span(key: str, scale: float = 1.0) -> list[float]:
+        vals = [m[key] / scale for m in ms if m[key] is not None]
+        return [round(min(vals), 3), round(max(vals), 3)] if vals else [None, None]
+
+    return {
+        "n": n, "seeds": seeds,
+        "invariants_failed": sorted({k for r in runs for k, v in r["invariants"].items() if not v["ok"]}),
+        "superseded_per_slot": span("superseded", ms[0]["n_trials"]),
+        "overshoot": span("overshoot"), "duplicates": span("duplicates"),
+        "busy_fraction": span("busy_fraction"),
+        "busy_until_last_claim": span("busy_fraction_until_last_claim"),
+        "dissemination_p99": span("dissemination_rounds_p99"),
+        "speed_x_realtime": span("speed_x_realtime"),
+        "runs": [{"seed": r["seed"], **r["metrics"]} for r in runs],
+    }
+
+
+def steady_table(sizes: list[int], n_seeds: int, first_seed: int, out: str) -> None:
+    rows, raw = [], []
+    for n in sizes:
+        r = steady(n, list(range(first_seed, first_seed + n_seeds)))
+        raw.append(r)
+        rows.append([n, n_seeds, "/".join(map(str, r["superseded_per_slot"])),
+                     "/".join(map(str, r["overshoot"])), "/".join(map(str, r["duplicates"])),
+                     "/".join(map(str, r["busy_fraction"])),
+                     "/".join(map(str, r["busy_until_last_claim"])),
+                     "/".join(map(str, r["speed_x_realtime"])), ", ".join(r["invariants_failed"]) or "none"])
+        print({k: v for k, v in r.items() if k != "runs"}, flush=True)
+    emit(out + "_steady", "steady scenario: the budget (min/max over seeds)",
+         ["N", "seeds", "superseded per slot", "overshoot", "duplicates", "busy fraction",
+          "busy until last claim", "sim x real", "invariants failed"], rows, {"sizes": raw})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10,100")
+    ap.add_argument("--sizes", default="10,48,100")
     ap.add_argument("--per-node", type=int, default=3, help="trials per node in the busy study")
     ap.add_argument("--cap", type=float, default=1200.0, help="cap on the busy phase, simulated s")
     ap.add_argument("--speed-window", type=float, default=20.0,
@@ -138,9 +185,15 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=20.0, help="idle window after the study, s")
     ap.add_argument("--detect", type=float, default=40.0, help="window after the crashes, s")
     ap.add_argument("--out", default="simulation", help="name of the JSON under benchmarks/out/")
+    ap.add_argument("--steady", default="", help="sizes for the steady-scenario budget table")
+    ap.add_argument("--steady-seeds", type=int, default=5)
+    ap.add_argument("--steady-first-seed", type=int, default=100)
     args = ap.parse_args()
+    if args.steady:
+        steady_table([int(x) for x in args.steady.split(",")], args.steady_seeds,
+                     args.steady_first_seed, args.out)
     rows, raw = [], []
-    for n in [int(x) for x in args.sizes.split(",")]:
+    for n in [int(x) for x in args.sizes.split(",") if x]:
         r = cluster(n, args.per_node, args.seed, args.cap, args.warm, args.idle, args.detect)
         r["one_node_makespan"] = one_node(args.per_node, n, args.seed) if r["study_done"] else None
         r["speedup"] = (r["one_node_makespan"] / r["makespan"]) if r["one_node_makespan"] else None
@@ -151,13 +204,16 @@ def main() -> None:
                      r["dead_everywhere_p50"], r["false_dead"],
                      None if r["bytes_per_s_idle"] is None else round(r["bytes_per_s_idle"]),
                      round(r["bytes_per_s_busy"]), r["busy_fraction"], r["busy_until_last_claim"],
+                     round(r["superseded"] / (args.per_node * n), 3), r["overshoot"],
                      r["speedup"], r["speed_null"], r["speed_aes"]])
         print(r, flush=True)
-    emit(args.out, "simulated cluster (lan, 60 s trials, null cipher)",
-         ["N", "dissem p50 (rounds)", "dissem p99", "first DEAD p50 (s)", "first DEAD p99",
-          "DEAD everywhere p50 (s)", "false DEAD", "B/s/node idle", "B/s/node busy",
-          "busy fraction", "busy until last claim", "speed-up vs 1 node", "sim x real (null)",
-          "sim x real (AES-GCM)"], rows, {"runs": raw, "args": vars(args)})
+    if rows:
+        emit(args.out, "simulated cluster (lan, 60 s trials, null cipher)",
+             ["N", "dissem p50 (rounds)", "dissem p99", "first DEAD p50 (s)", "first DEAD p99",
+              "DEAD everywhere p50 (s)", "false DEAD", "B/s/node idle", "B/s/node busy",
+              "busy fraction", "busy until last claim", "superseded per slot", "overshoot",
+              "speed-up vs 1 node", "sim x real (null)",
+              "sim x real (AES-GCM)"], rows, {"runs": raw, "args": vars(args)})
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ class SimConfig:
     search: SearchConfig | None = None
     """Default: what ``p2phpo node`` uses for the profile (see :func:`search_config`)."""
     join_spread: float = 1.0
+    timeout: float | None = None
+    """Study ``timeout`` in seconds (each node's own clock from when it adopted the study)."""
 
     @property
     def budget(self) -> int:
@@ -89,7 +91,8 @@ class Simulation:
         self.setup = NodeSetup(config.seed, prof, config.objective, search,
                                Cipher.AES_GCM if config.cipher == "aes-gcm" else Cipher.NULL,
                                config.link.max_datagram)
-        spec = study_spec(config.objective, config.budget, config.seed, config.pruner)
+        spec = study_spec(config.objective, config.budget, config.seed, config.pruner,
+                          config.timeout)
         self.study = (spec, fingerprint(spec))
         self.nodes: dict[int, SimNode] = {}
         self.disks: dict[int, Disk] = {}

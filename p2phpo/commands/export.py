@@ -57,9 +57,16 @@ def _ledger_from_seed(seed: str, key_file: Path | None, cluster: str = "default"
         fetch = importlib.import_module("p2phpo.runtime.fetch").fetch_ledger
     except (ImportError, AttributeError):
         raise _UserError("export --seed needs a running node; not available yet") from None
+    from p2phpo.commands.node_options import load_key
+    from p2phpo.runtime.node import NodeError
+
     try:
-        result: Any = fetch(seed, key_file=str(key_file) if key_file else None, cluster=cluster,
-                            insecure=insecure, timeout=timeout)
+        keyring = load_key(key_file)
+    except NodeError as exc:
+        raise _UserError(str(exc)) from None
+    try:
+        result: Any = fetch(seed, keyring=keyring, cluster=cluster, insecure=insecure,
+                            timeout=timeout)
         if inspect.isawaitable(result):
             result = run_loop(result)
     except Exception as exc:  # network, key and protocol errors all end the command

@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
-from p2phpo.runtime.node import Node, NodeError, NodeOptions, fail
+from p2phpo.commands.node_options import load_key, node_options
+from p2phpo.runtime.node import Node, NodeError, NodeOptions
 from p2phpo.runtime.resolve import env_seeds
 from p2phpo.runtime.udp import run as run_loop
+from p2phpo.ui.errors import fail
 
 
 def node(
@@ -32,10 +34,15 @@ def node(
     metrics: Annotated[str | None, typer.Option(metavar="[HOST:]PORT", help="Serve this node's health in the Prometheus text format (loopback unless HOST is given; needs prometheus_client).")] = None,
 ) -> None:
     """Run a node: join the cluster, run trials, gossip results."""
-    opts = NodeOptions(study=study, seeds=list(seed or []) or env_seeds(), bind=bind, advertise=advertise,
-                       cluster=cluster, state_dir=state_dir, key_file=key_file, insecure=insecure,
-                       profile=profile, data_dir=data_dir, linger=linger, grace=grace,
-                       log_level=log_level, metrics=metrics)
+    try:
+        opts = node_options(study=study, seeds=list(seed or []) or env_seeds(), bind=bind,
+                            advertise=advertise, cluster=cluster, state_dir=state_dir,
+                            key_file=key_file, insecure=insecure, profile=profile,
+                            data_dir=data_dir, linger=linger, grace=grace, log_level=log_level,
+                            metrics=metrics)
+    except NodeError as exc:
+        fail(str(exc))
+        raise typer.Exit(2) from None
     code = run_loop(_run_node(opts, ui, log_level))
     raise typer.Exit(code)
 
@@ -108,7 +115,7 @@ async def _status(seed: str, key_file: str | None, cluster: str, as_json: bool, 
     from p2phpo.ui.snapshot import to_status_json
 
     try:
-        n = await observe(seed, key_file, cluster, timeout, insecure)
+        n = await observe(seed, load_key(key_file), cluster, timeout, insecure)
     except NodeError as exc:
         fail(str(exc))
         return 2

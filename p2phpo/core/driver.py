@@ -498,6 +498,19 @@ class NodeDriver:
             self._meta_sent = meta
             self.gossip.set_meta(meta, now)
 
+    def _search_views(self) -> dict[int, MemberView]:
+        """The member views, plus, while no other member is alive, every origin of the
+        ledger this node never met, as DEAD: a node restarted alone after the others
+        exited must not wait forever on a trial whose owner it never saw (it is
+        reclaimed after the lone-survivor fallback, like a DEAD member's)."""
+        views = self._views
+        if any(v.state in ("ALIVE", "SUSPECT") for n, v in views.items() if n != self.node_id):
+            return views
+        unknown = [o for o in self.ledger.vv if o not in views and o != self.node_id]
+        if not unknown:
+            return views
+        return {**views, **{o: MemberView("DEAD") for o in unknown}}
+
     def _update_view(self, node: int) -> None:
         m = self.gossip.membership.get(node)
         if m is None:

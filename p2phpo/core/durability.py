@@ -89,6 +89,7 @@ class RepairGate:
         self._repaired: list[int] = []  # own seqs peers gave back before opening
         self._saw_peers = False  # a live peer was seen while waiting
         self._gaps = ledger.gaps()  # what the log lost below intact entries, every origin
+        self._held_own = set(ledger.held_seqs(node_id))  # on disk already: not repairs
 
     # -- inputs ---------------------------------------------------------------
     def merged(self, entries: Iterable[Entry]) -> None:
@@ -103,7 +104,8 @@ class RepairGate:
                     "the state dir was copied from a running node: start this copy with a new "
                     "--state-dir")
                 return
-            self._repaired.append(e.seq)
+            if e.seq not in self._held_own:
+                self._repaired.append(e.seq)
 
     def synced(self, now: float) -> None:
         """An anti-entropy exchange found a peer's ledger equal to ours."""

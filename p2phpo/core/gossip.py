@@ -334,10 +334,13 @@ class GossipCore:
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
-        dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
-        targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
         if len(self.queue):
-            for node in self._sample(targets, self.profile.gossip_nodes):
+            dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
+            targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
+            fanout = self.profile.gossip_nodes
+            if self.queue.nbytes > fanout * self._budget:
+                fanout *= 2  # a backlog (a busy cluster): twice the datagrams, still within budget
+            for node in self._sample(targets, fanout):
                 self._send(self._addr_of(node), [], to=node)
         self.ae.tick()
 
@@ -452,6 +455,10 @@ class GossipCore:
                 self.ae.on_sync_vv(sender, m, addr, now)  # type: ignore[arg-type]
         if entries:
             self._merge(entries, sender, regossip=True)
+            vv = self.ledger.vv
+            gaps = sorted({e.origin for e, _ in entries if vv.get(e.origin, 0) < e.seq})
+            if gaps:
+                self.ae.fetch_gaps(sender, addr, gaps, now)
 
     def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
         if m.target not in (0, self.node_id):

@@ -147,6 +147,7 @@ class AntiEntropy:
         self.agree: dict[int, bool] = {}  # peer -> its last digest equalled ours
         self.stuck: int | None = None  # our vv hash at the last mismatching exchange
         self.sync_at: dict[int, float] = {}
+        self.gap_at: dict[int, float] = {}  # origin -> when we last asked for its gap
         self.sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
         self.tcp_at: dict[object, float] = {}
         self.tcp_wanted: list[TcpRequest] = []
@@ -189,6 +190,21 @@ class AntiEntropy:
             self._send_vvs(sender, addr, 1, [0], reply=True)
         else:
             self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
+
+    def fetch_gaps(self, sender: int, addr: Addr, origins: list[int], now: float) -> None:
+        """Entries of ``origins`` from ``sender`` wait ahead of a gap: ask ``sender`` for
+        what we lack of those origins now (our vv of their buckets), instead of waiting
+        for a digest mismatch to persist. At most once per origin per gossip interval."""
+        due = [o for o in origins if now - self.gap_at.get(o, -_INF) >= self.profile.gossip_interval]
+        if not due or self.membership.get(sender) is None:
+            return
+        if len(self.gap_at) > 4096:  # keyed by peer-chosen ids: keep it bounded
+            self.gap_at.clear()
+        for o in due:
+            self.gap_at[o] = now
+        vv = self.ledger.vv
+        nb = n_buckets(len(vv))
+        self._send_vvs(sender, addr, nb, sorted({bucket_of(o, nb) for o in due}), reply=False)
 
     def on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
         if self.membership.get(sender) is None:

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterable
 
 import msgpack
+import numpy as np
 
 
 def canonical(obj: object) -> bytes:
@@ -52,3 +53,17 @@ def hrw_winner(key: object, candidates: Iterable[int]) -> int | None:
         if best is None or w < best:
             best = w
     return None if best is None else best[1]
+
+
+
+def mix64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """A 64-bit mix of two uint64 arrays (broadcast; splitmix64's finalizer): rendezvous
+    weights for hot loops over many (key, candidate) pairs. Stable on every machine."""
+    with np.errstate(over="ignore"):
+        x = (a * np.uint64(0x9E3779B97F4A7C15)) ^ b
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x

@@ -13,12 +13,12 @@ outcomes:
 Budget. The cluster runs ``n_trials`` counted trials, one per *slot*
 0..n-1 (open-ended without ``n_trials``). A slot is DONE when a trial on it
 has a counted RESULT, BUSY while one runs, REOPENED when all its trials were
-abandoned or superseded, FREE when never claimed. An idle ready node claims
-from the lowest free/reopened slots: idle ready members are matched to those
-slots greedily in rendezvous order, so nodes that go idle together pick
-different slots, and a node that finds no match still claims the lowest
-slot after ``claim_grace`` seconds, so no view of the membership can stall
-the search. When two running claims name one slot, the lowest
+abandoned or superseded, FREE when never claimed. Which free slot an idle
+node claims is ``core/budget.py``'s choice: first its own share of the
+budget (rights derived from the membership), then slots stolen from other
+members' shares, and after ``claim_grace`` seconds without work any slot, so
+no view of the membership can stall the search. When two running claims name
+one slot, the lowest
 ``hrw(slot, origin)`` wins; the loser stops and writes RESULT SUPERSEDED.
 
 Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2phpo.core.best import best_key
+from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.entries import (
     Abandon,
     AbandonReason,
@@ -68,7 +69,7 @@ class StudyPlan(Protocol):
     fingerprint: str
     direction: str  # "minimize" | "maximize"
     n_trials: int | None
-    timeout: float | None  # seconds after the STUDY's created_wall
+    timeout: float | None  # seconds on each node's own clock from when it adopted the study
     target: float | None
 
     def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]: ...
@@ -85,7 +86,11 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node runs at once
-    confirm_delay: float = 0.0  # seconds between CLAIM and start, so double claims meet first
+    confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
+    settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
+    steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
+    gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
+    fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
 
 
     @classmethod
@@ -95,6 +100,8 @@ class SearchConfig:
         return cls(max_retries=max_retries, trial_timeout=trial_timeout,
                    claim_grace=profile.probe_interval * 4,
                    reclaim_fallback=profile.probe_interval * 10,
+                   settle=0.0, steal_wait=profile.probe_interval / 2,
+                   gone_wait=profile.probe_interval * 2,
                    confirm_delay=profile.gossip_interval * 3)
 
 
@@ -187,6 +194,14 @@ class SearchCore:
         self._last_sync = -math.inf
         self._abandoned_by_me: set[TrialId] = set()
         self._unmatched_since: float | None = None
+        self._roster: list[int] = []
+        self._roster_since = -math.inf
+        self._roster_key: tuple | None = None
+        self._pick_kind = "home"
+        self._now = -math.inf
+        self._adopted_at = math.inf  # monotonic time this node adopted the study
+        self._seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
+        self._planner = SlotPlanner(None, self._is_open)
         self._new: list[Entry] = []
         self._best: tuple[float, TrialId] | None = None
 
@@ -221,23 +236,24 @@ class SearchCore:
 
     # -- the decision step -------------------------------------------------
     def step(self, now: float, wall: float) -> list[Command]:
+        self._now = now
         self._sync_index()
-        if self.plan is None and not self._adopt(wall):
+        if self.plan is None and not self._adopt(now, wall):
             return []
         cmds: list[Command] = self._police_own(now, wall)
         self._reclaim_orphans(now, wall)
         self._sync_index()
-        if self._claims_open(wall):
+        if self._claims_open(now):
             start = self._maybe_claim(now, wall)
             if start is not None:
                 cmds.append(start)
-        finished = self._finished_reason(wall)
+        finished = self._finished_reason(now)
         if finished and self.done is None:
             self.done = finished
             cmds.append(StudyDone(finished))
         return cmds
 
-    def _adopt(self, wall: float) -> bool:
+    def _adopt(self, now: float, wall: float) -> bool:
         entry = self.ledger.study
         if entry is None:
             if self.local_study is None:
@@ -254,6 +270,11 @@ class SearchCore:
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
+        self._adopted_at = now
+        self._planner = SlotPlanner(self.plan.n_trials, self._is_open, self.config.steal_wait,
+                                    self.config.gone_wait)
+        for slot in self._slots:
+            self._planner.mark(slot, self._is_open(slot))
         return True
 
     # -- the slot index ----------------------------------------------------
@@ -268,9 +289,12 @@ class SearchCore:
                 slot.trials.append(tid)
             if view.state is TrialState.RUNNING:
                 self._running.add(tid)
+                self._seen_at.setdefault(tid, self._now)
             else:
+                self._seen_at.pop(tid, None)
                 self._running.discard(tid)
                 self._note_best(view)
+            self._planner.mark(view.slot, self._is_open(view.slot))
         self._cursor = len(changes)
         while self._slot_state(self._low) == "DONE":
             self._low += 1
@@ -286,6 +310,9 @@ class SearchCore:
     def _views(self, slot: int) -> list[TrialView]:
         s = self._slots.get(slot)
         return [] if s is None else [self.ledger.trial(t) for t in s.trials]
+
+    def _is_open(self, slot: int) -> bool:
+        return self._slot_state(slot) in ("FREE", "REOPENED")
 
     def _slot_state(self, slot: int) -> str:
         views = self._views(slot)
@@ -359,15 +386,14 @@ class SearchCore:
         return self._last_sync >= since or now - since >= self.config.reclaim_fallback
 
     def _reclaim_orphans(self, now: float, wall: float) -> None:
-        live = self._ready_members(include_busy=True)
-        if self.node_id not in live:
-            return
-        for tid in sorted(self._running):
+        if not self._gone_since or not self.ready or self.leaving:
+            return  # the common case: nobody is gone, nothing to look at
+        orphans = [tid for tid in sorted(self._running)
+                   if tid[0] != self.node_id and tid not in self._abandoned_by_me
+                   and self._owner_gone(tid[0], now)]
+        live = self._ready_members() if orphans else []
+        for tid in orphans:
             owner = tid[0]
-            if owner == self.node_id or tid in self._abandoned_by_me:
-                continue
-            if not self._owner_gone(owner, now):
-                continue
             if _rendezvous(("orphan", tid), live) != self.node_id:
                 continue
             reason = AbandonReason.LEFT if self.members[owner].state == "LEFT" else AbandonReason.DEAD
@@ -375,68 +401,92 @@ class SearchCore:
             self._abandoned_by_me.add(tid)
 
     # -- claiming -------------------------------------------------------------
-    def _claims_open(self, wall: float) -> bool:
+    def _claims_open(self, now: float) -> bool:
         if not self.ready or self.leaving or self.done or self.worker_busy:
             return False
         if len(self._own) + len(self._pending) >= self.config.capacity:
             return False
-        return self._closed_reason(wall) is None
+        return self._closed_reason(now) is None
 
-    def _closed_reason(self, wall: float) -> str | None:
-        plan, study = self.plan, self.study
+    def _closed_reason(self, now: float) -> str | None:
+        plan = self.plan
         if self.exhausted:
             return self.exhausted
-        if plan.timeout is not None and wall >= study.wall + plan.timeout:
+        # The timeout runs on this node's own monotonic clock from when it adopted the
+        # study: no decision compares one node's wall clock with another's.
+        if plan.timeout is not None and now >= self._adopted_at + plan.timeout:
             return "timeout reached"
         if plan.target is not None and self._best is not None:
             if self._best[0] <= self._sign() * plan.target:
                 return "target reached"
         return None
 
-    def _ready_members(self, include_busy: bool) -> list[int]:
+    def _ready_members(self) -> list[int]:
+        """Live members with a ready worker for this study (this node included)."""
         fp = self.plan.fingerprint if self.plan else None
         out = [
             mid for mid, m in self.members.items()
             if mid != self.node_id and m.state in LIVE and m.ready and m.study == fp
         ]
-        if not include_busy:
-            busy = {t[0] for t in self._running}
-            out = [m for m in out if m not in busy]
         if self.ready and not self.leaving:
             out.append(self.node_id)
         return sorted(out)
 
-    def _open_slots(self, limit: int) -> list[int]:
-        n = self.plan.n_trials
-        out: list[int] = []
-        slot = self._low
-        while len(out) < limit and (n is None or slot < n):
-            if self._slot_state(slot) in ("FREE", "REOPENED"):
-                out.append(slot)
-            slot += 1
-        return out
+    # -- the roster and the slot choice (core/budget.py) --------------------------
+    def _roster_now(self) -> list[int]:
+        """Every member that advertised a ready worker for this study, in any state."""
+        fp = self.plan.fingerprint if self.plan else None
+        out = {mid for mid, m in self.members.items() if m.ready and m.study == fp}
+        out.discard(self.node_id)
+        if self.ready and not self.leaving:
+            out.add(self.node_id)
+        return sorted(out)
+
+    def _update_roster(self, now: float) -> list[int]:
+        key = (id(self.members), self.ready, self.leaving)
+        if key == self._roster_key:
+            return self._roster
+        self._roster_key = key
+        roster = self._roster_now()
+        if roster != self._roster:
+            self._roster = roster
+            self._roster_since = now
+        return roster
 
     def _pick_slot(self, now: float) -> int | None:
-        idle = self._ready_members(include_busy=False)
-        slots = self._open_slots(max(1, len(idle)))
-        if not slots:
-            self._unmatched_since = None
+        pick = self._choose(now)
+        if pick is None:
+            if self._planner.any_open(self._low) is None and self.plan.n_trials is not None:
+                self._unmatched_since = None  # nothing to wait for: every slot is taken
+            elif self._unmatched_since is None:
+                self._unmatched_since = now
             return None
-        remaining = list(idle)
-        for slot in slots:
-            if not remaining:
-                break
-            winner = _rendezvous(("slot", slot), remaining)
-            if winner == self.node_id:
-                self._unmatched_since = None
-                return slot
-            remaining.remove(winner)
-        if self._unmatched_since is None:
-            self._unmatched_since = now
-        if now - self._unmatched_since >= self.config.claim_grace:
-            self._unmatched_since = None
-            return slots[0]
-        return None
+        self._unmatched_since = None
+        self._pick_kind = pick.kind
+        return pick.slot
+
+    def _choose(self, now: float) -> Pick | None:
+        roster = self._update_roster(now)
+        waited = self._unmatched_since is not None and now - self._unmatched_since >= self.config.claim_grace
+        settled = len(roster) <= 1 or now - self._roster_since >= self.config.settle
+        if not (settled or waited):
+            return None
+        planner = self._planner
+        home = planner.home(self.node_id, roster, self._low)
+        if home is not None:
+            return Pick(home, "home")
+        # A SUSPECT owner may be cut off, running its rights on the other side: its
+        # slots are stolen last, like a gone owner's.
+        live = {mid for mid, m in self.members.items() if m.state == "ALIVE"}
+        live.add(self.node_id)
+        busy = {t[0] for t in self._running}
+        fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
+        idle_for = 0.0 if self._unmatched_since is None else now - self._unmatched_since
+        pick = planner.steal(self.node_id, roster, live, busy, fresh, idle_for, fallback=waited)
+        if pick is None and waited:
+            slot = planner.any_open(self._low)
+            pick = None if slot is None else Pick(slot, "grace")
+        return pick
 
     def _maybe_claim(self, now: float, wall: float) -> StartTrial | None:
         slot = self._pick_slot(now)
@@ -458,8 +508,11 @@ class SearchCore:
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
         start = StartTrial(claim.key, slot, dict(params), retry_of)
-        if self.config.confirm_delay > 0 and len(self._ready_members(include_busy=True)) > 1:
-            # Alone, nobody can hold a rival claim: start at once.
+        if (self.config.confirm_delay > 0 and self._pick_kind == "grace"
+                and len(self._ready_members()) > 1):
+            # A fallback claim may well meet a rival: let them meet before anything runs.
+            # Home and stolen slots are agreed by construction (core/budget.py); alone,
+            # nobody can hold a rival claim: start at once.
             self._pending[claim.key] = (now + self.config.confirm_delay, start)
             return None
         self._own[claim.key] = now
@@ -530,25 +583,27 @@ class SearchCore:
             times += [t + self.config.trial_timeout for t in self._own.values()]
         if self._unmatched_since is not None:
             times.append(self._unmatched_since + self.config.claim_grace)
+            times.append(self._roster_since + self.config.settle)
+            times.append(self._unmatched_since + self.config.steal_wait)
+            times.append(self._unmatched_since + self.config.gone_wait)
         owners = {t[0] for t in self._running}
         times += [since + self.config.reclaim_fallback
                   for node, since in self._gone_since.items() if node in owners]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
-            times.append(now + max(0.0, self.study.wall + self.plan.timeout - wall))
+            times.append(self._adopted_at + self.plan.timeout)
         # What fell due was handled by the step that just ran (or is another node's to
         # do, e.g. an orphan it wins): only the future can wake us.
         future = [t for t in times if t > now]
         return min(future) if future else None
 
-    def _finished_reason(self, wall: float) -> str | None:
+    def _finished_reason(self, now: float) -> str | None:
         if self.plan is None:
             return None
         n = self.plan.n_trials
         if n is not None and self._low >= n:
             return f"budget of {n} trials used"
-        closed = self._closed_reason(wall)
-        live_running = [t for t in self._running if t[0] not in self._gone_since]
-        if closed and not live_running:
+        closed = self._closed_reason(now)
+        if closed and not any(t[0] not in self._gone_since for t in self._running):
             return closed
         return None
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import os
 from typing import Any
 
 from p2phpo.core.joinwatch import explain
+from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node import DEFAULT_PORT, Node, NodeError, NodeOptions
 from p2phpo.runtime.resolve import ResolveError, resolve
 from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
 
 
-def observer_options(seed: str, key_file: str | None, cluster: str = "default",
+def observer_options(seed: str, keyring: Keyring | None, cluster: str = "default",
                      bind: str | None = None, profile: str = "local",
                      insecure: bool = False) -> NodeOptions:
     """Options of an observer of ``seed``; the bind is chosen by :func:`observe` once
     the seed's name is resolved (loopback for a seed on this machine)."""
-    return NodeOptions(seeds=[seed], bind=bind or "127.0.0.1:0", key_file=key_file,
+    return NodeOptions(seeds=[seed], bind=bind or "127.0.0.1:0", keyring=keyring,
                        cluster=cluster, profile=profile, observer=True, insecure=insecure)
 
 
@@ -62,12 +62,12 @@ async def settle(node: Node, timeout: float, quiet: float = 0.6) -> None:
             return
 
 
-async def observe(seed: str, key_file: str | None = None, cluster: str = "default",
+async def observe(seed: str, keyring: Keyring | None = None, cluster: str = "default",
                   timeout: float = 10.0, insecure: bool = False) -> Node:
     """A started observer node whose ledger has caught up; call ``stop_observer`` after."""
-    keyed = bool(key_file or os.environ.get("P2PHPO_KEY"))
+    keyed = keyring is not None
     bind = await _observer_bind(seed, keyed, insecure)
-    node = Node(observer_options(seed, key_file, cluster, bind=bind, insecure=insecure))
+    node = Node(observer_options(seed, keyring, cluster, bind=bind, insecure=insecure))
     node.setup()
     assert node.rt is not None
     node.rt.core.want_health = True  # the seed's own counters, over the sealed TCP session
@@ -113,8 +113,8 @@ async def stop_observer(node: Node) -> None:
         await node.rt.stop(leave=True)
 
 
-async def fetch_ledger(seed: str, key_file: str | None = None, cluster: str = "default",
+async def fetch_ledger(seed: str, keyring: Keyring | None = None, cluster: str = "default",
                        insecure: bool = False, timeout: float = 10.0) -> Any:
-    node = await observe(seed, key_file, cluster, timeout, insecure)
+    node = await observe(seed, keyring, cluster, timeout, insecure)
     await stop_observer(node)
     return node.ledger

@@ -1,6 +1,7 @@
 """The node: the asyncio shell around the node driver (``core/driver.py``).
 
-    code = await Node(NodeOptions(study=Path("examples/mnist_mlp.toml"))).run()
+    opts = node_options(study=Path("examples/mnist_mlp.toml"))  # p2phpo.commands.node_options
+    code = await Node(opts).run()
 
 The event loop only moves bytes and decisions: every datagram, timer expiry,
 push-pull and worker report becomes one call into the :class:`NodeDriver`
@@ -21,15 +22,12 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
-import os
 import random
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
 
 from p2phpo.core.driver import Fatal, Incarnation, MayExit, NodeDriver, Note, Persist, StudyFound
 from p2phpo.core.durability import GateConfig, Linger, RepairGate
@@ -52,7 +50,7 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
-from p2phpo.keys import KeyFileError, load_keyring
+from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
@@ -81,13 +79,15 @@ class NodeError(Exception):
 
 @dataclass
 class NodeOptions:
-    study: Path | None = None
+    """What a node runs with, already checked and loaded (``p2phpo.commands.node_options``)."""
+
+    spec: StudySpec | None = None  # --study, loaded; None: adopt the cluster's
     seeds: list[str] = field(default_factory=list)
     bind: str = f"127.0.0.1:{DEFAULT_PORT}"
     advertise: str | None = None
     cluster: str = "default"
     state_dir: Path | None = None
-    key_file: str | None = None
+    keyring: Keyring | None = None  # the cluster key; None: the null cipher, loopback only
     insecure: bool = False
     profile: str = "lan"
     data_dir: str | None = None
@@ -184,22 +184,9 @@ class Node:
     def setup(self) -> None:
         """Everything that can fail on bad input, before any socket opens."""
         o = self.opts
-        try:
-            ring = load_keyring(o.key_file) if (o.key_file or os.environ.get("P2PHPO_KEY")) else None
-        except KeyFileError as exc:
-            raise NodeError(str(exc).strip("'\"")) from None
+        ring = o.keyring
         self.keyed = ring is not None
-        if o.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise NodeError(f"unknown --log-level {o.log_level!r}; use debug, info, warning or error")
-        if not o.grace >= 0:
-            raise NodeError(f"--grace must be a number of seconds >= 0, not {o.grace}")
-        if o.profile not in PROFILES:
-            raise NodeError(f"unknown profile {o.profile!r}; use one of {', '.join(PROFILES)}")
-        try:
-            if o.study is not None:
-                self.spec = StudySpec.load(o.study)
-        except StudyError as exc:
-            raise NodeError(str(exc)) from None
+        self.spec = o.spec
         if o.observer:
             self.node_id = random.SystemRandom().getrandbits(63) | 1
             restart, incarnation = 1, 0
@@ -483,7 +470,7 @@ class Node:
         spec = self.spec
         fp = spec.fingerprint(str(ds.get("fingerprint", "")))
         entry = self.ledger.study
-        if (self.opts.study is None and entry is not None and entry.fingerprint != fp
+        if (self.opts.spec is None and entry is not None and entry.fingerprint != fp
                 and self.net.may_fetch()):
             self.worker = None
             await worker.close()
@@ -503,7 +490,7 @@ class Node:
                                           trial_timeout=spec.trial_timeout)
         assert self.driver is not None
         self.rt.call(self.driver.handle_worker_ready, config, make_plan, (spec.to_dict(), fp),
-                     from_cluster=self.opts.study is None)
+                     from_cluster=self.opts.spec is None)
 
     async def _refetch(self, why: str) -> None:
         """Fetch the study's dataset from a peer, then start the worker again on it."""
@@ -591,14 +578,3 @@ _HANDLERS: dict[type, Any] = {
     StudyDone: Node._study_done, StudyFound: Node._study_found, Incarnation: Node._incarnation,
     Fatal: Node._fatal, Note: Node._note, MayExit: Node._may_exit,
 }
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True)
-
-
-def fail(message: str) -> None:
-    """Print one sentence to stderr (used by the CLI); never read as markup."""
-    from p2phpo.ui.errors import fail as print_error
-
-    print_error(message)

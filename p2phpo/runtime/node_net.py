@@ -115,7 +115,7 @@ class NodeNet:
     def may_fetch(self) -> bool:
         """A node that adopted the cluster's study may fetch its dataset (once)."""
         node = self.node
-        return (node.opts.study is None and node.ledger.study is not None
+        return (node.opts.spec is None and node.ledger.study is not None
                 and node.spec is not None and node.spec.objective == BUILTIN_OBJECTIVE
                 and self.blob is None and not self.fetching)
 

@@ -220,14 +220,16 @@ class GossipRuntime:
         except OSError:
             self._transport.close()
             raise
-        if self.advertise is not None:
-            adv = await self._resolve_own(self.advertise, "--advertise")
-            self.core.set_addr(adv)
-        else:
-            self.core.set_addr(self.addr if not _is_any(host) else (_primary_ip(host), sock[1]))
         family = self._transport.get_extra_info("socket").family
         self.seeds = SeedList([tuple(s) for s in seeds or []], family)  # type: ignore[misc]
         self._seed_addrs = await self.seeds.resolve() if self.seeds.specs else []
+        if self.advertise is not None:
+            adv = await self._resolve_own(self.advertise, "--advertise")
+            self.core.set_addr(adv)
+        elif _is_any(host):  # the address that routes to the seeds, else the outward one
+            self.core.set_addr((_route_ip(host, self._seed_addrs), sock[1]))
+        else:
+            self.core.set_addr(self.addr)
         self._in_join(self._seed_addrs, loop.time())
         self._flush()
         if self.seeds.specs:
@@ -461,6 +463,20 @@ class GossipRuntime:
 
 def _is_any(host: str) -> bool:
     return host in ("0.0.0.0", "::", "")
+
+
+def _route_ip(host: str, seeds: list[Addr]) -> str:
+    """Our address on the way to the first seed that routes (a UDP connect sends
+    nothing); without seeds, the outward interface's."""
+    v6 = host == "::"
+    for seed in seeds:
+        try:
+            with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect(seed)
+                return str(s.getsockname()[0])
+        except OSError:
+            continue
+    return _primary_ip(host)
 
 
 def _primary_ip(host: str) -> str:

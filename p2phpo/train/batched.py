@@ -56,7 +56,10 @@ def train_batch(ds: Dataset, params: Sequence[Mapping[str, Any]], *, epochs: int
     cls = batch_class(cfgs, ds, buckets)
     compiles0, seconds0 = mlp.COMPILE_LOG.compiles, mlp.COMPILE_LOG.seconds
     prog = mlp.get_program(cls)
-    one = (lambda items: items[0])  # k = 1: no lane axis
+
+    def one(items: list) -> Any:  # k = 1: the program has no lane axis
+        return items[0]
+
     state = (program.stack if cls.k > 1 else one)([
         prog.init_state(s, c.width, c.layers, program.GAIN[c.activation], c.lr, c.weight_decay,
                         c.optimizer) for c, s in zip(cfgs, seeds, strict=True)])

@@ -337,7 +337,7 @@ def _note_cost(cfg: Config, cls: program.ShapeClass, n_steps: int, compute: floa
     if compiling > 0:
         COST.note_compile(compiling)
     else:
-        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.width, cfg.layers, cls) * n_steps,
+        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.layers, cls) * n_steps,
                         compute)
 
 
@@ -383,7 +383,9 @@ def cached_dataset(options: Mapping[str, Any]) -> Dataset:
 
 def prepare(options: Mapping[str, Any]) -> dict[str, Any]:
     """Worker setup hook: load the data once; the node records its description."""
-    return {"dataset": cached_dataset(options).describe()}
+    device = jax.devices()[0]  # an accelerator when JAX sees one; the data goes there once
+    device_data(cached_dataset(options))
+    return {"dataset": cached_dataset(options).describe(), "device": device.platform}
 
 
 mnist_mlp.prepare = prepare  # type: ignore[attr-defined]

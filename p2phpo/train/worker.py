@@ -275,6 +275,8 @@ def worker_env(threads: int, cache_dir: str | os.PathLike[str] | None,
     env["XLA_FLAGS"] = flags.strip()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, str(threads))
+    # on a GPU, take memory as needed instead of 75% up front (several workers may share it)
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if cache_dir is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
         env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -15,14 +15,19 @@ each node is reached by name as on a real network.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SUBNET = "10.77.0"
+STALE_AFTER = 1800.0
+"""A lab this old with no process inside was left by a killed run: it is removed."""
+_TAG = re.compile(r"^(p2p[0-9a-f]{6})-")
 
 
 class LabUnavailable(Exception):
@@ -45,6 +50,7 @@ class Lab:
         why = unavailable()
         if why:
             raise LabUnavailable(why)
+        reap_stale()
         tag = f"p2p{uuid.uuid4().hex[:6]}"
         lab = cls(tag, {n: f"{SUBNET}.{k}" for k, n in enumerate(names, start=1)})
         try:
@@ -123,6 +129,32 @@ class Lab:
             _ip("netns", "del", ns, check=False)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         self.namespaces.clear()
+
+
+def reap_stale(now: float | None = None) -> list[str]:
+    """Remove labs of killed runs (their finalizers never ran): every namespace of the
+    tag older than ``STALE_AFTER`` and empty of processes. Returns the tags removed."""
+    now = time.time() if now is None else now
+    res = _ip("netns", "list", check=False)
+    groups: dict[str, list[str]] = {}
+    for line in res.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _TAG.match(name)
+        if m:
+            groups.setdefault(m.group(1), []).append(name)
+    removed = []
+    for tag, names in groups.items():
+        try:
+            old = all(now - os.stat(f"/run/netns/{n}").st_mtime > STALE_AFTER for n in names)
+        except OSError:
+            continue
+        if not old or any(_ip("netns", "pids", n, check=False).stdout.strip() for n in names):
+            continue
+        for n in names:
+            _ip("netns", "del", n, check=False)
+            shutil.rmtree(Path("/etc/netns") / n, ignore_errors=True)
+        removed.append(tag)
+    return removed
 
 
 def unavailable() -> str | None:

@@ -58,7 +58,7 @@ def test_a_flipped_byte_in_a_cluster_node_costs_nothing(tmp_path: Path, nodes) -
     assert export(c.state) == want
     assert not events(c, "started", seen)
     note = " ".join(e["detail"] for e in events(c, "recovered", seen) + events(c, "repaired", seen))
-    assert "skipped 1 damaged record" in note and "repaired 1 entr" in note
+    assert "skipped 1 damaged record" in note and "repaired 1 entry from peers" in note
     for n in (a, b):
         n.signal(signal.SIGINT)
         assert n.wait(30) == 0

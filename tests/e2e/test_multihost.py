@@ -161,6 +161,9 @@ def test_status_and_export_reach_a_machine_by_name(lab: Lab, tmp_path: Path) -> 
     assert st.returncode == 0, st.stderr
     snap = json.loads(st.stdout)
     assert f"{lab.hosts['node1']}:{PORT}" in {m["addr"] for m in snap["members"]}
+    # The observer bound 0.0.0.0: it advertises its address on the way to the seed
+    # (these namespaces have no default route, so "the outward interface" would be wrong).
+    assert any(m["addr"].startswith(f"{lab.hosts['node2']}:") for m in snap["members"])
     ex = lab.check("node3", [*cli, "export", "--seed", f"node1:{PORT}", "--format", "jsonl",
                              "--key-file", str(key)], cwd=REPO)
     assert ex.returncode == 0, ex.stderr

@@ -25,9 +25,10 @@ import pytest
 
 import p2phpo.runtime.node as runtime_node
 import simulations.node as sim_node
+from p2phpo.commands.node_options import node_options
 from p2phpo.core.driver import MayExit, NodeDriver, Note, Persist, StudyFound
 from p2phpo.core.search import StartTrial, StopTrial, StudyDone
-from p2phpo.runtime.node import Node, NodeOptions
+from p2phpo.runtime.node import Node
 from p2phpo.runtime.udp import run as run_loop
 from p2phpo.study import StudySpec
 from p2phpo.study import make_plan as real_make_plan
@@ -150,8 +151,8 @@ def _simulated(study: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def _asyncio(study: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     log: list[Any] = []
     monkeypatch.setattr(runtime_node, "NodeDriver", recording_driver(log))
-    node = Node(NodeOptions(study=study, bind="127.0.0.1:0", state_dir=tmp / "state",
-                            profile="local", grace=0.0))
+    node = Node(node_options(study=study, bind="127.0.0.1:0", state_dir=tmp / "state",
+                             profile="local", grace=0.0))
 
     async def main() -> int:
         return await asyncio.wait_for(node.run(), 120)

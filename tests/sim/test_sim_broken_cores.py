@@ -13,10 +13,12 @@ from p2phpo.core.ledger import Ledger, TrialState, TrialView
 from p2phpo.core.membership import MemberRefuted, Membership
 from p2phpo.core.search import SearchCore
 from simulations.runner import run_scenario
+from simulations.sim import SimConfig
 
 
-def _failing(name: str, seed: int = 0, max_heal: float = 90.0) -> dict[str, str]:
-    result = run_scenario(name, nodes=8, seed=seed, max_heal=max_heal)
+def _failing(name: str, seed: int = 0, max_heal: float = 90.0,
+             config: SimConfig | None = None) -> dict[str, str]:
+    result = run_scenario(name, nodes=8, seed=seed, max_heal=max_heal, config=config)
     return {k: v["detail"] for k, v in result["invariants"].items() if not v["ok"]}
 
 
@@ -65,9 +67,12 @@ def _refute_same_incarnation(self: Membership, seen: int) -> None:
 def test_refuting_without_a_higher_incarnation_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Membership, "refute", _refute_same_incarnation)
     # Whether a refutation races a suspicion during the cut depends on the seed:
-    # the checker must catch the bug on one of the first few.
+    # the checker must catch the bug on one of the first few. The study outlasts
+    # the heal (12 trials per node): a node whose study is done re-advertises its
+    # metadata under a new incarnation, which would hide the bug.
+    long_study = SimConfig(n_trials=96)
     caught = [seed for seed in range(4)
-              if "healthy_alive_everywhere" in _failing("partition-heal", seed, max_heal=60.0)]
+              if "healthy_alive_everywhere" in _failing("partition-heal", seed, 60.0, long_study)]
     assert caught
 
 

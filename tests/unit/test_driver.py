@@ -80,7 +80,7 @@ class Peer:
         self.sealer = Sealer(RING, node, 0, 0, LABEL)
 
     def send(self, d: NodeDriver, msgs: list[Any], now: float) -> None:
-        to = (d.gossip.node_id, d.gossip.sealer.epoch.salt)  # bound to the receiver's life
+        to = (d.node_id, d.gossip.sealer.epoch.salt)  # bound to this receiver's life
         data = self.sealer.seal_packed([encode_message(m) for m in msgs], to)
         d.handle_datagram(data, ADDR[self.node], now, 1000.0 + now)
 
@@ -232,3 +232,29 @@ def test_a_node_joining_by_seed_with_other_data_is_told_what_differs() -> None:
                           from_cluster=True)
     (fatal,) = [a for a in d.take_actions() if isinstance(a, Fatal)]
     assert fatal.code == 2 and "dataset differs" in fatal.message and d.search is None
+
+
+def test_alone_a_trial_of_a_node_never_met_is_reclaimed_after_the_fallback() -> None:
+    d = make()
+    ghost = 44
+    running = d.ledger.new(ghost, Claim, wall=1.0, slot=0, params={"x": 0.0})  # from a past life
+    ready(d, n_trials=1)
+    persist_all(d)
+    assert d.ledger.trial(running.key).state.name == "RUNNING"  # not at once
+    fallback = SearchConfig.for_profile(LOCAL).reclaim_fallback
+    assert d.get_timer() is not None and d.get_timer() <= fallback
+    d.handle_timer(fallback, 1000.0 + fallback)
+    actions = persist_all(d, fallback)
+    assert d.ledger.trial(running.key).state.name == "ABANDONED"
+    assert any(isinstance(a, StartTrial) and a.retry_of == running.key for a in actions)
+
+
+def test_with_a_live_peer_a_stranger_s_trial_is_left_alone() -> None:
+    d = make()
+    running = d.ledger.new(44, Claim, wall=1.0, slot=0, params={"x": 0.0})
+    Peer(B).send(d, [Alive(B, 0, ADDR[B], {"ready": True, "study": FP})], 0.0)
+    ready(d, n_trials=1)
+    persist_all(d)
+    d.handle_timer(100.0, 1100.0)
+    persist_all(d, 100.0)
+    assert d.ledger.trial(running.key).state.name == "RUNNING"

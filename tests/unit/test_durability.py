@@ -156,3 +156,15 @@ def test_live_peers_without_a_sync_are_waited_for_longer_but_not_forever() -> No
     assert not gate.due(39.0, peers_alive=True) and gate.due(40.0, peers_alive=True)
     gate.open(1040.0)
     assert gate.note.startswith("no sync with the live peers within 40 s: going on without one")
+
+
+def test_entries_held_on_disk_are_not_counted_as_repaired() -> None:
+    log = history()
+    led = Ledger()
+    led.merge(log[:3] + log[4:])  # seq 4 damaged; 5..9 held on disk
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    gate.merged(led.merge(log).added)  # a peer sends 4; 5..9 drain with it
+    gate.synced(1.0)
+    assert gate.due(3.0) and gate.open(1003.0) == []
+    assert gate.note == ("repaired 1 entry from peers (1 of this node's own: seq 4); "
+                         "continuing at seq 10")

@@ -217,6 +217,7 @@ def test_export_reads_while_a_node_holds_the_state_dir(tmp_path):
 
 
 def test_seed_uses_the_runtime_fetch_when_present(state, monkeypatch):
+    monkeypatch.delenv("P2PHPO_KEY", raising=False)
     import sys
     import types
 
@@ -225,8 +226,8 @@ def test_seed_uses_the_runtime_fetch_when_present(state, monkeypatch):
     root, _ = state
     calls = []
 
-    def fetch_ledger(seed, *, key_file=None, cluster="default", insecure=False, timeout=10.0):
-        calls.append((seed, key_file, cluster, insecure))
+    def fetch_ledger(seed, *, keyring=None, cluster="default", insecure=False, timeout=10.0):
+        calls.append((seed, keyring, cluster, insecure))
         return read_state(root).ledger
 
     module = types.ModuleType("p2phpo.runtime.fetch")

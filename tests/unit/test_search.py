@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from p2phpo.core.budget import Ring
 from p2phpo.core.entries import AbandonReason, Status
 from p2phpo.core.ledger import Ledger, TrialState
 from p2phpo.core.search import (
@@ -118,10 +119,10 @@ def test_three_nodes_of_different_speeds_share_the_budget_exactly() -> None:
 
 
 def test_double_claim_is_resolved_the_same_way_on_both_nodes() -> None:
-    a, b = make_node(1), make_node(2, spec=None)
+    a, b = make_node(1, n_trials=1), make_node(2, spec=None, n_trials=1)
     genesis(a)
     sync(a, b)
-    # Each believes it is alone: both claim slot 0 without seeing the other.
+    # Each believes it is alone: both claim the one slot without seeing the other.
     ca = [c for c in a.step(0.0, 0.0) if isinstance(c, StartTrial)][0]
     cb = [c for c in b.step(0.0, 0.0) if isinstance(c, StartTrial)][0]
     assert ca.slot == cb.slot == 0
@@ -155,13 +156,17 @@ def test_orphan_of_a_dead_node_is_retried_with_the_same_params() -> None:
     sync(*alive)
     view = cores[0].ledger.trial(lost.trial)
     assert view.state is TrialState.ABANDONED and view.abandon.reason is AbandonReason.DEAD
-    # The original trials finish; the reopened slot is retried with the same params.
-    for c in alive:
-        for tid in c.running:
-            c.finish(tid, Outcome(Status.COMPLETE, value=0.1), 7.0)
-    sync(*alive)
-    retries = [x for c in alive for x in c.step(8.0, 8.0) if isinstance(x, StartTrial)]
-    retry = [r for r in retries if r.retry_of == lost.trial]
+    # The survivors run their own ranges, then steal the dead node's: the reopened
+    # slot is retried once, with the same params.
+    retry = []
+    for now in (7.0, 8.0, 9.0, 10.0):
+        for c in alive:
+            for tid in c.running:
+                c.finish(tid, Outcome(Status.COMPLETE, value=0.1), now)
+        sync(*alive)
+        for c in alive:
+            retry += [x for x in c.step(now, now) if isinstance(x, StartTrial) and x.retry_of == lost.trial]
+            sync(*alive)
     assert len(retry) == 1 and retry[0].params == lost.params and retry[0].slot == lost.slot
 
 
@@ -175,9 +180,13 @@ def test_a_late_result_of_the_original_stops_its_retry() -> None:
     a.set_members(2.0, {1: MemberView("ALIVE", True, "fp1"), 2: MemberView("DEAD", True, "fp1")})
     a.synced_with(2, 3.0)
     a.step(3.0, 3.0)  # abandons b's trial
-    for tid in a.running:
-        a.finish(tid, Outcome(Status.COMPLETE, value=0.2), 3.5)
-    retry = [x for x in a.step(4.0, 4.0) if isinstance(x, StartTrial)]
+    retry: list[StartTrial] = []
+    for now in (3.5, 3.6, 3.7, 3.8, 3.9, 4.0, 4.1):  # a's own range, then b's
+        for tid in a.running:
+            a.finish(tid, Outcome(Status.COMPLETE, value=0.2), now)
+        retry = [x for x in a.step(now, now) if isinstance(x, StartTrial) and x.retry_of]
+        if retry:
+            break
     assert retry and retry[0].retry_of == start_b.trial
     # b was only slow: its RESULT arrives; RESULT beats ABANDON and a's retry stops.
     b.finish(start_b.trial, Outcome(Status.COMPLETE, value=0.3), 4.5)
@@ -264,20 +273,28 @@ def test_nodes_not_ready_never_hold_work() -> None:
     assert all(t[0] == 1 for t in a.ledger.trials())
 
 
-def test_confirmation_delay_lets_a_double_claim_meet_before_anything_runs() -> None:
+def owner_other_than(node: int) -> int:
+    """A phantom member that holds the only slot of a one-trial study against ``node``."""
+    return next(p for p in range(3, 100) if Ring(sorted([node, p]), 1).head(p, bytearray(b"\x01")) == 0)
+
+
+def test_a_fallback_claim_waits_so_a_double_claim_meets_before_anything_runs() -> None:
     cfg = SearchConfig(claim_grace=1.0, confirm_delay=0.5)
-    a = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), (SPEC, "fp1"))
-    b = SearchCore(2, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), None)
+    plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
+    a = SearchCore(1, Ledger(), cfg, plan, (SPEC, "fp1"))
+    b = SearchCore(2, Ledger(), cfg, plan, None)
     a.ready = b.ready = True
     genesis(a)
     sync(a, b)
     alive = MemberView("ALIVE", True, "fp1")
-    # Each knows some other ready member, but not yet the other one or its claim.
-    a.set_members(0.0, {1: alive, 4: alive})
-    b.set_members(0.0, {2: alive, 3: alive})
-    assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # both claim slot 0, start later
+    # Each believes the one slot belongs to a member the other does not know, and
+    # that member never claims it: after claim_grace both fall back to it.
+    a.set_members(0.0, {1: alive, owner_other_than(1): alive})
+    b.set_members(0.0, {2: alive, owner_other_than(2): alive})
+    assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # not their slot: wait
+    assert a.step(1.0, 1.0) == [] and b.step(1.0, 1.0) == []  # both claim slot 0, start later
     sync(a, b)
-    starts = [c for c in a.step(0.6, 0.6) + b.step(0.6, 0.6) if isinstance(c, StartTrial)]
+    starts = [c for c in a.step(1.6, 1.6) + b.step(1.6, 1.6) if isinstance(c, StartTrial)]
     assert len(starts) == 1 and starts[0].slot == 0  # only the winner ever trains
     sync(a, b)
     slot0 = sorted(v.state.value for v in a.ledger.trials().values() if v.slot == 0)

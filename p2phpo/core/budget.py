@@ -1,0 +1,253 @@
+"""Which budget slot an idle node takes next: its own rights, then work stealing.
+
+Pure and sans-IO; :class:`~p2phpo.core.search.SearchCore` owns one
+:class:`SlotPlanner` and asks it for a slot whenever the node is idle.
+
+Rights (escrow). The *roster* is every member that ever advertised a ready
+worker for this study, whatever its state now (ALIVE, SUSPECT, DEAD, LEFT).
+Each roster member has ``POINTS`` points on a 64-bit ring (a hash of its
+id); slot ``s`` of ``n`` sits at ``(2s + 1) / 2n`` of the ring and belongs to
+the point at or after it. That is the member's share of the budget, agreed
+without a message because every node derives it from the membership it
+sees. An owner needs nobody's consent, so a healthy cluster claims its own
+rights without conflicts.
+
+Views disagree while members join (a ready flag is still in flight). A
+missing member only moves the *far* end of a neighbour's arc, so each owner
+runs its slots nearest below its points first: under a partial view its
+first claims are still, nearly always, its own (``tests/unit/test_budget.py``
+measures it). Ranks over the roster (``r*n/m``) would move every range start.
+
+Why keep gone members in the roster: when a partition cuts the cluster in
+two, each side sees the other side DEAD. If the roster shrank, each side
+would re-split the *whole* budget and both sides would run the same slots.
+Kept, a gone member's rights are only *stolen*, once a side has run out of
+its own work, so a short cut costs few duplicates.
+
+Stealing. A member with no rights left is a *thief*. Stealable are other
+members' open slots, except an idle live owner's next one (it is about to
+claim it); best first: live owners' slots (longest queue first, from the far
+end of the queue), a busy live owner's next slot, then (after ``gone_wait``)
+gone owners' slots.
+Each candidate slot goes to its rendezvous winner among the thieves — idle
+or busy, since whether a thief is idle is what views disagree on most (its
+RESULT and next CLAIM travel together); thieves seen starting a trial
+moments ago (``fresh``) do not compete. Two thieves that know each other
+agree on every slot whatever else their views hold. A slot whose winner is
+busy goes, once a thief has waited ``wait`` seconds, to the winner among the
+idle thieves. After ``claim_grace`` seconds without work a node takes a
+candidate anyway (with the confirmation delay), so no view can stall it.
+
+Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
+Without ``n_trials`` slots are open-ended and roster member ``r`` holds the
+slots ``s`` with ``s % m == r``; nobody runs out, so nobody steals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from p2phpo.core.hrw import mix64
+
+STEAL_SALT = 0x5EA1
+RING_SALT = 0xB0D6E7
+POINTS = 8
+MASK64 = MAX64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A slot to claim, and why: ``home`` (own range), ``steal``, ``grace`` (fallback)."""
+
+    slot: int
+    kind: str
+
+
+class Ring:
+    """The roster's budget rights: ``POINTS`` points per member on a 64-bit ring.
+
+    Slot ``s`` sits at ``(2s + 1) * 2**63 / n``; the point at or after it (the
+    ring wraps) holds it. Each point's arc is worked from the top (the slots
+    nearest the point) down: a member missing from someone's view only ever
+    moves the *bottom* of a neighbour's arc, so first claims never collide.
+    """
+
+    def __init__(self, roster: list[int], n: int) -> None:
+        self.n = n
+        ids = np.repeat(np.array(roster, dtype=np.uint64), POINTS)
+        vs = np.tile(np.arange(POINTS, dtype=np.uint64), len(roster))
+        pts = mix64(ids ^ np.uint64(RING_SALT), vs)
+        order = np.lexsort((ids, pts))
+        self.points = [int(x) for x in pts[order]]
+        self.owners = [int(x) for x in ids[order]]
+        cuts = [self._count(p) for p in self.points]
+        # arcs[i]: slots [lo, hi) of point i (the first arc also holds the wrapped top)
+        self.arcs: list[list[tuple[int, int]]] = []
+        for i, hi in enumerate(cuts):
+            if i == 0:
+                spans = [(0, hi)] + ([(cuts[-1], n)] if cuts[-1] < n else [])
+            else:
+                spans = [(cuts[i - 1], hi)]
+            self.arcs.append([(lo, h) for lo, h in spans if h > lo])
+        self.of: dict[int, list[int]] = {}
+        for i, owner in enumerate(self.owners):
+            self.of.setdefault(owner, []).append(i)
+
+    def _count(self, point: int) -> int:
+        """How many slots sit at or before ``point``."""
+        return min(self.n, ((point * self.n >> 63) + 1) // 2)
+
+    def _dist(self, i: int, slot: int) -> int:
+        """How far below point ``i`` slot ``slot`` sits (mod 2**64)."""
+        return (self.points[i] - (((2 * slot + 1) << 63) // self.n)) & MASK64
+
+    def queue(self, member: int, is_open: bytearray) -> list[int]:
+        """``member``'s open slots in the order it runs them: nearest below one of its
+        points first (an arc's top is what a partial view is least likely to move)."""
+        out: list[tuple[int, int]] = []
+        for i in self.of.get(member, ()):
+            for lo, hi in self.arcs[i]:
+                j = is_open.find(1, lo, hi)
+                while j >= 0:
+                    out.append((self._dist(i, j), j))
+                    j = is_open.find(1, j + 1, hi)
+        out.sort()
+        return [slot for _, slot in out]
+
+    def head(self, member: int, is_open: bytearray) -> int | None:
+        """The first slot of :meth:`queue`, without building it."""
+        best: tuple[int, int] | None = None
+        for i in self.of.get(member, ()):
+            for lo, hi in self.arcs[i]:
+                j = is_open.rfind(1, lo, hi)
+                if j >= 0:
+                    d = self._dist(i, j)
+                    if best is None or d < best[0]:
+                        best = (d, j)
+        return None if best is None else best[1]
+
+
+class SlotPlanner:
+    """The open/closed state of every slot and the choice of the next one.
+
+    ``is_open(slot)`` is the search core's view (FREE or REOPENED). For a
+    bounded budget the planner also keeps a byte per slot (1 = open), updated
+    by :meth:`mark`, so scanning an arc is a C-speed ``rfind``.
+    """
+
+    def __init__(self, n: int | None, is_open: Callable[[int], bool], wait: float = 0.0,
+                 gone_wait: float = 0.0) -> None:
+        self.n = n
+        self.wait = wait
+        self.gone_wait = gone_wait
+        self.is_open = is_open
+        self.open = bytearray(b"\x01") * n if n is not None else None
+        self._ring: tuple[tuple[int, ...], Ring] | None = None
+
+    def mark(self, slot: int, is_open: bool) -> None:
+        if self.open is not None and 0 <= slot < len(self.open):
+            self.open[slot] = 1 if is_open else 0
+
+    def ring(self, roster: list[int]) -> Ring:
+        key = tuple(roster)
+        if self._ring is None or self._ring[0] != key:
+            self._ring = (key, Ring(roster, self.n))
+        return self._ring[1]
+
+    # -- home -----------------------------------------------------------------
+    def home(self, me: int, roster: list[int], low: int) -> int | None:
+        """The next open slot of ``me``'s own rights (None when it has none left)."""
+        rank = _index(roster, me)
+        if rank is None:
+            return None
+        if self.open is None:
+            m = len(roster)
+            slot = low + (rank - low) % m
+            while not self.is_open(slot):
+                slot += m
+            return slot
+        if len(roster) == 1:  # alone (hp.optimize): slots in order, trial numbers count up
+            return self.any_open(low)
+        return self.ring(roster).head(me, self.open)
+
+    # -- stealing -------------------------------------------------------------
+    def steal(self, me: int, roster: list[int], live: set[int], busy: set[int],
+              fresh: set[int], waited: float, fallback: bool) -> Pick | None:
+        """A slot for ``me`` (out of own work) from others' ranges; see the module docstring."""
+        if self.open is None:
+            return None
+        thieves, cands = self._candidates(me, roster, live, busy, fresh)
+        if waited < self.gone_wait and not fallback:
+            # A gone owner may only be cut off, running its rights on the other side:
+            # take its slots last, and only after a wait (a short cut then costs nothing).
+            cands = [c for c in cands if c[0] < 3]
+        if not cands:
+            return None
+        slots = np.array([c[3] for c in cands], dtype=np.uint64)
+        ids = np.array(thieves, dtype=np.uint64)
+        weights = mix64(slots[:, None] ^ np.uint64(STEAL_SALT), ids[None, :])
+        if fallback:  # our own pick among the best candidates: fallbacks rarely meet
+            top = weights[: 2 * len(thieves), 0]
+            return Pick(int(slots[int(np.argmin(top))]), "grace")
+        first = np.argmin(weights, axis=1)
+        hits = np.flatnonzero(first == 0)
+        if len(hits):
+            return Pick(int(slots[hits[0]]), "steal")
+        if waited < self.wait:
+            return None
+        # Slots whose winner is busy go, after a wait, to the winner among idle thieves.
+        idle = np.array([i == 0 or t not in busy for i, t in enumerate(thieves)])
+        held = ~idle[first]
+        masked = np.where(idle[None, :], weights, np.uint64(MAX64))
+        hits = np.flatnonzero(held & (np.argmin(masked, axis=1) == 0))
+        return Pick(int(slots[hits[0]]), "steal2") if len(hits) else None
+
+    def _candidates(self, me: int, roster: list[int], live: set[int], busy: set[int],
+                    fresh: set[int]) -> tuple[list[int], list[tuple[int, int, int]]]:
+        """The thieves (``me`` first) and the stealable slots, best first.
+
+        A thief seen starting a trial moments ago (``fresh``) will not be idle
+        soon and does not compete; every other thief does, idle or not: whether
+        a thief is idle is what views disagree on most (its RESULT and next
+        CLAIM travel together), so it must not change who wins a slot. A
+        victim's queue is taken from its far end, the owner's last claims."""
+        ring = self.ring(roster)
+        thieves: list[int] = [me]
+        cands: list[tuple[int, int, int]] = []  # (tier, -queue length, position from the end)
+        for member in roster:
+            if member == me:
+                continue
+            queue = ring.queue(member, self.open)
+            if not queue:
+                if member in live and member not in fresh:
+                    thieves.append(member)
+                continue
+            k = len(queue)
+            if member not in live:
+                cands += [(3, -k, k - 1 - i, s) for i, s in enumerate(queue)]
+                continue
+            cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
+            if member in busy:  # an idle owner is about to claim its next slot itself
+                cands.append((2, -k, k - 1, queue[0]))
+        cands.sort()
+        return thieves, cands
+
+    def any_open(self, low: int) -> int | None:
+        """The lowest open slot at or above ``low`` (bounded budgets), for the last fallback."""
+        if self.open is None:
+            return None
+        found = self.open.find(1, low)
+        return None if found < 0 else found
+
+
+def _index(roster: list[int], member: int) -> int | None:
+    from bisect import bisect_left
+
+    i = bisect_left(roster, member)
+    return i if i < len(roster) and roster[i] == member else None
+
+
+

@@ -1,0 +1,61 @@
+"""The budget rights of core/budget.py: arcs on a ring, top-down claims, stealing."""
+
+from __future__ import annotations
+
+import random
+
+from p2phpo.core.budget import Ring, SlotPlanner
+
+
+def _roster(rng: random.Random, m: int) -> list[int]:
+    return sorted(rng.getrandbits(63) | 1 for _ in range(m))
+
+
+def test_the_ring_gives_every_slot_to_exactly_one_member() -> None:
+    rng = random.Random(1)
+    for n in (1, 7, 192, 4000):
+        for m in (1, 2, 48, 100):
+            roster = _roster(rng, m)
+            ring = Ring(roster, n)
+            everything = bytearray(b"\x01") * n
+            slots = [s for member in roster for s in ring.queue(member, everything)]
+            assert sorted(slots) == list(range(n))
+
+
+def test_a_partial_view_rarely_moves_a_first_claim_onto_someone_elses() -> None:
+    # A node that knows only some of the roster (a join storm) mostly starts where it
+    # would start knowing everyone; ranks over the roster (r*n/m) would collide on
+    # nearly every first claim, because every range start moves.
+    rng = random.Random(2)
+    n, everything = 400, bytearray(b"\x01") * 400
+    moved = total = 0
+    for _ in range(20):
+        roster = _roster(rng, 100)
+        full = Ring(roster, n)
+        firsts = {full.head(r, everything) for r in roster}
+        for member in rng.sample(roster, 10):
+            partial = sorted(rng.sample([r for r in roster if r != member], 30) + [member])
+            head = Ring(partial, n).head(member, everything)
+            total += 1
+            moved += head != full.head(member, everything) and head in firsts
+    assert moved / total < 0.15
+
+
+def test_thieves_that_know_each_other_never_pick_the_same_slot() -> None:
+    rng = random.Random(3)
+    n = 200
+    roster = _roster(rng, 20)
+    planner = SlotPlanner(n, lambda s: True)
+    ring = planner.ring(roster)
+    thieves = roster[:8]
+    for t in thieves:  # the thieves have run their own rights
+        for s in ring.queue(t, planner.open):
+            planner.mark(s, False)
+    live, busy = set(roster), set(roster[8:])
+    picks = [planner.steal(t, roster, live, busy, set(), 0.0, fallback=False) for t in thieves]
+    slots = [p.slot for p in picks if p is not None]
+    assert slots and len(slots) == len(set(slots))
+    for p in picks:
+        if p is not None:  # stolen from the far end of a queue, never a busy owner's next one
+            owner = next(r for r in roster if p.slot in ring.queue(r, planner.open))
+            assert p.slot != ring.queue(owner, planner.open)[0]
