@@ -127,6 +127,7 @@ class GossipCore:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
+        self._replying: tuple[int, int] | None = None  # (sender, boot salt) being answered
         self._t = dict.fromkeys(("probe", "gossip", "reconnect", "pushpull", "join"), _INF)
         self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget())
         self.ae = AntiEntropy(node_id, ledger, self.membership, config, self._budget, self)
@@ -383,7 +384,7 @@ class GossipCore:
                 raise WireError(DropReason.BAD_SCHEMA, "an unbound datagram carries only Ping and Alive")
             self.check_signed(m for m in msgs if type(m) is Alive)
             entries = self._decode_entries(msgs, self.ledger.has_raw)
-            self.opener.accept(dg)
+            self.opener.accept(dg, vouched=self._vouched(dg.sender, dg.epoch.salt, msgs))
         except WireError as e:
             self.count_drop(e.reason, addr)
             return
@@ -393,8 +394,21 @@ class GossipCore:
         if addr in self.seeds:
             self.seed_heard[addr] = now
             self.seed_nodes[addr] = dg.sender
-        self._dispatch(dg.sender, msgs, entries, addr, now)
+        self._replying = (dg.sender, dg.epoch.salt)  # replies go to the life that asked
+        try:
+            self._dispatch(dg.sender, msgs, entries, addr, now)
+        finally:
+            self._replying = None
         self._flush_membership()
+
+    def _vouched(self, sender: int, salt: int, msgs: list[Message]) -> bool:
+        """Does ``sender``'s own signed Alive (known, or in this datagram) name boot ``salt``?"""
+        if self.identity is None:
+            return True
+        m = self.membership.get(sender)
+        if m is not None and m.boot == salt:
+            return True
+        return any(type(a) is Alive and a.node == sender and a.boot == salt for a in msgs)
 
     def check_signed(self, alives: Any) -> None:
         """WireError(BAD_SIGNATURE) at the first Alive (or member record) not signed by
@@ -487,10 +501,11 @@ class GossipCore:
             self.ae.want_tcp(sender, addr, now)
 
     # ------------------------------------------------------------------ Link (for self.ae)
-    def send(self, addr: Addr, head: list[Message], *, piggyback: bool = True, to: int = 0) -> None:
+    def send(self, addr: Addr, head: list[Message], *, to: int, piggyback: bool = True) -> None:
+        """Send to member ``to``, bound to its current life (see ``_send``)."""
         self._send(addr, head, piggyback=piggyback, to=to)
 
-    def send_packed(self, addr: Addr, parts: list[bytes], to: int = 0) -> None:
+    def send_packed(self, addr: Addr, parts: list[bytes], *, to: int) -> None:
         """Entries go only bound to a life of ``to`` we know (else they are not sent)."""
         dest = self._bound_to(to)
         if dest is not None:
@@ -545,6 +560,8 @@ class GossipCore:
         one its signed Alive names."""
         if not node:
             return None
+        if self._replying is not None and self._replying[0] == node:
+            return self._replying
         salt = self.opener.peer_salt(node)
         if salt is None:
             m = self.membership.get(node)

@@ -346,7 +346,7 @@ class Opener:
         self._me = (node_id, boot_salt)
 
     def peer_salt(self, sender: int) -> int | None:
-        """Boot salt of the newest epoch authenticated from ``sender`` (None if unknown)."""
+        """Boot salt of the newest (vouched) epoch authenticated from ``sender``, or None."""
         newest = self._newest.peek(sender)
         return None if newest is None else newest[1]
 
@@ -400,15 +400,19 @@ class Opener:
             self._subkeys.put(sk, aead)
         return plain
 
-    def accept(self, dg: Datagram) -> None:
+    def accept(self, dg: Datagram, *, vouched: bool = True) -> None:
         """Record ``dg``'s counter in its replay window (done by ``open`` unless commit=False).
 
-        Raises WireError(REPLAY) if the counter was recorded since it was opened.
+        Only a ``vouched`` datagram (its sender's own signed record names its boot
+        salt) moves the sender's newest epoch, below which datagrams are stale:
+        otherwise one forged header with a huge restart counter would cut the
+        real sender off. Raises WireError(REPLAY) if the counter was recorded
+        since it was opened.
         """
         self._check_replay(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter)
-        self._record(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter)
+        self._record(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter, vouched)
 
-    def _record(self, sender: int, restart: int, salt: int, counter: int) -> None:
+    def _record(self, sender: int, restart: int, salt: int, counter: int, vouched: bool = True) -> None:
         wk = (sender, restart, salt)
         win = self._windows.get(wk)
         if win is None:
@@ -419,6 +423,8 @@ class Opener:
         else:
             win[1] |= 1 << (win[0] - counter)
         newest = self._newest.peek(sender)
+        if not vouched:
+            return
         if newest is None or restart > newest[0] or (restart == newest[0] and salt != newest[1]):
             self._newest.put(sender, (restart, salt))
         else:

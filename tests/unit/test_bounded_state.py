@@ -53,7 +53,8 @@ def test_ten_thousand_forged_members_stay_bounded_and_are_reaped(mode):
         evil.send(a, *forged[i : i + 8])
     ring = Keyring([key], cipher=cipher)
     for sender in range(1000, 11_000):  # made-up sender ids, each with a digest
-        data = Sealer(ring, sender, 0, 1, evil.sealer.label_hash).seal([to_wire(Digest(1, 1, 1))])
+        to = (a.node_id, a.core.sealer.epoch.salt)
+        data = Sealer(ring, sender, 0, 1, evil.sealer.label_hash).seal([to_wire(Digest(1, 1, 1))], to)
         a.core.receive_datagram(data, EVIL, net.now)
     grown = rss() - before
     members = a.core.membership

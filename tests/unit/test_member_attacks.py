@@ -62,7 +62,8 @@ class Insider:
         self.sealer = Sealer(Keyring([key], cipher=cipher), 0xBAD, 0, 1, LABEL)
 
     def send(self, to: Node, *messages: list) -> None:
-        data = self.sealer.seal_packed([pack(m) for m in messages])
+        to_life = (to.node_id, to.core.sealer.epoch.salt)  # bound to the receiver, as a peer would
+        data = self.sealer.seal_packed([pack(m) for m in messages], to_life)
         to.core.receive_datagram(data, EVIL, self.net.now)
         self.net._pump(to)
 

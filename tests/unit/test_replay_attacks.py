@@ -10,7 +10,7 @@ signed Alives.
 from __future__ import annotations
 
 import pytest
-from netsim import Net, Node
+from netsim import LABEL, Net, Node
 from test_member_attacks import MODES, ident
 
 from p2phpo.core.entries import Report
@@ -82,3 +82,24 @@ def test_datagrams_captured_before_a_restart_are_rejected_after_it(mode):
     net.run_for(4.0)  # the new life still joins and gossips normally
     assert {m.node for m in b2.core.members() if m.state == State.ALIVE} == {a.node_id, b2.node_id, c.node_id}
     assert pack(b2.ledger.vv_hash()) == pack(a.ledger.vv_hash())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_forged_restart_counter_does_not_cut_a_sender_off(mode):
+    """One datagram claiming to be B with the largest restart counter: B's real datagrams
+    must still be accepted (they would be dropped as a stale epoch)."""
+    from p2phpo.core.messages import MsgType
+    from p2phpo.core.wire import Cipher, Keyring, Sealer
+
+    cipher, key = MODES[mode]
+    net, (a, b, c), _ = cluster_with_tap(mode)
+    forged = Sealer(Keyring([key], cipher=cipher), b.node_id, 0xFFFF_FFFF, 12345, LABEL)
+    a.core.receive_datagram(forged.seal([[MsgType.PING, 1, a.node_id]], to=None), ("10.6.6.6", 1), net.now)
+    replays = a.core.dropped[DropReason.REPLAY]
+    net.run_for(5.0)
+    assert a.core.dropped[DropReason.REPLAY] == replays
+    assert view_state(a, b) == State.ALIVE and view_state(b, a) == State.ALIVE
+
+
+def view_state(x: Node, of: Node) -> State:
+    return next(m.state for m in x.core.members() if m.node == of.node_id)
