@@ -351,14 +351,21 @@ class GossipCore:
         self.ae.tick()
 
     def _join_round(self, now: float) -> None:
-        if self.membership.joined or not self.seeds or self.membership.leaving:
-            self._t["join"] = _INF if self.membership.leaving else now + 2 * self.profile.probe_interval
+        """Contact the seeds until joined *and* one of them answered: nodes that found
+        each other before any seed did would otherwise stay a cluster of their own."""
+        step = 2 * self.profile.probe_interval
+        if not self.seeds or self.membership.leaving:
+            self._t["join"] = _INF if self.membership.leaving else now + step
+            return
+        joined = self.membership.joined
+        if joined and self._seed_answered():
+            self._t["join"] = now + step
             return
         for addr in self.seeds:
             seq = self._next_seq()
-            self._pings[seq] = ("join", now + 2 * self.profile.probe_interval)
+            self._pings[seq] = ("join", now + step)
             self._send(addr, [self.membership.self_alive(), Ping(seq, 0)])  # unbound: first contact
-        self._t["join"] = now + 2 * self.profile.probe_interval
+        self._t["join"] = now + (5 * step if joined else step)
 
     def _reconnect(self, now: float) -> None:
         dead = self.membership.ids(State.DEAD)
@@ -551,8 +558,11 @@ class GossipCore:
             m.refused = 0
         self._events.extend(m.events)
         m.events.clear()
-        if m.joined and self._t["join"] != _INF:
+        if m.joined and self._t["join"] != _INF and self._seed_answered():
             self._t["join"] = _INF
+
+    def _seed_answered(self) -> bool:
+        return any(a in self.seed_heard for a in self.seeds)
 
     def _bound_to(self, node: int) -> tuple[int, int] | None:
         """(node, boot salt of its current life) or None while unknown: the salt its latest

@@ -312,3 +312,24 @@ def test_same_seed_same_run(seed: int):
         net.run_for(3.0)
         dumps.append([pack(n.core.dump()) for n in nodes])
     assert dumps[0] == dumps[1]
+
+
+def test_nodes_that_met_before_their_seed_answered_still_join_it():
+    # B and C find each other while the seed A is unreachable; joined to each other,
+    # they keep asking A (slower) until it answers, so the cluster never stays split.
+    net = Net(seed=5)
+    a = net.add()
+    def cut(src: Node, dst: tuple[str, int], data: bytes) -> bool:
+        return dst == a.addr or src is a
+
+    net.drop(cut)
+    b = net.add(seeds=[a.addr])
+    c = net.add(seeds=[a.addr, b.addr])
+    net.run_for(3.0)
+    assert c.core.membership.joined and b.core.membership.joined
+    assert a.core.membership.ids(State.ALIVE) == []
+    net.drop_rules.remove(cut)
+    net.run_for(15.0)
+    for x in (a, b, c):
+        others = {n.node_id for n in (a, b, c)} - {x.node_id}
+        assert set(x.core.membership.ids(State.ALIVE)) == others
