@@ -89,7 +89,7 @@ def test_a_forged_restart_counter_does_not_cut_a_sender_off(mode):
     """One datagram claiming to be B with the largest restart counter: B's real datagrams
     must still be accepted (they would be dropped as a stale epoch)."""
     from p2phpo.core.messages import MsgType
-    from p2phpo.core.wire import Cipher, Keyring, Sealer
+    from p2phpo.core.wire import Keyring, Sealer
 
     cipher, key = MODES[mode]
     net, (a, b, c), _ = cluster_with_tap(mode)
