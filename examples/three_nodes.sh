@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STUDY=${STUDY:-examples/custom_objective.toml}
 DIR=$(mktemp -d /tmp/p2phpo-3nodes.XXXX)
-P2PHPO=${P2PHPO:-p2phpo}
+# The venv's p2phpo when the venv is not activated (the README's install makes .venv/).
+if [ -z "${P2PHPO:-}" ]; then
+  if command -v p2phpo >/dev/null 2>&1; then P2PHPO=p2phpo; else P2PHPO=.venv/bin/p2phpo; fi
+fi
 # Joiners run only built-in objectives or ones their operator allows.
 ALLOW=(--allow-objective examples.custom_objective:objective)
 echo "state dirs and logs in $DIR"
