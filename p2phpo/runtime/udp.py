@@ -51,6 +51,8 @@ class RuntimeConfigError(ValueError):
 def parse_hostport(text: str, default_port: int = 7946) -> Addr:
     """``host:port``, ``[v6addr]:port``, ``host`` or ``[v6addr]`` as a (host, port) pair."""
     text = text.strip()
+    if text.isdigit():  # a port alone would read as the IPv4 address 0.0.x.y
+        raise RuntimeConfigError(f"{text!r} has no host: write HOST:{text}, e.g. 127.0.0.1:{text}.")
     try:
         if text.startswith("["):
             host, _, rest = text[1:].partition("]")

@@ -114,6 +114,8 @@ def test_parse_hostport():
     assert parse_hostport("example.org") == ("example.org", 7946)
     with pytest.raises(RuntimeConfigError):
         parse_hostport("host:notaport")
+    with pytest.raises(RuntimeConfigError, match="has no host"):
+        parse_hostport("7946")  # not the address 0.0.31.10
 
 
 async def ipv6_scenario() -> None:
