@@ -65,23 +65,28 @@ def init_arrays(seed: int, sizes: Sequence[int], gain: float) -> list[tuple[np.n
 
 def pad_layers(arrays: list[tuple[np.ndarray, np.ndarray]], width: int, layers: int
                ) -> dict[str, np.ndarray]:
-    """Zero-pad true layer arrays into a class's layout: first layer ``w0, b0``
-    (features x width), the other ``layers - 1`` hidden layers stacked as
-    ``wh, bh`` (scanned over), the output layer ``wo, bo``. True hidden layer
-    ``j`` goes to slot ``j``; slots beyond the true depth stay all-zero."""
+    """Zero-pad true layer arrays into a class's layout: hidden layer ``j`` as ``wj, bj``
+    (``w0``: features x width, the others width x width) for j < ``layers``, the output
+    layer ``wo, bo``. Layers beyond the true depth stay all-zero."""
     *hidden, (w_out, b_out) = arrays
     n_in = hidden[0][0].shape[0]
-    p = {"w0": np.zeros((n_in, width), np.float32), "b0": np.zeros(width, np.float32),
-         "wh": np.zeros((layers - 1, width, width), np.float32),
-         "bh": np.zeros((layers - 1, width), np.float32),
-         "wo": np.zeros((width, w_out.shape[1]), np.float32), "bo": b_out.copy()}
-    p["w0"][:, : hidden[0][0].shape[1]] = hidden[0][0]
-    p["b0"][: hidden[0][1].shape[0]] = hidden[0][1]
-    for j, (w, b) in enumerate(hidden[1:]):
-        p["wh"][j, : w.shape[0], : w.shape[1]] = w
-        p["bh"][j, : b.shape[0]] = b
-    p["wo"][: w_out.shape[0]] = w_out
+    p: dict[str, np.ndarray] = {}
+    for j in range(layers):
+        w = np.zeros((n_in if j == 0 else width, width), np.float32)
+        b = np.zeros(width, np.float32)
+        if j < len(hidden):
+            w[: hidden[j][0].shape[0], : hidden[j][0].shape[1]] = hidden[j][0]
+            b[: hidden[j][1].shape[0]] = hidden[j][1]
+        p[f"w{j}"], p[f"b{j}"] = w, b
+    wo = np.zeros((width, w_out.shape[1]), np.float32)
+    wo[: w_out.shape[0]] = w_out
+    p["wo"], p["bo"] = wo, b_out.copy()
     return p
+
+
+def layer_of(name: str) -> int | None:
+    """The hidden layer a parameter belongs to (``w2`` -> 2), None for the output layer."""
+    return None if name[1:] == "o" else int(name[1:])
 
 
 def zeros_like_tree(tree: Any) -> Any:
@@ -91,43 +96,74 @@ def zeros_like_tree(tree: Any) -> Any:
 
 # -- the optimizer: adam / adamw / sgd+momentum chosen by an index ------------------
 
-class SwitchedState(NamedTuple):
-    adam: optax.ScaleByAdamState
-    trace: optax.TraceState
+B1, B2, EPS, MOMENTUM = 0.9, 0.999, 1e-8, 0.9
 
 
-def switched_optimizer(learning_rate: jax.Array, weight_decay: jax.Array,
-                       kind: jax.Array) -> optax.GradientTransformation:
-    """optax's adam (coupled L2), adamw (decoupled) and sgd (momentum 0.9, coupled L2),
-    chosen by ``kind`` (0, 1, 2) at run time, with optax's own update rules.
+class Hyper(NamedTuple):
+    """A trial's optimizer settings, as data (a new value never recompiles)."""
 
-    Branch-free: both moment estimates are updated every step and the direction
-    is selected, which keeps the program small (element-wise work on the
-    parameters is cheap next to the matmuls); the unused state is never read.
-    """
-    adam, trace = optax.scale_by_adam(), optax.trace(decay=0.9)
-
-    def init(params: Any) -> SwitchedState:
-        return SwitchedState(adam.init(params), trace.init(params))
-
-    def update(grads: Any, state: SwitchedState, params: Any = None) -> tuple[Any, SwitchedState]:
-        tmap = jax.tree_util.tree_map
-        coupled = (kind != 1).astype(jnp.float32) * weight_decay  # adamw decays after adam
-        g = tmap(lambda g, p: g + coupled * p, grads, params)
-        u_adam, s_adam = adam.update(g, state.adam)
-        u_sgd, s_trace = trace.update(g, state.trace)
-        decoupled = weight_decay - coupled
-
-        def pick(ua: jax.Array, us: jax.Array, p: jax.Array) -> jax.Array:
-            return -learning_rate * jnp.where(kind == 2, us, ua + decoupled * p)
-
-        return tmap(pick, u_adam, u_sgd, params), SwitchedState(s_adam, s_trace)
-
-    return optax.GradientTransformation(init, update)
+    lr: jax.Array  # float32
+    weight_decay: jax.Array  # float32
+    kind: jax.Array  # int32 index into OPTIMIZERS
 
 
-def make_tx() -> optax.GradientTransformation:
-    return optax.inject_hyperparams(switched_optimizer)(learning_rate=1e-3, weight_decay=0.0, kind=0)
+class OptState(NamedTuple):
+    """Adam's moments ``mu``/``nu``; sgd keeps its momentum buffer in ``mu``."""
+
+    mu: dict[str, jax.Array]
+    nu: dict[str, jax.Array]
+    count: jax.Array  # int32 steps taken
+    hyper: Hyper
+
+
+def _leaf_update(h: Hyper, c1: jax.Array, c2: jax.Array, p: jax.Array, g: jax.Array,
+                 m: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One parameter array's step with optax's formulas: adam (coupled L2), adamw
+    (decoupled) or sgd (momentum 0.9, coupled L2). Only the chosen rule runs (a real
+    branch; under ``vmap`` with per-lane optimizers both run and one is selected)."""
+    coupled = jnp.where(h.kind == 1, 0.0, h.weight_decay)  # adamw decays after adam
+    decoupled = h.weight_decay - coupled
+
+    def adam(ops: tuple) -> tuple:
+        p, g, m, v = ops
+        g = g + coupled * p
+        m = (1 - B1) * g + B1 * m
+        v = (1 - B2) * (g * g) + B2 * v
+        return p - h.lr * ((m / c1) / (jnp.sqrt(v / c2) + EPS) + decoupled * p), m, v
+
+    def sgd(ops: tuple) -> tuple:
+        p, g, m, v = ops
+        m = (g + coupled * p) + MOMENTUM * m
+        return p - h.lr * m, m, v
+
+    return jax.lax.cond(h.kind == 2, sgd, adam, (p, g, m, v))
+
+
+def optimizer_step(params: dict, grads: dict, opt: OptState, layers: jax.Array
+                   ) -> tuple[dict, OptState]:
+    """Update every parameter of the ``layers`` active hidden layers and the output layer;
+    an inactive layer's arrays pass through untouched (a real branch: no work)."""
+    count = opt.count + 1
+    c1 = 1 - B1 ** count.astype(jnp.float32)
+    c2 = 1 - B2 ** count.astype(jnp.float32)
+    new_p, new_m, new_v = {}, {}, {}
+    for name, p in params.items():
+        args = (p, grads[name], opt.mu[name], opt.nu[name])
+        j = layer_of(name)
+        if j is None or j == 0:  # the first hidden layer is always active
+            out = _leaf_update(opt.hyper, c1, c2, *args)
+        else:
+            out = jax.lax.cond(j < layers, lambda a: _leaf_update(opt.hyper, c1, c2, *a),
+                               lambda a: (a[0], a[2], a[3]), args)
+        new_p[name], new_m[name], new_v[name] = out
+    return new_p, OptState(new_m, new_v, count, opt.hyper)
+
+
+def init_opt(params: dict, lr: float, weight_decay: float, optimizer: str) -> OptState:
+    """Zero moments on the host (no compile)."""
+    zeros = {k: np.zeros_like(v) for k, v in params.items()}
+    return OptState(zeros, {k: np.zeros_like(v) for k, v in params.items()}, np.int32(0),
+                    Hyper(np.float32(lr), np.float32(weight_decay), np.int32(OPT_INDEX[optimizer])))
 
 
 # -- the shape class -----------------------------------------------------------------
@@ -283,7 +319,6 @@ class Program:
 
     def __init__(self, cls: ShapeClass) -> None:
         self.cls = cls
-        self.tx = make_tx()
         # k lanes: activation and depth are shared by the batch, so their switch and
         # conds stay real branches under vmap (a batched index would run every branch)
         lane_axes = Lane(0, 0, 0, None, None, 0, 0)
@@ -299,37 +334,28 @@ class Program:
         c = self.cls
         true = init_arrays(seed, [c.n_features] + [width] * layers + [c.n_classes], gain)
         params = pad_layers(true, c.width, c.layers) if c.layers else {"wo": true[0][0], "bo": true[0][1]}
-        opt = zeros_like_tree(jax.eval_shape(self.tx.init, params))
-        hyper = {"learning_rate": np.float32(lr), "weight_decay": np.float32(weight_decay),
-                 "kind": np.int32(OPT_INDEX[optimizer])}
-        return State(params, opt._replace(hyperparams=hyper))
+        return State(params, init_opt(params, lr, weight_decay, optimizer))
 
     # -- traced --
     def forward(self, params: dict, x: jax.Array, lane: Lane, key: jax.Array | None) -> jax.Array:
         mask = (jnp.arange(self.cls.width) < lane.width).astype(x.dtype)
 
-        if key is not None:  # all layers' keep-masks in one draw; at rate 0 all keep, and
-            # h / (1 - 0) is h exactly, so no branch is needed (the hash costs ~nothing)
-            layers = 1 + (params["wh"].shape[0] if "wh" in params else 0)
-            keep = jax.vmap(lambda i: dropout_mask(jax.random.fold_in(key, i), lane.dropout,
-                                                   x.shape[0], self.cls.width))(jnp.arange(layers))
+        def drop(h: jax.Array, i: jax.Array) -> jax.Array:  # inverted dropout of layer i
+            keep = dropout_mask(jax.random.fold_in(key, i), lane.dropout, h.shape[0], h.shape[1])
+            return jnp.where(keep, h / (1.0 - lane.dropout), 0.0)
 
         def layer(i: jax.Array, h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
             h = _act(lane.act, h @ w + b) * mask
             if key is None:
                 return h
-            return jnp.where(keep[i], h / (1.0 - lane.dropout), 0.0)
+            # no mask is drawn at rate 0 (a real branch; a per-lane rate under vmap selects)
+            return jax.lax.cond(lane.dropout > 0, drop, lambda h, i: h, h, i)
 
-        if "w0" not in params:  # a linear model
-            return x @ params["wo"] + params["bo"]
-        h = layer(jnp.int32(0), x, params["w0"], params["b0"])
-
-        def hidden(h: jax.Array, inp: tuple) -> tuple[jax.Array, None]:
-            i, w, b = inp
-            return jax.lax.cond(i < lane.layers, lambda v: layer(i, v, w, b), lambda v: v, h), None
-
-        n = params["wh"].shape[0]
-        h, _ = jax.lax.scan(hidden, h, (jnp.arange(1, n + 1), params["wh"], params["bh"]))
+        h = x
+        for j in range(self.cls.layers):  # layer 0 always runs; an inactive one is skipped
+            w, b, i = params[f"w{j}"], params[f"b{j}"], jnp.int32(j)
+            h = layer(i, h, w, b) if j == 0 else jax.lax.cond(
+                i < lane.layers, lambda v, w=w, b=b, i=i: layer(i, v, w, b), lambda v: v, h)
         return h @ params["wo"] + params["bo"]
 
     def _epoch(self, state: State, lane: Lane, x: jax.Array, y: jax.Array, xv: jax.Array,
@@ -348,8 +374,8 @@ class Program:
                 return optax.softmax_cross_entropy_with_integer_labels(logits, y[rows]).mean()
 
             loss, grads = jax.value_and_grad(loss_fn)(st.params)
-            updates, opt_state = self.tx.update(grads, st.opt_state, st.params)
-            return State(optax.apply_updates(st.params, updates), opt_state), loss
+            params, opt = optimizer_step(st.params, grads, st.opt_state, lane.layers)
+            return State(params, opt), loss
 
         def run(st: State) -> tuple[State, jax.Array]:
             st, losses = jax.lax.scan(body, st, (idx, jax.random.split(steps_key, n_steps)))
