@@ -49,6 +49,10 @@ GAIN = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "elu": 2.0, "tanh": 1.0, "sigmoid
 # per epoch, so coarse buckets win; the reuse rule in ``pick_class`` refines this per trial.
 WIDTH_BUCKETS = (128, 256, 512, 1024)
 LAYER_CAP = 4
+# Batch sizes that are multiples of MICRO_BATCH can share one program (see ShapeClass,
+# choose_class); each halving of the rows per pass cost ~15% (measured, RESULTS.md "training").
+MICRO_BATCH = 64
+MICRO_PENALTY = 0.15
 
 
 # -- host-side initialization (no XLA compile) ------------------------------------
@@ -170,9 +174,12 @@ def init_opt(params: dict, lr: float, weight_decay: float, optimizer: str) -> Op
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ShapeClass:
-    """Everything that shapes the compiled program."""
+    """Everything that shapes the compiled program. A step of a trial's batch size
+    ``b`` runs as ``b / micro_batch`` micro-batches whose gradients are summed before
+    the one optimizer update (the same step: the mean loss's gradient is the mean of
+    the parts'), so trials of every batch size that ``micro_batch`` divides share it."""
 
-    batch_size: int
+    micro_batch: int  # rows per forward/backward pass
     width: int  # bucketed hidden width
     layers: int  # layer cap (0: a linear model)
     n_features: int
@@ -206,12 +213,24 @@ def bucket_width(width: int, buckets: Sequence[int]) -> int:
 
 
 def natural_class(batch_size: int, width: int, layers: int, n_features: int, n_classes: int,
-                  buckets: Sequence[int] | None, k: int = 1) -> ShapeClass:
-    """The class a trial gets when nothing compiled fits: bucketed width, layer cap."""
+                  buckets: Sequence[int] | None, k: int = 1, micro_batch: int | None = None
+                  ) -> ShapeClass:
+    """The class a trial gets when nothing compiled fits: bucketed width, layer cap, its
+    batch size as one pass (or ``micro_batch``, which must divide it)."""
     if not buckets:  # bucketing off: the exact architecture
         return ShapeClass(batch_size, width, layers, n_features, n_classes, k)
+    mb = batch_size if micro_batch is None else micro_batch
+    if batch_size % mb:
+        raise ValueError(f"micro-batch {mb} does not divide the batch size {batch_size}")
     cap = 0 if layers == 0 else LAYER_CAP * math.ceil(layers / LAYER_CAP)
-    return ShapeClass(batch_size, bucket_width(width, buckets), cap, n_features, n_classes, k)
+    return ShapeClass(mb, bucket_width(width, buckets), cap, n_features, n_classes, k)
+
+
+def micro_penalty(batch_size: int, micro_batch: int) -> float:
+    """Measured slowdown of a step run as batch_size / micro_batch passes: ~15% per halving
+    of the rows per pass (RESULTS.md "training": 512 as 8 x 64 ran 1.3-1.5x, 256 as 2 x 128
+    ~1.1-1.2x on this CPU)."""
+    return 1.0 + MICRO_PENALTY * math.log2(batch_size / micro_batch)
 
 
 @dataclasses.dataclass(slots=True)
@@ -230,23 +249,47 @@ class CostModel:
 
 
 def pick_class(natural: ShapeClass, width: int, layers: int, steps: int, epochs: int,
-               compiled: Sequence[ShapeClass], cost: CostModel) -> ShapeClass:
+               compiled: Sequence[ShapeClass], cost: CostModel, batch_size: int | None = None
+               ) -> ShapeClass:
     """Reuse a compiled class that fits when its extra compute costs less than a compile.
 
-    The extra compute is the padded class's estimated FLOPs minus the natural
-    class's, over ``steps`` x ``epochs`` steps, at the measured FLOP rate.
+    A class fits when it is at least as wide and deep and its micro-batch divides
+    the trial's ``batch_size`` (default: the natural class's micro-batch). The
+    extra compute is the class's estimated step time (FLOPs x the micro-batch
+    penalty) minus the natural class's, over ``steps`` x ``epochs`` steps, at the
+    measured FLOP rate.
     """
     if natural in compiled:
         return natural
-    fits = [c for c in compiled if c.batch_size == natural.batch_size and c.k == natural.k
+    bs = natural.micro_batch if batch_size is None else batch_size
+
+    def step_cost(c: ShapeClass) -> float:
+        return step_flops(bs, layers, c) * micro_penalty(bs, c.micro_batch)
+
+    fits = [c for c in compiled if bs % c.micro_batch == 0 and c.k == natural.k
             and c.n_features == natural.n_features and c.n_classes == natural.n_classes
             and c.width >= width and c.layers >= layers and (c.layers == 0) == (layers == 0)]
     if not fits:
         return natural
-    best = min(fits, key=lambda c: step_flops(natural.batch_size, layers, c))
-    extra = (step_flops(natural.batch_size, layers, best)
-             - step_flops(natural.batch_size, layers, natural)) * steps * epochs
+    best = min(fits, key=step_cost)
+    extra = (step_cost(best) - step_cost(natural)) * steps * epochs
     return best if extra / cost.flops_per_second < cost.compile_seconds else natural
+
+
+def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_classes: int,
+                 buckets: Sequence[int], steps: int, epochs: int, compiled: Sequence[ShapeClass],
+                 cost: CostModel, k: int = 1) -> ShapeClass:
+    """The class a trial runs in: a compiled one when its padding costs less than a
+    compile (``pick_class``); else a new one, made general (micro-batch
+    ``MICRO_BATCH``, so later trials of every batch size can share it) when that
+    costs this trial less than one compile would, else one pass per step."""
+    native = natural_class(batch_size, width, layers, n_features, n_classes, buckets, k)
+    mb = MICRO_BATCH if batch_size % MICRO_BATCH == 0 else batch_size
+    general = natural_class(batch_size, width, layers, n_features, n_classes, buckets, k, mb)
+    trial_s = step_flops(batch_size, layers, native) * steps * epochs / cost.flops_per_second
+    penalty_s = trial_s * (micro_penalty(batch_size, mb) - 1.0)
+    natural = general if penalty_s < cost.compile_seconds else native
+    return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
 
 
 # -- the program -----------------------------------------------------------------------
@@ -261,6 +304,7 @@ class Lane(NamedTuple):
     act: jax.Array  # int32 index into ACTIVATION_FNS
     dropout: jax.Array  # float32 rate
     active: jax.Array  # bool: train this lane this epoch
+    batch_size: jax.Array  # int32, a multiple of the class's micro-batch
 
 
 class State(NamedTuple):
@@ -299,18 +343,21 @@ def _mix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
-def dropout_mask(key: jax.Array, rate: jax.Array, rows: int, units: int) -> jax.Array:
-    """Keep-mask (rows x units) with P(keep) = 1 - rate.
+def dropout_mask(key: jax.Array, rate: jax.Array, rows: int, units: int,
+                 row0: jax.Array | int = 0, total_rows: jax.Array | int | None = None) -> jax.Array:
+    """Keep-mask (rows x units) with P(keep) = 1 - rate: rows ``row0 ..`` of a batch of
+    ``total_rows`` (default ``rows``), so a micro-batch draws its part of the step's mask.
 
     Two words from the JAX key seed a counter hash over (unit, row): ~10 integer
     ops per draw instead of threefry's ~100 (measured: threefry made dropout
     cost as much as the matmuls of a 256-wide layer on CPU). The counter is
-    ``unit * rows + row``, so unit j's draws do not depend on the padded width.
+    ``unit * total_rows + row``, so unit j's draws do not depend on the padded width.
     """
     k = jax.random.bits(key, (2,), jnp.uint32)
+    total = jnp.asarray(rows if total_rows is None else total_rows).astype(jnp.uint32)
     unit = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 1)
-    row = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 0)
-    h = _mix32(_mix32((unit * np.uint32(rows) + row) ^ k[0]) + k[1])
+    row = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 0) + jnp.asarray(row0).astype(jnp.uint32)
+    h = _mix32(_mix32((unit * total + row) ^ k[0]) + k[1])
     return (h >> 8).astype(jnp.float32) >= rate * np.float32(1 << 24)
 
 
@@ -321,7 +368,7 @@ class Program:
         self.cls = cls
         # k lanes: activation and depth are shared by the batch, so their switch and
         # conds stay real branches under vmap (a batched index would run every branch)
-        lane_axes = Lane(0, 0, 0, None, None, 0, 0)
+        lane_axes = Lane(0, 0, 0, None, None, 0, 0, None)
         fn = self._epoch if cls.k == 1 else jax.vmap(self._epoch, in_axes=(0, lane_axes, None, None, None, None))
         self.epoch = jax.jit(fn)
         ev = self._accuracy if cls.k == 1 else jax.vmap(self._accuracy, in_axes=(0, lane_axes, None, None))
@@ -337,11 +384,15 @@ class Program:
         return State(params, init_opt(params, lr, weight_decay, optimizer))
 
     # -- traced --
-    def forward(self, params: dict, x: jax.Array, lane: Lane, key: jax.Array | None) -> jax.Array:
+    def forward(self, params: dict, x: jax.Array, lane: Lane, key: jax.Array | None,
+                row0: jax.Array | int = 0) -> jax.Array:
+        """Logits of ``x``: rows ``row0 ..`` of a training step (``key``: dropout), or an
+        evaluation (``key`` None)."""
         mask = (jnp.arange(self.cls.width) < lane.width).astype(x.dtype)
 
         def drop(h: jax.Array, i: jax.Array) -> jax.Array:  # inverted dropout of layer i
-            keep = dropout_mask(jax.random.fold_in(key, i), lane.dropout, h.shape[0], h.shape[1])
+            keep = dropout_mask(jax.random.fold_in(key, i), lane.dropout, h.shape[0], h.shape[1],
+                                row0, lane.batch_size)
             return jnp.where(keep, h / (1.0 - lane.dropout), 0.0)
 
         def layer(i: jax.Array, h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
@@ -360,28 +411,42 @@ class Program:
 
     def _epoch(self, state: State, lane: Lane, x: jax.Array, y: jax.Array, xv: jax.Array,
                yv: jax.Array) -> tuple[State, jax.Array, jax.Array]:
-        bs = self.cls.batch_size
-        n_steps = x.shape[0] // bs
+        mb = self.cls.micro_batch
+        parts = lane.batch_size // mb  # micro-batches per step
+        n_steps = x.shape[0] // lane.batch_size
         key = jax.random.fold_in(jax.random.key(lane.seed), lane.epoch)
         perm_key, steps_key = jax.random.split(key)
-        idx = jax.random.permutation(perm_key, x.shape[0])[: n_steps * bs].reshape(n_steps, bs)
+        perm = jax.random.permutation(perm_key, x.shape[0])
 
-        def body(st: State, inp: tuple[jax.Array, jax.Array]) -> tuple[State, jax.Array]:
-            rows, k = inp
+        def micro(carry: tuple, m: jax.Array) -> tuple[tuple, None]:
+            """Micro-batch m: part m % parts of step m // parts; the last part updates."""
+            st, g_sum, loss_sum = carry
+            part = m % parts
+            rows = jax.lax.dynamic_slice_in_dim(perm, m * mb, mb)
+            k = jax.random.fold_in(steps_key, m // parts)
 
-            def loss_fn(params: dict) -> jax.Array:
-                logits = self.forward(params, x[rows], lane, k)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y[rows]).mean()
+            def loss_fn(params: dict) -> jax.Array:  # this part's share of the step's mean loss
+                logits = self.forward(params, x[rows], lane, k, part * mb)
+                ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[rows])
+                return ce.sum() / lane.batch_size.astype(jnp.float32)
 
             loss, grads = jax.value_and_grad(loss_fn)(st.params)
-            params, opt = optimizer_step(st.params, grads, st.opt_state, lane.layers)
-            return State(params, opt), loss
+            g = jax.tree_util.tree_map(jnp.add, g_sum, grads)
 
-        def run(st: State) -> tuple[State, jax.Array]:
-            st, losses = jax.lax.scan(body, st, (idx, jax.random.split(steps_key, n_steps)))
-            return st, losses.mean()
+            def update(a: tuple) -> tuple:
+                params, opt = optimizer_step(a[0].params, a[1], a[0].opt_state, lane.layers)
+                return State(params, opt), jax.tree_util.tree_map(jnp.zeros_like, a[1])
 
-        new, loss = run(state)
+            st, g_sum = jax.lax.cond(part == parts - 1, update, lambda a: a, (st, g))
+            return (st, g_sum, loss_sum + loss), None
+
+        def run(c: tuple, m: jax.Array) -> tuple[tuple, None]:  # rows past the last full step: none
+            return jax.lax.cond(m < n_steps * parts, lambda c: micro(c, m)[0], lambda c: c, c), None
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        (new, _, loss_sum), _ = jax.lax.scan(run, (state, zero, jnp.float32(0)),
+                                             jnp.arange(x.shape[0] // mb))
+        loss = loss_sum / n_steps
         if self.cls.k > 1:  # a lane whose trial ended keeps its state (a select: measured
             # 1.6x faster than a lax.cond, which under vmap runs both branches anyway)
             new = jax.tree_util.tree_map(lambda n, o: jnp.where(lane.active, n, o), new, state)
@@ -392,18 +457,21 @@ class Program:
 
 
 def lane_data(seed: int, epoch: int, width: int, layers: int, activation: str, dropout: float,
-              active: bool = True) -> Lane:
+              active: bool = True, *, batch_size: int) -> Lane:
     return Lane(np.uint32(int(seed) & 0xFFFFFFFF), np.int32(epoch), np.int32(width),
                 np.int32(layers), np.int32(ACT_INDEX[activation]), np.float32(dropout),
-                np.bool_(active))
+                np.bool_(active), np.int32(batch_size))
 
 
 def stack_lanes(lanes: Sequence[Lane]) -> Lane:
-    """k lanes -> one Lane with a leading axis, but for the shared depth and activation."""
+    """k lanes -> one Lane with a leading axis, but for the shared depth, activation and
+    batch size (the program branches on them once for all lanes)."""
     if len({int(v.layers) for v in lanes}) > 1 or len({int(v.act) for v in lanes}) > 1:
         raise ValueError("batched trials must share their depth and activation")
+    if len({int(v.batch_size) for v in lanes}) > 1:
+        raise ValueError("batched trials must share a batch size")
     out = stack(lanes)
-    return out._replace(layers=lanes[0].layers, act=lanes[0].act)
+    return out._replace(layers=lanes[0].layers, act=lanes[0].act, batch_size=lanes[0].batch_size)
 
 
 def stack(items: Sequence[Any]) -> Any:
