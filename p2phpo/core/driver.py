@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2phpo.core.durability import Linger, RepairGate
-from p2phpo.core.entries import Entry, StudyEntry, TrialId
+from p2phpo.core.entries import Abandon, AbandonReason, Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
 from p2phpo.core.gossip_sync import SyncSession
 from p2phpo.core.gossip_types import Dropped, InSync, TcpRequest
@@ -374,18 +374,6 @@ class NodeDriver:
         self.search.ready = True
         self._members_dirty = self._poke = True
 
-    def _search_views(self) -> dict[int, MemberView]:
-        """The member views, plus, for a node that went on alone, every origin of its
-        ledger it cannot see as DEAD: their RUNNING trials are orphans to retry (else a
-        node restarted after everyone left waits forever on a stranger's trial)."""
-        if self.gate is None or not self.gate.alone:
-            return self._views
-        views = dict(self._views)
-        for origin in self.ledger.origins():
-            if origin != self.node_id:
-                views.setdefault(origin, MemberView("DEAD"))
-        return views
-
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
         metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()
@@ -455,8 +443,8 @@ class NodeDriver:
         if self.search is None:
             return
         self.search.synced_with(peer, now)
-        # Only a gone member's orphans wait for a sync: step again only then.
-        if any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
+        # Only the orphans of gone or unknown owners wait for a sync: step again only then.
+        if self.search.awaits_sync or any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
             self._poke = True
 
     def _on_merged(self, entries: list[Entry]) -> None:
@@ -468,6 +456,7 @@ class NodeDriver:
                 self._fail(2, self.gate.refused)
                 return
         self._actions.append(Persist(entries, own=False))
+        self._note_reclaims(entries)
         for e in entries:
             if isinstance(e, StudyEntry):
                 name = e.spec.get("study", {}).get("name", "?") if isinstance(e.spec, dict) else "?"
@@ -482,6 +471,22 @@ class NodeDriver:
                 self.linger.changed()
             self._unconfirmed.extend(own)
             self._actions.append(Persist(own, own=True))
+            self._note_reclaims(own)
+
+    def _note_reclaims(self, entries: list[Entry]) -> None:
+        """Say when a node's running trial was abandoned because the node died or left
+        (by whichever node wrote the ABANDON), once this node searches: catching up on
+        the study's history at a join says nothing."""
+        if self.search is None:
+            return
+        for e in entries:
+            if (isinstance(e, Abandon) and e.trial[0] != e.origin
+                    and e.reason in (AbandonReason.DEAD, AbandonReason.LEFT)):
+                view = self.ledger.trial(e.trial)
+                why = "dead" if e.reason is AbandonReason.DEAD else "left"
+                slot = "" if view is None else f" slot {view.slot}"
+                self._actions.append(Note("reclaimed", e.trial[0], e.trial,
+                                          f"abandoned{slot} (node {why}); it goes back to the budget"))
 
     def _advertise(self, now: float) -> None:
         if self.leaving or self._leave_pending:
