@@ -280,15 +280,23 @@ def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_cl
                  buckets: Sequence[int], steps: int, epochs: int, compiled: Sequence[ShapeClass],
                  cost: CostModel, k: int = 1) -> ShapeClass:
     """The class a trial runs in: a compiled one when its padding costs less than a
-    compile (``pick_class``); else a new one, made general (micro-batch
-    ``MICRO_BATCH``, so later trials of every batch size can share it) when that
-    costs this trial less than one compile would, else one pass per step."""
-    native = natural_class(batch_size, width, layers, n_features, n_classes, buckets, k)
+    compile (``pick_class``); else a new one, as general as costs this trial less than
+    one compile would (width padded to its bucket, steps run as ``MICRO_BATCH``-row
+    passes, so that later trials can share it), down to the trial's exact width and
+    one pass per step when its compute is large."""
     mb = MICRO_BATCH if batch_size % MICRO_BATCH == 0 else batch_size
-    general = natural_class(batch_size, width, layers, n_features, n_classes, buckets, k, mb)
-    trial_s = step_flops(batch_size, layers, native) * steps * epochs / cost.flops_per_second
-    penalty_s = trial_s * (micro_penalty(batch_size, mb) - 1.0)
-    natural = general if penalty_s < cost.compile_seconds else native
+    cap = 0 if layers == 0 else LAYER_CAP * math.ceil(layers / LAYER_CAP)
+    wide = bucket_width(width, buckets)
+    tight = ShapeClass(batch_size, width, cap, n_features, n_classes, k)
+
+    def seconds(c: ShapeClass) -> float:
+        flops = step_flops(batch_size, layers, c) * micro_penalty(batch_size, c.micro_batch)
+        return flops * steps * epochs / cost.flops_per_second
+
+    candidates = [dataclasses.replace(tight, micro_batch=mb, width=wide),  # most general first
+                  dataclasses.replace(tight, width=wide), dataclasses.replace(tight, micro_batch=mb),
+                  tight]
+    natural = next(c for c in candidates if seconds(c) - seconds(tight) < cost.compile_seconds)
     return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
 
 
