@@ -4,10 +4,12 @@ A trial runs in a *shape-class program* (``program.py``): its width is padded
 up to a bucket (``width_buckets``) and its depth to a layer cap, the padding
 masked so the network is mathematically the trial's own; activation and
 optimizer are indices and learning rate, weight decay and dropout rate are
-data, so one XLA compile serves every trial of a class (batch size, width
-bucket, layer cap). A trial reuses an already compiled larger class when the
-padding's extra compute, at this process's measured speed, costs less than a
-compile. Programs are cached for the life of the process (the worker); JAX's
+data, so one XLA compile serves every trial of a class (micro-batch, width,
+layer cap; a step of batch size b runs as b / micro-batch passes). A trial
+reuses an already compiled class that fits when the padding's extra compute,
+at this process's measured speed, costs less than a compile; a new class is
+made only as general (bucket width, 64-row passes) as costs the trial less
+than a compile (``program.choose_class``). Programs are cached for the life of the process (the worker); JAX's
 persistent cache, when configured, keeps them across restarts (the classes
 repeat exactly, so it hits). One program call trains an epoch (a
 ``lax.scan`` over the jitted step, shuffled on the device) and measures the

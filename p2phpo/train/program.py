@@ -4,21 +4,29 @@ A trial's hidden width is padded up to a *width bucket* and its depth up to a
 *layer cap*; the padded units are masked (multiplied by zero after the
 activation), so they stay exactly zero in the forward pass and receive zero
 gradient, and the padded weights stay zero under every optimizer (their
-gradient and their weight-decay term are both zero). Inactive hidden layers
-are skipped with ``lax.cond``. Activation and optimizer are integer indices
-chosen inside the program with ``lax.switch``; learning rate and weight decay
-enter through ``optax.inject_hyperparams``, dropout rate, active width and
-depth as data. Initialization draws the *true* shapes (scaled by the true
-fan-in) on the host and zero-pads them, and all randomness derives from
-``(seed, epoch)`` inside the program, so a bucketed trial follows the plain
-model's loss curve for the same seed up to float rounding.
+gradient and their weight-decay term are both zero). Each hidden layer has
+its own arrays; an inactive one is skipped with ``lax.cond`` in the forward
+pass, the backward pass and the optimizer, so a shallow trial in a deep class
+does no work for the missing layers. Activation and optimizer are integer
+indices: the activation a ``lax.switch``, the optimizer one fused update per
+array whose adam/adamw or sgd rule is a real branch (only the chosen one
+runs); learning rate, weight decay, dropout rate (no mask is drawn at 0),
+active width, depth and batch size are data. A step of batch size ``b`` runs
+as ``b / micro_batch`` passes whose gradients are summed before the one
+update (the same step), so batch sizes can share a class. Initialization
+draws the *true* shapes (scaled by the true fan-in) on the host and
+zero-pads them, and all randomness derives from ``(seed, epoch, step)``
+inside the program, so a bucketed trial follows the plain model's loss curve
+for the same seed up to float rounding.
 
-What stays in the shape class: batch size (it shapes every matmul and the
-epoch's step count), the bucketed width, the layer cap, the data shapes and
-the number of lanes ``k``. With ``k > 1`` the program trains ``k`` trials of
-one class at once (``vmap`` over the lanes), each with its own
-hyperparameters, seed and an ``active`` flag: a lane whose trial was pruned
-or finished keeps its state frozen while the others go on.
+What stays in the shape class: the micro-batch, the width, the layer cap, the
+data shapes and the number of lanes ``k``. ``choose_class`` makes a new class
+only as general as costs the trial less than a compile (measured costs), and
+reuses a compiled one when its padding costs less than a compile. With
+``k > 1`` the program trains ``k`` trials of one class at once (``vmap`` over
+the lanes), each with its own hyperparameters, seed and an ``active`` flag: a
+lane whose trial was pruned or finished keeps its state frozen while the
+others go on (depth, activation and batch size are shared by the lanes).
 
 One call of :meth:`Program.epoch` trains one epoch and measures the
 validation accuracy, so a class costs exactly one XLA compile.
