@@ -586,9 +586,10 @@ class SearchCore:
             times.append(self._roster_since + self.config.settle)
             times.append(self._unmatched_since + self.config.steal_wait)
             times.append(self._unmatched_since + self.config.gone_wait)
-        owners = {t[0] for t in self._running}
-        times += [since + self.config.reclaim_fallback
-                  for node, since in self._gone_since.items() if node in owners]
+        if self._gone_since:  # (the running set is the whole cluster's: skip it if nobody is gone)
+            owners = {t[0] for t in self._running}
+            times += [since + self.config.reclaim_fallback
+                      for node, since in self._gone_since.items() if node in owners]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
             times.append(self._adopted_at + self.plan.timeout)
         # What fell due was handled by the step that just ran (or is another node's to
