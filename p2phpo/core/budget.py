@@ -45,6 +45,7 @@ slots ``s`` with ``s % m == r``; nobody runs out, so nobody steals.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -163,7 +164,7 @@ class SlotPlanner:
     def ring(self, roster: list[int]) -> Ring:
         key = tuple(roster)
         if self._ring is None or self._ring[0] != key:
-            self._ring = (key, Ring(roster, self.n))
+            self._ring = (key, _ring(key, self.n))
             self._queues.clear()
         return self._ring[1]
 
@@ -259,6 +260,13 @@ class SlotPlanner:
             return None
         found = self.open.find(1, low)
         return None if found < 0 else found
+
+
+@functools.lru_cache(maxsize=64)
+def _ring(roster: tuple[int, ...], n: int) -> Ring:
+    """The ring of ``roster`` (a pure function, never mutated once built): nodes that
+    see the same roster share one (a simulator runs thousands of them in one process)."""
+    return Ring(list(roster), n)
 
 
 def _index(roster: list[int], member: int) -> int | None:

@@ -141,6 +141,7 @@ class NodeDriver:
         self._running: set[TrialId] = set()  # trials the worker runs for us
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
         self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
 
     # ------------------------------------------------------------------ inputs
@@ -151,7 +152,13 @@ class NodeDriver:
 
     def handle_datagram(self, data: bytes, addr: Addr, now: float, wall: float) -> None:
         self.gossip.receive_datagram(data, addr, now)
-        self._pump(now, wall)
+        # Most datagrams change nothing but replay windows: unless one yields an event
+        # or an entry of ours, the exit check (a scan of every member) is skipped.
+        self._quiet = True
+        try:
+            self._pump(now, wall)
+        finally:
+            self._quiet = False
 
     def handle_timer(self, now: float, wall: float) -> None:
         self.gossip.handle_timer(now)
@@ -346,7 +353,7 @@ class NodeDriver:
             self._study_found = True
             self._actions.append(StudyFound(dict(self.ledger.study.spec)))
         self._members_dirty = False
-        if self.done is not None and self.linger is not None and not self._exit_sent:
+        if self.done is not None and self.linger is not None and not self._exit_sent and not self._quiet:
             self._check_exit(now)
         self._tcp.extend(self.gossip.tcp_requests(now))
         if self.gossip.incarnation > self._incarnation:
@@ -414,6 +421,7 @@ class NodeDriver:
                 search.worker_busy = True  # one trial at a time in the worker
             elif isinstance(cmd, StudyDone):
                 self.done = cmd.reason
+                self._quiet = False
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
@@ -428,6 +436,7 @@ class NodeDriver:
     def _drain_events(self, now: float) -> None:
         gossip = self.gossip
         while (ev := gossip.next_event()) is not None:
+            self._quiet = False
             if isinstance(ev, EntriesMerged):
                 self._on_merged(ev.entries)
             elif isinstance(ev, InSync):
@@ -478,6 +487,7 @@ class NodeDriver:
             return
         own = self.search.take_new_entries()
         if own:
+            self._quiet = False
             if self.linger is not None:
                 self.linger.changed()
             self._unconfirmed.extend(own)
