@@ -129,6 +129,7 @@ class NodeDriver:
         self._actions: list[Any] = []
         self._tcp: list[TcpRequest] = []
         self._views: dict[int, MemberView] = {}
+        self._metas: dict[int, tuple[str, Mapping[str, Any]]] = {}  # node -> (state, meta), as _views
         self._meta_sent: dict[str, Any] | None = None
         self._seen_len = -1
         self._search_timer: float | None = None
@@ -395,8 +396,8 @@ class NodeDriver:
 
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
-        metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()
-                 if m.node != self.node_id}
+        known = self.gossip.membership.get  # (a reaped or evicted member is not listed)
+        metas = {n: v for n, v in self._metas.items() if known(n) is not None}
         if self.linger.may_exit(now, metas):
             self._exit_sent = True
             self._actions.append(MayExit())
@@ -525,9 +526,11 @@ class NodeDriver:
         m = self.gossip.membership.get(node)
         if m is None:
             self._views.pop(node, None)
+            self._metas.pop(node, None)
             return
         meta = m.meta or {}
         self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
+        self._metas[node] = (m.state.name, meta)  # a new meta comes with a member event
 
     def _fail(self, code: int, message: str) -> None:
         if self.fatal is None:
