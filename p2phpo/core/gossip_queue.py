@@ -72,8 +72,12 @@ class PiggybackQueue:
         return item[2] if item is not None and item[0] == tier and item[1] == version else None
 
     def _compact(self, tier: int) -> None:
-        slots = self._tiers[tier]
-        while slots and self._is_live(tier, *slots[-1]) is None:
+        slots, items = self._tiers[tier], self._items
+        while slots:
+            key, version = slots[-1]
+            item = items.get(key)
+            if item is not None and item[0] == tier and item[1] == version:
+                break
             slots.pop()  # taken items were the newest: their slots sit at the end
         self._head[tier] = min(self._head[tier], len(slots))
         if self._head[tier] > 256 and 2 * self._head[tier] > len(slots):
@@ -139,11 +143,21 @@ class PiggybackQueue:
         for t in sorted(touched):
             self._compact(t)  # taken slots were the newest: trim them off the end
         # Promote oldest-first so the newest stays newest in its next tier.
+        version = self._version
         for t, key, data in reversed(picked):
-            if t + 1 < limit:
-                self._place(key, t + 1, data)
-            else:
+            nxt = t + 1
+            if nxt >= limit:
                 self._bytes -= len(data)  # retired
+                continue
+            if nxt == len(tiers):
+                tiers.append([])
+                live.append(0)
+                self._head.append(0)
+            version += 1
+            items[key] = (nxt, version, data)
+            tiers[nxt].append((key, version))
+            live[nxt] += 1
+        self._version = version
         return [data for _, _, data in picked]
 
     def dump(self) -> list[list[object]]:
