@@ -43,6 +43,7 @@ from p2phpo.core.membership import (
     MemberSuspected,
 )
 from p2phpo.core.profiles import PROFILES
+from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.search import (
     MemberView,
     Outcome,
@@ -303,8 +304,10 @@ class Node:
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
                               start_wall=time.time(),
                               config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+        held = self.storage.meta.study if self.storage is not None else None
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
-                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger))
+                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),
+                                 study=held)
         self.rt.bind_driver(self.driver, self._on_actions)
 
     def request_stop(self, code: int = 0, error: str | None = None) -> None:
@@ -491,7 +494,7 @@ class Node:
         fp = spec.fingerprint(str(ds.get("fingerprint", "")))
         entry = self.ledger.study
         if (self.opts.spec is None and entry is not None and entry.fingerprint != fp
-                and self.net.may_fetch()):
+                and not spec_diff(spec.to_dict(), entry.spec) and self.net.may_fetch()):
             self.worker = None
             await worker.close()
             await self._refetch("this node's dataset differs from the cluster's")

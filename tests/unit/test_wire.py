@@ -280,6 +280,7 @@ def test_drop_counter():
         "bad_signature": 0,
         "over_limit": 0,
         "unknown_key": 0,
+        "other_study": 0,
     }
 
 
