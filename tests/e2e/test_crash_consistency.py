@@ -16,21 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import COUNTED, NodeProc, counted_slots, export, wait_for, write_study
-
-
-@pytest.fixture
-def nodes(tmp_path: Path):
-    made: list[NodeProc] = []
-
-    def make(name: str, *args: str) -> NodeProc:
-        n = NodeProc(name, tmp_path, list(args))
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.kill()
+from tests.e2e.cluster import COUNTED, counted_slots, export, wait_for, write_study
 
 
 def _flip(path: Path, rng: random.Random) -> int:

@@ -14,20 +14,6 @@ from p2phpo.storage import read_state, replay_log
 from tests.e2e.cluster import COUNTED, NodeProc, counted_slots, export, wait_for, write_study
 
 
-@pytest.fixture
-def nodes(tmp_path: Path):
-    made: list[NodeProc] = []
-
-    def make(name: str, *args: str) -> NodeProc:
-        n = NodeProc(name, tmp_path, list(args))
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.kill()
-
-
 def flip(path: Path, frac: float) -> None:
     data = bytearray(path.read_bytes())
     data[int(len(data) * frac)] ^= 0x5A
