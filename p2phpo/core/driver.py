@@ -109,6 +109,7 @@ class Fatal:
 
     code: int
     message: str
+    leave: bool = True  # False: stop without gossiping LEAVE (our id is another node's)
 
 
 class NodeDriver:
@@ -345,6 +346,7 @@ class NodeDriver:
         self._drain_events(now)
         if self.halted:
             return
+        self._check_twin()
         if self._ready_search is not None and self.fatal is None:
             self._open_search(now, wall)
         search = self.search
@@ -502,6 +504,18 @@ class NodeDriver:
                           f"{what}; nothing was merged (to join that study, start this node with a "
                           "fresh --state-dir; to keep both, give each its own --cluster)")
 
+    def _check_twin(self) -> None:
+        """A live node signs Alives with our identity (a copy of this state dir, or this
+        one's original): the newcomer — the one whose gate has not opened, so it wrote
+        nothing yet — stops and leaves the identity to the other, without a LEAVE."""
+        twin = self.gossip.membership.twin
+        gate = self.gate
+        if twin is None or gate is None or gate.opened or self.fatal is not None:
+            return
+        self._fail(2, "stale state dir: another live node runs with this node's identity (at "
+                      f"{twin.addr[0]}:{twin.addr[1]}); the state dir was copied from a running "
+                      "node: start this copy with a new --state-dir", leave=False)
+
     def _own_study(self) -> tuple[dict, str] | None:
         """(normalized spec, fingerprint) of the study this node holds, if it knows it."""
         if self.ledger.study is not None:
@@ -515,7 +529,7 @@ class NodeDriver:
         if self.gate is not None:
             self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
             if self.gate.refused:
-                self._fail(2, self.gate.refused)
+                self._fail(2, self.gate.refused, leave=False)  # our id is another node's
                 return
         self._actions.append(Persist(entries, own=False))
         for e in entries:
@@ -569,8 +583,8 @@ class NodeDriver:
         meta = m.meta or {}
         self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
 
-    def _fail(self, code: int, message: str) -> None:
+    def _fail(self, code: int, message: str, *, leave: bool = True) -> None:
         if self.fatal is None:
-            self.fatal = Fatal(code, message)
+            self.fatal = Fatal(code, message, leave)
             self._actions.append(self.fatal)
 

@@ -182,6 +182,7 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
+        self._leave = True  # gossip LEAVE on the way out (not when our id is another's)
         self.net = NodeNet(self)  # join diagnostics, health, metrics, shared datasets
 
     # -- setup -----------------------------------------------------------------
@@ -332,7 +333,7 @@ class Node:
         disk_ok = self.storage is None or self.storage.failed is None
         if self.rt is not None:  # abandons our trials, gossips LEAVE, final push-pull
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.stop(leave=disk_ok), 8.0)
+                await asyncio.wait_for(self.rt.stop(leave=disk_ok and self._leave), 8.0)
         if self.worker is not None:
             await self.worker.stop_current(grace=1.0)
         for t in list(self._tasks):
@@ -414,6 +415,7 @@ class Node:
                 self._disk_failed(exc)
 
     def _fatal(self, a: Fatal) -> None:
+        self._leave = self._leave and a.leave
         self.request_stop(a.code, a.message)
 
     def _note(self, a: Note) -> None:
