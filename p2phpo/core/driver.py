@@ -49,7 +49,7 @@ from p2phpo.core.gossip_types import Dropped, ForeignStudy, InSync, TcpRequest
 from p2phpo.core.joinwatch import JoinWatch, SeedState
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import MemberDead, MemberLeft
-from p2phpo.core.messages import Addr, MemberRecord, State, study_tag
+from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.search import (
     MemberView,
     Outcome,
@@ -62,6 +62,7 @@ from p2phpo.core.search import (
 )
 from p2phpo.core.study_diff import difference, spec_diff, study_name
 from p2phpo.core.verdict import Verdict
+from p2phpo.core.wire import study_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +487,8 @@ class NodeDriver:
         never reach it. Said once per study; a node whose seed runs another study (and
         no seed runs ours: a state dir restarted where a new study now runs, or
         ``--study`` pointed at another study's node) stops with exit 2."""
+        if self.gossip.study_tag is None:
+            return  # we hold no study yet: not "another" one, only not (yet) ours
         theirs = ev.entry
         mine = self._own_study()
         what = difference(mine[0], theirs.spec) if mine is not None else "their fingerprint"

@@ -22,6 +22,7 @@ import random
 from collections import deque
 from typing import Any
 
+from p2phpo.core import study_bind
 from p2phpo.core.entries import Entry, EntryError, StudyEntry, encode_entry
 from p2phpo.core.gossip_queue import PiggybackQueue
 from p2phpo.core.gossip_sync import AntiEntropy, SyncSession
@@ -50,10 +51,8 @@ from p2phpo.core.messages import (
     Message,
     Nack,
     Ping,
-    STUDY_TAG_WIRE,
     PingReq,
     State,
-    StudyTag,
     Suspect,
     SyncReq,
     SyncVV,
@@ -61,7 +60,6 @@ from p2phpo.core.messages import (
     encode_message,
 )
 from p2phpo.core.records import decode_record
-from p2phpo.core import study_bind
 from p2phpo.core.study_bind import StudyBinding
 from p2phpo.core.wire import (
     OVERHEAD,
@@ -136,8 +134,7 @@ class GossipCore:
         self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
         self._replying: tuple[int, int] | None = None  # (sender, boot salt) being answered
         self._t = dict.fromkeys(("probe", "gossip", "reconnect", "pushpull", "join"), _INF)
-        # Every bound datagram of a node that holds a study starts with its StudyTag.
-        self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget()) - STUDY_TAG_WIRE
+        self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget())
         self.ae = AntiEntropy(node_id, ledger, self.membership, config, self._budget, self)
 
     # ------------------------------------------------------------------ API
@@ -175,6 +172,7 @@ class GossipCore:
         (see ``core/study_bind.py``). Until then only the nodes at our seed addresses
         are heard, and the first tag one of them sends binds us."""
         self.study.bind(tag)
+        self.sealer.study = tag  # every datagram's label carries it from now on
 
     @property
     def study_tag(self) -> bytes | None:
@@ -183,7 +181,10 @@ class GossipCore:
     def classify(self, tag: bytes | None, addr: Addr | None) -> str:
         """OURS, BLANK or FOREIGN: how to treat the ledger traffic of a peer at ``addr``
         whose datagram or push-pull carried ``tag``."""
-        return self.study.classify(tag, addr, self.seeds)
+        kind = self.study.classify(tag, addr, self.seeds)
+        if self.study.tag is not None:
+            self.sealer.study = self.study.tag  # a joiner took its seed's study just now
+        return kind
 
     def seed_runs_ours(self) -> bool:
         return self.study.seed_runs_ours(self.seeds)
@@ -441,8 +442,7 @@ class GossipCore:
         if addr in self.seeds:
             self.seed_heard[addr] = now
             self.seed_nodes[addr] = dg.sender
-        tag = next((m.tag for m in msgs if type(m) is StudyTag), None)
-        kind = self.classify(tag, addr)
+        kind = self.classify(dg.study, addr)
         self._replying = (dg.sender, dg.epoch.salt)  # replies go to the life that asked
         try:
             self._dispatch(dg.sender, msgs, entries, addr, now, kind)
@@ -642,8 +642,6 @@ class GossipCore:
             self._send_packed(addr, parts, dest)
 
     def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
-        if dest is not None and self.study.part:
-            parts = [self.study.part, *parts]
         data = self.sealer.seal_packed(parts, dest)
         self.stats["bytes_out"] += len(data)
         self.stats["datagrams_out"] += 1

@@ -11,7 +11,6 @@ decoded later by the core (``decode_record``), so a bad entry costs only itself.
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +52,6 @@ class MsgType(enum.IntEnum):
     DIGEST = 10
     SYNC_VV = 11
     SYNC_REQ = 12
-    STUDY_TAG = 13
     PP_STATE = 20
     PP_ENTRIES = 21
     PP_END = 22
@@ -161,26 +159,6 @@ class SyncVV:
 
 
 @dataclass(frozen=True, slots=True)
-class StudyTag:
-    """The study the sender's ledger belongs to (``study_tag(fingerprint)``); first in
-    every bound datagram of a node that holds a study. A datagram without one comes
-    from a node that holds no study yet: it carries no ledger entries."""
-
-    tag: bytes
-
-
-STUDY_TAG_BYTES = 8
-STUDY_TAG_WIRE = 12
-"""Encoded size of a :class:`StudyTag` message: what a datagram's budget leaves for it."""
-
-
-def study_tag(fingerprint: str) -> bytes:
-    """The 8-byte tag of the study with ``fingerprint`` (see :class:`StudyTag`)."""
-    return hashlib.blake2b(fingerprint.encode(), digest_size=STUDY_TAG_BYTES,
-                           person=b"p2phpo-study").digest()
-
-
-@dataclass(frozen=True, slots=True)
 class MemberRecord:
     """One member in a push-pull; ``pub``/``sig`` sign its last Alive (incarnation, addr, meta, boot)."""
 
@@ -201,7 +179,7 @@ class MemberRecord:
 class PPState:
     members: tuple[MemberRecord, ...]
     vv: dict[int, int]
-    tag: bytes = b""  # the sender's study tag (empty: it holds no study yet)
+    tag: bytes = b""  # the sender's study tag (``wire.study_tag``; empty: it holds none yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +194,6 @@ class PPEnd:
 
 Message = (
     Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | Leave | EntryMsg | Digest | SyncReq | SyncVV
-    | StudyTag
 )
 Frame = PPState | PPEntries | PPEnd
 
@@ -262,8 +239,6 @@ def to_wire(m: Message | Frame) -> list[Any]:
         return [MsgType.SYNC_REQ, m.n_buckets, m.hashes]
     if t is SyncVV:
         return [MsgType.SYNC_VV, m.n_buckets, list(m.buckets), _vv_flat(m.vv), m.reply]
-    if t is StudyTag:
-        return [MsgType.STUDY_TAG, m.tag]
     if t is PPState:
         members = [
             [r.node, r.incarnation, int(r.state), *_addr(r.addr), r.meta, r.boot, r.pub, r.sig]
@@ -369,8 +344,6 @@ def _decode_one(x: object) -> Message:
         nb = expect_int(f[1], 1, 4096)
         buckets = tuple(expect_int(b, 0, nb - 1) for b in expect_list(f[2], nb, min_len=1))
         return SyncVV(nb, buckets, _get_vv(f[3], 65536), expect_bool(f[4]))
-    if t == MsgType.STUDY_TAG and len(f) == 2:
-        return StudyTag(_get_tag(f[1], empty=False))
     raise _bad("unknown message type or arity")
 
 
@@ -380,10 +353,10 @@ def decode_messages(obj: object, max_messages: int = 512) -> list[Message]:
     return [_decode_one(x) for x in items]
 
 
-def _get_tag(x: object, *, empty: bool) -> bytes:
-    tag = expect_bytes(x, STUDY_TAG_BYTES)
-    if len(tag) != STUDY_TAG_BYTES and not (empty and not tag):
-        raise _bad("a study tag is 8 bytes")
+def _get_tag(x: object) -> bytes:
+    tag = expect_bytes(x, 4)
+    if len(tag) not in (0, 4):
+        raise _bad("a study tag is 4 bytes (or none)")
     return tag
 
 
@@ -412,7 +385,7 @@ def decode_frame(obj: object) -> Frame:
         members = tuple(_decode_member(m) for m in expect_list(f[1], MAX_MEMBERS_FRAME))
         if len({m.node for m in members}) != len(members):
             raise _bad("member listed twice")
-        tag = _get_tag(f[3], empty=True) if len(f) == 4 else b""
+        tag = _get_tag(f[3]) if len(f) == 4 else b""
         return PPState(members, _get_vv(f[2], 1 << 20), tag)
     if t == MsgType.PP_ENTRIES and len(f) == 2:
         raws = expect_list(f[1], MAX_ENTRIES_FRAME)

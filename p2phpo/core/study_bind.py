@@ -3,11 +3,11 @@
 Nodes of different studies may share one cluster key (a state dir restarted
 next to a new study on the same addresses, two studies started by mistake):
 they stay members of one another — probes, failure detection and member
-metadata work as ever — but their ledgers must never mix. So every bound
-datagram of a node that holds a study starts with a ``StudyTag`` (8 bytes of
-blake2b of the study fingerprint), and so does its push-pull state frame; a
-receiver merges entries, compares digests and runs anti-entropy only with
-peers whose tag is its own. A node holds a study from the moment its ledger
+metadata work as ever — but their ledgers must never mix. So every datagram
+of a node that holds a study carries its study tag in the envelope's label
+(4 bytes of blake2b of the study fingerprint, ``wire.study_tag``), and so does
+its push-pull state frame; a receiver merges entries, compares digests and
+runs anti-entropy only with peers whose tag is its own. A node holds a study from the moment its ledger
 has one (a restart), its own study opens (``--study``), or — for a joiner or
 an observer, which holds none — the first tag sent by a node at one of its
 seed addresses.
@@ -18,7 +18,8 @@ datagram and push-pull.
 
 from __future__ import annotations
 
-from p2phpo.core.messages import Addr, StudyTag, encode_message, study_tag
+from p2phpo.core.messages import Addr
+from p2phpo.core.wire import study_tag
 
 OURS, BLANK, FOREIGN = "ours", "blank", "foreign"
 """A peer's ledger traffic: of our study (merged); BLANK: no tag while we hold a study
@@ -34,12 +35,10 @@ class StudyBinding:
 
     def __init__(self) -> None:
         self.tag: bytes | None = None
-        self.part = b""  # the encoded StudyTag message that starts our bound datagrams
         self.seed_tags: dict[Addr, bytes] = {}  # seed address -> the tag heard from it
 
     def bind(self, tag: bytes) -> None:
         self.tag = tag
-        self.part = encode_message(StudyTag(tag))
 
     def classify(self, tag: bytes | None, addr: Addr | None, seeds: list[Addr]) -> str:
         """OURS, BLANK or FOREIGN for a peer at ``addr`` that sent ``tag``; the first tag

@@ -43,7 +43,6 @@ from p2phpo.core.membership import (
     MemberSuspected,
 )
 from p2phpo.core.profiles import PROFILES
-from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.search import (
     MemberView,
     Outcome,
@@ -52,6 +51,7 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
+from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport

@@ -14,9 +14,9 @@ from p2phpo.core.driver import Fatal, Note
 from p2phpo.core.durability import RepairGate
 from p2phpo.core.entries import Claim, StudyEntry
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.messages import Alive, Digest, EntryMsg, StudyTag, study_tag
+from p2phpo.core.messages import Alive, Digest, EntryMsg
 from p2phpo.core.study_diff import describe, difference
-from p2phpo.core.wire import DropReason
+from p2phpo.core.wire import NO_STUDY, DropReason, study_tag
 from tests.unit.test_driver import ADDR, FP, SPEC, A, B, Peer, make, persist_all, ready
 
 C = 33
@@ -37,11 +37,16 @@ def _other_study() -> tuple[Ledger, list[bytes]]:
 PEERS: dict[tuple[int, int], Peer] = {}
 
 
-def _send(d: Any, sender: int, tag: bytes | None, raws: list[bytes], now: float) -> None:
-    """``sender``'s datagram to ``d`` (one sealer per pair: its counter goes on)."""
+def _peer(d: Any, sender: int, tag: bytes | None) -> Peer:
+    """``sender`` as ``d`` hears it (one sealer per pair: its counter goes on)."""
     peer = PEERS.setdefault((id(d), sender), Peer(sender))
-    msgs: list[Any] = [StudyTag(tag)] if tag else []
-    peer.send(d, [*msgs, Alive(sender, 0, ADDR[sender], {}), *[EntryMsg(r) for r in raws]], now)
+    peer.sealer.study = tag or NO_STUDY
+    return peer
+
+
+def _send(d: Any, sender: int, tag: bytes | None, raws: list[bytes], now: float) -> None:
+    _peer(d, sender, tag).send(d, [Alive(sender, 0, ADDR[sender], {}), *[EntryMsg(r) for r in raws]],
+                               now)
 
 
 def test_entries_of_another_study_are_dropped_counted_and_named_once() -> None:
@@ -78,7 +83,7 @@ def test_a_digest_of_another_study_is_never_compared() -> None:
     d = make()
     ready(d)
     persist_all(d)
-    Peer(B).send(d, [StudyTag(study_tag("fp2")), Alive(B, 0, ADDR[B], {}), Digest(1, 1, 1000)], 1.0)
+    _peer(d, B, study_tag("fp2")).send(d, [Alive(B, 0, ADDR[B], {}), Digest(1, 1, 1000)], 1.0)
     assert d.tcp_requests() == []  # far "ahead", but not of our study: no catch-up
 
 
