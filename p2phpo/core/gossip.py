@@ -178,9 +178,13 @@ class GossipCore:
     def study_tag(self) -> bytes | None:
         return self.study.tag
 
-    def classify(self, tag: bytes | None, addr: Addr | None) -> str:
+    def classify(self, tag: bytes | None, addr: Addr | None, node: int = 0) -> str:
         """OURS, BLANK or FOREIGN: how to treat the ledger traffic of a peer at ``addr``
-        whose datagram or push-pull carried ``tag``."""
+        whose datagram or push-pull carried ``tag``. A member ``node`` that advertises a
+        seed's address is that seed, whatever address it answered from."""
+        m = self.membership.get(node) if node and addr not in self.seeds else None
+        if m is not None and m.addr in self.seeds:
+            addr = m.addr
         kind = self.study.classify(tag, addr, self.seeds)
         if self.study.tag is not None:
             self.sealer.study = self.study.tag  # a joiner took its seed's study just now
@@ -442,7 +446,7 @@ class GossipCore:
         if addr in self.seeds:
             self.seed_heard[addr] = now
             self.seed_nodes[addr] = dg.sender
-        kind = self.classify(dg.study, addr)
+        kind = self.classify(dg.study, addr, dg.sender)
         self._replying = (dg.sender, dg.epoch.salt)  # replies go to the life that asked
         try:
             self._dispatch(dg.sender, msgs, entries, addr, now, kind)

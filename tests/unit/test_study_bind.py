@@ -14,7 +14,7 @@ from p2phpo.core.driver import Fatal, Note
 from p2phpo.core.durability import RepairGate
 from p2phpo.core.entries import Claim, StudyEntry
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.messages import Alive, Digest, EntryMsg
+from p2phpo.core.messages import Alive, Digest, EntryMsg, encode_message
 from p2phpo.core.study_diff import describe, difference
 from p2phpo.core.wire import NO_STUDY, DropReason, study_tag
 from tests.unit.test_driver import ADDR, FP, SPEC, A, B, Peer, make, persist_all, ready
@@ -154,3 +154,14 @@ def test_what_differs_is_named_by_what_a_user_changes() -> None:
     assert describe(["space.lr", "sampler.name", "study.seed"]) == (
         "search space (space.lr), sampler (sampler.name) and seed (study.seed)")
     assert describe([]).startswith("the dataset")
+
+
+def test_a_seed_answering_from_another_source_address_still_gives_its_study() -> None:
+    d = make()
+    d.start([ADDR[B]], 0.0, 1000.0)
+    peer = _peer(d, B, study_tag(FP))
+    to = (d.node_id, d.gossip.sealer.epoch.salt)
+    for now in (1.0, 2.0):  # a multi-homed seed: replies leave from another interface
+        data = peer.sealer.seal_packed([encode_message(Alive(B, 0, ADDR[B], {}))], to)
+        d.handle_datagram(data, ("127.0.0.9", 2), now, 1000.0 + now)
+    assert d.gossip.study_tag == study_tag(FP)  # its Alive names the seed's address
