@@ -51,6 +51,7 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
+from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
@@ -181,6 +182,7 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
+        self._leave = True  # gossip LEAVE on the way out (not when our id is another's)
         self.net = NodeNet(self)  # join diagnostics, health, metrics, shared datasets
 
     # -- setup -----------------------------------------------------------------
@@ -231,6 +233,21 @@ class Node:
         if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
             raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
                             "was lost and no peer is known; start the node with --study FILE")
+
+    def _study_lost(self) -> str | None:
+        """What a restarted node without --study lacks when its log lost the STUDY entry
+        of the study it ran (a damaged record): its peers may give it back."""
+        st = self.storage
+        if st is None or self.spec is not None or self.ledger.study is not None:
+            return None
+        if st.meta.study is None:
+            return None  # a fresh joiner: it waits for its seed
+        rec = st.recovery
+        why = "is missing"
+        if rec and rec.damaged_records:
+            plural = "s" if rec.damaged_records != 1 else ""
+            why = f"was lost with {rec.damaged_records} damaged record{plural} (kept in ledger.damaged)"
+        return f"the study entry in {st.root / 'ledger.log'} {why}"
 
     def _rejoining(self) -> bool:
         """A state dir that already runs a study resumes it (with its remembered peers)."""
@@ -303,8 +320,10 @@ class Node:
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
                               start_wall=time.time(),
                               config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+        held = self.storage.meta.study if self.storage is not None else None
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
-                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger))
+                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),
+                                 study=held, study_lost=self._study_lost())
         self.rt.bind_driver(self.driver, self._on_actions)
 
     def request_stop(self, code: int = 0, error: str | None = None) -> None:
@@ -329,7 +348,7 @@ class Node:
         disk_ok = self.storage is None or self.storage.failed is None
         if self.rt is not None:  # abandons our trials, gossips LEAVE, final push-pull
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.stop(leave=disk_ok), 8.0)
+                await asyncio.wait_for(self.rt.stop(leave=disk_ok and self._leave), 8.0)
         if self.worker is not None:
             await self.worker.stop_current(grace=1.0)
         for t in list(self._tasks):
@@ -411,6 +430,7 @@ class Node:
                 self._disk_failed(exc)
 
     def _fatal(self, a: Fatal) -> None:
+        self._leave = self._leave and a.leave
         self.request_stop(a.code, a.message)
 
     def _note(self, a: Note) -> None:
@@ -491,7 +511,7 @@ class Node:
         fp = spec.fingerprint(str(ds.get("fingerprint", "")))
         entry = self.ledger.study
         if (self.opts.spec is None and entry is not None and entry.fingerprint != fp
-                and self.net.may_fetch()):
+                and not spec_diff(spec.to_dict(), entry.spec) and self.net.may_fetch()):
             self.worker = None
             await worker.close()
             await self._refetch("this node's dataset differs from the cluster's")
