@@ -126,21 +126,17 @@ class Simulation:
         """Boot every node at t=0 already knowing the whole membership (benchmarks at large N).
 
         As if each node had joined long ago: every member table holds every node
-        ALIVE (with the boot salt of its life, so datagrams are bound at once) and
-        nothing about the joins is left to gossip: no node contacts a seed (at
-        N = 1,000 that would be 1,000 push-pulls of the whole table through three
-        seeds). Only the STUDY and the ready flags still have to spread.
+        ALIVE and nothing about the joins is left to gossip. Only the STUDY and
+        the ready flags still have to spread.
         """
-        nodes = [self.boot(index, seeds=[]) for index in range(self.config.nodes)]
-        records = [MemberRecord(n.id, 0, State.ALIVE, n.addr, {"ready": False},
-                                n.gossip.sealer.epoch.salt) for n in nodes]
+        nodes = [self.boot(index) for index in range(self.config.nodes)]
+        records = [MemberRecord(n.id, 0, State.ALIVE, n.addr, {"ready": False}) for n in nodes]
         now = self.heap.now
         for node in nodes:
             node.warm(records, now)
 
-    def boot(self, index: int, disk: Disk | None = None, *, seeds: list[Addr] | None = None) -> SimNode:
-        """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``;
-        it joins through the first three nodes' addresses unless ``seeds`` are given."""
+    def boot(self, index: int, disk: Disk | None = None) -> SimNode:
+        """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""
         if disk is None:
             life = sum(1 for h in self.host.values() if h == index)
             disk = Disk(new_identity(self.config.seed, index, life), verifier=self.verifier)
@@ -152,8 +148,7 @@ class Simulation:
         addr = self.net.attach(node_id, index)
         self.down.pop(node_id, None)
         first = not self.seed_addrs
-        if seeds is None:
-            seeds = [a for a in self.seed_addrs if a != addr][:3]
+        seeds = [a for a in self.seed_addrs if a != addr][:3]
         node = SimNode(self.setup, disk, addr, self, now=self.heap.now, speed=self.speed[node_id],
                        skew=skew_of(self.config.seed, node_id, self.config.max_skew),
                        seeds=seeds, local_study=self.study if first else None,
