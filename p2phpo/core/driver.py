@@ -569,9 +569,9 @@ class NodeDriver:
                     and e.reason in (AbandonReason.DEAD, AbandonReason.LEFT)):
                 view = self.ledger.trial(e.trial)
                 why = "dead" if e.reason is AbandonReason.DEAD else "left"
-                slot = "" if view is None else f" slot {view.slot}"
+                slot = "its slot" if view is None else f"slot {view.slot}"
                 self._actions.append(Note("reclaimed", e.trial[0], e.trial,
-                                          f"abandoned{slot} (node {why}); it goes back to the budget"))
+                                          f"abandoned (node {why}); {slot} goes back to the budget"))
 
     def _advertise(self, now: float) -> None:
         if self.leaving or self._leave_pending:
