@@ -6,8 +6,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.cluster import (
     NodeProc,
     counted_slots,
@@ -16,20 +14,6 @@ from tests.e2e.cluster import (
     wait_for,
     write_study,
 )
-
-
-@pytest.fixture
-def nodes(tmp_path: Path):
-    made: list[NodeProc] = []
-
-    def make(name: str, *args: str) -> NodeProc:
-        n = NodeProc(name, tmp_path, list(args))
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.kill()
 
 
 def started(n: NodeProc) -> bool:

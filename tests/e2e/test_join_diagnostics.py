@@ -6,23 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.cluster import REPO, NodeProc, free_port, wait_for, write_study
-
-
-@pytest.fixture
-def nodes(tmp_path: Path):
-    made: list[NodeProc] = []
-
-    def make(name: str, *args: str) -> NodeProc:
-        n = NodeProc(name, tmp_path, list(args))
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.kill()
 
 
 def keygen(path: Path) -> str:
