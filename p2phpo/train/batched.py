@@ -27,14 +27,18 @@ A member's numbers equal the same trial trained alone (float rounding aside).
 from __future__ import annotations
 
 import math
+import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from p2phpo.core.entries import cap_error
 from p2phpo.train import mlp, packed, program
 from p2phpo.train.data import Dataset
+from p2phpo.trial import Trial, TrialOutcome, TrialPruned, TrialStatus, run_objective
 
 
 def batch_class(cfgs: Sequence[mlp.Config], ds: Dataset,
@@ -188,3 +192,75 @@ def _train_lanes(ds: Dataset, cfgs: Sequence[mlp.Config], seeds: Sequence[int], 
     compiles, compile_s = mlp.COMPILE_LOG.compiles - compiles0, mlp.COMPILE_LOG.seconds - seconds0
     return [mlp.TrainResult(c, h, h[-1].val_accuracy if h else math.nan, None, compile_s, compiles, cls)
             for c, h in zip(cfgs, history, strict=True)]
+
+
+# -- the built-in objective, K trials at once (the worker's ``run_batch``) ---------------
+
+def run_trials(trials: Sequence[Trial]) -> list[TrialOutcome]:
+    """``mnist-mlp`` for several trials at once, each with its own reports, verdicts and
+    outcome (the rules of ``p2phpo.trial.run_objective``). Trials that share a batch size,
+    depth, activation and seed train packed together; a trial alone in its group, or one
+    whose parameters are invalid, runs (or fails) on its own. Never raises but for Ctrl-C."""
+    if not trials:
+        return []
+    opts = {**mlp.OPTION_DEFAULTS, **trials[0].options}
+    out: list[TrialOutcome | None] = [None] * len(trials)
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(trials):
+        try:
+            cfg = mlp.Config.from_params(t.params, int(opts["width_step"]))
+            seed = int(t.params.get("seed", opts["seed"]))
+        except (ValueError, TypeError) as exc:
+            out[i] = TrialOutcome(TrialStatus.FAILED, None, cap_error(f"{type(exc).__name__}: {exc}"),
+                                  0.0, None)
+            continue
+        groups.setdefault((cfg.batch_size, cfg.layers, cfg.activation, seed), []).append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            for i in members:
+                out[i] = run_objective(mlp.mnist_mlp, trials[i], print_traceback=True)
+            continue
+        for i, o in zip(members, _run_group([trials[i] for i in members], opts), strict=True):
+            out[i] = o
+    return [o for o in out if o is not None]
+
+
+def _run_group(trials: Sequence[Trial], opts: Mapping[str, Any]) -> list[TrialOutcome]:
+    t0 = time.perf_counter()
+    ended: dict[int, float] = {}  # member -> when it stopped early
+    pruned: set[int] = set()
+
+    def on_epoch(i: int, m: mlp.EpochMetrics) -> bool:
+        try:
+            trials[i].report(m.val_accuracy, m.epoch)
+        except TrialPruned:  # the node stopped it (study over, slot lost)
+            pass
+        if trials[i].should_prune():
+            pruned.add(i)
+            ended[i] = time.perf_counter() - t0
+            return False
+        return True
+
+    try:
+        results = train_batch(mlp.cached_dataset(opts), [t.params for t in trials],
+                              epochs=int(opts["max_epochs"]), seed=int(opts["seed"]),
+                              width_step=int(opts["width_step"]),
+                              buckets=mlp._buckets(opts["width_buckets"]), on_epoch=on_epoch)
+    except Exception as exc:  # the whole batch failed: every member says why
+        traceback.print_exc(file=sys.stderr)
+        error = cap_error(f"{type(exc).__name__}: {exc}")
+        return [TrialOutcome(TrialStatus.FAILED, None, error, time.perf_counter() - t0, t.last_step)
+                for t in trials]
+    done = time.perf_counter() - t0
+    outcomes = []
+    for i, (t, r) in enumerate(zip(trials, results, strict=True)):
+        last = t.last_step
+        if i in pruned:
+            outcomes.append(TrialOutcome(TrialStatus.PRUNED, None if last is None else t.reports[last],
+                                         None, ended[i], last, t.verdict))
+        elif math.isfinite(r.val_accuracy):
+            outcomes.append(TrialOutcome(TrialStatus.COMPLETE, r.val_accuracy, None, done, last))
+        else:
+            outcomes.append(TrialOutcome(TrialStatus.FAILED, None, f"objective returned {r.val_accuracy}",
+                                         done, last))
+    return outcomes

@@ -76,3 +76,32 @@ def test_members_that_do_not_share_a_class_are_refused(sample) -> None:
     prog = packed.PackedProgram(packed.PackedClass(128, (64, 32), 4, 784, 10))
     with pytest.raises(ValueError, match="do not fit"):
         prog.init_state([0, 0], [64, 64], 2, 2.0)
+
+
+def test_run_trials_groups_members_and_each_ends_on_its_own() -> None:
+    """The built-in objective's batch hook (the worker's run_batch): two members that share a
+    class train packed, one with another activation alone, an invalid one fails alone."""
+    from p2phpo.trial import Trial, TrialStatus, Verdict
+
+    seen: list[tuple[int, int]] = []
+
+    def reporter(n: int):
+        def report(step: int, value: float) -> Verdict:
+            seen.append((n, step))
+            return Verdict.PRUNE if (n, step) == (1, 1) else Verdict.CONTINUE
+        return report
+
+    opts = {"dataset": "mnist", "max_epochs": 2}
+    params = [MEMBERS[1], MEMBERS[0], {**MEMBERS[1], "activation": "tanh"},
+              {**MEMBERS[1], "activation": "bogus"}]
+    trials = [Trial(p, options=opts, number=n, trial_id=f"ab:{n}", reporter=reporter(n))
+              for n, p in enumerate(params)]
+    out = mlp.mnist_mlp.batch(trials)
+    assert [o.status for o in out] == [TrialStatus.COMPLETE, TrialStatus.PRUNED,
+                                       TrialStatus.COMPLETE, TrialStatus.FAILED]
+    assert out[1].last_step == 1 and out[1].verdict is Verdict.PRUNE
+    assert "activation" in (out[3].error or "")
+    assert sorted(seen) == [(0, 1), (0, 2), (1, 1), (2, 1), (2, 2)]
+    solo = mlp.train(mlp.cached_dataset(opts), MEMBERS[1], epochs=2)
+    assert out[0].value == pytest.approx(solo.val_accuracy, abs=0.004)
+    assert out[0].value == trials[0].reports[2]
