@@ -55,7 +55,7 @@ def batch_class(cfgs: Sequence[mlp.Config], ds: Dataset,
         raise ValueError("a linear model (layers 0) cannot share a batch with hidden layers")
     nat = program.natural_class(sizes.pop(), width, layers, ds.num_features, ds.num_classes,
                                 buckets or (width,), k=len(cfgs))
-    return nat if buckets else program.ShapeClass(nat.batch_size, width, nat.layers, nat.n_features,
+    return nat if buckets else program.ShapeClass(nat.micro_batch, width, nat.layers, nat.n_features,
                                                   nat.n_classes, nat.k)
 
 
@@ -182,12 +182,13 @@ def _train_lanes(ds: Dataset, cfgs: Sequence[mlp.Config], seeds: Sequence[int], 
 
     def call(epoch: int, active: list[bool]) -> tuple[Any, Any]:
         lanes = (program.stack_lanes if cls.k > 1 else one)([
-            program.lane_data(s, epoch, c.width, c.layers, c.activation, c.dropout, a)
+            program.lane_data(s, epoch, c.width, c.layers, c.activation, c.dropout, a,
+                              batch_size=c.batch_size)
             for c, s, a in zip(cfgs, seeds, active, strict=True)])
         box[0], loss, acc = prog.epoch(box[0], lanes, x_tr, y_tr, x_va, y_va)
         return loss, acc
 
-    n_seen = (x_tr.shape[0] // cls.batch_size) * cls.batch_size
+    n_seen = (x_tr.shape[0] // cfgs[0].batch_size) * cfgs[0].batch_size
     history = _run_epochs(cfgs, epochs, n_seen, on_epoch, call)
     compiles, compile_s = mlp.COMPILE_LOG.compiles - compiles0, mlp.COMPILE_LOG.seconds - seconds0
     return [mlp.TrainResult(c, h, h[-1].val_accuracy if h else math.nan, None, compile_s, compiles, cls)
