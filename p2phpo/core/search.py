@@ -58,6 +58,7 @@ from p2phpo.core.entries import (
 )
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
+from p2phpo.core.study_diff import difference, spec_diff  # noqa: F401 - spec_diff: re-exported
 from p2phpo.core.verdict import Verdict
 
 LIVE = ("ALIVE", "SUSPECT")
@@ -154,16 +155,6 @@ class _Slot:
     trials: list[TrialId] = field(default_factory=list)
 
 
-def spec_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two normalized specs differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += spec_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".") or "<spec>"]
-
-
 class SearchCore:
     """The search logic of node ``node_id`` over ``ledger``."""
 
@@ -189,6 +180,7 @@ class SearchCore:
         self.done: str | None = None
         self.exhausted: str | None = None
         self.members: dict[int, MemberView] = {}
+        self._alive: set[int] = set()  # ALIVE members (kept by set_members)
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
         self._pending: dict[TrialId, tuple[float, StartTrial]] = {}  # claimed, not yet started
         self._slots: dict[int, _Slot] = {}
@@ -220,6 +212,7 @@ class SearchCore:
             else:
                 self._gone_since.pop(mid, None)
         self.members = dict(members)
+        self._alive = {mid for mid, m in members.items() if m.state == "ALIVE"}
 
     def synced_with(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed at ``now``."""
@@ -271,10 +264,8 @@ class SearchCore:
             entry = self.ledger.study
         if self.local_study is not None and entry.fingerprint != self.local_study[1]:
             if self.refused is None:
-                fields = spec_diff(self.local_study[0], entry.spec) or ["dataset fingerprint"]
-                self.refused = (
-                    "this node's study differs from the cluster's study in: " + ", ".join(fields)
-                )
+                self.refused = ("this node's study differs from the cluster's study in: "
+                                + difference(self.local_study[0], entry.spec))
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
@@ -514,7 +505,7 @@ class SearchCore:
             return Pick(home, "home")
         # A SUSPECT owner may be cut off, running its rights on the other side: its
         # slots are stolen last, like a gone owner's.
-        live = {mid for mid, m in self.members.items() if m.state == "ALIVE"}
+        live = set(self._alive)
         live.add(self.node_id)
         busy = {t[0] for t in self._running}
         fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
@@ -628,9 +619,10 @@ class SearchCore:
             times.append(self._roster_since + self.config.settle)
             times.append(self._unmatched_since + self.config.steal_wait)
             times.append(self._unmatched_since + self.config.gone_wait)
-        owners = {t[0] for t in self._running}
-        times += [since + self.config.reclaim_fallback
-                  for node, since in self._gone_since.items() if node in owners]
+        if self._gone_since:  # (the running set is the whole cluster's: skip it if nobody is gone)
+            owners = {t[0] for t in self._running}
+            times += [since + self.config.reclaim_fallback
+                      for node, since in self._gone_since.items() if node in owners]
         for since in self._unknown_since.values():
             times += [since + self.config.reclaim_fallback, since + 2 * self.config.reclaim_fallback]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
