@@ -38,7 +38,7 @@ RESULT for its slot arrives.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +58,7 @@ from p2phpo.core.entries import (
 )
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
+from p2phpo.core.study_diff import difference, spec_diff  # noqa: F401 - spec_diff: re-exported
 from p2phpo.core.verdict import Verdict
 
 LIVE = ("ALIVE", "SUSPECT")
@@ -154,16 +155,6 @@ class _Slot:
     trials: list[TrialId] = field(default_factory=list)
 
 
-def spec_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two normalized specs differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += spec_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".") or "<spec>"]
-
-
 class SearchCore:
     """The search logic of node ``node_id`` over ``ledger``."""
 
@@ -189,6 +180,7 @@ class SearchCore:
         self.done: str | None = None
         self.exhausted: str | None = None
         self.members: dict[int, MemberView] = {}
+        self._alive: set[int] = set()  # ALIVE members (kept by set_members)
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
         self._pending: dict[TrialId, tuple[float, StartTrial]] = {}  # claimed, not yet started
         self._slots: dict[int, _Slot] = {}
@@ -204,6 +196,7 @@ class SearchCore:
         self._roster: list[int] = []
         self._roster_since = -math.inf
         self._roster_key: tuple | None = None
+        self._members_gen = 0  # bumped when the members' map is replaced or the roster moves
         self._pick_kind = "home"
         self._now = -math.inf
         self._adopted_at = math.inf  # monotonic time this node adopted the study
@@ -213,13 +206,38 @@ class SearchCore:
         self._best: tuple[float, TrialId] | None = None
 
     # -- inputs ----------------------------------------------------------
-    def set_members(self, now: float, members: dict[int, MemberView]) -> None:
-        for mid, view in members.items():
-            if view.state in GONE:
-                self._gone_since.setdefault(mid, now)
+    def set_members(self, now: float, members: dict[int, MemberView],
+                    changed: Iterable[int] | None = None) -> None:
+        """The member views. ``changed``: only these members differ from the last call
+        (``members`` is still the whole map), so an update costs what changed, not the
+        cluster's size (a 1,000-node cluster changes a few members per datagram)."""
+        if changed is None:
+            for mid, view in members.items():
+                self._note_gone(mid, view, now)
+            self.members = dict(members)
+            self._alive = {mid for mid, m in members.items() if m.state == "ALIVE"}
+            self._members_gen += 1
+            return
+        fp = self.plan.fingerprint if self.plan else None
+        for mid in changed:
+            old, view = self.members.get(mid), members.get(mid)
+            if view is None:
+                self.members.pop(mid, None)
             else:
-                self._gone_since.pop(mid, None)
-        self.members = dict(members)
+                self._note_gone(mid, view, now)
+                self.members[mid] = view
+            if view is not None and view.state == "ALIVE":
+                self._alive.add(mid)
+            else:
+                self._alive.discard(mid)
+            if _in_roster(old, fp) != _in_roster(view, fp):
+                self._members_gen += 1  # the roster moved
+
+    def _note_gone(self, mid: int, view: MemberView, now: float) -> None:
+        if view.state in GONE:
+            self._gone_since.setdefault(mid, now)
+        else:
+            self._gone_since.pop(mid, None)
 
     def synced_with(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed at ``now``."""
@@ -271,10 +289,8 @@ class SearchCore:
             entry = self.ledger.study
         if self.local_study is not None and entry.fingerprint != self.local_study[1]:
             if self.refused is None:
-                fields = spec_diff(self.local_study[0], entry.spec) or ["dataset fingerprint"]
-                self.refused = (
-                    "this node's study differs from the cluster's study in: " + ", ".join(fields)
-                )
+                self.refused = ("this node's study differs from the cluster's study in: "
+                                + difference(self.local_study[0], entry.spec))
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
@@ -480,7 +496,7 @@ class SearchCore:
         return sorted(out)
 
     def _update_roster(self, now: float) -> list[int]:
-        key = (id(self.members), self.ready, self.leaving)
+        key = (self._members_gen, self.plan.fingerprint if self.plan else None, self.ready, self.leaving)
         if key == self._roster_key:
             return self._roster
         self._roster_key = key
@@ -514,7 +530,7 @@ class SearchCore:
             return Pick(home, "home")
         # A SUSPECT owner may be cut off, running its rights on the other side: its
         # slots are stolen last, like a gone owner's.
-        live = {mid for mid, m in self.members.items() if m.state == "ALIVE"}
+        live = set(self._alive)
         live.add(self.node_id)
         busy = {t[0] for t in self._running}
         fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
@@ -628,9 +644,10 @@ class SearchCore:
             times.append(self._roster_since + self.config.settle)
             times.append(self._unmatched_since + self.config.steal_wait)
             times.append(self._unmatched_since + self.config.gone_wait)
-        owners = {t[0] for t in self._running}
-        times += [since + self.config.reclaim_fallback
-                  for node, since in self._gone_since.items() if node in owners]
+        if self._gone_since:  # (the running set is the whole cluster's: skip it if nobody is gone)
+            owners = {t[0] for t in self._running}
+            times += [since + self.config.reclaim_fallback
+                      for node, since in self._gone_since.items() if node in owners]
         for since in self._unknown_since.values():
             times += [since + self.config.reclaim_fallback, since + 2 * self.config.reclaim_fallback]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
@@ -677,6 +694,11 @@ class SearchCore:
             "done": self.done,
             "refused": self.refused,
         }
+
+
+def _in_roster(view: MemberView | None, fp: str | None) -> bool:
+    """Whether a member with ``view`` belongs to the roster (see ``_roster_now``)."""
+    return view is not None and view.ready and view.study == fp
 
 
 def _rendezvous(key: object, candidates: list[int]) -> int | None:
