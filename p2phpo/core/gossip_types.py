@@ -23,7 +23,7 @@ class GossipConfig:
     max_datagram: int = DEFAULT_MAX_DATAGRAM
     queue_bytes: int = 256 * 1024
     """Byte budget of the piggyback queue; what it forgets, anti-entropy carries."""
-    eager_sends: int = 4
+    eager_sends: int = 3
     """Times a node sends an entry whole; the rest of its retransmissions only announce
     it (``Have``), and a receiver that lacks it fetches it (lazy push)."""
     far_behind: int = 64
