@@ -28,7 +28,11 @@ Stealing. A member with no rights left is a *thief*. Stealable are other
 members' open slots, except an idle live owner's next one (it is about to
 claim it); best first: live owners' slots (longest queue first, from the far
 end of the queue), a busy live owner's next slot, then (after ``gone_wait``)
-gone owners' slots.
+gone owners' slots. While some member is gone, a live owner we have not heard
+from lately (``quiet``: no change to its trials for ``heard_window``) may be
+behind a cut that views have not caught up with, where thieves of its own side
+rob it too, unseen: its slots come after those of owners we still hear, so
+the two sides of a fresh cut mostly steal from their own side.
 Each candidate slot goes to its rendezvous winner among the thieves — idle
 or busy, since whether a thief is idle is what views disagree on most (its
 RESULT and next CLAIM travel together); thieves seen starting a trial
@@ -175,11 +179,12 @@ class SlotPlanner:
 
     # -- stealing -------------------------------------------------------------
     def steal(self, me: int, roster: list[int], live: set[int], busy: set[int],
-              fresh: set[int], waited: float, fallback: bool) -> Pick | None:
+              fresh: set[int], waited: float, fallback: bool,
+              quiet: set[int] | frozenset[int] = frozenset()) -> Pick | None:
         """A slot for ``me`` (out of own work) from others' ranges; see the module docstring."""
         if self.open is None:
             return None
-        thieves, cands = self._candidates(me, roster, live, busy, fresh)
+        thieves, cands = self._candidates(me, roster, live, busy, fresh, quiet)
         if waited < self.gone_wait and not fallback:
             # A gone owner may only be cut off, running its rights on the other side:
             # take its slots last, and only after a wait (a short cut then costs nothing).
@@ -206,7 +211,8 @@ class SlotPlanner:
         return Pick(int(slots[hits[0]]), "steal2") if len(hits) else None
 
     def _candidates(self, me: int, roster: list[int], live: set[int], busy: set[int],
-                    fresh: set[int]) -> tuple[list[int], list[tuple[int, int, int]]]:
+                    fresh: set[int], quiet: set[int] | frozenset[int] = frozenset(),
+                    ) -> tuple[list[int], list[tuple[int, int, int, int]]]:
         """The thieves (``me`` first) and the stealable slots, best first.
 
         A thief seen starting a trial moments ago (``fresh``) will not be idle
@@ -216,7 +222,7 @@ class SlotPlanner:
         victim's queue is taken from its far end, the owner's last claims."""
         ring = self.ring(roster)
         thieves: list[int] = [me]
-        cands: list[tuple[int, int, int]] = []  # (tier, -queue length, position from the end)
+        cands: list[tuple[int, int, int, int]] = []  # (tier, -queue length, from the end, slot)
         for member in roster:
             if member == me:
                 continue
@@ -229,7 +235,8 @@ class SlotPlanner:
             if member not in live:
                 cands += [(3, -k, k - 1 - i, s) for i, s in enumerate(queue)]
                 continue
-            cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
+            tier = 1 if member in quiet else 0  # maybe cut off: its side may steal these too
+            cands += [(tier, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
             if member in busy:  # an idle owner is about to claim its next slot itself
                 cands.append((2, -k, k - 1, queue[0]))
         cands.sort()

@@ -96,6 +96,7 @@ class SearchConfig:
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
     fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
+    heard_window: float = 4.0  # while a member is gone, owners silent this long are stolen from last
 
 
     @classmethod
@@ -107,6 +108,7 @@ class SearchConfig:
                    reclaim_fallback=profile.probe_interval * 10,
                    settle=0.0, steal_wait=profile.probe_interval / 2,
                    gone_wait=profile.probe_interval * 2,
+                   heard_window=profile.probe_interval * 4,
                    confirm_delay=profile.gossip_interval * 3)
 
 
@@ -208,6 +210,7 @@ class SearchCore:
         self._now = -math.inf
         self._adopted_at = math.inf  # monotonic time this node adopted the study
         self._seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
+        self._heard: dict[int, float] = {}  # owner -> when a change to one of its trials arrived
         self._planner = SlotPlanner(None, self._is_open)
         self._new: list[Entry] = []
         self._best: tuple[float, TrialId] | None = None
@@ -294,6 +297,7 @@ class SearchCore:
             view = self.ledger.trial(tid)
             if view is None:
                 continue
+            self._heard[tid[0]] = self._now
             slot = self._slots.setdefault(view.slot, _Slot())
             if tid not in slot.trials:
                 slot.trials.append(tid)
@@ -519,11 +523,20 @@ class SearchCore:
         busy = {t[0] for t in self._running}
         fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
         idle_for = 0.0 if self._unmatched_since is None else now - self._unmatched_since
-        pick = planner.steal(self.node_id, roster, live, busy, fresh, idle_for, fallback=waited)
+        pick = planner.steal(self.node_id, roster, live, busy, fresh, idle_for, fallback=waited,
+                             quiet=self._quiet(live, now))
         if pick is None and waited:
             slot = planner.any_open(self._low)
             pick = None if slot is None else Pick(slot, "grace")
         return pick
+
+    def _quiet(self, live: set[int], now: float) -> set[int]:
+        """While some member is gone (a cut may be in force), the live members we have
+        not heard from lately: they may be on the far side, their views unseen."""
+        if not self._gone_since:
+            return set()
+        heard, window = self._heard, self.config.heard_window
+        return {m for m in live if now - heard.get(m, -math.inf) > window}
 
     def _maybe_claim(self, now: float, wall: float) -> StartTrial | None:
         slot = self._pick_slot(now)

@@ -59,3 +59,31 @@ def test_thieves_that_know_each_other_never_pick_the_same_slot() -> None:
         if p is not None:  # stolen from the far end of a queue, never a busy owner's next one
             owner = next(r for r in roster if p.slot in ring.queue(r, planner.open))
             assert p.slot != ring.queue(owner, planner.open)[0]
+
+
+def test_while_a_cut_may_be_in_force_thieves_steal_from_owners_they_still_hear_first() -> None:
+    # Owners silent lately (maybe behind a cut, where their own side's thieves steal
+    # from them too, unseen) are robbed only once the owners we hear have nothing left.
+    rng = random.Random(5)
+    n = 200
+    roster = _roster(rng, 20)
+    planner = SlotPlanner(n, lambda s: True)
+    ring = planner.ring(roster)
+    thieves = roster[:6]
+    for t in thieves:
+        for s in ring.queue(t, planner.open):
+            planner.mark(s, False)
+    live, busy = set(roster), set(roster[6:])
+
+    def owner(slot: int) -> int:
+        return next(r for r in roster if slot in ring.queue(r, planner.open))
+
+    blind = [planner.steal(t, roster, live, busy, set(), 0.0, fallback=False) for t in thieves]
+    quiet = {owner(p.slot) for p in blind if p is not None}  # the owners robbed first otherwise
+    assert quiet and len(quiet) < len(busy)
+    for _ in range(3):
+        for t in thieves:
+            pick = planner.steal(t, roster, live, busy, set(), 0.0, fallback=False, quiet=quiet)
+            if pick is not None:
+                assert owner(pick.slot) not in quiet
+                planner.mark(pick.slot, False)
