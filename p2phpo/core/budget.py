@@ -28,11 +28,13 @@ Stealing. A member with no rights left is a *thief*. Stealable are other
 members' open slots, except an idle live owner's next one (it is about to
 claim it); best first: live owners' slots (longest queue first, from the far
 end of the queue), a busy live owner's next slot, then (after ``gone_wait``)
-gone owners' slots. While some member is gone, a live owner we have not heard
+gone owners' slots. While some member is SUSPECT or gone, a live owner we have not heard
 from lately (``quiet``: no change to its trials for ``heard_window``) may be
 behind a cut that views have not caught up with, where thieves of its own side
 rob it too, unseen: its slots come after those of owners we still hear, so
-the two sides of a fresh cut mostly steal from their own side.
+the two sides of a fresh cut mostly steal from their own side. A gone or quiet
+owner's queue is taken from the middle: beyond a cut, the owner runs its near
+end and its own side's thieves the far end.
 Each candidate slot goes to its rendezvous winner among the thieves — idle
 or busy, since whether a thief is idle is what views disagree on most (its
 RESULT and next CLAIM travel together); thieves seen starting a trial
@@ -185,10 +187,12 @@ class SlotPlanner:
         if self.open is None:
             return None
         thieves, cands = self._candidates(me, roster, live, busy, fresh, quiet)
-        if waited < self.gone_wait and not fallback:
-            # A gone owner may only be cut off, running its rights on the other side:
-            # take its slots last, and only after a wait (a short cut then costs nothing).
-            cands = [c for c in cands if c[0] < 3]
+        if not fallback:
+            # A gone or quiet owner may only be cut off, running its rights on the other
+            # side: rob it only when owners we hear have nothing left to steal, and a gone
+            # one only after a wait (a short cut then costs nothing).
+            safe = [c for c in cands if c[0] in (0, 2)]
+            cands = safe or [c for c in cands if c[0] == 1 or waited >= self.gone_wait]
         if not cands:
             return None
         slots = np.array([c[3] for c in cands], dtype=np.uint64)
@@ -219,7 +223,8 @@ class SlotPlanner:
         soon and does not compete; every other thief does, idle or not: whether
         a thief is idle is what views disagree on most (its RESULT and next
         CLAIM travel together), so it must not change who wins a slot. A
-        victim's queue is taken from its far end, the owner's last claims."""
+        victim's queue is taken from its far end, the owner's last claims; a
+        gone or quiet victim's from the middle (see the module docstring)."""
         ring = self.ring(roster)
         thieves: list[int] = [me]
         cands: list[tuple[int, int, int, int]] = []  # (tier, -queue length, from the end, slot)
@@ -232,11 +237,13 @@ class SlotPlanner:
                     thieves.append(member)
                 continue
             k = len(queue)
-            if member not in live:
-                cands += [(3, -k, k - 1 - i, s) for i, s in enumerate(queue)]
-                continue
-            tier = 1 if member in quiet else 0  # maybe cut off: its side may steal these too
-            cands += [(tier, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
+            if member not in live:  # maybe cut off: it runs the near end, its side's
+                cands += [(3, -k, abs(2 * i - k + 1), s) for i, s in enumerate(queue)]
+                continue  # thieves the far end; the middle lasts longest
+            if member in quiet:
+                cands += [(1, -k, abs(2 * i - k), s) for i, s in enumerate(queue[1:], 1)]
+            else:
+                cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
             if member in busy:  # an idle owner is about to claim its next slot itself
                 cands.append((2, -k, k - 1, queue[0]))
         cands.sort()

@@ -96,7 +96,7 @@ class SearchConfig:
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
     fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
-    heard_window: float = 4.0  # while a member is gone, owners silent this long are stolen from last
+    heard_window: float = 4.0  # while a member is suspected or gone, owners silent this long are robbed last
 
 
     @classmethod
@@ -531,9 +531,9 @@ class SearchCore:
         return pick
 
     def _quiet(self, live: set[int], now: float) -> set[int]:
-        """While some member is gone (a cut may be in force), the live members we have
-        not heard from lately: they may be on the far side, their views unseen."""
-        if not self._gone_since:
+        """While some member is SUSPECT or gone (a cut may be in force), the live
+        members we have not heard from lately: they may be on the far side too."""
+        if all(m.state == "ALIVE" for m in self.members.values()):
             return set()
         heard, window = self._heard, self.config.heard_window
         return {m for m in live if now - heard.get(m, -math.inf) > window}
