@@ -58,6 +58,7 @@ from p2phpo.core.entries import (
 )
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
+from p2phpo.core.study_diff import difference, spec_diff  # noqa: F401 - spec_diff: re-exported
 from p2phpo.core.verdict import Verdict
 
 LIVE = ("ALIVE", "SUSPECT")
@@ -154,16 +155,6 @@ PlanFactory = Callable[[StudyEntry], StudyPlan]
 @dataclass(slots=True)
 class _Slot:
     trials: list[TrialId] = field(default_factory=list)
-
-
-def spec_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two normalized specs differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += spec_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".") or "<spec>"]
 
 
 class SearchCore:
@@ -274,10 +265,8 @@ class SearchCore:
             entry = self.ledger.study
         if self.local_study is not None and entry.fingerprint != self.local_study[1]:
             if self.refused is None:
-                fields = spec_diff(self.local_study[0], entry.spec) or ["dataset fingerprint"]
-                self.refused = (
-                    "this node's study differs from the cluster's study in: " + ", ".join(fields)
-                )
+                self.refused = ("this node's study differs from the cluster's study in: "
+                                + difference(self.local_study[0], entry.spec))
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
