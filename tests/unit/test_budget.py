@@ -87,3 +87,35 @@ def test_while_a_cut_may_be_in_force_thieves_steal_from_owners_they_still_hear_f
             if pick is not None:
                 assert owner(pick.slot) not in quiet
                 planner.mark(pick.slot, False)
+
+
+def test_a_gone_owners_slots_wait_until_owners_we_hear_have_nothing_left() -> None:
+    # A gone owner may only be cut off, its side running its slots: a thief turns to it
+    # only once no owner it hears has a slot to steal, and then to its queue's middle.
+    rng = random.Random(6)
+    n = 120
+    roster = _roster(rng, 12)
+    planner = SlotPlanner(n, lambda s: True, wait=0.5, gone_wait=2.0)
+    ring = planner.ring(roster)
+    thieves, gone = roster[:3], roster[3]
+    for t in thieves:
+        for s in ring.queue(t, planner.open):
+            planner.mark(s, False)
+    gone_queue = ring.queue(gone, planner.open)
+    live = set(roster) - {gone}
+    busy = live - set(thieves)
+
+    def run(me: int) -> list[int]:
+        taken = []
+        while pick := planner.steal(me, roster, live, busy, set(), 10.0, fallback=False):
+            taken.append(pick.slot)
+            planner.mark(pick.slot, False)
+        return taken
+
+    first = run(thieves[0])  # the others' shares of the live owners' slots stay open
+    assert first and not set(first) & set(gone_queue)
+    run(thieves[1]), run(thieves[2])
+    rest = run(thieves[0]) + run(thieves[1]) + run(thieves[2])
+    assert set(rest) & set(gone_queue)  # once the live owners had nothing left
+    middle = [s for s in rest if s in gone_queue][0]
+    assert middle not in (gone_queue[0], gone_queue[-1])
