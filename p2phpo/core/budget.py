@@ -41,7 +41,8 @@ RESULT and next CLAIM travel together); thieves seen starting a trial
 moments ago (``fresh``) do not compete. Two thieves that know each other
 agree on every slot whatever else their views hold. A slot whose winner is
 busy goes, once a thief has waited ``wait`` seconds, to the winner among the
-idle thieves. After ``claim_grace`` seconds without work a node takes a
+idle thieves — preferably a slot that is not the busy winner's first (it would
+take that one the moment it is idle, maybe before our claim reaches it). After ``claim_grace`` seconds without work a node takes a
 candidate anyway (with the confirmation delay), so no view can stall it.
 
 Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
@@ -212,7 +213,12 @@ class SlotPlanner:
         held = ~idle[first]
         masked = np.where(idle[None, :], weights, np.uint64(MAX64))
         hits = np.flatnonzero(held & (np.argmin(masked, axis=1) == 0))
-        return Pick(int(slots[hits[0]]), "steal2") if len(hits) else None
+        if not len(hits):
+            return None
+        # The busy winner takes its wins in order, one per trial, as soon as it is
+        # idle (maybe before our claim reaches it): take a slot it would reach later.
+        later = [h for h in hits if np.count_nonzero(first[:h] == first[h])]
+        return Pick(int(slots[later[0] if later else hits[0]]), "steal2")
 
     def _candidates(self, me: int, roster: list[int], live: set[int], busy: set[int],
                     fresh: set[int], quiet: set[int] | frozenset[int] = frozenset(),
