@@ -18,6 +18,7 @@ from p2phpo.runtime.metrics import MetricsError, parse_metrics
 from p2phpo.runtime.node import DEFAULT_PORT, NodeError, NodeOptions
 from p2phpo.study import StudyError, StudySpec
 from p2phpo.train import objectives
+from p2phpo.ui.errors import note
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -27,7 +28,8 @@ def load_key(key_file: str | os.PathLike[str] | None) -> Keyring | None:
     if not key_file and not os.environ.get("P2PHPO_KEY"):
         return None
     try:
-        return load_keyring(str(key_file) if key_file else None)
+        return load_keyring(str(key_file) if key_file else None,
+                            warn=lambda text: note(f"warning: {text}"))
     except KeyFileError as exc:
         raise NodeError(str(exc).strip("'\"")) from None
 

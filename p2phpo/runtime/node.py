@@ -281,7 +281,7 @@ class Node:
             raise NodeError(str(exc).rstrip(".")) from None
         self.addr = addr
         self.started.set()
-        self._event("joined", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")
+        self._event("listening", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
         if self.spec is not None and not self.opts.observer:
             self._start_worker()

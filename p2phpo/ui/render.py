@@ -34,7 +34,7 @@ STATE_STYLE = {
     "ABANDONED": "magenta", "SUPERSEDED": "dim", "RUNNING": "cyan",
 }
 EVENT_STYLE = {
-    "joined": "green", "alive": "green", "suspected": "yellow", "dead": "bold red",
+    "listening": "green", "joined": "green", "alive": "green", "suspected": "yellow", "dead": "bold red",
     "refuted": "cyan", "left": "dim", "reclaimed": "magenta", "done": "bold green",
     "finished": "green", "started": "cyan", "refused": "bold red",
     "waiting": "bold yellow", "alone": "bold yellow", "rejecting": "bold red",

@@ -128,7 +128,7 @@ def test_four_machines_by_name_survive_a_cut_and_a_restart(lab: Lab, tmp_path: P
     results = {r["trial"] for r in rows["node1"] if r["state"] in COUNTED}
     for host, own in rows.items():  # every RESULT anyone wrote is in every export
         assert {r["trial"] for r in own if r["state"] in COUNTED} == results, host
-    addrs = {e["detail"] for m in machines for e in m.events() if e["event"] == "joined"}
+    addrs = {e["detail"] for m in machines for e in m.events() if e["event"] == "listening"}
     assert {f"{lab.hosts[h]}:{PORT}" for h in HOSTS} <= {a.split()[-1] for a in addrs}
     workers = {r["node"] for r in rows["node1"] if r["state"] == "COMPLETE"}
     _report(lab, machines, rows["node1"], slots, workers)

@@ -195,20 +195,12 @@ def test_default_state_dir_follows_xdg(state, monkeypatch, tmp_path):
     assert len(res.stdout.splitlines()) == 5
 
 
-def test_seed_without_a_runtime_says_so(monkeypatch):
-    import importlib
-
-    real = importlib.import_module
-
-    def fake(name, *a, **kw):
-        if name == "p2phpo.runtime.fetch":
-            raise ImportError(name)
-        return real(name, *a, **kw)
-
-    monkeypatch.setattr(importlib, "import_module", fake)
-    res = invoke("--seed", "127.0.0.1:7946", "--format", "csv")
-    assert res.exit_code == 2
-    assert "export --seed needs a running node; not available yet" in res.stderr
+def test_seed_where_nothing_listens_ends_in_one_sentence(monkeypatch):
+    monkeypatch.delenv("P2PHPO_KEY", raising=False)
+    res = invoke("--seed", "127.0.0.1:9", "--insecure", "--timeout", "1", "--format", "csv")
+    assert res.exit_code == 2 and res.stdout == ""
+    assert "could not fetch the ledger from 127.0.0.1:9" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_export_reads_while_a_node_holds_the_state_dir(tmp_path):
@@ -229,7 +221,8 @@ def test_seed_uses_the_runtime_fetch_when_present(state, monkeypatch):
     root, _ = state
     calls = []
 
-    def fetch_ledger(seed, *, keyring=None, cluster="default", insecure=False, timeout=10.0):
+    async def fetch_ledger(seed, *, keyring=None, cluster="default", insecure=False,
+                           timeout=10.0):
         calls.append((seed, keyring, cluster, insecure))
         return read_state(root).ledger
 

@@ -104,3 +104,17 @@ def test_keygen_command(tmp_path):
     assert r.exit_code == 2 and "already exists" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["keygen", "--out", str(out), "--force"])
     assert r.exit_code == 0
+
+
+def test_a_node_warns_when_its_key_file_is_readable_by_others(tmp_path, capsys):
+    from p2phpo.commands.node_options import node_options
+
+    path = tmp_path / "cluster.key"
+    write_key_file(path, K1)
+    node_options(key_file=str(path))
+    assert "readable by other users" not in capsys.readouterr().err
+    path.chmod(0o644)
+    opts = node_options(key_file=str(path))
+    err = capsys.readouterr().err
+    assert opts.keyring is not None  # still runs: a warning, not a refusal
+    assert f"warning: key file {path} is readable by other users; run `chmod 600 {path}`" in err
