@@ -388,18 +388,6 @@ class NodeDriver:
         self.search.ready = True
         self._members_dirty = self._poke = True
 
-    def _search_views(self) -> dict[int, MemberView]:
-        """The member views, plus, for a node that went on alone, every origin of its
-        ledger it cannot see as DEAD: their RUNNING trials are orphans to retry (else a
-        node restarted after everyone left waits forever on a stranger's trial)."""
-        if self.gate is None or not self.gate.alone:
-            return self._views
-        views = dict(self._views)
-        for origin in self.ledger.origins():
-            if origin != self.node_id:
-                views.setdefault(origin, MemberView("DEAD"))
-        return views
-
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
         metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()

@@ -1,9 +1,9 @@
 """One node's search logic: budget slots, claims, conflicts, orphans, pruning.
 
 Pure and sans-IO. The core reads the node's ledger replica and membership
-view and decides; it never trains. Callers (the asyncio node, the
-simulator, ``hp.optimize``) run what it commands and hand back reports and
-outcomes:
+view and decides; it never trains. The node driver (``core/driver.py``), under
+every shell (the asyncio node, the simulator, ``hp.optimize``), runs what it
+commands and hands back reports and outcomes (the types: ``core/search_types.py``):
 
     cmds = core.step(now, wall)          # StartTrial / StopTrial / StudyDone
     verdict = core.report(trial, step, value, wall)
