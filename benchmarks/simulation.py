@@ -1,4 +1,4 @@
-"""Simulator benchmark: the cluster numbers of DESIGN §9 at N = 10 / 100 / 1000.
+"""Simulator benchmark: the cluster numbers at N = 10 / 100 / 1000 (targets in RESULTS.md).
 
     python benchmarks/simulation.py                    # N = 10 and 100, full studies
     python benchmarks/simulation.py --sizes 1000 --cap 20

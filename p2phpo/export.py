@@ -4,7 +4,7 @@ One row per trial (retries and abandoned attempts included, each with its
 own id), ordered by budget slot, then claim time, then trial id. SUPERSEDED
 trials (claims that lost their slot to another node and never trained) are
 left out unless ``include_all`` (``p2phpo export --all``). The
-JSON row is the DESIGN §10 schema::
+JSON row (every field: docs/formats.md)::
 
     {"trial": "<origin hex>:<seq>", "slot", "node", "state", "params",
      "value", "reports": {step: value}, "retry_of", "started", "duration",
@@ -69,7 +69,7 @@ def exported(ledger: Ledger, include_all: bool = False) -> list[TrialView]:
 
 
 def trial_rows(ledger: Ledger, include_all: bool = False) -> list[dict[str, Any]]:
-    """The trials of ``ledger`` as DESIGN §10 rows (see :func:`exported`)."""
+    """The trials of ``ledger`` as export rows (see :func:`exported`)."""
     return [trial_row(v) for v in exported(ledger, include_all)]
 
 

@@ -1,6 +1,6 @@
 """Study specs (TOML), their fingerprint and the search plan.
 
-A :class:`StudySpec` is parsed from the study file of DESIGN §10, validated
+A :class:`StudySpec` is parsed from a study file (docs/study-file.md), validated
 with one clear sentence per mistake (:class:`StudyError`), and normalized:
 every default spelled out, durations in seconds, sampler and pruner options
 completed, so two files that differ only in whitespace, key order or

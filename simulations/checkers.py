@@ -1,4 +1,4 @@
-"""Invariants of DESIGN §8, judged on a simulation after its healed phase.
+"""The simulator's invariants (docs/simulator.md), judged on a simulation after its healed phase.
 
 Each checker returns ``(ok, detail)``; ``detail`` names the first offending
 node, entry or trial in a sentence a person can act on. They read the live

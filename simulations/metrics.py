@@ -154,7 +154,14 @@ class Metrics:
         cur = self.best.get(node.id)
         if cur is not None:
             view = led.trial(cur[1])
-            if view is None or view.state is not TrialState.COMPLETE or view.value != cur[0]:
+            if view is not None and view.eclipsed and view.state is TrialState.SUPERSEDED:
+                # A retry whose original's RESULT surfaced (its owner persisted it, then
+                # crashed before gossiping it): the slot counts the original now. Not a
+                # regression of the search: the best is what the ledger's views say.
+                self.best.pop(node.id)
+                cur = min(((v.value, v.id) for v in led.trials().values()
+                           if v.state is TrialState.COMPLETE and v.value is not None), default=None)
+            elif view is None or view.state is not TrialState.COMPLETE or view.value != cur[0]:
                 state = "gone" if view is None else view.state.value
                 self.best_worse.append((now, node.id, f"best trial became {state}"))
                 self.best.pop(node.id)

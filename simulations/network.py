@@ -38,7 +38,7 @@ class LinkModel:
     bandwidth: float = 125e6
     """Bytes per second of one TCP stream."""
     max_datagram: int = 1232
-    """Largest datagram on the wire (DESIGN §4 default); bigger ones are recorded."""
+    """Largest datagram on the wire (the node's default); bigger ones are recorded."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,8 @@
 ``render(result)`` shows one run: the invariants with their details, then the
 numbers a reader checks first (detection, dissemination, bandwidth, busy
 fraction, trials, best value over time). ``render_sweep(results)`` shows one
-line per scenario over many seeds. ``to_json(result)`` is the DESIGN §10
-``p2phpo simulate --json`` object, one per line.
+line per scenario over many seeds. ``to_json(result)`` is the
+``p2phpo simulate --json`` object (docs/formats.md), one per line.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     result = run_scenario("partition-heal", nodes=8, seed=3)
     result["invariants"]["ledgers_equal"]["ok"], result["trace_hash"]
 
-The result follows DESIGN §10: ``{"scenario", "nodes", "seed", "invariants":
+The result (docs/formats.md): ``{"scenario", "nodes", "seed", "invariants":
 {name: {"ok", "detail"}}, "metrics": {...}, "trace_hash"}``.
 """
 

@@ -30,7 +30,7 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Number of epochs; default: the study's max_epochs, else 10.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation and shuffling.")] = 0,
     test: Annotated[bool, typer.Option("--test", help="Also report accuracy on the held-out test set.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object (DESIGN §10) instead of a table.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table (its fields: docs/formats.md).")] = False,
 ) -> None:
     """Train the built-in mnist-mlp objective with one set of hyperparameters."""
     try:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2phpo.core.durability import Linger, RepairGate
-from p2phpo.core.entries import Entry, StudyEntry, TrialId
+from p2phpo.core.entries import Abandon, AbandonReason, Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
 from p2phpo.core.gossip_sync import SyncSession
 from p2phpo.core.gossip_types import Dropped, InSync, TcpRequest
@@ -116,13 +116,16 @@ class NodeDriver:
 
     def __init__(self, node_id: int, ledger: Ledger, gossip: GossipCore, *,
                  observer: bool = False, gate: RepairGate | None = None,
-                 linger: Linger | None = None) -> None:
+                 linger: Linger | None = None, study_lost: str | None = None) -> None:
         self.node_id = node_id
         self.ledger = ledger
         self.gossip = gossip
         self.observer = observer  # status / export: never runs the search
         self.gate = gate  # a (re)started node writes nothing until it opens
         self.linger = linger  # when a finished node may exit
+        # A restarted node whose STUDY entry its log lost and that has no study of its
+        # own: what it lacks, said (exit 2) when the gate's wait ends without the study.
+        self.study_lost = study_lost
         self.search: SearchCore | None = None
         self.halted = False  # the disk failed: decide nothing more
         self.done: str | None = None
@@ -324,7 +327,7 @@ class NodeDriver:
 
     def get_timer(self) -> float | None:
         times = [self.gossip.get_timer(), self._search_timer]
-        if self.gate is not None and self._ready_search is not None:
+        if self.gate is not None and (self._ready_search is not None or self._awaits_study()):
             times.append(self.gate.timer())
         if self.linger is not None and self.done is not None and not self._exit_sent:
             times.append(self.linger.timer())
@@ -359,6 +362,8 @@ class NodeDriver:
         elif not self.observer and not self._study_found and self.ledger.study is not None:
             self._study_found = True
             self._actions.append(StudyFound(dict(self.ledger.study.spec)))
+        elif self._awaits_study() and self.fatal is None:
+            self._check_lost_study(now)
         self._members_dirty = False
         if self.done is not None and self.linger is not None and not self._exit_sent:
             self._check_exit(now)
@@ -457,8 +462,8 @@ class NodeDriver:
         if self.search is None:
             return
         self.search.synced_with(peer, now)
-        # Only a gone member's orphans wait for a sync: step again only then.
-        if any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
+        # Only the orphans of gone or unknown owners wait for a sync: step again only then.
+        if self.search.awaits_sync or any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
             self._poke = True
 
     def _on_merged(self, entries: list[Entry]) -> None:
@@ -470,6 +475,7 @@ class NodeDriver:
                 self._fail(2, self.gate.refused)
                 return
         self._actions.append(Persist(entries, own=False))
+        self._note_reclaims(entries)
         for e in entries:
             if isinstance(e, StudyEntry):
                 name = e.spec.get("study", {}).get("name", "?") if isinstance(e.spec, dict) else "?"
@@ -484,6 +490,22 @@ class NodeDriver:
                 self.linger.changed()
             self._unconfirmed.extend(own)
             self._actions.append(Persist(own, own=True))
+            self._note_reclaims(own)
+
+    def _note_reclaims(self, entries: list[Entry]) -> None:
+        """Say when a node's running trial was abandoned because the node died or left
+        (by whichever node wrote the ABANDON), once this node searches: catching up on
+        the study's history at a join says nothing."""
+        if self.search is None:
+            return
+        for e in entries:
+            if (isinstance(e, Abandon) and e.trial[0] != e.origin
+                    and e.reason in (AbandonReason.DEAD, AbandonReason.LEFT)):
+                view = self.ledger.trial(e.trial)
+                why = "dead" if e.reason is AbandonReason.DEAD else "left"
+                slot = "" if view is None else f" slot {view.slot}"
+                self._actions.append(Note("reclaimed", e.trial[0], e.trial,
+                                          f"abandoned{slot} (node {why}); it goes back to the budget"))
 
     def _advertise(self, now: float) -> None:
         if self.leaving or self._leave_pending:
@@ -499,6 +521,21 @@ class NodeDriver:
         if meta != self._meta_sent:
             self._meta_sent = meta
             self.gossip.set_meta(meta, now)
+
+    def _awaits_study(self) -> bool:
+        return (self.study_lost is not None and self.ledger.study is None
+                and self.search is None and self._ready_search is None)
+
+    def _check_lost_study(self, now: float) -> None:
+        """Never stall on a lost STUDY entry: once the repair gate would go on alone (no
+        peer gave it back in time), stop with one sentence saying what is missing."""
+        gate = self.gate
+        alive = any(v.state == "ALIVE" for n, v in self._views.items() if n != self.node_id)
+        if gate is None or not gate.due(now, peers_alive=alive):
+            return
+        self._fail(2, f"{self.study_lost} and no peer gave it back within "
+                      f"{gate.waited(now):.0f} s; start the node with --study FILE (the study "
+                      "it ran) or with --seed HOST:PORT of a node that runs it")
 
     def _search_views(self) -> dict[int, MemberView]:
         """The member views, plus, while no other member is alive, every origin of the

@@ -149,6 +149,10 @@ class RepairGate:
         self.note = self._describe(missing)
         return fill
 
+    def waited(self, now: float) -> float:
+        """Seconds since this node started looking for a peer."""
+        return now - self._started
+
     def timer(self) -> float | None:
         """The next moment :meth:`due` may change without an input."""
         if self.opened or self.refused is not None or not self.expect_peers:

@@ -10,7 +10,7 @@ entries, MTU-bounded and paced per gossip tick. The gossip core owns one and
 hands it the digest messages; it sends through the small :class:`Link` the
 core gives it, so this module never imports the gossip core.
 
-Bucketed digests (DESIGN §4): past ~48 origins a whole vv no longer fits a
+Bucketed digests: past ~48 origins a whole vv no longer fits a
 probe, so origins are spread over a power-of-two number of buckets by a
 fixed multiplicative hash and each bucket gets a 4-byte hash. Two peers
 compare bucket hashes, then exchange the vv of the mismatched buckets only.

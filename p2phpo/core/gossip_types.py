@@ -13,7 +13,7 @@ from p2phpo.core.wire import DEFAULT_MAX_DATAGRAM, DropReason
 
 @dataclass(frozen=True, slots=True)
 class GossipConfig:
-    """Knobs of one node's gossip core (defaults: DESIGN §4)."""
+    """Knobs of one node's gossip core (the limits listed in docs/architecture.md)."""
 
     profile: Profile = LAN
     addr: Addr = ("127.0.0.1", 7946)

@@ -23,14 +23,16 @@ trial: REPORTs and RESULTs count only from the trial's owner, except a FAILED
 RESULT without a value (the max-retries verdict any node may write), which
 never outranks one of the owner's.
 
-Trial views are folded incrementally as entries apply; ``changes`` is an
-append-only log of trial ids whose view changed, so consumers (the samplers'
-column frame, the search core) update from a cursor instead of rescanning.
+Trial views (``core/trial_view.py``) are folded incrementally as entries
+apply; ``changes`` is an append-only log of trial ids whose view changed, so
+consumers (the samplers' column frame, the search core) update from a cursor
+instead of rescanning. A retry whose original holds a counted RESULT reads as
+SUPERSEDED (one slot, one count; see ``core/trial_view.py``): a change to a
+trial also refreshes the retries below it.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,121 +58,11 @@ from p2phpo.core.records import (
     sign_entry,
     split_record,
 )
+from p2phpo.core.trial_view import TrialState, TrialView
+
+__all__ = ["Ledger", "MergeStats", "TrialState", "TrialView"]
 
 MASK64 = (1 << 64) - 1
-
-
-class TrialState(enum.Enum):
-    RUNNING = "RUNNING"
-    COMPLETE = "COMPLETE"
-    PRUNED = "PRUNED"
-    FAILED = "FAILED"
-    ABANDONED = "ABANDONED"
-    SUPERSEDED = "SUPERSEDED"
-
-    @property
-    def finished(self) -> bool:
-        return self is not TrialState.RUNNING
-
-    @property
-    def counted(self) -> bool:
-        """Counts toward the study's n_trials budget."""
-        return self in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
-
-
-_STATE_OF = {
-    Status.COMPLETE: TrialState.COMPLETE,
-    Status.PRUNED: TrialState.PRUNED,
-    Status.FAILED: TrialState.FAILED,
-    Status.SUPERSEDED: TrialState.SUPERSEDED,
-}
-# Lower wins when several RESULTs name one trial (e.g. the owner's and a reclaimer's).
-_PRECEDENCE = {Status.COMPLETE: 0, Status.PRUNED: 1, Status.FAILED: 2, Status.SUPERSEDED: 3}
-
-
-class TrialView:
-    """The folded state of one trial. Read-only for callers; the ledger updates it."""
-
-    __slots__ = ("id", "claim", "reports", "results", "abandons", "state", "result", "abandon")
-
-    def __init__(self, tid: TrialId) -> None:
-        self.id = tid
-        self.claim: Claim | None = None
-        self.reports: dict[int, float] = {}
-        self.results: list[Result] = []
-        self.abandons: list[Abandon] = []
-        self.state = TrialState.RUNNING
-        self.result: Result | None = None
-        self.abandon: Abandon | None = None
-
-    # -- derived fields --------------------------------------------------
-    @property
-    def origin(self) -> int:
-        return self.id[0]
-
-    @property
-    def slot(self) -> int:
-        return self.claim.slot if self.claim else -1
-
-    @property
-    def number(self) -> int:
-        """The budget slot (Optuna's ``trial.number``)."""
-        return self.slot
-
-    @property
-    def params(self) -> dict:
-        return self.claim.params if self.claim else {}
-
-    @property
-    def retry_of(self) -> TrialId | None:
-        return self.claim.retry_of if self.claim else None
-
-    @property
-    def claim_wall(self) -> float | None:
-        return self.claim.wall if self.claim else None
-
-    @property
-    def last_report(self) -> tuple[int, float] | None:
-        if not self.reports:
-            return None
-        step = max(self.reports)
-        return step, self.reports[step]
-
-    @property
-    def value(self) -> float | None:
-        return self.result.value if self.result else None
-
-    @property
-    def error(self) -> str | None:
-        return self.result.error if self.result else None
-
-    @property
-    def duration(self) -> float | None:
-        return self.result.duration if self.result else None
-
-    @property
-    def finished_wall(self) -> float | None:
-        if self.result:
-            return self.result.wall
-        return self.abandon.wall if self.abandon else None
-
-    def _refresh(self) -> None:
-        if self.results:
-            owner = self.id[0]
-            self.result = min(
-                self.results,
-                key=lambda r: (r.origin != owner, _PRECEDENCE[r.status], r.origin, r.seq),
-            )
-            self.state = _STATE_OF[self.result.status]
-        elif self.abandons:
-            self.result = None
-            self.state = TrialState.ABANDONED
-        else:
-            self.state = TrialState.RUNNING
-        self.abandon = min(self.abandons, key=lambda a: a.key) if self.abandons else None
-
-    def __repr__(self) -> str:
-        return f"TrialView({self.id}, slot={self.slot}, {self.state.value}, value={self.value})"
 
 
 @dataclass(slots=True)
@@ -217,6 +109,7 @@ class Ledger:
         self._vv: dict[int, int] = {}
         self._vv_hash = 0
         self._trials: dict[TrialId, TrialView] = {}
+        self._retries: dict[TrialId, list[TrialId]] = {}  # retry_of -> the retries naming it
         self._studies: list[StudyEntry] = []
         self._size = 0
         self.changes: list[TrialId] = []
@@ -556,6 +449,8 @@ class Ledger:
         if isinstance(entry, Claim):
             view = self._view(entry.key)
             view.claim = entry
+            if entry.retry_of is not None:
+                self._retries.setdefault(entry.retry_of, []).append(entry.key)
         else:
             if not _may_write(entry):
                 self.counts["not_owner"] += 1
@@ -567,9 +462,46 @@ class Ledger:
                 view.results.append(entry)
             else:
                 view.abandons.append(entry)
+        view.eclipsed = self._eclipsed(view)
         view._refresh()
         if view.claim is not None:
             self.changes.append(view.id)
+        if view.id in self._retries:
+            self._settle_retries(view.id)
+
+    def _eclipsed(self, view: TrialView) -> bool:
+        """Whether an original of retry ``view`` (up its ``retry_of`` chain, same slot)
+        holds a counted RESULT of its own."""
+        seen = {view.id}
+        tid = view.retry_of
+        while tid is not None and tid not in seen:
+            seen.add(tid)
+            orig = self._trials.get(tid)
+            if orig is None or orig.claim is None or orig.slot != view.slot:
+                return False
+            if orig.own_counted:
+                return True
+            tid = orig.retry_of
+        return False
+
+    def _settle_retries(self, tid: TrialId) -> None:
+        """Trial ``tid`` changed: refresh the retries below it (the rule above)."""
+        todo, seen = list(self._retries[tid]), {tid}
+        while todo:
+            rid = todo.pop()
+            if rid in seen:
+                continue
+            seen.add(rid)
+            view = self._trials.get(rid)
+            if view is None:
+                continue
+            eclipsed = self._eclipsed(view)
+            if eclipsed != view.eclipsed:
+                view.eclipsed = eclipsed
+                view._refresh()
+                if view.claim is not None:
+                    self.changes.append(rid)
+            todo.extend(self._retries.get(rid, ()))
 
 
 def _by_origin_then_seq_down(item: tuple[Entry, bytes]) -> tuple[int, int]:

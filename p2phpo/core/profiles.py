@@ -1,4 +1,4 @@
-"""Timing profiles for SWIM + Lifeguard gossip (DESIGN §4).
+"""Timing profiles for SWIM + Lifeguard gossip (table: docs/architecture.md).
 
 ``lan`` takes memberlist's LAN constants; ``local`` is for tests and clusters
 on one host; ``wan`` for clusters across data centres. Every duration is in
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Protocol constants; see the table in DESIGN §4."""
+    """Protocol constants; see the table in docs/architecture.md ("Protocol constants")."""
 
     name: str
     probe_interval: float

@@ -24,7 +24,12 @@ one slot, the lowest
 Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
 DEAD/LEFT) by the rendezvous winner among live ready members, once an
 anti-entropy exchange has completed after the owner's death (so its last
-RESULT had a chance to arrive). Its slot reopens and is retried with the same
+RESULT had a chance to arrive). An owner that is no member at all (reaped
+after its death, or never seen by a node that restarted after it died) counts
+as DEAD once it stayed unknown for ``reclaim_fallback`` seconds and an
+anti-entropy exchange completed since (a push-pull hands over the peer's
+member table), or for twice that alone; each entry of its log that arrives
+restarts the wait, as it may be alive and only not announced yet. Its slot reopens and is retried with the same
 params (``retry_of``); after ``max_retries`` abandonments the trial is FAILED.
 A RESULT beats ABANDON, and a running retry stops as soon as any counted
 RESULT for its slot arrives.
@@ -36,7 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from p2phpo.core.best import best_key
+from p2phpo.core.best import best_key, best_trial
 from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.entries import (
     Abandon,
@@ -113,6 +118,8 @@ class SearchCore:
         self._low = 0  # every slot below is DONE
         self._cursor = 0
         self._gone_since: dict[int, float] = {}
+        self._unknown_since: dict[int, float] = {}  # owner of a running trial, no member
+        self._unknown_seq: dict[int, int] = {}  # its log's length when the wait (re)started
         self._last_sync = -math.inf
         self._abandoned_by_me: set[TrialId] = set()
         self._unmatched_since: float | None = None
@@ -163,6 +170,7 @@ class SearchCore:
         if self.plan is None and not self._adopt(now, wall):
             return []
         cmds: list[Command] = self._police_own(now, wall)
+        self._track_unknown(now)
         self._reclaim_orphans(now, wall)
         self._sync_index()
         if self._claims_open(now):
@@ -197,6 +205,8 @@ class SearchCore:
                                     self.config.gone_wait)
         for slot in self._slots:
             self._planner.mark(slot, self._is_open(slot))
+        found = best_trial(self.ledger.trials().values(), self.plan.direction)
+        self._best = None if found is None else best_key(found, self.plan.direction)
         return True
 
     # -- the slot index ----------------------------------------------------
@@ -222,8 +232,14 @@ class SearchCore:
             self._low += 1
 
     def _note_best(self, view: TrialView) -> None:
-        key = None if self.plan is None else best_key(view, self.plan.direction)
-        if key is not None and (self._best is None or key < self._best):
+        if self.plan is None:
+            return
+        key = best_key(view, self.plan.direction)
+        if key is None and self._best is not None and self._best[1] == view.id:
+            # The best trial stopped counting (a retry whose original's RESULT surfaced).
+            found = best_trial(self.ledger.trials().values(), self.plan.direction)
+            self._best = None if found is None else best_key(found, self.plan.direction)
+        elif key is not None and (self._best is None or key < self._best):
             self._best = key  # p2phpo.core.best's rule, as everywhere
 
     def _sign(self) -> float:
@@ -301,14 +317,34 @@ class SearchCore:
     # -- orphans ---------------------------------------------------------------
     def _owner_gone(self, owner: int, now: float) -> bool:
         """DEAD or LEFT, and either synced since, or gone long enough that no peer is left
-        to sync with (a lone survivor must not wait forever)."""
+        to sync with (a lone survivor must not wait forever). An owner that is no member
+        counts once unknown long enough (the module docstring)."""
         since = self._gone_since.get(owner)
         if since is None:
-            return False
+            since = self._unknown_since.get(owner)
+            if since is None:
+                return False
+            wait = self.config.reclaim_fallback
+            return now - since >= wait and (self._last_sync >= since or now - since >= 2 * wait)
         return self._last_sync >= since or now - since >= self.config.reclaim_fallback
 
+    def _track_unknown(self, now: float) -> None:
+        """Since when each owner of a RUNNING trial has been no member (restarted when
+        its log grows: an entry of it arriving means it may well be alive)."""
+        if not self._running and not self._unknown_since:
+            return
+        owners = {t[0] for t in self._running}
+        owners.difference_update(self.members, self._gone_since, (self.node_id,))
+        for owner in [o for o in self._unknown_since if o not in owners]:
+            del self._unknown_since[owner], self._unknown_seq[owner]
+        for owner in owners:
+            seq = self.ledger.vv.get(owner, 0)
+            if self._unknown_seq.get(owner) != seq:
+                self._unknown_seq[owner] = seq
+                self._unknown_since[owner] = now
+
     def _reclaim_orphans(self, now: float, wall: float) -> None:
-        if not self._gone_since or not self.ready or self.leaving:
+        if not (self._gone_since or self._unknown_since) or not self.ready or self.leaving:
             return  # the common case: nobody is gone, nothing to look at
         orphans = [tid for tid in sorted(self._running)
                    if tid[0] != self.node_id and tid not in self._abandoned_by_me
@@ -318,7 +354,8 @@ class SearchCore:
             owner = tid[0]
             if _rendezvous(("orphan", tid), live) != self.node_id:
                 continue
-            reason = AbandonReason.LEFT if self.members[owner].state == "LEFT" else AbandonReason.DEAD
+            member = self.members.get(owner)  # None: reaped, or never a member here
+            reason = AbandonReason.LEFT if member and member.state == "LEFT" else AbandonReason.DEAD
             self._write(Abandon, wall, trial=tid, reason=reason)
             self._abandoned_by_me.add(tid)
 
@@ -494,6 +531,11 @@ class SearchCore:
         return out
 
     @property
+    def awaits_sync(self) -> bool:
+        """Some running trial's owner is gone or unknown: a sync may let it be reclaimed."""
+        return bool(self._gone_since or self._unknown_since)
+
+    @property
     def running(self) -> list[TrialId]:
         """Our claimed trials: started, or waiting out the confirmation delay."""
         return sorted(self._own) + sorted(self._pending)
@@ -511,6 +553,8 @@ class SearchCore:
         owners = {t[0] for t in self._running}
         times += [since + self.config.reclaim_fallback
                   for node, since in self._gone_since.items() if node in owners]
+        for since in self._unknown_since.values():
+            times += [since + self.config.reclaim_fallback, since + 2 * self.config.reclaim_fallback]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
             times.append(self._adopted_at + self.plan.timeout)
         # What fell due was handled by the step that just ran (or is another node's to
@@ -525,7 +569,8 @@ class SearchCore:
         if n is not None and self._low >= n:
             return f"budget of {n} trials used"
         closed = self._closed_reason(now)
-        if closed and not any(t[0] not in self._gone_since for t in self._running):
+        if closed and not any(t[0] not in self._gone_since and not self._owner_gone(t[0], now)
+                              for t in self._running):
             return closed
         return None
 

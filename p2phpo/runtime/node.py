@@ -232,6 +232,21 @@ class Node:
             raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
                             "was lost and no peer is known; start the node with --study FILE")
 
+    def _study_lost(self) -> str | None:
+        """What a restarted node without --study lacks when its log lost the STUDY entry
+        of the study it ran (a damaged record): its peers may give it back."""
+        st = self.storage
+        if st is None or self.spec is not None or self.ledger.study is not None:
+            return None
+        if st.meta.study is None:
+            return None  # a fresh joiner: it waits for its seed
+        rec = st.recovery
+        why = "is missing"
+        if rec and rec.damaged_records:
+            plural = "s" if rec.damaged_records != 1 else ""
+            why = f"was lost with {rec.damaged_records} damaged record{plural} (kept in ledger.damaged)"
+        return f"the study entry in {st.root / 'ledger.log'} {why}"
+
     def _rejoining(self) -> bool:
         """A state dir that already runs a study resumes it (with its remembered peers)."""
         st = self.storage
@@ -304,7 +319,8 @@ class Node:
                               start_wall=time.time(),
                               config=GateConfig.for_profile(PROFILES[self.opts.profile]))
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
-                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger))
+                                 gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),
+                                 study_lost=self._study_lost())
         self.rt.bind_driver(self.driver, self._on_actions)
 
     def request_stop(self, code: int = 0, error: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Samplers: pure ``suggest(ctx, frame, rng) -> params`` functions (DESIGN §6)."""
+"""Samplers: pure ``suggest(ctx, frame, rng) -> params`` functions."""
 
 from p2phpo.samplers.base import (
     GridExhausted,

@@ -123,7 +123,7 @@ class Dataset:
         return h.hexdigest()
 
     def describe(self) -> dict[str, object]:
-        """The ``dataset`` object of ``p2phpo train --json`` (DESIGN §10)."""
+        """The ``dataset`` object of ``p2phpo train --json`` (docs/formats.md)."""
         return {"name": self.name, "source": self.source, "fingerprint": self.fingerprint,
                 **self.sizes}
 

@@ -15,7 +15,7 @@ validation accuracy; the data is put on the device once per process, so no
 step goes back to the host. :class:`Model` is the plain per-architecture
 model (``buckets=None``), the reference the programs are tested against.
 
-Parameters (DESIGN §10) and their defaults when the space omits them:
+Parameters (the study's ``[space]``, docs/study-file.md) and their defaults when the space omits them:
 ``lr`` 1e-3, ``layers`` 2, ``width`` 256 (rounded to a multiple of
 ``width_step`` = 32), ``activation`` relu (gelu, tanh, silu, elu, sigmoid),
 ``dropout`` 0.0, ``optimizer`` adam (adamw, sgd with momentum 0.9),

@@ -415,7 +415,7 @@ def snapshot_from_ledger(
 
 
 def to_status_json(snap: NodeSnapshot) -> dict[str, Any]:
-    """The DESIGN §10 ``p2phpo status --json`` document.
+    """The ``p2phpo status --json`` document (every field: docs/formats.md).
 
     For ``status --seed X`` (an observer), ``dropped`` is X's own count and
     ``health`` is X's own health as X reported it (``"of"`` names X).

@@ -125,9 +125,10 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def export(state: Path) -> list[dict]:
+def export(state: Path, include_all: bool = False) -> list[dict]:
     out = subprocess.run([sys.executable, "-m", "p2phpo", "export", "--state-dir", str(state),
-                          "--format", "jsonl"], cwd=REPO, capture_output=True, text=True, check=True)
+                          "--format", "jsonl", *(["--all"] if include_all else [])],
+                         cwd=REPO, capture_output=True, text=True, check=True)
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 

@@ -1,4 +1,4 @@
-"""Deliberately broken cores must be caught by a checker (DESIGN §8).
+"""Deliberately broken cores must be caught by a checker (docs/simulator.md).
 
 Each test breaks one rule of the real ledger, membership or search core
 with ``monkeypatch`` (never in product code), runs a scenario that exercises

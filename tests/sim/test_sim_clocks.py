@@ -1,4 +1,4 @@
-"""No decision compares one node's wall clock with another's (DESIGN §6 "Time").
+"""No decision compares one node's wall clock with another's.
 
 The study ``timeout`` runs on each node's own monotonic clock from when it
 adopted the study, so nodes whose wall clocks are an hour apart behave as

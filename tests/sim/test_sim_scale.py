@@ -1,7 +1,7 @@
 """The budget at scale: N = 48 in the default run, bigger sweeps behind ``-m slow``.
 
 What a user of a 48-node cluster would notice: a healthy cluster runs exactly
-``n_trials`` counted trials with next to no superseded claims (DESIGN §6 (e):
+``n_trials`` counted trials with next to no superseded claims (the goal:
 at most 5% of the slots); a partition costs at most a few extra results; and
 every invariant of the simulator still holds when half the cluster dies or
 members come and go.

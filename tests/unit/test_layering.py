@@ -1,4 +1,4 @@
-"""``p2phpo/core`` stays sans-IO (DESIGN §2): checked on the source of every module.
+"""``p2phpo/core`` stays sans-IO (docs/architecture.md): checked on the source of every module.
 
 Every module under ``p2phpo/core`` and every ``p2phpo`` module it imports,
 directly or through another, is parsed; none may import a clock, a socket,

@@ -206,3 +206,122 @@ def test_study_in_force_is_the_same_on_every_replica() -> None:
     s1 = StudyEntry(origin=1, seq=1, wall=0.0, spec={"n": 1}, fingerprint="aa")
     s2 = StudyEntry(origin=2, seq=1, wall=0.0, spec={"n": 2}, fingerprint="bb")
     assert replica([s1, s2]).study == replica([s2, s1]).study
+
+
+# -- one slot, one count: a retry whose original's RESULT surfaced ------------------------
+
+A, B, C = 0xA, 0xB, 0xC
+
+
+def _crash_history() -> list:
+    """A persisted its RESULT for slot 3 and died before gossiping it; B abandoned the
+    trial and ran it again (same params, retry_of); A's RESULT surfaced on restart."""
+    return [
+        Claim(origin=A, seq=1, wall=0.0, slot=3, params={"x": 0.25}),
+        Result(origin=A, seq=2, wall=9.0, trial=(A, 1), status=Status.COMPLETE, value=0.5),
+        Abandon(origin=B, seq=1, wall=12.0, trial=(A, 1), reason=AbandonReason.DEAD),
+        Claim(origin=B, seq=2, wall=13.0, slot=3, params={"x": 0.25}, retry_of=(A, 1)),
+        Result(origin=B, seq=3, wall=20.0, trial=(B, 2), status=Status.COMPLETE, value=0.4),
+    ]
+
+
+def _counted_per_slot(led: Ledger) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for v in led.trials().values():
+        out[v.slot] = out.get(v.slot, 0) + int(v.state.counted)
+    return out
+
+
+def test_a_retry_whose_original_has_a_result_reads_superseded_in_any_order() -> None:
+    from itertools import permutations
+
+    from p2phpo.export import trial_rows
+
+    hist = _crash_history()
+    for order in permutations(hist):
+        led = replica(order)
+        orig, retry = led.trial((A, 1)), led.trial((B, 2))
+        assert orig.state is TrialState.COMPLETE and orig.value == 0.5
+        assert retry.state is TrialState.SUPERSEDED and retry.value == 0.4  # kept for --all
+        assert _counted_per_slot(led) == {3: 1}
+        rows = trial_rows(led)
+        assert [(r["trial"], r["state"]) for r in rows] == [(trial_id_str((A, 1)), "COMPLETE")]
+        assert len(trial_rows(led, include_all=True)) == 2
+    # Until A's RESULT arrives the retry is the slot's one counted trial.
+    led = replica([e for e in hist if not isinstance(e, Result) or e.origin != A])
+    assert led.trial((B, 2)).state is TrialState.COMPLETE and _counted_per_slot(led) == {3: 1}
+
+
+def test_the_eclipsed_retry_is_announced_in_the_change_log() -> None:
+    hist = _crash_history()
+    led = replica(hist[:1] + hist[2:])  # everything but A's RESULT
+    mark = len(led.changes)
+    led.merge([hist[1]])
+    assert (B, 2) in led.changes[mark:]  # consumers (views, frame, search core) see it
+
+
+def test_a_chain_of_retries_counts_its_first_result_only() -> None:
+    hist = _crash_history()[:4] + [
+        Abandon(origin=C, seq=1, wall=21.0, trial=(B, 2), reason=AbandonReason.DEAD),
+        Claim(origin=C, seq=2, wall=22.0, slot=3, params={"x": 0.25}, retry_of=(B, 2)),
+        Result(origin=C, seq=3, wall=30.0, trial=(C, 2), status=Status.COMPLETE, value=0.3),
+    ]
+    for order in (hist, hist[::-1], hist[2:] + hist[:2]):
+        led = replica(order)
+        states = {tid: v.state for tid, v in led.trials().items()}
+        assert states == {(A, 1): TrialState.COMPLETE, (B, 2): TrialState.ABANDONED,
+                          (C, 2): TrialState.SUPERSEDED}
+    # Without A's RESULT, C's retry counts.
+    led = replica([e for e in hist if e is not hist[1]])
+    assert led.trial((C, 2)).state is TrialState.COMPLETE and _counted_per_slot(led) == {3: 1}
+
+
+def test_a_retry_naming_another_slot_or_a_cycle_changes_nothing() -> None:
+    led = replica([
+        Claim(origin=A, seq=1, wall=0.0, slot=1, params={}),
+        Result(origin=A, seq=2, wall=1.0, trial=(A, 1), status=Status.COMPLETE, value=1.0),
+        Claim(origin=B, seq=1, wall=2.0, slot=2, params={}, retry_of=(A, 1)),  # other slot
+        Result(origin=B, seq=2, wall=3.0, trial=(B, 1), status=Status.COMPLETE, value=2.0),
+        Claim(origin=C, seq=1, wall=2.0, slot=4, params={}, retry_of=(C, 1)),  # names itself
+        Result(origin=C, seq=2, wall=3.0, trial=(C, 1), status=Status.COMPLETE, value=3.0),
+    ])
+    assert _counted_per_slot(led) == {1: 1, 2: 1, 4: 1}
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_replicas_agree_on_retries_and_a_retry_chain_counts_once(seed: int) -> None:
+    rng = random.Random(seed)
+    hist, seqs, slots = [], dict.fromkeys(ORIGINS, 0), {}
+    for i in range(40):
+        o = rng.choice(ORIGINS)
+        seqs[o] += 1
+        s = seqs[o]
+        known = [e for e in hist if isinstance(e, Claim)]
+        if known and rng.random() < 0.5:
+            target = rng.choice(known)
+            if rng.random() < 0.5:
+                e = Claim(origin=o, seq=s, wall=float(i), slot=target.slot, params={},
+                          retry_of=target.key)
+            else:
+                e = Result(origin=target.origin, seq=s, wall=float(i), trial=target.key,
+                           status=rng.choice([Status.COMPLETE, Status.PRUNED]), value=1.0) \
+                    if target.origin == o else \
+                    Abandon(origin=o, seq=s, wall=float(i), trial=target.key,
+                            reason=AbandonReason.DEAD)
+        else:
+            e = Claim(origin=o, seq=s, wall=float(i), slot=len(slots), params={})
+            slots[len(slots)] = e.key
+        hist.append(e)
+    full = replica(hist)
+    shuffled = hist[:]
+    rng.shuffle(shuffled)
+    assert summary(replica(shuffled)) == summary(full)
+    # No counted trial has a counted trial above it in its retry chain.
+    views = full.trials()
+    for v in views.values():
+        up, seen = v.retry_of, {v.id}
+        while v.state.counted and up in views and up not in seen:
+            seen.add(up)
+            assert not views[up].state.counted
+            up = views[up].retry_of

@@ -322,3 +322,89 @@ def test_the_timer_never_points_into_the_past() -> None:
             c.step(now, now)
             timer = c.get_timer(now, now)
             assert timer is None or timer > now
+
+
+# -- orphans of owners that are no member (reaped, or never seen) ---------------------------
+
+
+def _stranger_running(stranger: int = 99):
+    """Nodes 1 and 2 (members of each other) and a RUNNING trial of ``stranger``, a node
+    neither knows as a member: returns (cores, the stranger's ledger, its trial id)."""
+    cores = [make_node(i, spec=SPEC if i == 1 else None) for i in (1, 2)]
+    genesis(cores[0])
+    gone = Ledger()
+    gone.merge(cores[0].ledger.delta_since({}))
+    from p2phpo.core.entries import Claim
+    claim = gone.new(stranger, Claim, wall=0.0, slot=5, params={"x": 0.5})
+    for c in cores:
+        c.ledger.merge(gone.delta_since(c.ledger.vv))
+    members(cores)
+    return cores, gone, claim.key
+
+
+def _abandons(core: SearchCore, tid) -> list:
+    from p2phpo.core.entries import Abandon
+    return [e for e in core.ledger if isinstance(e, Abandon) and e.trial == tid]
+
+
+def test_a_running_trial_of_an_owner_that_is_no_member_is_reclaimed_once() -> None:
+    cores, _, tid = _stranger_running()
+    wait = cores[0].config.reclaim_fallback
+    for now in (0.0, wait / 2, wait - 0.01):
+        for c in cores:
+            c.step(now, now)
+    sync(*cores)
+    assert cores[0].ledger.trial(tid).state is TrialState.RUNNING  # not before the wait
+    for c in cores:
+        c.synced_with(0, wait / 2)  # an anti-entropy exchange since: its member table too
+    timers = {c.get_timer(wait - 0.01, 0.0) for c in cores}
+    assert timers == {wait}  # the nodes wake for it on their own
+    for c in cores:
+        c.step(wait, wait)
+    sync(*cores)
+    views = [c.ledger.trial(tid) for c in cores]
+    assert all(v.state is TrialState.ABANDONED for v in views)
+    assert views[0].abandon.reason is AbandonReason.DEAD
+    assert len(_abandons(cores[0], tid)) == 1  # one rendezvous winner wrote it
+
+
+def test_unsynced_a_stranger_waits_twice_as_long_and_its_new_entries_restart_the_wait() -> None:
+    from p2phpo.core.entries import Report
+    cores, gone, tid = _stranger_running()
+    wait = cores[0].config.reclaim_fallback
+    for c in cores:
+        c.step(0.0, 0.0)
+    for c in cores:
+        c.step(1.5 * wait, 1.5 * wait)  # no sync: not yet
+    assert not _abandons(cores[0], tid) and not _abandons(cores[1], tid)
+    # The stranger reports: it is alive (its Alive has not reached us yet).
+    gone.new(99, Report, wall=1.0, trial=tid, step=1, value=0.3)
+    for c in cores:
+        c.ledger.merge(gone.delta_since(c.ledger.vv))
+        c.step(1.9 * wait, 1.9 * wait)
+    for c in cores:
+        c.step(2.5 * wait, 2.5 * wait)  # 2x since the start, 0.6x since the report
+    assert not _abandons(cores[0], tid) and not _abandons(cores[1], tid)
+    # It becomes a member, ALIVE: never reclaimed, however long it runs.
+    view = {c.node_id: MemberView("ALIVE", True, "fp1") for c in cores}
+    view[99] = MemberView("ALIVE", True, "fp1")
+    for c in cores:
+        c.set_members(2.6 * wait, view)
+        c.synced_with(0, 3 * wait)
+        c.step(10 * wait, 10 * wait)
+    assert not _abandons(cores[0], tid) and not _abandons(cores[1], tid)
+
+
+def test_a_reaped_dead_owner_does_not_break_the_reclaim() -> None:
+    cores, _, tid = _stranger_running()
+    view = {c.node_id: MemberView("ALIVE", True, "fp1") for c in cores}
+    for c in cores:
+        c.set_members(0.0, {**view, 99: MemberView("DEAD", True, "fp1")})
+        c.ready = False  # no worker yet: nobody reclaims while it is DEAD
+        c.step(1.0, 1.0)
+        c.set_members(2.0, view)  # reaped: no member any more
+        c.ready = True
+        c.synced_with(0, 3.0)
+        c.step(3.0, 3.0)
+    sync(*cores)
+    assert cores[0].ledger.trial(tid).state is TrialState.ABANDONED
