@@ -193,37 +193,64 @@ def run_batched(args: argparse.Namespace, console: Console) -> None:
 
 
 def study_table(result: dict) -> Table:
-    table = Table(title="built-in study on one node (30 trials, TPE, ASHA, 5 epochs): before / after")
-    for col in ("dataset", "run", "node wall s", "trials", "epochs", "steady s", "useful share",
-                "trials/h", "compiles", "best val @ same wall", "trials @ same wall"):
+    table = Table(title="built-in study on one node (30 trials, TPE, ASHA, 5 epochs): "
+                        "useful share = exact model's steady epochs x epochs run / node wall")
+    for col in ("dataset", "run", "node wall s", "trials", "epochs", "exact steady s", "useful share",
+                "as-run share", "trials/h", "compiles", "best val @ same wall", "trials @ same wall"):
         table.add_column(col, justify="right")
-    for dataset, rows in result.items():
-        if dataset == "runs_dir":
-            continue
+    for dataset, rows in _datasets(result):
         for i, row in enumerate(rows):
-            for name in ("before", "after"):
-                r = row[name]
+            for name, r in row.items():
                 best = r["at_same_wall"]["best_val_by_horizon"]
                 table.add_row(dataset, f"{name} {i + 1}", f"{r['wall_s']:.1f}" + ("*" if r["stopped_at_budget"] else ""),
                               str(r["trials"]), str(r["epochs"]), f"{r['steady_s']:.1f}",
-                              f"{r['useful_share']:.3f}", f"{r['trials_per_hour']:.0f}", str(r["compiles"]),
+                              f"{r['useful_share']:.3f}", f"{r['as_run_share']:.3f}",
+                              f"{r['trials_per_hour']:.0f}", str(r["compiles"]),
                               "-" if best is None else f"{best:.4f}",
                               str(r["at_same_wall"]["trials_by_horizon"]))
     return table
+
+
+def breakdown_table(result: dict) -> Table:
+    table = Table(title="where the node wall went (seconds; as-run steady = the run's own "
+                        "fastest clean epochs, exact = the unpadded model's)")
+    cols = ("startup", "compile", "steady_as_run", "between_trials", "rest", "tail")
+    for col in ("dataset", "run", "wall", *cols, "exact steady", "as-run / exact"):
+        table.add_column(col, justify="right")
+    for dataset, rows in _datasets(result):
+        for i, row in enumerate(rows):
+            for name, r in row.items():
+                b, pad = r["breakdown"], r["padding_overhead"]
+                table.add_row(dataset, f"{name} {i + 1}", f"{r['wall_s']:.1f}",
+                              *(f"{b[c]:.1f}" for c in cols), f"{r['steady_s']:.1f}",
+                              "-" if pad is None else f"{pad:.2f}")
+    return table
+
+
+def _datasets(result: dict) -> list[tuple[str, list]]:
+    return [(k, v) for k, v in result.items() if k != "runs_dir"]
 
 
 def run_study(args: argparse.Namespace, console: Console) -> None:
     import train_study  # benchmarks/ is on sys.path when run as a script
 
     datasets = args.study_datasets.split(",")
-    result = train_study.compare(Path(args.before).resolve(), datasets, args.budget, args.trials, args.reps)
+    checkouts = {"before": Path(args.before).resolve()}
+    for extra in args.also:
+        name, _, path = extra.partition("=")
+        checkouts[name] = Path(path).resolve()
+    checkouts["after"] = train_study.REPO
+    load = os.getloadavg()
+    result = train_study.compare(checkouts, datasets, args.budget, args.trials, args.reps,
+                                 args.exact_epochs)
     console.print(study_table(result))
     console.print("* stopped at the wall budget")
+    console.print(breakdown_table(result))
     out = OUT.with_name("train_study.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"load": os.getloadavg(), "budget_s": args.budget, "datasets": result},
-                              indent=1))
-    console.print(f"wrote {out}")
+    out.write_text(json.dumps({"load_at_start": load, "load_at_end": os.getloadavg(),
+                               "budget_s": args.budget, "datasets": result}, indent=1))
+    console.print(f"load average at start {load}, at end {os.getloadavg()}; wrote {out}")
 
 
 def main() -> None:
@@ -234,6 +261,10 @@ def main() -> None:
     ap.add_argument("--before", default="/tmp/before", help="checkout of the old code (--study)")
     ap.add_argument("--study-datasets", default="mnist,fashion-mnist")
     ap.add_argument("--budget", type=float, default=600.0, help="wall seconds per node run (--study)")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
+                    help="another checkout to run between before and after (--study)")
+    ap.add_argument("--exact-epochs", type=int, default=3,
+                    help="epochs per architecture when timing the exact models (--study)")
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--batched", action="store_true", help="trials/h of K = 1, 2, 4, 8 trials at once")

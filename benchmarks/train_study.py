@@ -10,10 +10,24 @@ hits both. Per run:
 
 - node wall: from spawning the node to the end of its last trial (or the
   wall budget, when the run is stopped there);
-- steady epoch time of a trial: its fastest epoch that traced and compiled
-  nothing; for a trial whose every epoch compiled, its epoch time minus the
-  seconds JAX reported for tracing, lowering and compiling;
-- useful compute share = sum(steady epoch time x epochs run) / node wall;
+- exact steady epoch time of a trial: the fastest epoch after the first of the
+  EXACT, unpadded model of its parameters (the plain per-architecture program,
+  ``benchmarks/exact_epochs.py``), timed after the node runs in the node's worker
+  environment (one XLA thread, nice 10, pinned), once per distinct architecture;
+- useful compute share = sum(exact steady epoch time x epochs run) / node wall
+  (the honest share: padding, masking and any other per-step overhead of the
+  run count against it, not for it);
+- as-run steady epoch time (the share's old numerator, ``as-run share``): the
+  trial's fastest epoch in the node that traced and compiled nothing; for a
+  trial whose every epoch compiled, its epoch time minus the seconds JAX
+  reported for tracing, lowering and compiling (for code that pads, this is
+  the padded epoch, so it overstates the useful work);
+- breakdown of the node wall: startup (spawn to the first trial's start:
+  process, imports, dataset, worker), compile (trace + lower + XLA compile
+  seconds in the worker), as-run steady training, between trials (one trial's
+  end to the next one's start: sampler, ledger, worker protocol) and the rest
+  (per-epoch overhead beyond the steady epoch: first-epoch work, reporting,
+  load noise);
 - trials per hour = finished trials / node wall x 3600;
 - compiles in the worker (JAX's compile events);
 - best validation accuracy of a COMPLETE trial by time T, for T = the
@@ -104,39 +118,85 @@ def steady_times(records: list[dict]) -> dict[str, tuple[float, int]]:
     return out
 
 
-def summarize(run: dict, horizon: float | None = None) -> dict:
+def exact_steady(checkout: Path, dataset: str, records: list[dict], epochs: int) -> dict[str, float]:
+    """trial -> the exact model's steady epoch seconds (``exact_epochs.py`` of ``checkout``,
+    in the node's worker environment)."""
+    starts = [r for r in records if r["event"] == "start"]
+    if not starts:
+        return {}
+    sys.path.insert(0, str(REPO))
+    from p2phpo.train.worker import worker_env  # the node's own worker settings
+
+    env = worker_env(max(1, (os.cpu_count() or 2) - 1), None)
+    env.update(PYTHONPATH=f"{checkout}{os.pathsep}{BENCH}", P2PHPO_OFFLINE="1")
+    job = json.dumps({"dataset": dataset, "epochs": epochs, "params": [r["params"] for r in starts]})
+    out = subprocess.run([sys.executable, str(BENCH / "exact_epochs.py")], input=job, env=env,
+                         capture_output=True, text=True, check=True)
+    by_arch = {json.dumps(a["arch"]): a["seconds"] for a in json.loads(out.stdout)}
+    arch_of = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json,sys; from p2phpo.train.mlp import Config; "
+         "print(json.dumps([list(Config.from_params(p).arch()) for p in json.load(sys.stdin)]))"],
+        input=json.dumps([r["params"] for r in starts]), env=env, capture_output=True, text=True,
+        check=True).stdout)
+    return {r["trial"]: by_arch[json.dumps(a)] for r, a in zip(starts, arch_of, strict=True)}
+
+
+def breakdown(run: dict, wall: float, steady_s: float) -> dict:
+    """Where the node's wall time went (seconds)."""
+    records, t0 = run["records"], run["t0"]
+    starts = [r["t"] for r in records if r["event"] == "start"]
+    ends = [r["t"] for r in records if r["event"] == "end"]
+    startup = (min(starts) - t0) if starts else wall
+    between = sum(max(0.0, s - max((e for e in ends if e <= s), default=s)) for s in starts)
+    compile_s = max((r["overhead"] for r in records), default=0.0)
+    tail = max(0.0, wall - (max(ends) - t0)) if ends else 0.0
+    return {"startup": startup, "compile": compile_s, "steady_as_run": steady_s,
+            "between_trials": between, "tail": tail,
+            "rest": wall - startup - compile_s - steady_s - between - tail}
+
+
+def summarize(run: dict, horizon: float | None = None, exact: dict[str, float] | None = None) -> dict:
     records, t0 = run["records"], run["t0"]
     ends = [r for r in records if r["event"] == "end"]
     wall = (max(r["t"] for r in ends) - t0) if ends and not run["stopped"] else run["budget"]
     steady = steady_times(records)
-    useful = sum(s * n for s, n in steady.values())
+    as_run = sum(s * n for s, n in steady.values())
+    exact = exact or {}
+    useful = sum(exact[t] * n for t, (_, n) in steady.items() if t in exact)
     horizon = wall if horizon is None else horizon
     done = [r for r in ends if r["t"] - t0 <= horizon]
     best = max((r["value"] for r in done if r["status"] == "COMPLETE" and r["value"] is not None),
                default=None)
     return {"wall_s": wall, "trials": len(ends), "epochs": sum(n for _, n in steady.values()),
             "steady_s": useful, "useful_share": useful / wall if wall > 0 else 0.0,
+            "steady_as_run_s": as_run, "as_run_share": as_run / wall if wall > 0 else 0.0,
+            "padding_overhead": as_run / useful if useful > 0 else None,
+            "breakdown": breakdown(run, wall, as_run),
             "trials_per_hour": len(ends) / wall * 3600 if wall > 0 else 0.0,
             "compiles": max((r["compiles"] for r in records), default=0),
             "horizon_s": horizon, "trials_by_horizon": len(done), "best_val_by_horizon": best,
             "stopped_at_budget": run["stopped"]}
 
 
-def compare(before: Path, datasets: list[str], budget: float, n_trials: int, reps: int) -> dict:
-    """Before and after, alternating, ``reps`` times per dataset."""
+def compare(checkouts: dict[str, Path], datasets: list[str], budget: float, n_trials: int,
+            reps: int, exact_epochs: int = 3) -> dict:
+    """One node run per checkout (``{"before": dir, "after": REPO}``), alternating,
+    ``reps`` times per dataset; then the exact models' epoch times of every run's
+    trials, all timed with this checkout's plain model."""
     out: dict = {}
     tmp = tempfile.mkdtemp(prefix="p2phpo-train-study-")  # kept: the timing logs are the raw data
     out["runs_dir"] = tmp
-    if True:
-        for dataset in datasets:
-            rows = []
-            for rep in range(reps):
-                runs = {}
-                for name, checkout in (("before", before), ("after", REPO)):
-                    runs[name] = run_node(checkout, dataset, budget, n_trials,
-                                          Path(tmp) / f"{dataset}-{name}-{rep}")
-                horizon = min(summarize(r)["wall_s"] for r in runs.values())
-                rows.append({name: {**summarize(r), "at_same_wall": summarize(r, horizon)}
-                             for name, r in runs.items()})
-            out[dataset] = rows
+    for dataset in datasets:
+        rows = []
+        for rep in range(reps):
+            runs = {name: run_node(checkout, dataset, budget, n_trials,
+                                   Path(tmp) / f"{dataset}-{name}-{rep}")
+                    for name, checkout in checkouts.items()}
+            horizon = min(summarize(r)["wall_s"] for r in runs.values())
+            row = {}
+            for name, r in runs.items():
+                exact = exact_steady(REPO, dataset, r["records"], exact_epochs)
+                row[name] = {**summarize(r, exact=exact), "at_same_wall": summarize(r, horizon)}
+            rows.append(row)
+        out[dataset] = rows
     return out

@@ -230,7 +230,8 @@ class Simulation:
             return
         self._tcp_seq += 1
         sid = self._tcp_seq
-        s = _Tcp(node.id, node.life, peer, self.nodes[peer].life, node.gossip.sync_session(initiator=True))
+        session = node.gossip.sync_session(initiator=True, peer=req.addr)
+        s = _Tcp(node.id, node.life, peer, self.nodes[peer].life, session)
         self._tcp[sid] = s
         self._tcp_send(sid, node.id, peer, s.sa.start(now), now, connect=True)
 
@@ -264,11 +265,11 @@ class Simulation:
         if session.done and node.id not in s.notified:
             s.notified.append(node.id)
             peer = s.b if initiator else s.a
-            if session.failed is None:
+            if session.synced:
                 self.metrics.syncs += 1
             if len(s.notified) == 2:
                 self._tcp.pop(sid, None)
-            node.pushpull_done(peer, session.failed is None, now)
+            node.pushpull_done(peer, session.synced, now)
             return
         node.stream(now)
 

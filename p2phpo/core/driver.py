@@ -46,7 +46,7 @@ from p2phpo.core.durability import Linger, RepairGate
 from p2phpo.core.entries import Abandon, AbandonReason, Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
 from p2phpo.core.gossip_sync import SyncSession
-from p2phpo.core.gossip_types import Dropped, InSync, TcpRequest
+from p2phpo.core.gossip_types import Dropped, ForeignStudy, InSync, TcpRequest
 from p2phpo.core.joinwatch import JoinWatch, SeedState
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import MemberDead, MemberLeft
@@ -61,7 +61,9 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
+from p2phpo.core.study_diff import difference, spec_diff, study_name
 from p2phpo.core.verdict import Verdict
+from p2phpo.core.wire import study_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class Fatal:
 
     code: int
     message: str
+    leave: bool = True  # False: stop without gossiping LEAVE (our id is another node's)
 
 
 class NodeDriver:
@@ -116,7 +119,11 @@ class NodeDriver:
 
     def __init__(self, node_id: int, ledger: Ledger, gossip: GossipCore, *,
                  observer: bool = False, gate: RepairGate | None = None,
-                 linger: Linger | None = None, study_lost: str | None = None) -> None:
+                 linger: Linger | None = None, study: str | None = None,
+                 study_lost: str | None = None) -> None:
+        """``study``: the fingerprint of the study this node's state dir runs (its
+        ledger's STUDY otherwise): from the start, only that study's entries merge.
+        ``study_lost``: why its STUDY entry is missing (it waits for a peer's copy)."""
         self.node_id = node_id
         self.ledger = ledger
         self.gossip = gossip
@@ -147,6 +154,10 @@ class NodeDriver:
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
         self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
+        self._foreign: set[str] = set()  # fingerprints of other studies met on this key
+        held = study or (ledger.study.fingerprint if ledger.study is not None else None)
+        if held:
+            gossip.bind_study(study_tag(held))
 
     # ------------------------------------------------------------------ inputs
     def start(self, seeds: list[Addr], now: float, wall: float) -> None:
@@ -162,9 +173,10 @@ class NodeDriver:
         self.gossip.handle_timer(now)
         self._pump(now, wall)
 
-    def sync_session(self, *, initiator: bool) -> SyncSession:
-        """A push-pull session over one stream; feed it frames, then ``handle_stream``."""
-        return self.gossip.sync_session(initiator=initiator)
+    def sync_session(self, *, initiator: bool, peer: Addr | None = None) -> SyncSession:
+        """A push-pull session over one stream (``peer``: the address the initiator
+        connects to); feed it frames, then ``handle_stream``."""
+        return self.gossip.sync_session(initiator=initiator, peer=peer)
 
     def handle_stream(self, now: float, wall: float) -> None:
         """Push-pull frames were fed to a session: take in what they merged."""
@@ -218,8 +230,13 @@ class NodeDriver:
         entry = self.ledger.study
         fp = local_study[1] if local_study is not None else ""
         if from_cluster and entry is not None and entry.fingerprint != fp:
-            self._fail(2, "this node's dataset differs from the cluster's (study fingerprint "
-                          f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
+            assert local_study is not None
+            if spec_diff(local_study[0], entry.spec):
+                self._fail(2, "this node's study differs from the cluster's study in: "
+                              + difference(local_study[0], entry.spec))
+            else:
+                self._fail(2, "this node's dataset differs from the cluster's (study fingerprint "
+                              f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
             return
         self._ready_search = (config, make_plan, local_study)
         self._pump(now, wall)
@@ -349,6 +366,7 @@ class NodeDriver:
         self._drain_events(now)
         if self.halted:
             return
+        self._check_twin()
         if self._ready_search is not None and self.fatal is None:
             self._open_search(now, wall)
         search = self.search
@@ -388,6 +406,11 @@ class NodeDriver:
         assert self._ready_search is not None
         config, make_plan, local_study = self._ready_search
         self._ready_search = None
+        if self.gossip.study_tag is None:  # ours is the cluster's first study: bind to it
+            held = self.ledger.study.fingerprint if self.ledger.study is not None else None
+            fp = held or (local_study[1] if local_study is not None else None)
+            if fp:
+                self.gossip.bind_study(study_tag(fp))
         self.search = SearchCore(self.node_id, self.ledger, config, make_plan, local_study)
         self.search.recover(wall)
         self.search.ready = True
@@ -439,6 +462,8 @@ class NodeDriver:
                 self._on_merged(ev.entries)
             elif isinstance(ev, InSync):
                 self._synced(ev.peer, now)
+            elif isinstance(ev, ForeignStudy):
+                self._on_foreign(ev)
             elif isinstance(ev, Dropped):
                 continue  # counted by the gossip core
             else:
@@ -466,13 +491,57 @@ class NodeDriver:
         if self.search.awaits_sync or any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
             self._poke = True
 
+    def _on_foreign(self, ev: ForeignStudy) -> None:
+        """A peer on our cluster key runs another study; its entries were dropped, ours
+        never reach it. Said once per study; a node whose seed runs another study (and
+        no seed runs ours: a state dir restarted where a new study now runs, or
+        ``--study`` pointed at another study's node) stops with exit 2."""
+        if self.gossip.study_tag is None:
+            return  # we hold no study yet: not "another" one, only not (yet) ours
+        theirs = ev.entry
+        mine = self._own_study()
+        what = difference(mine[0], theirs.spec) if mine is not None else "their fingerprint"
+        other = f"'{study_name(theirs.spec)}' ({theirs.fingerprint[:12]})"
+        if theirs.fingerprint not in self._foreign:
+            self._foreign.add(theirs.fingerprint)
+            self._actions.append(Note("foreign", ev.node or None, None,
+                                      f"ignoring a node of another study {other} on this "
+                                      f"cluster key (it differs in {what})"))
+        if ev.from_seed and not self.observer and not self.gossip.seed_runs_ours():
+            at = f"{ev.addr[0]}:{ev.addr[1]}" if ev.addr is not None else "its seed"
+            ours = (f"'{study_name(mine[0])}' ({mine[1][:12]})" if mine is not None
+                    else f"({self.gossip.study_tag.hex() if self.gossip.study_tag else '?'})")
+            self._fail(2, f"this node belongs to study {ours}, but the node at {at} runs "
+                          f"another study on this cluster key, {other}, which differs in "
+                          f"{what}; nothing was merged (to join that study, start this node with a "
+                          "fresh --state-dir; to keep both, give each its own --cluster)")
+
+    def _check_twin(self) -> None:
+        """A live node signs Alives with our identity (a copy of this state dir, or this
+        one's original): the newcomer — the one whose gate has not opened, so it wrote
+        nothing yet — stops and leaves the identity to the other, without a LEAVE."""
+        twin = self.gossip.membership.twin
+        gate = self.gate
+        if twin is None or gate is None or gate.opened or self.fatal is not None:
+            return
+        self._fail(2, "stale state dir: another live node runs with this node's identity (at "
+                      f"{twin.addr[0]}:{twin.addr[1]}); the state dir was copied from a running "
+                      "node: start this copy with a new --state-dir", leave=False)
+
+    def _own_study(self) -> tuple[dict, str] | None:
+        """(normalized spec, fingerprint) of the study this node holds, if it knows it."""
+        if self.ledger.study is not None:
+            return dict(self.ledger.study.spec), self.ledger.study.fingerprint
+        pending = self._ready_search[2] if self._ready_search is not None else None
+        return pending or (self.search.local_study if self.search is not None else None)
+
     def _on_merged(self, entries: list[Entry]) -> None:
         if self.linger is not None:
             self.linger.changed()  # every peer must confirm it holds these before we exit
         if self.gate is not None:
             self.gate.merged(entries)  # ours from peers: repairs, or a live copy of this node
             if self.gate.refused:
-                self._fail(2, self.gate.refused)
+                self._fail(2, self.gate.refused, leave=False)  # our id is another node's
                 return
         self._actions.append(Persist(entries, own=False))
         self._note_reclaims(entries)
@@ -558,8 +627,8 @@ class NodeDriver:
         meta = m.meta or {}
         self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
 
-    def _fail(self, code: int, message: str) -> None:
+    def _fail(self, code: int, message: str, *, leave: bool = True) -> None:
         if self.fatal is None:
-            self.fatal = Fatal(code, message)
+            self.fatal = Fatal(code, message, leave)
             self._actions.append(self.fatal)
 

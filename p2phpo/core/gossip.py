@@ -22,13 +22,15 @@ import random
 from collections import deque
 from typing import Any
 
-from p2phpo.core.entries import Entry, EntryError, encode_entry
+from p2phpo.core import study_bind
+from p2phpo.core.entries import Entry, EntryError, StudyEntry, encode_entry
 from p2phpo.core.gossip_queue import PiggybackQueue
 from p2phpo.core.gossip_sync import AntiEntropy, SyncSession
 from p2phpo.core.gossip_types import (
     Dropped,
     EntriesMerged,
     Event,
+    ForeignStudy,
     GossipConfig,
     TcpRequest,
     _Probe,
@@ -58,6 +60,7 @@ from p2phpo.core.messages import (
     encode_message,
 )
 from p2phpo.core.records import decode_record
+from p2phpo.core.study_bind import StudyBinding
 from p2phpo.core.wire import (
     OVERHEAD,
     DropCounter,
@@ -72,6 +75,7 @@ _UNBOUND = (Ping, Alive)
 """What an unbound (first-contact) datagram may carry: replayed anywhere, it gets an Ack."""
 MAX_DROP_ADDRS = 256
 """Addresses whose drops are counted one by one (the oldest is forgotten first)."""
+_ANTI_ENTROPY = (Digest, SyncReq, SyncVV)
 
 
 class GossipCore:
@@ -116,6 +120,7 @@ class GossipCore:
         self.seeds: list[Addr] = []
         self.seed_heard: dict[Addr, float] = {}  # seed address -> when it last got through
         self.seed_nodes: dict[Addr, int] = {}  # seed address -> the node that answered there
+        self.study = StudyBinding()  # the study our ledger belongs to (core/study_bind.py)
         self.want_health = False  # ask push-pull peers for their health (observers)
         self.peer_health: dict[int, tuple[float, dict[str, Any]]] = {}  # node -> (when, health)
         self.health_extra: Any = None  # () -> dict: what the node adds to its own health
@@ -161,6 +166,44 @@ class GossipCore:
         self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
         self._probe = None
 
+    def bind_study(self, tag: bytes) -> None:
+        """Our ledger belongs to the study with ``tag`` (``study_tag(fingerprint)``): tag
+        what we send with it and merge ledger traffic only from peers of that study
+        (see ``core/study_bind.py``). Until then only the nodes at our seed addresses
+        are heard, and the first tag one of them sends binds us."""
+        self.study.bind(tag)
+        self.sealer.study = tag  # every datagram's label carries it from now on
+
+    @property
+    def study_tag(self) -> bytes | None:
+        return self.study.tag
+
+    def classify(self, tag: bytes | None, addr: Addr | None, node: int = 0) -> str:
+        """OURS, BLANK or FOREIGN: how to treat the ledger traffic of a peer at ``addr``
+        whose datagram or push-pull carried ``tag``. A member ``node`` that advertises a
+        seed's address is that seed, whatever address it answered from."""
+        m = self.membership.get(node) if node and addr not in self.seeds else None
+        if m is not None and m.addr in self.seeds:
+            addr = m.addr
+        kind = self.study.classify(tag, addr, self.seeds)
+        if self.study.tag is not None:
+            self.sealer.study = self.study.tag  # a joiner took its seed's study just now
+        return kind
+
+    def seed_runs_ours(self) -> bool:
+        return self.study.seed_runs_ours(self.seeds)
+
+    def drop_foreign(self, pairs: list[tuple[Entry, bytes]], sender: int, addr: Addr | None) -> None:
+        """Entries of a peer whose study is not ours: count them, never merge them, and
+        report a STUDY among them (what the driver says to the user)."""
+        if not pairs:
+            return
+        self.count_drop_n(DropReason.OTHER_STUDY, len(pairs))
+        seed = addr is not None and addr in self.seeds
+        for e, _ in pairs:
+            if isinstance(e, StudyEntry):
+                self._events.append(ForeignStudy(e, sender, addr, seed))
+
     def set_meta(self, meta: dict[str, Any], now: float) -> None:
         """Advertise new metadata (ready worker, study fingerprint...) to the cluster."""
         self.membership.set_meta(meta, now)
@@ -202,8 +245,10 @@ class GossipCore:
         node = self.rng.choice(live)
         return TcpRequest(node, self._addr_of(node))
 
-    def sync_session(self, *, initiator: bool) -> SyncSession:
-        return self.ae.session(initiator=initiator, host=self, want_health=self.want_health)
+    def sync_session(self, *, initiator: bool, peer: Addr | None = None) -> SyncSession:
+        """A push-pull session; ``peer``: the address we connect to (initiator only)."""
+        return self.ae.session(initiator=initiator, host=self, want_health=self.want_health,
+                               peer=peer)
 
     def agreement(self) -> tuple[int, int]:
         """(peers whose last digest equalled ours, peers that sent one)."""
@@ -401,9 +446,10 @@ class GossipCore:
         if addr in self.seeds:
             self.seed_heard[addr] = now
             self.seed_nodes[addr] = dg.sender
+        kind = self.classify(dg.study, addr, dg.sender)
         self._replying = (dg.sender, dg.epoch.salt)  # replies go to the life that asked
         try:
-            self._dispatch(dg.sender, msgs, entries, addr, now)
+            self._dispatch(dg.sender, msgs, entries, addr, now, kind)
         finally:
             self._replying = None
         self._flush_membership()
@@ -442,7 +488,8 @@ class GossipCore:
         return out
 
     def _dispatch(
-        self, sender: int, msgs: list[Message], entries: list[tuple[Entry, bytes]], addr: Addr, now: float
+        self, sender: int, msgs: list[Message], entries: list[tuple[Entry, bytes]], addr: Addr,
+        now: float, kind: str = study_bind.OURS,
     ) -> None:
         known = self.membership.get(sender)
         stranger = known is None or known.state != State.ALIVE
@@ -451,6 +498,8 @@ class GossipCore:
                 self.membership.apply(m, now)  # type: ignore[arg-type]
         for m in msgs:
             t = type(m)
+            if kind == study_bind.FOREIGN and t in _ANTI_ENTROPY:
+                continue  # another study's ledger: never compared, never synced
             if t is Ping:
                 self._on_ping(sender, m, addr, stranger)  # type: ignore[arg-type]
             elif t is PingReq:
@@ -466,7 +515,9 @@ class GossipCore:
                 self.ae.on_sync_req(sender, m, addr)  # type: ignore[arg-type]
             elif t is SyncVV:
                 self.ae.on_sync_vv(sender, m, addr, now)  # type: ignore[arg-type]
-        if entries:
+        if entries and kind != study_bind.OURS:
+            self.drop_foreign(entries, sender, addr)
+        elif entries:
             self._merge(entries, sender, regossip=True)
             vv = self.ledger.vv
             gaps = sorted({e.origin for e, _ in entries if vv.get(e.origin, 0) < e.seq})

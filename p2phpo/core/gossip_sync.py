@@ -49,6 +49,7 @@ from p2phpo.core.messages import (
     to_wire,
 )
 from p2phpo.core.records import decode_record
+from p2phpo.core.study_bind import BLANK, FOREIGN, OURS
 from p2phpo.core.wire_codec import DropReason, WireError
 
 _INF = float("inf")
@@ -130,6 +131,13 @@ class Link(Protocol):
     def count_drop(self, reason: DropReason, addr: Addr | None = None) -> None: ...
 
     def flush_membership(self) -> None: ...
+
+    @property
+    def study_tag(self) -> bytes | None: ...
+
+    def classify(self, tag: bytes | None, addr: Addr | None) -> str: ...
+
+    def drop_foreign(self, pairs: list[tuple[Entry, bytes]], sender: int, addr: Addr | None) -> None: ...
 
 
 class AntiEntropy:
@@ -275,11 +283,19 @@ class AntiEntropy:
         return out
 
     def session(self, *, initiator: bool, host: Any = None,
-                want_health: bool = False) -> SyncSession:
-        return SyncSession(self, initiator=initiator, host=host, want_health=want_health)
+                want_health: bool = False, peer: Addr | None = None) -> SyncSession:
+        return SyncSession(self, initiator=initiator, host=host, want_health=want_health,
+                           peer=peer)
 
     def state_frame(self) -> list[Any]:
-        return to_wire(PPState(tuple(self.membership.records()), dict(self.ledger.vv)))
+        return to_wire(PPState(tuple(self.membership.records()), dict(self.ledger.vv),
+                               self.link.study_tag or b""))
+
+    def study_frames(self) -> list[list[Any]]:
+        """Only our STUDY entry, for a peer of another study (so it can say what differs)."""
+        study = self.ledger.study
+        raw = None if study is None else self.ledger.raw(study.origin, study.seq)
+        return [] if raw is None else [to_wire(PPEntries((raw,)))]
 
     def apply_members(self, records: tuple[MemberRecord, ...], now: float) -> None:
         """Merge a peer's member table (all or nothing: WireError on a bad signature)."""
@@ -306,11 +322,17 @@ class AntiEntropy:
 
     def merge_raw(self, raws: tuple[bytes, ...], now: float, *, regossip: bool) -> int:
         """Merge entries from a push-pull frame (all or nothing); WireError on a bad one."""
+        return self.link.merge(self._decode(raws), 0, regossip=regossip)
+
+    def drop_raw(self, raws: tuple[bytes, ...], peer: Addr | None) -> None:
+        """A push-pull frame of a peer whose ledger is not of our study: never merged."""
+        self.link.drop_foreign(self._decode(raws), 0, peer)
+
+    def _decode(self, raws: tuple[bytes, ...]) -> list[tuple[Entry, bytes]]:
         try:
-            pairs = [(decode_record(r), r) for r in raws if not self.ledger.has_raw(r)]
+            return [(decode_record(r), r) for r in raws if not self.ledger.has_raw(r)]
         except EntryError:
             raise WireError(DropReason.BAD_SCHEMA, "bad entry") from None
-        return self.link.merge(pairs, 0, regossip=regossip)
 
     def dump(self) -> list[Any]:
         return [sorted(self.mismatch.items()), self.stuck, sorted(self.sync_at.items()),
@@ -321,8 +343,10 @@ class SyncSession:
     """One push-pull exchange with one peer over a stream of frames."""
 
     def __init__(self, ae: AntiEntropy, *, initiator: bool, host: Any = None,
-                 want_health: bool = False) -> None:
+                 want_health: bool = False, peer: Addr | None = None) -> None:
         self.ae = ae
+        self.peer = peer  # the address we connected to (initiator), else None
+        self.kind = BLANK  # the peer's ledger traffic, by the study tag of its state frame
         self.host = host  # the gossip core: health counters, peer health, the dataset server
         self.initiator = initiator
         self.want_health = want_health and initiator and host is not None
@@ -336,6 +360,12 @@ class SyncSession:
     @property
     def done(self) -> bool:
         return self.failed is not None or (self.sent_end and self.got_end)
+
+    @property
+    def synced(self) -> bool:
+        """Completed with a peer whose ledger is of our study (an anti-entropy exchange);
+        a peer of another study exchanged members and its STUDY entry only."""
+        return self.failed is None and self.sent_end and self.got_end and self.kind != FOREIGN
 
     def start(self, now: float) -> list[Any]:
         """Frames to send first (the initiator opens with its state)."""
@@ -398,15 +428,20 @@ class SyncSession:
                 raise WireError(DropReason.BAD_SCHEMA, "second state frame")
             self.got_state = True
             self.ae.apply_members(msg.members, now)
+            self.kind = self.ae.link.classify(msg.tag or None, self.peer)
             out = [] if self.initiator else [self._state_frame()]
-            out += self.ae.delta_frames(msg.vv)
+            foreign = self.kind == FOREIGN
+            out += self.ae.study_frames() if foreign else self.ae.delta_frames(msg.vv)
             out.append(to_wire(PPEnd()))
             self.sent_end = True
             return out
         if not self.got_state:
             raise WireError(DropReason.BAD_SCHEMA, "entries before state")
         if isinstance(msg, PPEntries):
-            self.merged += self.ae.merge_raw(msg.raws, now, regossip=False)
+            if self.kind == OURS:
+                self.merged += self.ae.merge_raw(msg.raws, now, regossip=False)
+            else:
+                self.ae.drop_raw(msg.raws, self.peer)
             return []
         self.got_end = True
         return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from p2phpo.core.entries import Entry
+from p2phpo.core.entries import Entry, StudyEntry
 from p2phpo.core.membership import MemberEvent
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import LAN, Profile
@@ -63,6 +63,18 @@ class InSync:
 
 
 @dataclass(frozen=True, slots=True)
+class ForeignStudy:
+    """A peer on this cluster key runs another study: its entries were dropped (counted
+    as ``other_study``), never merged. ``entry`` is its STUDY entry (for saying what
+    differs); ``from_seed``: it answered at one of our seed addresses."""
+
+    entry: StudyEntry
+    node: int  # 0: not known (the other end of a push-pull we did not start)
+    addr: Addr | None
+    from_seed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TcpRequest:
     """Run a push-pull with ``node`` (0 when only the address is known: a seed)."""
 
@@ -70,7 +82,7 @@ class TcpRequest:
     addr: Addr
 
 
-Event = MemberEvent | EntriesMerged | Dropped | InSync
+Event = MemberEvent | EntriesMerged | Dropped | InSync | ForeignStudy
 
 
 @dataclass(slots=True)

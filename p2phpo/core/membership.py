@@ -203,6 +203,7 @@ class Membership:
         self._signed: Alive | None = None
         self.max_members = max_members
         self.refused = 0  # new members refused because the table was full
+        self.twin: Alive | None = None  # a signed Alive of our id from another live life
         self._tombs: Lru[int, int] = Lru(max_members)  # reaped node -> its last incarnation
         self.leaving = False
         self.awareness = 0
@@ -339,6 +340,10 @@ class Membership:
 
     def apply_alive(self, msg: Alive, now: float) -> None:
         if msg.node == self.node_id:
+            # Our id, another boot salt, an incarnation our past lives never reached (we
+            # start above the one persisted): another process holds our identity now.
+            if msg.boot and msg.boot != self.boot and msg.incarnation >= self.incarnation:
+                self.twin = self.twin or msg
             differs = msg.addr != self.addr or msg.meta != self.meta
             if not self.leaving and (msg.incarnation > self.incarnation or differs and msg.incarnation == self.incarnation):
                 self.refute(msg.incarnation)

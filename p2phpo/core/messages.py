@@ -179,6 +179,7 @@ class MemberRecord:
 class PPState:
     members: tuple[MemberRecord, ...]
     vv: dict[int, int]
+    tag: bytes = b""  # the sender's study tag (``wire.study_tag``; empty: it holds none yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +244,7 @@ def to_wire(m: Message | Frame) -> list[Any]:
             [r.node, r.incarnation, int(r.state), *_addr(r.addr), r.meta, r.boot, r.pub, r.sig]
             for r in m.members
         ]
-        return [MsgType.PP_STATE, members, _vv_flat(m.vv)]
+        return [MsgType.PP_STATE, members, _vv_flat(m.vv), m.tag]
     if t is PPEntries:
         return [MsgType.PP_ENTRIES, list(m.raws)]
     if t is PPEnd:
@@ -352,6 +353,13 @@ def decode_messages(obj: object, max_messages: int = 512) -> list[Message]:
     return [_decode_one(x) for x in items]
 
 
+def _get_tag(x: object) -> bytes:
+    tag = expect_bytes(x, 4)
+    if len(tag) not in (0, 4):
+        raise _bad("a study tag is 4 bytes (or none)")
+    return tag
+
+
 def _get_sig(pub: object, sig: object) -> tuple[bytes, bytes]:
     """(public key, signature); empty only where nodes run without identities (tests)."""
     pub, sig = expect_bytes(pub, 32), expect_bytes(sig, 64)
@@ -371,13 +379,14 @@ def _decode_member(x: object) -> MemberRecord:
 
 def decode_frame(obj: object) -> Frame:
     """One TCP sync frame (as the sealed stream decoded it), or WireError(BAD_SCHEMA)."""
-    f = expect_list(obj, 3, min_len=1)
+    f = expect_list(obj, 4, min_len=1)
     t = expect_int(f[0], 0, 255)
-    if t == MsgType.PP_STATE and len(f) == 3:
+    if t == MsgType.PP_STATE and len(f) in (3, 4):
         members = tuple(_decode_member(m) for m in expect_list(f[1], MAX_MEMBERS_FRAME))
         if len({m.node for m in members}) != len(members):
             raise _bad("member listed twice")
-        return PPState(members, _get_vv(f[2], 1 << 20))
+        tag = _get_tag(f[3]) if len(f) == 4 else b""
+        return PPState(members, _get_vv(f[2], 1 << 20), tag)
     if t == MsgType.PP_ENTRIES and len(f) == 2:
         raws = expect_list(f[1], MAX_ENTRIES_FRAME)
         return PPEntries(tuple(expect_bytes(r, 65536, min_len=1) for r in raws))

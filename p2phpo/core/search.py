@@ -68,12 +68,13 @@ from p2phpo.core.search_types import (
     StopTrial,
     StudyDone,
     StudyPlan,
-    spec_diff,
 )
 from p2phpo.core.slot_index import SlotIndex
+from p2phpo.core.study_diff import difference, spec_diff
 from p2phpo.core.verdict import Verdict
 
-__all__ = [  # the types live in core/search_types.py; importers may name them here
+__all__ = [  # the types live in core/search_types.py (spec_diff in core/study_diff.py);
+    # importers may name them here
     "GONE", "LIVE", "Command", "Exhausted", "MemberView", "Outcome", "PlanFactory",
     "SearchConfig", "SearchCore", "StartTrial", "StopTrial", "StudyDone", "StudyPlan",
     "spec_diff",
@@ -182,10 +183,8 @@ class SearchCore:
             entry = self.ledger.study
         if self.local_study is not None and entry.fingerprint != self.local_study[1]:
             if self.refused is None:
-                fields = spec_diff(self.local_study[0], entry.spec) or ["dataset fingerprint"]
-                self.refused = (
-                    "this node's study differs from the cluster's study in: " + ", ".join(fields)
-                )
+                self.refused = ("this node's study differs from the cluster's study in: "
+                                + difference(self.local_study[0], entry.spec))
             return False
         self.study = entry
         self.plan = self.make_plan(entry)

@@ -103,13 +103,3 @@ class Outcome:
 
 Command = StartTrial | StopTrial | StudyDone
 PlanFactory = Callable[[StudyEntry], StudyPlan]
-
-
-def spec_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two normalized specs differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b), key=str):
-            out += spec_diff(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".") or "<spec>"]

@@ -18,9 +18,9 @@ Interface for the gossip core (stable names)
 - Budget: ``payload_size(sizes) <= plaintext_budget(limit)`` where
   ``payload_size`` adds the msgpack array header; ``seal*`` raises ValueError
   (our misuse) when the datagram would exceed ``max_datagram``.
-- ``opener = Opener(keyring, [label_hash(label), label_hash(label, study_fp)])``
+- ``opener = Opener(keyring, [label_hash(label)])``
   then ``opener.open(data, now) -> Datagram(sender, epoch, counter,
-  messages, key_id)`` or ``raise WireError`` whose ``.reason`` is a
+  messages, key_id, bound, study)`` or ``raise WireError`` whose ``.reason`` is a
   :class:`DropReason`; count it with ``DropCounter.add(err)``.
 - Opening changes no state unless authentication and decoding succeed. With
   ``open(data, now, commit=False)`` the replay window is left untouched too:
@@ -29,13 +29,18 @@ Interface for the gossip core (stable names)
   send ``{origin: seq}`` as a list of pairs.
 - Schema helpers (``expect_int`` …) raise ``WireError(BAD_SCHEMA)``.
 - TCP: ``TcpSession`` in :mod:`p2phpo.core.wire_tcp` (re-exported here).
-- Study adoption: ``sealer.label_hash = label_hash(label, fp)`` and
-  ``opener.label_hashes = [...]`` (accept the label-only hash from joiners).
+- Study: ``sealer.study = study_tag(fp)`` once the node holds a study; the
+  opener hands each datagram's ``study`` (None: the sender holds none) to the
+  gossip core, which keeps the ledgers of two studies apart.
 
 Envelope (57 bytes, all associated data), then ciphertext + 16-byte tag::
 
-    version u8 | label hash 8 | key id 4 | sender u64 | restart u32 | boot salt u64 | counter u64
+    version u8 | label 8 | key id 4 | sender u64 | restart u32 | boot salt u64 | counter u64
     | receiver u64 | receiver boot salt u64
+
+The label is the first 4 bytes of the cluster's ``label_hash`` (another
+``--cluster`` name: ``unknown_cluster``) then the sender's 4-byte study tag
+(zeros while it holds no study).
 
 The receiver fields bind a datagram to one life of one receiver, so it cannot
 be replayed to another node, nor to the same node after it restarted (a new
@@ -133,6 +138,9 @@ __all__ = [
     "expect_uint64",
     "key_id",
     "label_hash",
+    "study_tag",
+    "NO_STUDY",
+    "STUDY_TAG_LEN",
     "pack",
     "packed_size",
     "payload_size",
@@ -164,14 +172,24 @@ def payload_size(message_sizes: Sequence[int]) -> int:
     return array_header_size(len(message_sizes)) + sum(message_sizes)
 
 
-def label_hash(label: str, study_fp: bytes | None = None) -> bytes:
-    """8-byte cluster tag: blake2b of the ``--cluster`` label and, once adopted, the study."""
+def label_hash(label: str) -> bytes:
+    """8-byte cluster tag: blake2b of the ``--cluster`` label (TCP hellos carry all of it;
+    datagrams its first 4 bytes, then the sender's study tag)."""
     raw = label.encode()
     h = hashlib.blake2b(digest_size=8, person=b"p2phpo-label")
     h.update(len(raw).to_bytes(4, "big") + raw)
-    if study_fp is not None:
-        h.update(b"\x01" + study_fp)
     return h.digest()
+
+
+STUDY_TAG_LEN = 4
+NO_STUDY = bytes(STUDY_TAG_LEN)
+
+
+def study_tag(fingerprint: str) -> bytes:
+    """The 4-byte tag of the study with ``fingerprint`` that a node's datagrams carry."""
+    tag = hashlib.blake2b(fingerprint.encode(), digest_size=STUDY_TAG_LEN,
+                          person=b"p2phpo-study").digest()
+    return tag if tag != NO_STUDY else b"\x00\x00\x00\x01"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +215,8 @@ class Datagram:
     key_id: bytes
     bound: bool = True
     """False for an unbound (first-contact) datagram, which any receiver accepts once."""
+    study: bytes | None = None
+    """The sender's study tag (``study_tag``), None while it holds no study."""
 
 
 def _subkey_aead(cipher: Cipher, key: bytes, sender: int, restart: int, salt: int) -> Aead:
@@ -223,6 +243,7 @@ class Sealer:
         self._sender = sender_id
         self._epoch = Epoch(restart_counter, boot_salt)
         self.label_hash = label_hash
+        self.study = NO_STUDY  # our study tag, once we hold one (the gossip core sets it)
         self.max_datagram = max_datagram
         self._counter = 0
         self._aead: tuple[bytes, Aead] | None = None
@@ -276,7 +297,7 @@ class Sealer:
         kid, aead = self._current_aead()
         ad = _HEADER.pack(
             VERSION,
-            self._label,
+            self._label[:4] + self.study,
             kid,
             self._sender,
             self._epoch.restart,
@@ -353,6 +374,7 @@ class Opener:
     @label_hashes.setter
     def label_hashes(self, values: Iterable[bytes]) -> None:
         self._labels = frozenset(values)
+        self._clusters = frozenset(v[:4] for v in self._labels)
 
     def open(self, data: bytes, now: float = 0.0, *, commit: bool = True) -> Datagram:
         """Authenticate and decode ``data`` or raise WireError.
@@ -368,7 +390,7 @@ class Opener:
         if data[0] != VERSION:
             raise WireError(DropReason.BAD_VERSION, f"version {data[0]}")
         _, label, kid, sender, restart, salt, counter, receiver, rsalt = _HEADER.unpack_from(data)
-        if label not in self._labels:
+        if label[:4] not in self._clusters:
             raise WireError(DropReason.UNKNOWN_CLUSTER)
         key = self._keyring.get(kid)
         if key is None:
@@ -381,7 +403,8 @@ class Opener:
         bound = receiver != 0 or rsalt != 0
         if bound and (receiver, rsalt) != self._me:
             raise WireError(DropReason.REPLAY, "sealed for another receiver or an earlier life")
-        dg = Datagram(sender, Epoch(restart, salt), counter, messages, kid, bound)
+        study = label[4:] if label[4:] != NO_STUDY else None
+        dg = Datagram(sender, Epoch(restart, salt), counter, messages, kid, bound, study)
         if commit:
             self._record(sender, restart, salt, counter)
         return dg

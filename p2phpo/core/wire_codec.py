@@ -33,6 +33,9 @@ class DropReason(Enum):
     OVER_LIMIT = "over_limit"
     """A bounded table or buffer was full (members, TCP sessions, buffered bytes)."""
     UNKNOWN_KEY = "unknown_key"  # a ledger record whose origin's key is not known yet
+    OTHER_STUDY = "other_study"
+    """A ledger record (or digest) of a study this node does not hold: a node of another
+    study on the same cluster key, or, before this node holds one, a non-seed peer."""
 
 
 class WireError(Exception):

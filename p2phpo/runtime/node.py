@@ -51,6 +51,7 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
+from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
@@ -181,6 +182,7 @@ class Node:
         self.addr: tuple[str, int] | None = None
         self._last_rates: tuple[float, int, int] | None = None
         self.started = asyncio.Event()
+        self._leave = True  # gossip LEAVE on the way out (not when our id is another's)
         self.net = NodeNet(self)  # join diagnostics, health, metrics, shared datasets
 
     # -- setup -----------------------------------------------------------------
@@ -318,9 +320,10 @@ class Node:
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
                               start_wall=time.time(),
                               config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+        held = self.storage.meta.study if self.storage is not None else None
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
                                  gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),
-                                 study_lost=self._study_lost())
+                                 study=held, study_lost=self._study_lost())
         self.rt.bind_driver(self.driver, self._on_actions)
 
     def request_stop(self, code: int = 0, error: str | None = None) -> None:
@@ -345,7 +348,7 @@ class Node:
         disk_ok = self.storage is None or self.storage.failed is None
         if self.rt is not None:  # abandons our trials, gossips LEAVE, final push-pull
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.rt.stop(leave=disk_ok), 8.0)
+                await asyncio.wait_for(self.rt.stop(leave=disk_ok and self._leave), 8.0)
         if self.worker is not None:
             await self.worker.stop_current(grace=1.0)
         for t in list(self._tasks):
@@ -427,6 +430,7 @@ class Node:
                 self._disk_failed(exc)
 
     def _fatal(self, a: Fatal) -> None:
+        self._leave = self._leave and a.leave
         self.request_stop(a.code, a.message)
 
     def _note(self, a: Note) -> None:
@@ -507,7 +511,7 @@ class Node:
         fp = spec.fingerprint(str(ds.get("fingerprint", "")))
         entry = self.ledger.study
         if (self.opts.spec is None and entry is not None and entry.fingerprint != fp
-                and self.net.may_fetch()):
+                and not spec_diff(spec.to_dict(), entry.spec) and self.net.may_fetch()):
             self.worker = None
             await worker.close()
             await self._refetch("this node's dataset differs from the cluster's")

@@ -109,7 +109,7 @@ async def _exchange(
     on_change: Callable[[], None],
     pending: list[object] | None = None,
 ) -> bool:
-    """Run one push-pull to completion; True if it finished cleanly."""
+    """Run one push-pull to completion; True if it finished cleanly with a peer of our study."""
     loop = asyncio.get_running_loop()
     tcp = stream.tcp
     started = False
@@ -129,7 +129,7 @@ async def _exchange(
         on_change()
         await asyncio.wait_for(writer.drain(), s.deadline)
         if sync.done:
-            return sync.failed is None
+            return sync.synced
         try:
             objs = await stream.feed(s.deadline)
         except WireError as e:
@@ -152,7 +152,7 @@ async def pushpull_client(
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(addr[0], addr[1]), s.deadline)
         stream = _Stream(reader, _session(core, s, Role.CLIENT), b)
-        sync = core.sync_session(initiator=True)
+        sync = core.sync_session(initiator=True, peer=addr)
         return await _exchange(core, stream, sync, writer, s, on_change)
     except (TimeoutError, OSError, ConnectionError):
         return False

@@ -15,7 +15,6 @@ callback). All protocol decisions live in :mod:`p2phpo.core.gossip`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import os
 import random
@@ -346,14 +345,6 @@ class GossipRuntime:
         self.core.set_meta(meta, self._loop.time())
         self._flush()
 
-    def set_labels(self, seal: bytes, accept: list[bytes]) -> None:
-        """Seal with label hash ``seal`` and accept ``accept`` (UDP and TCP), e.g. after
-        adopting a study: ``label_hash(cluster, fp)``, accepting also the bare label."""
-        self.core.sealer.label_hash = seal
-        self.core.opener.label_hashes = accept
-        self.tcp = dataclasses.replace(self.tcp, label_hash=seal, accept_labels=frozenset(accept))
-        if self._pp is not None:
-            self._pp.settings = self.tcp
 
     def counters(self) -> dict[str, Any]:
         c = self.core.counters()

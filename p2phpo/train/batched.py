@@ -41,7 +41,7 @@ def batch_class(cfgs: Sequence[mlp.Config], ds: Dataset,
         raise ValueError("a linear model (layers 0) cannot share a batch with hidden layers")
     nat = program.natural_class(sizes.pop(), width, layers, ds.num_features, ds.num_classes,
                                 buckets or (width,), k=len(cfgs))
-    return nat if buckets else program.ShapeClass(nat.batch_size, width, nat.layers, nat.n_features,
+    return nat if buckets else program.ShapeClass(nat.micro_batch, width, nat.layers, nat.n_features,
                                                   nat.n_classes, nat.k)
 
 
@@ -65,12 +65,13 @@ def train_batch(ds: Dataset, params: Sequence[Mapping[str, Any]], *, epochs: int
                         c.optimizer) for c, s in zip(cfgs, seeds, strict=True)])
     active = [True] * len(cfgs)
     history: list[list[mlp.EpochMetrics]] = [[] for _ in cfgs]
-    n_seen = (x_tr.shape[0] // cls.batch_size) * cls.batch_size
+    n_seen = (x_tr.shape[0] // cfgs[0].batch_size) * cfgs[0].batch_size
     for epoch in range(1, epochs + 1):
         if not any(active):
             break
         lanes = (program.stack_lanes if cls.k > 1 else one)([
-            program.lane_data(s, epoch, c.width, c.layers, c.activation, c.dropout, a)
+            program.lane_data(s, epoch, c.width, c.layers, c.activation, c.dropout, a,
+                              batch_size=c.batch_size)
             for c, s, a in zip(cfgs, seeds, active, strict=True)])
         t0, c0 = time.perf_counter(), mlp.COMPILE_LOG.seconds
         state, loss, acc = prog.epoch(state, lanes, x_tr, y_tr, x_va, y_va)

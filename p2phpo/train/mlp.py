@@ -203,7 +203,8 @@ class Model:
         idx = perm.reshape(n_steps, self.batch_size)
 
         def body(st: TrainState, inp: tuple[jax.Array, jax.Array]) -> tuple[TrainState, jax.Array]:
-            rows, k = inp
+            rows, s = inp
+            k = jax.random.fold_in(steps_key, s)
 
             def loss_fn(params: list) -> jax.Array:
                 logits = self.forward(params, x[rows], k, lane.dropout)
@@ -213,7 +214,7 @@ class Model:
             updates, opt_state = self.tx.update(grads, st.opt_state, st.params)
             return TrainState(optax.apply_updates(st.params, updates), opt_state), loss
 
-        state, losses = jax.lax.scan(body, state, (idx, jax.random.split(steps_key, n_steps)))
+        state, losses = jax.lax.scan(body, state, (idx, jnp.arange(n_steps)))
         return state, losses.mean(), self._accuracy(state.params, lane, xv, yv)
 
     def _accuracy(self, params: list, lane: program.Lane, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -243,12 +244,12 @@ def shape_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int] | 
                 k: int = 1) -> program.ShapeClass:
     """The class this trial runs in: its natural bucket, or a compiled one that fits
     when the padding costs less than a compile (``program.pick_class``)."""
-    natural = program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
-                                    ds.num_classes, buckets, k)
     if not buckets:
-        return natural
+        return program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
+                                     ds.num_classes, buckets, k)
     steps = ds.x_train.shape[0] // cfg.batch_size
-    return program.pick_class(natural, cfg.width, cfg.layers, steps, epochs, list(_PROGRAMS), COST)
+    return program.choose_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
+                                ds.num_classes, buckets, steps, epochs, list(_PROGRAMS), COST, k)
 
 
 def device_data(ds: Dataset) -> tuple[jax.Array, ...]:
@@ -315,7 +316,8 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     n_steps = x_tr.shape[0] // cfg.batch_size
     for epoch in range(1, epochs + 1):
         t0, c0 = time.perf_counter(), COMPILE_LOG.seconds
-        lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout)
+        lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout,
+                                 batch_size=cfg.batch_size)
         state, loss, acc = runner.epoch(state, lane, x_tr, y_tr, x_va, y_va)
         loss, acc = float(loss), float(acc)
         seconds = time.perf_counter() - t0
@@ -337,8 +339,8 @@ def _note_cost(cfg: Config, cls: program.ShapeClass, n_steps: int, compute: floa
     if compiling > 0:
         COST.note_compile(compiling)
     else:
-        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.layers, cls) * n_steps,
-                        compute)
+        COST.note_epoch(program.step_flops(cfg.batch_size, cfg.layers, cls) * n_steps
+                        * program.micro_penalty(cfg.batch_size, cls.micro_batch), compute)
 
 
 def mnist_mlp(trial: Any) -> float:

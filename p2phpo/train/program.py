@@ -49,6 +49,10 @@ GAIN = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "elu": 2.0, "tanh": 1.0, "sigmoid
 # per epoch, so coarse buckets win; the reuse rule in ``pick_class`` refines this per trial.
 WIDTH_BUCKETS = (128, 256, 512, 1024)
 LAYER_CAP = 4
+# Batch sizes that are multiples of MICRO_BATCH can share one program (see ShapeClass,
+# choose_class); each halving of the rows per pass cost ~15% (measured, RESULTS.md "training").
+MICRO_BATCH = 64
+MICRO_PENALTY = 0.15
 
 
 # -- host-side initialization (no XLA compile) ------------------------------------
@@ -65,23 +69,28 @@ def init_arrays(seed: int, sizes: Sequence[int], gain: float) -> list[tuple[np.n
 
 def pad_layers(arrays: list[tuple[np.ndarray, np.ndarray]], width: int, layers: int
                ) -> dict[str, np.ndarray]:
-    """Zero-pad true layer arrays into a class's layout: first layer ``w0, b0``
-    (features x width), the other ``layers - 1`` hidden layers stacked as
-    ``wh, bh`` (scanned over), the output layer ``wo, bo``. True hidden layer
-    ``j`` goes to slot ``j``; slots beyond the true depth stay all-zero."""
+    """Zero-pad true layer arrays into a class's layout: hidden layer ``j`` as ``wj, bj``
+    (``w0``: features x width, the others width x width) for j < ``layers``, the output
+    layer ``wo, bo``. Layers beyond the true depth stay all-zero."""
     *hidden, (w_out, b_out) = arrays
     n_in = hidden[0][0].shape[0]
-    p = {"w0": np.zeros((n_in, width), np.float32), "b0": np.zeros(width, np.float32),
-         "wh": np.zeros((layers - 1, width, width), np.float32),
-         "bh": np.zeros((layers - 1, width), np.float32),
-         "wo": np.zeros((width, w_out.shape[1]), np.float32), "bo": b_out.copy()}
-    p["w0"][:, : hidden[0][0].shape[1]] = hidden[0][0]
-    p["b0"][: hidden[0][1].shape[0]] = hidden[0][1]
-    for j, (w, b) in enumerate(hidden[1:]):
-        p["wh"][j, : w.shape[0], : w.shape[1]] = w
-        p["bh"][j, : b.shape[0]] = b
-    p["wo"][: w_out.shape[0]] = w_out
+    p: dict[str, np.ndarray] = {}
+    for j in range(layers):
+        w = np.zeros((n_in if j == 0 else width, width), np.float32)
+        b = np.zeros(width, np.float32)
+        if j < len(hidden):
+            w[: hidden[j][0].shape[0], : hidden[j][0].shape[1]] = hidden[j][0]
+            b[: hidden[j][1].shape[0]] = hidden[j][1]
+        p[f"w{j}"], p[f"b{j}"] = w, b
+    wo = np.zeros((width, w_out.shape[1]), np.float32)
+    wo[: w_out.shape[0]] = w_out
+    p["wo"], p["bo"] = wo, b_out.copy()
     return p
+
+
+def layer_of(name: str) -> int | None:
+    """The hidden layer a parameter belongs to (``w2`` -> 2), None for the output layer."""
+    return None if name[1:] == "o" else int(name[1:])
 
 
 def zeros_like_tree(tree: Any) -> Any:
@@ -91,52 +100,86 @@ def zeros_like_tree(tree: Any) -> Any:
 
 # -- the optimizer: adam / adamw / sgd+momentum chosen by an index ------------------
 
-class SwitchedState(NamedTuple):
-    adam: optax.ScaleByAdamState
-    trace: optax.TraceState
+B1, B2, EPS, MOMENTUM = 0.9, 0.999, 1e-8, 0.9
 
 
-def switched_optimizer(learning_rate: jax.Array, weight_decay: jax.Array,
-                       kind: jax.Array) -> optax.GradientTransformation:
-    """optax's adam (coupled L2), adamw (decoupled) and sgd (momentum 0.9, coupled L2),
-    chosen by ``kind`` (0, 1, 2) at run time, with optax's own update rules.
+class Hyper(NamedTuple):
+    """A trial's optimizer settings, as data (a new value never recompiles)."""
 
-    Branch-free: both moment estimates are updated every step and the direction
-    is selected, which keeps the program small (element-wise work on the
-    parameters is cheap next to the matmuls); the unused state is never read.
-    """
-    adam, trace = optax.scale_by_adam(), optax.trace(decay=0.9)
-
-    def init(params: Any) -> SwitchedState:
-        return SwitchedState(adam.init(params), trace.init(params))
-
-    def update(grads: Any, state: SwitchedState, params: Any = None) -> tuple[Any, SwitchedState]:
-        tmap = jax.tree_util.tree_map
-        coupled = (kind != 1).astype(jnp.float32) * weight_decay  # adamw decays after adam
-        g = tmap(lambda g, p: g + coupled * p, grads, params)
-        u_adam, s_adam = adam.update(g, state.adam)
-        u_sgd, s_trace = trace.update(g, state.trace)
-        decoupled = weight_decay - coupled
-
-        def pick(ua: jax.Array, us: jax.Array, p: jax.Array) -> jax.Array:
-            return -learning_rate * jnp.where(kind == 2, us, ua + decoupled * p)
-
-        return tmap(pick, u_adam, u_sgd, params), SwitchedState(s_adam, s_trace)
-
-    return optax.GradientTransformation(init, update)
+    lr: jax.Array  # float32
+    weight_decay: jax.Array  # float32
+    kind: jax.Array  # int32 index into OPTIMIZERS
 
 
-def make_tx() -> optax.GradientTransformation:
-    return optax.inject_hyperparams(switched_optimizer)(learning_rate=1e-3, weight_decay=0.0, kind=0)
+class OptState(NamedTuple):
+    """Adam's moments ``mu``/``nu``; sgd keeps its momentum buffer in ``mu``."""
+
+    mu: dict[str, jax.Array]
+    nu: dict[str, jax.Array]
+    count: jax.Array  # int32 steps taken
+    hyper: Hyper
+
+
+def _leaf_update(h: Hyper, c1: jax.Array, c2: jax.Array, p: jax.Array, g: jax.Array,
+                 m: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One parameter array's step with optax's formulas: adam (coupled L2), adamw
+    (decoupled) or sgd (momentum 0.9, coupled L2). Only the chosen rule runs (a real
+    branch; under ``vmap`` with per-lane optimizers both run and one is selected)."""
+    coupled = jnp.where(h.kind == 1, 0.0, h.weight_decay)  # adamw decays after adam
+    decoupled = h.weight_decay - coupled
+
+    def adam(ops: tuple) -> tuple:
+        p, g, m, v = ops
+        g = g + coupled * p
+        m = (1 - B1) * g + B1 * m
+        v = (1 - B2) * (g * g) + B2 * v
+        return p - h.lr * ((m / c1) / (jnp.sqrt(v / c2) + EPS) + decoupled * p), m, v
+
+    def sgd(ops: tuple) -> tuple:
+        p, g, m, v = ops
+        m = (g + coupled * p) + MOMENTUM * m
+        return p - h.lr * m, m, v
+
+    return jax.lax.cond(h.kind == 2, sgd, adam, (p, g, m, v))
+
+
+def optimizer_step(params: dict, grads: dict, opt: OptState, layers: jax.Array
+                   ) -> tuple[dict, OptState]:
+    """Update every parameter of the ``layers`` active hidden layers and the output layer;
+    an inactive layer's arrays pass through untouched (a real branch: no work)."""
+    count = opt.count + 1
+    c1 = 1 - B1 ** count.astype(jnp.float32)
+    c2 = 1 - B2 ** count.astype(jnp.float32)
+    new_p, new_m, new_v = {}, {}, {}
+    for name, p in params.items():
+        args = (p, grads[name], opt.mu[name], opt.nu[name])
+        j = layer_of(name)
+        if j is None or j == 0:  # the first hidden layer is always active
+            out = _leaf_update(opt.hyper, c1, c2, *args)
+        else:
+            out = jax.lax.cond(j < layers, lambda a: _leaf_update(opt.hyper, c1, c2, *a),
+                               lambda a: (a[0], a[2], a[3]), args)
+        new_p[name], new_m[name], new_v[name] = out
+    return new_p, OptState(new_m, new_v, count, opt.hyper)
+
+
+def init_opt(params: dict, lr: float, weight_decay: float, optimizer: str) -> OptState:
+    """Zero moments on the host (no compile)."""
+    zeros = {k: np.zeros_like(v) for k, v in params.items()}
+    return OptState(zeros, {k: np.zeros_like(v) for k, v in params.items()}, np.int32(0),
+                    Hyper(np.float32(lr), np.float32(weight_decay), np.int32(OPT_INDEX[optimizer])))
 
 
 # -- the shape class -----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ShapeClass:
-    """Everything that shapes the compiled program."""
+    """Everything that shapes the compiled program. A step of a trial's batch size
+    ``b`` runs as ``b / micro_batch`` micro-batches whose gradients are summed before
+    the one optimizer update (the same step: the mean loss's gradient is the mean of
+    the parts'), so trials of every batch size that ``micro_batch`` divides share it."""
 
-    batch_size: int
+    micro_batch: int  # rows per forward/backward pass
     width: int  # bucketed hidden width
     layers: int  # layer cap (0: a linear model)
     n_features: int
@@ -170,12 +213,24 @@ def bucket_width(width: int, buckets: Sequence[int]) -> int:
 
 
 def natural_class(batch_size: int, width: int, layers: int, n_features: int, n_classes: int,
-                  buckets: Sequence[int] | None, k: int = 1) -> ShapeClass:
-    """The class a trial gets when nothing compiled fits: bucketed width, layer cap."""
+                  buckets: Sequence[int] | None, k: int = 1, micro_batch: int | None = None
+                  ) -> ShapeClass:
+    """The class a trial gets when nothing compiled fits: bucketed width, layer cap, its
+    batch size as one pass (or ``micro_batch``, which must divide it)."""
     if not buckets:  # bucketing off: the exact architecture
         return ShapeClass(batch_size, width, layers, n_features, n_classes, k)
+    mb = batch_size if micro_batch is None else micro_batch
+    if batch_size % mb:
+        raise ValueError(f"micro-batch {mb} does not divide the batch size {batch_size}")
     cap = 0 if layers == 0 else LAYER_CAP * math.ceil(layers / LAYER_CAP)
-    return ShapeClass(batch_size, bucket_width(width, buckets), cap, n_features, n_classes, k)
+    return ShapeClass(mb, bucket_width(width, buckets), cap, n_features, n_classes, k)
+
+
+def micro_penalty(batch_size: int, micro_batch: int) -> float:
+    """Measured slowdown of a step run as batch_size / micro_batch passes: ~15% per halving
+    of the rows per pass (RESULTS.md "training": 512 as 8 x 64 ran 1.3-1.5x, 256 as 2 x 128
+    ~1.1-1.2x on this CPU)."""
+    return 1.0 + MICRO_PENALTY * math.log2(batch_size / micro_batch)
 
 
 @dataclasses.dataclass(slots=True)
@@ -194,23 +249,47 @@ class CostModel:
 
 
 def pick_class(natural: ShapeClass, width: int, layers: int, steps: int, epochs: int,
-               compiled: Sequence[ShapeClass], cost: CostModel) -> ShapeClass:
+               compiled: Sequence[ShapeClass], cost: CostModel, batch_size: int | None = None
+               ) -> ShapeClass:
     """Reuse a compiled class that fits when its extra compute costs less than a compile.
 
-    The extra compute is the padded class's estimated FLOPs minus the natural
-    class's, over ``steps`` x ``epochs`` steps, at the measured FLOP rate.
+    A class fits when it is at least as wide and deep and its micro-batch divides
+    the trial's ``batch_size`` (default: the natural class's micro-batch). The
+    extra compute is the class's estimated step time (FLOPs x the micro-batch
+    penalty) minus the natural class's, over ``steps`` x ``epochs`` steps, at the
+    measured FLOP rate.
     """
     if natural in compiled:
         return natural
-    fits = [c for c in compiled if c.batch_size == natural.batch_size and c.k == natural.k
+    bs = natural.micro_batch if batch_size is None else batch_size
+
+    def step_cost(c: ShapeClass) -> float:
+        return step_flops(bs, layers, c) * micro_penalty(bs, c.micro_batch)
+
+    fits = [c for c in compiled if bs % c.micro_batch == 0 and c.k == natural.k
             and c.n_features == natural.n_features and c.n_classes == natural.n_classes
             and c.width >= width and c.layers >= layers and (c.layers == 0) == (layers == 0)]
     if not fits:
         return natural
-    best = min(fits, key=lambda c: step_flops(natural.batch_size, layers, c))
-    extra = (step_flops(natural.batch_size, layers, best)
-             - step_flops(natural.batch_size, layers, natural)) * steps * epochs
+    best = min(fits, key=step_cost)
+    extra = (step_cost(best) - step_cost(natural)) * steps * epochs
     return best if extra / cost.flops_per_second < cost.compile_seconds else natural
+
+
+def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_classes: int,
+                 buckets: Sequence[int], steps: int, epochs: int, compiled: Sequence[ShapeClass],
+                 cost: CostModel, k: int = 1) -> ShapeClass:
+    """The class a trial runs in: a compiled one when its padding costs less than a
+    compile (``pick_class``); else a new one, made general (micro-batch
+    ``MICRO_BATCH``, so later trials of every batch size can share it) when that
+    costs this trial less than one compile would, else one pass per step."""
+    native = natural_class(batch_size, width, layers, n_features, n_classes, buckets, k)
+    mb = MICRO_BATCH if batch_size % MICRO_BATCH == 0 else batch_size
+    general = natural_class(batch_size, width, layers, n_features, n_classes, buckets, k, mb)
+    trial_s = step_flops(batch_size, layers, native) * steps * epochs / cost.flops_per_second
+    penalty_s = trial_s * (micro_penalty(batch_size, mb) - 1.0)
+    natural = general if penalty_s < cost.compile_seconds else native
+    return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
 
 
 # -- the program -----------------------------------------------------------------------
@@ -225,6 +304,7 @@ class Lane(NamedTuple):
     act: jax.Array  # int32 index into ACTIVATION_FNS
     dropout: jax.Array  # float32 rate
     active: jax.Array  # bool: train this lane this epoch
+    batch_size: jax.Array  # int32, a multiple of the class's micro-batch
 
 
 class State(NamedTuple):
@@ -263,18 +343,21 @@ def _mix32(h: jax.Array) -> jax.Array:
     return h ^ (h >> 16)
 
 
-def dropout_mask(key: jax.Array, rate: jax.Array, rows: int, units: int) -> jax.Array:
-    """Keep-mask (rows x units) with P(keep) = 1 - rate.
+def dropout_mask(key: jax.Array, rate: jax.Array, rows: int, units: int,
+                 row0: jax.Array | int = 0, total_rows: jax.Array | int | None = None) -> jax.Array:
+    """Keep-mask (rows x units) with P(keep) = 1 - rate: rows ``row0 ..`` of a batch of
+    ``total_rows`` (default ``rows``), so a micro-batch draws its part of the step's mask.
 
     Two words from the JAX key seed a counter hash over (unit, row): ~10 integer
     ops per draw instead of threefry's ~100 (measured: threefry made dropout
     cost as much as the matmuls of a 256-wide layer on CPU). The counter is
-    ``unit * rows + row``, so unit j's draws do not depend on the padded width.
+    ``unit * total_rows + row``, so unit j's draws do not depend on the padded width.
     """
     k = jax.random.bits(key, (2,), jnp.uint32)
+    total = jnp.asarray(rows if total_rows is None else total_rows).astype(jnp.uint32)
     unit = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 1)
-    row = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 0)
-    h = _mix32(_mix32((unit * np.uint32(rows) + row) ^ k[0]) + k[1])
+    row = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 0) + jnp.asarray(row0).astype(jnp.uint32)
+    h = _mix32(_mix32((unit * total + row) ^ k[0]) + k[1])
     return (h >> 8).astype(jnp.float32) >= rate * np.float32(1 << 24)
 
 
@@ -283,10 +366,9 @@ class Program:
 
     def __init__(self, cls: ShapeClass) -> None:
         self.cls = cls
-        self.tx = make_tx()
         # k lanes: activation and depth are shared by the batch, so their switch and
         # conds stay real branches under vmap (a batched index would run every branch)
-        lane_axes = Lane(0, 0, 0, None, None, 0, 0)
+        lane_axes = Lane(0, 0, 0, None, None, 0, 0, None)
         fn = self._epoch if cls.k == 1 else jax.vmap(self._epoch, in_axes=(0, lane_axes, None, None, None, None))
         self.epoch = jax.jit(fn)
         ev = self._accuracy if cls.k == 1 else jax.vmap(self._accuracy, in_axes=(0, lane_axes, None, None))
@@ -299,63 +381,72 @@ class Program:
         c = self.cls
         true = init_arrays(seed, [c.n_features] + [width] * layers + [c.n_classes], gain)
         params = pad_layers(true, c.width, c.layers) if c.layers else {"wo": true[0][0], "bo": true[0][1]}
-        opt = zeros_like_tree(jax.eval_shape(self.tx.init, params))
-        hyper = {"learning_rate": np.float32(lr), "weight_decay": np.float32(weight_decay),
-                 "kind": np.int32(OPT_INDEX[optimizer])}
-        return State(params, opt._replace(hyperparams=hyper))
+        return State(params, init_opt(params, lr, weight_decay, optimizer))
 
     # -- traced --
-    def forward(self, params: dict, x: jax.Array, lane: Lane, key: jax.Array | None) -> jax.Array:
+    def forward(self, params: dict, x: jax.Array, lane: Lane, key: jax.Array | None,
+                row0: jax.Array | int = 0) -> jax.Array:
+        """Logits of ``x``: rows ``row0 ..`` of a training step (``key``: dropout), or an
+        evaluation (``key`` None)."""
         mask = (jnp.arange(self.cls.width) < lane.width).astype(x.dtype)
 
-        if key is not None:  # all layers' keep-masks in one draw; at rate 0 all keep, and
-            # h / (1 - 0) is h exactly, so no branch is needed (the hash costs ~nothing)
-            layers = 1 + (params["wh"].shape[0] if "wh" in params else 0)
-            keep = jax.vmap(lambda i: dropout_mask(jax.random.fold_in(key, i), lane.dropout,
-                                                   x.shape[0], self.cls.width))(jnp.arange(layers))
+        def drop(h: jax.Array, i: jax.Array) -> jax.Array:  # inverted dropout of layer i
+            keep = dropout_mask(jax.random.fold_in(key, i), lane.dropout, h.shape[0], h.shape[1],
+                                row0, lane.batch_size)
+            return jnp.where(keep, h / (1.0 - lane.dropout), 0.0)
 
         def layer(i: jax.Array, h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
             h = _act(lane.act, h @ w + b) * mask
             if key is None:
                 return h
-            return jnp.where(keep[i], h / (1.0 - lane.dropout), 0.0)
+            # no mask is drawn at rate 0 (a real branch; a per-lane rate under vmap selects)
+            return jax.lax.cond(lane.dropout > 0, drop, lambda h, i: h, h, i)
 
-        if "w0" not in params:  # a linear model
-            return x @ params["wo"] + params["bo"]
-        h = layer(jnp.int32(0), x, params["w0"], params["b0"])
-
-        def hidden(h: jax.Array, inp: tuple) -> tuple[jax.Array, None]:
-            i, w, b = inp
-            return jax.lax.cond(i < lane.layers, lambda v: layer(i, v, w, b), lambda v: v, h), None
-
-        n = params["wh"].shape[0]
-        h, _ = jax.lax.scan(hidden, h, (jnp.arange(1, n + 1), params["wh"], params["bh"]))
+        h = x
+        for j in range(self.cls.layers):  # layer 0 always runs; an inactive one is skipped
+            w, b, i = params[f"w{j}"], params[f"b{j}"], jnp.int32(j)
+            h = layer(i, h, w, b) if j == 0 else jax.lax.cond(
+                i < lane.layers, lambda v, w=w, b=b, i=i: layer(i, v, w, b), lambda v: v, h)
         return h @ params["wo"] + params["bo"]
 
     def _epoch(self, state: State, lane: Lane, x: jax.Array, y: jax.Array, xv: jax.Array,
                yv: jax.Array) -> tuple[State, jax.Array, jax.Array]:
-        bs = self.cls.batch_size
-        n_steps = x.shape[0] // bs
+        mb = self.cls.micro_batch
+        parts = lane.batch_size // mb  # micro-batches per step
+        n_steps = x.shape[0] // lane.batch_size
         key = jax.random.fold_in(jax.random.key(lane.seed), lane.epoch)
         perm_key, steps_key = jax.random.split(key)
-        idx = jax.random.permutation(perm_key, x.shape[0])[: n_steps * bs].reshape(n_steps, bs)
+        perm = jax.random.permutation(perm_key, x.shape[0])
 
-        def body(st: State, inp: tuple[jax.Array, jax.Array]) -> tuple[State, jax.Array]:
-            rows, k = inp
+        def micro(carry: tuple, m: jax.Array) -> tuple[tuple, None]:
+            """Micro-batch m: part m % parts of step m // parts; the last part updates."""
+            st, g_sum, loss_sum = carry
+            part = m % parts
+            rows = jax.lax.dynamic_slice_in_dim(perm, m * mb, mb)
+            k = jax.random.fold_in(steps_key, m // parts)
 
-            def loss_fn(params: dict) -> jax.Array:
-                logits = self.forward(params, x[rows], lane, k)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y[rows]).mean()
+            def loss_fn(params: dict) -> jax.Array:  # this part's share of the step's mean loss
+                logits = self.forward(params, x[rows], lane, k, part * mb)
+                ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[rows])
+                return ce.sum() / lane.batch_size.astype(jnp.float32)
 
             loss, grads = jax.value_and_grad(loss_fn)(st.params)
-            updates, opt_state = self.tx.update(grads, st.opt_state, st.params)
-            return State(optax.apply_updates(st.params, updates), opt_state), loss
+            g = jax.tree_util.tree_map(jnp.add, g_sum, grads)
 
-        def run(st: State) -> tuple[State, jax.Array]:
-            st, losses = jax.lax.scan(body, st, (idx, jax.random.split(steps_key, n_steps)))
-            return st, losses.mean()
+            def update(a: tuple) -> tuple:
+                params, opt = optimizer_step(a[0].params, a[1], a[0].opt_state, lane.layers)
+                return State(params, opt), jax.tree_util.tree_map(jnp.zeros_like, a[1])
 
-        new, loss = run(state)
+            st, g_sum = jax.lax.cond(part == parts - 1, update, lambda a: a, (st, g))
+            return (st, g_sum, loss_sum + loss), None
+
+        def run(c: tuple, m: jax.Array) -> tuple[tuple, None]:  # rows past the last full step: none
+            return jax.lax.cond(m < n_steps * parts, lambda c: micro(c, m)[0], lambda c: c, c), None
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        (new, _, loss_sum), _ = jax.lax.scan(run, (state, zero, jnp.float32(0)),
+                                             jnp.arange(x.shape[0] // mb))
+        loss = loss_sum / n_steps
         if self.cls.k > 1:  # a lane whose trial ended keeps its state (a select: measured
             # 1.6x faster than a lax.cond, which under vmap runs both branches anyway)
             new = jax.tree_util.tree_map(lambda n, o: jnp.where(lane.active, n, o), new, state)
@@ -366,18 +457,21 @@ class Program:
 
 
 def lane_data(seed: int, epoch: int, width: int, layers: int, activation: str, dropout: float,
-              active: bool = True) -> Lane:
+              active: bool = True, *, batch_size: int) -> Lane:
     return Lane(np.uint32(int(seed) & 0xFFFFFFFF), np.int32(epoch), np.int32(width),
                 np.int32(layers), np.int32(ACT_INDEX[activation]), np.float32(dropout),
-                np.bool_(active))
+                np.bool_(active), np.int32(batch_size))
 
 
 def stack_lanes(lanes: Sequence[Lane]) -> Lane:
-    """k lanes -> one Lane with a leading axis, but for the shared depth and activation."""
+    """k lanes -> one Lane with a leading axis, but for the shared depth, activation and
+    batch size (the program branches on them once for all lanes)."""
     if len({int(v.layers) for v in lanes}) > 1 or len({int(v.act) for v in lanes}) > 1:
         raise ValueError("batched trials must share their depth and activation")
+    if len({int(v.batch_size) for v in lanes}) > 1:
+        raise ValueError("batched trials must share a batch size")
     out = stack(lanes)
-    return out._replace(layers=lanes[0].layers, act=lanes[0].act)
+    return out._replace(layers=lanes[0].layers, act=lanes[0].act, batch_size=lanes[0].batch_size)
 
 
 def stack(items: Sequence[Any]) -> Any:

@@ -3,7 +3,8 @@ datagrams of ledger records, to real nodes on 127.0.0.1.
 
 Datagrams carrying entries must be bound to one life of their receiver, so the
 attacker first makes contact as any new node would (an unbound Ping), reads
-the receiver's id and boot salt from its authenticated reply, and binds to it.
+the receiver's id, boot salt and study tag from its authenticated reply, and
+binds to it (entries of another study would be dropped unread).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import socket
 from pathlib import Path
 
 from p2phpo.core.messages import EntryMsg, Ping, to_wire
-from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
+from p2phpo.core.wire import NO_STUDY, Cipher, Keyring, Opener, Sealer, label_hash
 from p2phpo.keys import load_keyring
 
 
@@ -41,5 +42,6 @@ def send_records(port: int, raws: list[bytes], key_file: Path | None, cluster: s
                 reply = opener.open(data)
                 break
         to = (reply.sender, reply.epoch.salt)
+        sealer.study = reply.study or NO_STUDY  # pose as a node of the receiver's study
         for raw in raws:
             sock.sendto(sealer.seal([to_wire(EntryMsg(raw))], to=to), target)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,16 +24,19 @@ LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def _tracked() -> list[Path]:
+@functools.cache
+def _tracked() -> tuple[Path, ...]:
     """Tracked files (``git ls-files``), or every file outside build and venv dirs."""
     try:
         out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
                              check=True, timeout=30).stdout
         paths = [REPO / p for p in out.decode().split("\0") if p]
     except (OSError, subprocess.SubprocessError):
-        paths = [p for p in REPO.rglob("*")
-                 if not SKIP_DIRS.intersection(p.relative_to(REPO).parts)]
-    return [p for p in paths if p.is_file()]
+        paths = []
+        for root, dirs, files in os.walk(REPO):
+            dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+            paths += [Path(root) / f for f in files]
+    return tuple(p for p in paths if p.is_file())
 
 
 def _text(path: Path) -> str | None:
@@ -46,9 +51,9 @@ def _text(path: Path) -> str | None:
 
 def _pointers(text: str) -> list[str]:
     """Lines of ``text`` that point at a design document outside the repository."""
-    here = {p.name for p in REPO.rglob("DESIGN.md") if ".git" not in p.parts}
+    here = any(p.name == "DESIGN.md" for p in _tracked())
     return [line.strip() for line in text.splitlines()
-            if OUTSIDE.search(line) and not ("DESIGN.md" in line and "DESIGN.md" in here)]
+            if OUTSIDE.search(line) and not ("DESIGN.md" in line and here)]
 
 
 def test_the_pattern_catches_what_it_must() -> None:

@@ -48,35 +48,63 @@ def test_bucketed_trial_follows_the_plain_models_curve(sample: data.Dataset, par
     assert plain.epochs[-1].train_loss < plain.epochs[0].train_loss
 
 
+def test_a_step_run_as_micro_batches_is_the_plain_models_step(sample: data.Dataset) -> None:
+    """Batch 256 as 4 passes of 64 rows (gradients summed, one update; dropout drawn per
+    row of the whole step) follows the plain model's curve; so does batch 64 in that class."""
+    prog = program.Program(program.ShapeClass(64, 256, 4, 784, 10))
+    x, y, xv, yv, _, _ = mlp.device_data(sample)
+    for bs in (256, 64):
+        params = {"layers": 2, "width": 224, "batch_size": bs, "lr": 3e-3, "optimizer": "adamw",
+                  "weight_decay": 1e-2, "activation": "tanh", "dropout": 0.25}
+        plain = mlp.train(sample, params, epochs=2, seed=7, buckets=None)
+        state, losses = prog.init_state(7, 224, 2, 1.0, 3e-3, 1e-2, "adamw"), []
+        for epoch in (1, 2):
+            lane = program.lane_data(7, epoch, 224, 2, "tanh", 0.25, batch_size=bs)
+            state, loss, acc = prog.epoch(state, lane, x, y, xv, yv)
+            losses.append(float(loss))
+        np.testing.assert_allclose(losses, [e.train_loss for e in plain.epochs], rtol=1e-4)
+        np.testing.assert_allclose(float(acc), plain.epochs[-1].val_accuracy, atol=0.0021)
+
+
 def test_padded_units_stay_zero_and_trials_of_a_class_share_one_compile(sample: data.Dataset) -> None:
     prog = program.Program(program.ShapeClass(64, 128, 4, 784, 10))
     state = prog.init_state(3, 40, 2, 2.0, 1e-2, 1e-3, "adamw")
     x, y, xv, yv, _, _ = mlp.device_data(sample)
     for epoch in (1, 2):
-        lane = program.lane_data(3, epoch, 40, 2, "sigmoid", 0.1)
+        lane = program.lane_data(3, epoch, 40, 2, "sigmoid", 0.1, batch_size=64)
         state, loss, acc = prog.epoch(state, lane, x, y, xv, yv)
     p = {k: np.asarray(v) for k, v in state.params.items()}
     assert np.all(p["w0"][:, 40:] == 0) and np.all(p["b0"][40:] == 0) and np.any(p["w0"][:, :40])
-    w1 = p["wh"][0]
+    w1 = p["w1"]
     assert np.all(w1[40:] == 0) and np.all(w1[:, 40:] == 0) and np.any(w1) and np.all(p["wo"][40:] == 0)
-    assert not np.any(p["wh"][1:]) and not np.any(p["bh"][1:])  # layers 3 and 4 are inactive
+    assert not any(np.any(p[k]) for k in ("w2", "b2", "w3", "b3"))  # layers 3 and 4 are inactive
     assert 0.5 < float(acc) < 1.0
     before = mlp.compile_count()
     other = prog.init_state(4, 120, 4, 1.0, 1e-1, 0.0, "sgd")
-    prog.epoch(other, program.lane_data(4, 1, 120, 4, "tanh", 0.0), x, y, xv, yv)
+    prog.epoch(other, program.lane_data(4, 1, 120, 4, "tanh", 0.0, batch_size=192), x, y, xv, yv)
     assert mlp.compile_count() == before  # another width, depth, activation, optimizer
 
 
 def test_pick_class_reuses_a_compiled_class_only_when_padding_is_cheaper() -> None:
     cost = program.CostModel(compile_seconds=2.0, flops_per_second=1e10)
-    big = program.ShapeClass(128, 1024, 4, 784, 10)
+    big = program.ShapeClass(64, 1024, 4, 784, 10)
     nat = program.natural_class(128, 96, 2, 784, 10, program.WIDTH_BUCKETS)
-    assert nat == program.ShapeClass(128, 128, 4, 784, 10)
-    assert program.pick_class(nat, 96, 2, steps=4, epochs=1, compiled=[big], cost=cost) == big
+    assert nat == program.ShapeClass(128, 128, 4, 784, 10)  # one pass of 128 rows per step
+    assert program.natural_class(128, 96, 2, 784, 10, program.WIDTH_BUCKETS, micro_batch=64
+                                 ) == program.ShapeClass(64, 128, 4, 784, 10)
+    # batch 128 runs in the 64-row class as 2 passes
+    assert program.pick_class(nat, 96, 2, steps=4, epochs=1, compiled=[big], cost=cost,
+                              batch_size=128) == big
     # 430 steps x 20 epochs of 1024-wide padding cost more than a compile
-    assert program.pick_class(nat, 96, 2, steps=430, epochs=20, compiled=[big], cost=cost) == nat
-    other_batch = dataclasses.replace(big, batch_size=256)
-    assert program.pick_class(nat, 96, 2, 4, 1, [other_batch], cost) == nat
+    assert program.pick_class(nat, 96, 2, steps=430, epochs=20, compiled=[big], cost=cost,
+                              batch_size=128) == nat
+    # a new class is made general (64-row passes) only when that costs the trial little
+    assert program.choose_class(256, 96, 2, 784, 10, program.WIDTH_BUCKETS, 4, 1, [], cost
+                                ).micro_batch == 64
+    assert program.choose_class(256, 96, 2, 784, 10, program.WIDTH_BUCKETS, 2000, 20, [], cost
+                                ).micro_batch == 256
+    other_batch = dataclasses.replace(big, micro_batch=256)
+    assert program.pick_class(nat, 96, 2, 4, 1, [other_batch], cost, batch_size=128) == nat
     assert program.natural_class(64, 1100, 6, 784, 10, (256, 1024)).width == 2048
     assert program.natural_class(64, 100, 0, 784, 10, (256, 1024)).layers == 0
 

@@ -34,6 +34,7 @@ from p2phpo.core.wire import (
     pack,
     payload_size,
     plaintext_budget,
+    study_tag,
     unpack_strict,
 )
 
@@ -142,19 +143,20 @@ def test_restart_with_new_salt_gets_a_new_subkey_and_a_new_window():
     assert reason(fresh, pa[:25] + pb[25:33] + pa[33:]) is DropReason.BAD_AUTH
 
 
-def test_other_cluster_or_study_is_unknown_cluster():
+def test_other_cluster_is_unknown_cluster_and_the_study_tag_travels():
     ring = Keyring([K1])
     o = Opener(Keyring([K1]), [LABEL])
     assert reason(o, Sealer(ring, 1, 0, 0, label_hash("other")).seal([])) is (
         DropReason.UNKNOWN_CLUSTER
     )
-    fp_a, fp_b = b"\x01" * 32, b"\x02" * 32
-    assert label_hash("lab", fp_a) not in (LABEL, label_hash("lab", fp_b))
-    o.label_hashes = [LABEL, label_hash("lab", fp_a)]  # adopted study A, joiners still heard
-    assert o.open(Sealer(ring, 2, 0, 0, label_hash("lab", fp_a)).seal([]), 0.0).sender == 2
-    assert o.open(Sealer(ring, 3, 0, 0, LABEL).seal([]), 0.0).sender == 3
-    s = Sealer(ring, 4, 0, 0, label_hash("lab", fp_b))
-    assert reason(o, s.seal([])) is DropReason.UNKNOWN_CLUSTER
+    assert study_tag("fp-a") != study_tag("fp-b") and len(study_tag("fp-a")) == 4
+    assert o.open(Sealer(ring, 3, 0, 0, LABEL).seal([]), 0.0).study is None  # holds none yet
+    s = Sealer(ring, 2, 0, 0, LABEL)
+    s.study = study_tag("fp-a")  # another study of the same cluster opens: the core sorts it
+    assert o.open(s.seal([]), 0.0).study == study_tag("fp-a")
+    other = Sealer(ring, 4, 0, 0, label_hash("other"))
+    other.study = study_tag("fp-a")
+    assert reason(o, other.seal([])) is DropReason.UNKNOWN_CLUSTER
 
 
 def test_key_rotation_install_use_remove():
@@ -280,6 +282,7 @@ def test_drop_counter():
         "bad_signature": 0,
         "over_limit": 0,
         "unknown_key": 0,
+        "other_study": 0,
     }
 
 
@@ -321,7 +324,9 @@ def test_envelope_layout_is_fixed():
     s, _ = pair()
     data = s.seal([], to=(9, 0x1234))
     fields = struct.unpack_from(">B8s4sQIQQQQ", data)
-    assert fields == (2, LABEL, key_id(K1), 7, 1, 0xABCDEF, 1, 9, 0x1234)
+    assert fields == (2, LABEL[:4] + bytes(4), key_id(K1), 7, 1, 0xABCDEF, 1, 9, 0x1234)
+    s.study = study_tag("fp")  # the label's last 4 bytes: the sender's study
+    assert struct.unpack_from(">B8s", s.seal([]))[1] == LABEL[:4] + study_tag("fp")
     assert struct.unpack_from(">QQ", s.seal([]), 41) == (0, 0)  # unbound
 
 
