@@ -14,8 +14,11 @@ the node writes nothing (no ABANDON of its old trials, no CLAIM):
   more, so that a live twin (a copy of its state dir running elsewhere) shows
   itself by writing on.
 - After ``sync_wait`` without a sync, and with no other member alive, it
-  opens alone and says so. While some peer is alive it keeps waiting for a
-  sync (push-pull or equal digests) up to four times as long: never a stall.
+  opens alone and says so. While some peer is alive, or while entries of its
+  own are missing from its log (a damaged record: going on alone would fill
+  them with ABANDON(LOST) while a peer that answers late holds the real ones,
+  and the two logs would differ for good), it keeps waiting for a sync
+  (push-pull or equal digests) up to four times as long: never a stall.
 
 Entries of this node that arrive from peers before it opens are repairs,
 unless they were written after this process started (a wall time at or after
@@ -129,11 +132,15 @@ class RepairGate:
             return True
         if self._synced_at is not None:
             return not self._repaired or now >= self._synced_at + self.config.quiet
-        waited = now - self._started
         if peers_alive:
             self._saw_peers = True
-            return waited >= MAX_WAIT_FACTOR * self.config.sync_wait
-        return waited >= self.config.sync_wait
+        return now - self._started >= self._wait()
+
+    def _wait(self) -> float:
+        """How long to look for a peer before going on without one (module docstring)."""
+        if self._saw_peers or self._missing():
+            return MAX_WAIT_FACTOR * self.config.sync_wait
+        return self.config.sync_wait
 
     def open(self, wall: float) -> list[Entry]:
         """Open the gate: fill own seqs lost for good; returns those new entries (ours,
@@ -159,9 +166,7 @@ class RepairGate:
             return None
         if self._synced_at is not None:
             return self._synced_at + self.config.quiet if self._repaired else None
-        if self._saw_peers:
-            return self._started + MAX_WAIT_FACTOR * self.config.sync_wait
-        return self._started + self.config.sync_wait
+        return self._started + self._wait()
 
     # -- helpers ------------------------------------------------------------------
     def _missing(self) -> list[int]:
@@ -176,11 +181,12 @@ class RepairGate:
                    if self._repaired else "")
             n = len(self._repaired) + others
             parts.append(f"repaired {n} entr{'y' if n == 1 else 'ies'} from peers{own}")
+        wait = MAX_WAIT_FACTOR * self.config.sync_wait if lost else self.config.sync_wait
         if self.expect_peers and self._synced_at is None and self._saw_peers:
             parts.append(f"no sync with the live peers within "
                          f"{MAX_WAIT_FACTOR * self.config.sync_wait:g} s: going on without one")
         elif self.expect_peers and self._synced_at is None:
-            parts.append(f"no peer reached within {self.config.sync_wait:g} s: going on alone")
+            parts.append(f"no peer reached within {wait:g} s: going on alone")
         if lost:
             parts.append(f"{len(lost)} entr{'y' if len(lost) == 1 else 'ies'} of this node lost "
                          f"for good ({seq_ranges(lost)}; their trials will run again)")

@@ -58,6 +58,10 @@ def test_killed_node_is_reclaimed_and_restarts_from_its_state_dir(tmp_path: Path
     for r in lost:  # the trial c was running is abandoned and retried elsewhere
         assert by_trial[r["trial"]]["state"] == "ABANDONED"
         assert any(x["retry_of"] == r["trial"] for x in survivors)
+    for n in (a, b):  # each survivor says so: one wrote the ABANDON, the other merged it
+        said = [e for e in n.events() if e.get("event") == "reclaimed"]
+        assert {e["trial"] for e in said} >= {r["trial"] for r in lost}, said
+        assert all(e["node"] == c_id and "(node dead)" in e["detail"] for e in said), said
     for r in killed_rows:  # every result ever written reached the survivors
         if r["state"] in ("COMPLETE", "PRUNED", "FAILED"):
             assert by_trial[r["trial"]]["state"] == r["state"]

@@ -168,3 +168,22 @@ def test_entries_held_on_disk_are_not_counted_as_repaired() -> None:
     assert gate.due(3.0) and gate.open(1003.0) == []
     assert gate.note == ("repaired 1 entry from peers (1 of this node's own: seq 4); "
                          "continuing at seq 10")
+
+
+def test_a_node_missing_entries_of_its_own_waits_longer_before_filling_them() -> None:
+    log = history()
+    led = Ledger(max_pending=100)
+    led.merge(log[:3] + log[4:])  # seq 4 damaged: a peer that answers late holds it
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    assert not gate.due(10.0) and gate.timer() == 40.0  # filling it now would fork the log
+    stats = led.merge(log[3:4])  # the slow peer answers after all
+    gate.merged(stats.added)
+    gate.synced(25.0)
+    assert gate.due(27.0) and gate.open(1027.0) == []  # nothing filled, nothing reused
+    assert led.next_seq(ME) == 10
+    lone = Ledger(max_pending=100)
+    lone.merge(log[:3] + log[4:])
+    gate = RepairGate(ME, lone, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG)
+    assert not gate.due(39.9) and gate.due(40.0)  # bounded: then it goes on alone
+    assert [e.seq for e in gate.open(1040.0)] == [4]
+    assert gate.note.startswith("no peer reached within 40 s: going on alone")
