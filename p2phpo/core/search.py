@@ -38,6 +38,7 @@ RESULT for its slot arrives.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from p2phpo.core.budget import Pick, SlotPlanner
@@ -119,6 +120,7 @@ class SearchCore:
         self._roster: list[int] = []
         self._roster_since = -math.inf
         self._roster_key: tuple | None = None
+        self._members_gen = 0  # bumped when the members' map is replaced or the roster moves
         self._pick_kind = "home"
         self._now = -math.inf
         self._adopted_at = math.inf  # monotonic time this node adopted the study
@@ -126,14 +128,38 @@ class SearchCore:
         self._new: list[Entry] = []
 
     # -- inputs ----------------------------------------------------------
-    def set_members(self, now: float, members: dict[int, MemberView]) -> None:
-        for mid, view in members.items():
-            if view.state in GONE:
-                self._gone_since.setdefault(mid, now)
+    def set_members(self, now: float, members: dict[int, MemberView],
+                    changed: Iterable[int] | None = None) -> None:
+        """The member views. ``changed``: only these members differ from the last call
+        (``members`` is still the whole map), so an update costs what changed, not the
+        cluster's size (a 1,000-node cluster changes a few members per datagram)."""
+        if changed is None:
+            for mid, view in members.items():
+                self._note_gone(mid, view, now)
+            self.members = dict(members)
+            self._alive = {mid for mid, m in members.items() if m.state == "ALIVE"}
+            self._members_gen += 1
+            return
+        fp = self.plan.fingerprint if self.plan else None
+        for mid in changed:
+            old, view = self.members.get(mid), members.get(mid)
+            if view is None:
+                self.members.pop(mid, None)
             else:
-                self._gone_since.pop(mid, None)
-        self.members = dict(members)
-        self._alive = {mid for mid, m in members.items() if m.state == "ALIVE"}
+                self._note_gone(mid, view, now)
+                self.members[mid] = view
+            if view is not None and view.state == "ALIVE":
+                self._alive.add(mid)
+            else:
+                self._alive.discard(mid)
+            if _in_roster(old, fp) != _in_roster(view, fp):
+                self._members_gen += 1  # the roster moved
+
+    def _note_gone(self, mid: int, view: MemberView, now: float) -> None:
+        if view.state in GONE:
+            self._gone_since.setdefault(mid, now)
+        else:
+            self._gone_since.pop(mid, None)
 
     def synced_with(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed at ``now``."""
@@ -348,7 +374,7 @@ class SearchCore:
         return sorted(out)
 
     def _update_roster(self, now: float) -> list[int]:
-        key = (id(self.members), self.ready, self.leaving)
+        key = (self._members_gen, self.plan.fingerprint if self.plan else None, self.ready, self.leaving)
         if key == self._roster_key:
             return self._roster
         self._roster_key = key
@@ -546,6 +572,11 @@ class SearchCore:
             "done": self.done,
             "refused": self.refused,
         }
+
+
+def _in_roster(view: MemberView | None, fp: str | None) -> bool:
+    """Whether a member with ``view`` belongs to the roster (see ``_roster_now``)."""
+    return view is not None and view.ready and view.study == fp
 
 
 def _rendezvous(key: object, candidates: list[int]) -> int | None:
