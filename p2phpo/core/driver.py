@@ -19,6 +19,7 @@ Inputs, each with the monotonic ``now`` and the wall-clock ``wall``::
     handle_worker_ready(...)                   # the worker loaded: search starts
     handle_trial_report(trial, step, value, now, wall) -> Verdict
     handle_trial_finished(trial, outcome | None, now, wall)
+    handle_worker_free(now, wall)              # after handle_trial_finished(worker_free=False)
     handle_setup_failed(trial, now, wall)
     handle_persisted(now, wall)                # every Persist handed out is durable
     handle_leave(now, wall)
@@ -139,6 +140,9 @@ class NodeDriver:
         self._actions: list[Any] = []
         self._tcp: list[TcpRequest] = []
         self._views: dict[int, MemberView] = {}
+        self._metas: dict[int, tuple[str, Mapping[str, Any]]] = {}  # node -> (state, meta), as _views
+        self._changed_views: dict[int, None] = {}  # views changed since the search last got them
+        self._views_sent: SearchCore | None = None  # the search holding _views as last sent
         self._meta_sent: dict[str, Any] | None = None
         self._seen_len = -1
         self._search_timer: float | None = None
@@ -149,8 +153,10 @@ class NodeDriver:
         self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
         self._incarnation = gossip.incarnation
         self._running: set[TrialId] = set()  # trials the worker runs for us
+        self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
         self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
         self._foreign: set[str] = set()  # fingerprints of other studies met on this key
         held = study or (ledger.study.fingerprint if ledger.study is not None else None)
@@ -165,7 +171,13 @@ class NodeDriver:
 
     def handle_datagram(self, data: bytes, addr: Addr, now: float, wall: float) -> None:
         self.gossip.receive_datagram(data, addr, now)
-        self._pump(now, wall)
+        # Most datagrams change nothing but replay windows: unless one yields an event
+        # or an entry of ours, the exit check (a scan of every member) is skipped.
+        self._quiet = True
+        try:
+            self._pump(now, wall)
+        finally:
+            self._quiet = False
 
     def handle_timer(self, now: float, wall: float) -> None:
         self.gossip.handle_timer(now)
@@ -250,12 +262,16 @@ class NodeDriver:
         return verdict
 
     def handle_trial_finished(self, trial: TrialId, outcome: Outcome | None,
-                              now: float, wall: float) -> None:
+                              now: float, wall: float, *, worker_free: bool = True) -> None:
         """The worker is done with ``trial``: its outcome, or None when it was stopped
-        (superseded, timed out, node leaving) and has nothing to record."""
+        (superseded, timed out, node leaving) and has nothing to record.
+        ``worker_free=False``: the worker has work of its own left after the trial
+        (``hp.optimize`` runs its callbacks on the recorded trial): nothing new is
+        claimed until ``handle_worker_free``."""
         self._running.discard(trial)
+        self._worker_held = not worker_free
         if self.search is not None:
-            self.search.worker_busy = bool(self._running)
+            self.search.worker_busy = bool(self._running) or self._worker_held
             if outcome is not None:
                 self.search.finish(trial, outcome, wall)
                 view = self.ledger.trial(trial)
@@ -266,12 +282,20 @@ class NodeDriver:
         self._poke = True
         self._pump(now, wall)
 
+    def handle_worker_free(self, now: float, wall: float) -> None:
+        """The worker finished what it did after its last trial: it may take the next."""
+        self._worker_held = False
+        if self.search is not None:
+            self.search.worker_busy = bool(self._running)
+        self._poke = True
+        self._pump(now, wall)
+
     def handle_setup_failed(self, trial: TrialId | None, now: float, wall: float) -> None:
         """The worker cannot (re)start: abandon ``trial`` without burning budget."""
         if trial is not None:
             self._running.discard(trial)
         if self.search is not None:
-            self.search.worker_busy = bool(self._running)
+            self.search.worker_busy = bool(self._running) or self._worker_held
             self.search.setup_failed(trial, wall)
         self._poke = True
         self._pump(now, wall)
@@ -358,7 +382,7 @@ class NodeDriver:
         search = self.search
         if search is not None and self.fatal is None:
             if self._members_dirty:
-                search.set_members(now, self._search_views())
+                self._send_views(search, now)
             if self._search_due(now):
                 self._step(now, wall)
             self._take_own()
@@ -369,7 +393,7 @@ class NodeDriver:
         elif self._awaits_study() and self.fatal is None:
             self._check_lost_study(now)
         self._members_dirty = False
-        if self.done is not None and self.linger is not None and not self._exit_sent:
+        if self.done is not None and self.linger is not None and not self._exit_sent and not self._quiet:
             self._check_exit(now)
         self._tcp.extend(self.gossip.tcp_requests(now))
         if self.gossip.incarnation > self._incarnation:
@@ -402,10 +426,21 @@ class NodeDriver:
         self.search.ready = True
         self._members_dirty = self._poke = True
 
+    def _send_views(self, search: SearchCore, now: float) -> None:
+        """Hand the search the member views: only the changed ones when it already holds
+        the rest (the common case; a full copy per input is O(N) at 1,000 nodes)."""
+        views = self._search_views()
+        if views is self._views and self._views_sent is search:
+            search.set_members(now, views, self._changed_views)
+        else:
+            search.set_members(now, views)
+        self._views_sent = search if views is self._views else None
+        self._changed_views = {}
+
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
-        metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()
-                 if m.node != self.node_id}
+        known = self.gossip.membership.get  # (a reaped or evicted member is not listed)
+        metas = {n: v for n, v in self._metas.items() if known(n) is not None}
         if self.linger.may_exit(now, metas):
             self._exit_sent = True
             self._actions.append(MayExit())
@@ -430,6 +465,7 @@ class NodeDriver:
                 search.worker_busy = True  # one trial at a time in the worker
             elif isinstance(cmd, StudyDone):
                 self.done = cmd.reason
+                self._quiet = False
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
@@ -444,6 +480,7 @@ class NodeDriver:
     def _drain_events(self, now: float) -> None:
         gossip = self.gossip
         while (ev := gossip.next_event()) is not None:
+            self._quiet = False
             if isinstance(ev, EntriesMerged):
                 self._on_merged(ev.entries)
             elif isinstance(ev, InSync):
@@ -541,6 +578,7 @@ class NodeDriver:
             return
         own = self.search.take_new_entries()
         if own:
+            self._quiet = False
             if self.linger is not None:
                 self.linger.changed()
             self._unconfirmed.extend(own)
@@ -606,12 +644,16 @@ class NodeDriver:
         return {**views, **{o: MemberView("DEAD") for o in unknown}}
 
     def _update_view(self, node: int) -> None:
+        """The one place ``_views`` changes (``_send_views`` relies on it)."""
+        self._changed_views[node] = None
         m = self.gossip.membership.get(node)
         if m is None:
             self._views.pop(node, None)
+            self._metas.pop(node, None)
             return
         meta = m.meta or {}
         self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
+        self._metas[node] = (m.state.name, meta)  # a new meta comes with a member event
 
     def _fail(self, code: int, message: str, *, leave: bool = True) -> None:
         if self.fatal is None:
