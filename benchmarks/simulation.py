@@ -26,6 +26,8 @@ simulator's speed.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -51,9 +53,10 @@ def _config(n: int, per_node: int, seed: int, cipher: str = "null") -> SimConfig
                      cipher=cipher)
 
 
-def _run_until_done(sim: Simulation, cap: float) -> float:
+def _run_until_done(sim: Simulation, cap: float, wall_cap: float = math.inf) -> float:
     t = 0.0
-    while t < cap:
+    wall0 = time.perf_counter()
+    while t < cap and time.perf_counter() - wall0 < wall_cap:
         t += 1.0
         sim.run_until(t)
         sim.metrics.note_done(t)
@@ -67,16 +70,17 @@ def _bytes(sim: Simulation) -> int:
 
 
 def cluster(n: int, per_node: int, seed: int, cap: float, warm: bool,
-            idle: float = 20.0, detect: float = 40.0) -> dict:
+            idle: float = 20.0, detect: float = 40.0, wall_cap: float = math.inf) -> dict:
     sim = Simulation(_config(n, per_node, seed))
     sim.metrics.spread_from = 0.0 if warm else WARM
     if warm:
         sim.start_warm()
     else:
         sim.start()
-    wall0 = time.perf_counter()
-    done_at = _run_until_done(sim, cap)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    done_at = _run_until_done(sim, cap, wall_cap)
     busy_wall = time.perf_counter() - wall0
+    busy_cpu = time.process_time() - cpu0
     b0 = _bytes(sim)
     sim.run_until(done_at + idle)
     idle_bps = (_bytes(sim) - b0) / idle / max(1, len(sim.nodes)) if idle else None
@@ -98,6 +102,7 @@ def cluster(n: int, per_node: int, seed: int, cap: float, warm: bool,
     return {
         "n": n, "study_done": finished, "makespan": done_at, "sim_seconds": sim.heap.now,
         "busy_phase_wall": busy_wall, "speed_busy": done_at / busy_wall,
+        "busy_phase_cpu": busy_cpu, "speed_busy_cpu": done_at / max(busy_cpu, 1e-9),
         "rounds_p50": quantile(rounds, 0.5), "rounds_p99": quantile(rounds, 0.99),
         "entries_measured": len(rounds),
         "detect_first_p50": quantile(m.detections, 0.5), "detect_first_p99": quantile(m.detections, 0.99),
@@ -123,7 +128,9 @@ def one_node(per_node: int, n: int, seed: int) -> float:
     return _run_until_done(sim, 1e9)
 
 
-def sim_speed(n: int, seed: int, window: float, cipher: str, warm: bool) -> float:
+def sim_speed(n: int, seed: int, window: float, cipher: str, warm: bool) -> float | None:
+    if window <= 0:
+        return None
     sim = Simulation(_config(n, 3, seed, cipher))
     if warm:
         sim.start_warm()
@@ -182,6 +189,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--warm", action="store_true",
                     help="start with a converged membership (skip the join storm; large N)")
+    ap.add_argument("--wall-cap", type=float, default=math.inf,
+                    help="stop the busy phase after this many wall seconds (large N): the row "
+                         "then shows a study that did not finish, and the simulator's speed")
     ap.add_argument("--idle", type=float, default=20.0, help="idle window after the study, s")
     ap.add_argument("--detect", type=float, default=40.0, help="window after the crashes, s")
     ap.add_argument("--out", default="simulation", help="name of the JSON under benchmarks/out/")
@@ -194,26 +204,29 @@ def main() -> None:
                      args.steady_first_seed, args.out)
     rows, raw = [], []
     for n in [int(x) for x in args.sizes.split(",") if x]:
-        r = cluster(n, args.per_node, args.seed, args.cap, args.warm, args.idle, args.detect)
+        r = cluster(n, args.per_node, args.seed, args.cap, args.warm, args.idle, args.detect,
+                    args.wall_cap)
         r["one_node_makespan"] = one_node(args.per_node, n, args.seed) if r["study_done"] else None
         r["speedup"] = (r["one_node_makespan"] / r["makespan"]) if r["one_node_makespan"] else None
         r["speed_null"] = sim_speed(n, args.seed, args.speed_window, "null", args.warm)
         r["speed_aes"] = sim_speed(n, args.seed, args.speed_window, "aes-gcm", args.warm)
+        r["load_avg"] = os.getloadavg()  # the machine's load when the row finished (noisy speeds)
         raw.append(r)
         rows.append([n, r["rounds_p50"], r["rounds_p99"], r["detect_first_p50"], r["detect_first_p99"],
                      r["dead_everywhere_p50"], r["false_dead"],
                      None if r["bytes_per_s_idle"] is None else round(r["bytes_per_s_idle"]),
                      round(r["bytes_per_s_busy"]), r["busy_fraction"], r["busy_until_last_claim"],
                      round(r["superseded"] / (args.per_node * n), 3), r["overshoot"],
-                     r["speedup"], r["speed_null"], r["speed_aes"]])
+                     r["speedup"], round(r["speed_busy"], 2), round(r["speed_busy_cpu"], 2),
+                     r["study_done"], r["speed_null"], r["speed_aes"]])
         print(r, flush=True)
     if rows:
         emit(args.out, "simulated cluster (lan, 60 s trials, null cipher)",
              ["N", "dissem p50 (rounds)", "dissem p99", "first DEAD p50 (s)", "first DEAD p99",
               "DEAD everywhere p50 (s)", "false DEAD", "B/s/node idle", "B/s/node busy",
               "busy fraction", "busy until last claim", "superseded per slot", "overshoot",
-              "speed-up vs 1 node", "sim x real (null)",
-              "sim x real (AES-GCM)"], rows, {"runs": raw, "args": vars(args)})
+              "speed-up vs 1 node", "sim s / wall s (busy phase)", "sim s / CPU s (busy phase)",
+              "study done", "sim x real (null, window)", "sim x real (AES-GCM, window)"], rows, {"runs": raw, "args": vars(args)})
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ slots ``s`` with ``s % m == r``; nobody runs out, so nobody steals.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -95,6 +96,10 @@ class Ring:
         self.of: dict[int, list[int]] = {}
         for i, owner in enumerate(self.owners):
             self.of.setdefault(owner, []).append(i)
+        self.owner_of: list[int] = [0] * n  # slot -> the member whose rights hold it
+        for i, spans in enumerate(self.arcs):
+            for lo, hi in spans:
+                self.owner_of[lo:hi] = [self.owners[i]] * (hi - lo)
 
     def _count(self, point: int) -> int:
         """How many slots sit at or before ``point``."""
@@ -146,16 +151,30 @@ class SlotPlanner:
         self.is_open = is_open
         self.open = bytearray(b"\x01") * n if n is not None else None
         self._ring: tuple[tuple[int, ...], Ring] | None = None
+        self._queues: dict[int, list[int]] = {}  # member -> Ring.queue, until a slot of it changes
 
     def mark(self, slot: int, is_open: bool) -> None:
         if self.open is not None and 0 <= slot < len(self.open):
-            self.open[slot] = 1 if is_open else 0
+            value = 1 if is_open else 0
+            if self.open[slot] != value:
+                self.open[slot] = value
+                if self._ring is not None:
+                    self._queues.pop(self._ring[1].owner_of[slot], None)
 
     def ring(self, roster: list[int]) -> Ring:
         key = tuple(roster)
         if self._ring is None or self._ring[0] != key:
-            self._ring = (key, Ring(roster, self.n))
+            self._ring = (key, _ring(key, self.n))
+            self._queues.clear()
         return self._ring[1]
+
+    def queue(self, member: int, ring: Ring) -> list[int]:
+        """``ring.queue(member, self.open)``, kept until one of its slots opens or closes
+        (an idle node looks at every member's queue on every step)."""
+        q = self._queues.get(member)
+        if q is None:
+            q = self._queues[member] = ring.queue(member, self.open)
+        return q
 
     # -- home -----------------------------------------------------------------
     def home(self, me: int, roster: list[int], low: int) -> int | None:
@@ -220,7 +239,7 @@ class SlotPlanner:
         for member in roster:
             if member == me:
                 continue
-            queue = ring.queue(member, self.open)
+            queue = self.queue(member, ring)
             if not queue:
                 if member in live and member not in fresh:
                     thieves.append(member)
@@ -241,6 +260,13 @@ class SlotPlanner:
             return None
         found = self.open.find(1, low)
         return None if found < 0 else found
+
+
+@functools.lru_cache(maxsize=64)
+def _ring(roster: tuple[int, ...], n: int) -> Ring:
+    """The ring of ``roster`` (a pure function, never mutated once built): nodes that
+    see the same roster share one (a simulator runs thousands of them in one process)."""
+    return Ring(list(roster), n)
 
 
 def _index(roster: list[int], member: int) -> int | None:

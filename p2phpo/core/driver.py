@@ -139,6 +139,7 @@ class NodeDriver:
         self._actions: list[Any] = []
         self._tcp: list[TcpRequest] = []
         self._views: dict[int, MemberView] = {}
+        self._metas: dict[int, tuple[str, Mapping[str, Any]]] = {}  # node -> (state, meta), as _views
         self._meta_sent: dict[str, Any] | None = None
         self._seen_len = -1
         self._search_timer: float | None = None
@@ -151,6 +152,7 @@ class NodeDriver:
         self._running: set[TrialId] = set()  # trials the worker runs for us
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
         self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
         self._foreign: set[str] = set()  # fingerprints of other studies met on this key
         held = study or (ledger.study.fingerprint if ledger.study is not None else None)
@@ -165,7 +167,13 @@ class NodeDriver:
 
     def handle_datagram(self, data: bytes, addr: Addr, now: float, wall: float) -> None:
         self.gossip.receive_datagram(data, addr, now)
-        self._pump(now, wall)
+        # Most datagrams change nothing but replay windows: unless one yields an event
+        # or an entry of ours, the exit check (a scan of every member) is skipped.
+        self._quiet = True
+        try:
+            self._pump(now, wall)
+        finally:
+            self._quiet = False
 
     def handle_timer(self, now: float, wall: float) -> None:
         self.gossip.handle_timer(now)
@@ -369,7 +377,7 @@ class NodeDriver:
         elif self._awaits_study() and self.fatal is None:
             self._check_lost_study(now)
         self._members_dirty = False
-        if self.done is not None and self.linger is not None and not self._exit_sent:
+        if self.done is not None and self.linger is not None and not self._exit_sent and not self._quiet:
             self._check_exit(now)
         self._tcp.extend(self.gossip.tcp_requests(now))
         if self.gossip.incarnation > self._incarnation:
@@ -404,8 +412,8 @@ class NodeDriver:
 
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
-        metas = {m.node: (m.state.name, dict(m.meta or {})) for m in self.gossip.members()
-                 if m.node != self.node_id}
+        known = self.gossip.membership.get  # (a reaped or evicted member is not listed)
+        metas = {n: v for n, v in self._metas.items() if known(n) is not None}
         if self.linger.may_exit(now, metas):
             self._exit_sent = True
             self._actions.append(MayExit())
@@ -430,6 +438,7 @@ class NodeDriver:
                 search.worker_busy = True  # one trial at a time in the worker
             elif isinstance(cmd, StudyDone):
                 self.done = cmd.reason
+                self._quiet = False
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
@@ -444,6 +453,7 @@ class NodeDriver:
     def _drain_events(self, now: float) -> None:
         gossip = self.gossip
         while (ev := gossip.next_event()) is not None:
+            self._quiet = False
             if isinstance(ev, EntriesMerged):
                 self._on_merged(ev.entries)
             elif isinstance(ev, InSync):
@@ -541,6 +551,7 @@ class NodeDriver:
             return
         own = self.search.take_new_entries()
         if own:
+            self._quiet = False
             if self.linger is not None:
                 self.linger.changed()
             self._unconfirmed.extend(own)
@@ -609,9 +620,11 @@ class NodeDriver:
         m = self.gossip.membership.get(node)
         if m is None:
             self._views.pop(node, None)
+            self._metas.pop(node, None)
             return
         meta = m.meta or {}
         self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
+        self._metas[node] = (m.state.name, meta)  # a new meta comes with a member event
 
     def _fail(self, code: int, message: str, *, leave: bool = True) -> None:
         if self.fatal is None:

@@ -72,8 +72,12 @@ class PiggybackQueue:
         return item[2] if item is not None and item[0] == tier and item[1] == version else None
 
     def _compact(self, tier: int) -> None:
-        slots = self._tiers[tier]
-        while slots and self._is_live(tier, *slots[-1]) is None:
+        slots, items = self._tiers[tier], self._items
+        while slots:
+            key, version = slots[-1]
+            item = items.get(key)
+            if item is not None and item[0] == tier and item[1] == version:
+                break
             slots.pop()  # taken items were the newest: their slots sit at the end
         self._head[tier] = min(self._head[tier], len(slots))
         if self._head[tier] > 256 and 2 * self._head[tier] > len(slots):
@@ -98,38 +102,62 @@ class PiggybackQueue:
             self._compact(t)
 
     def take(self, room: int, limit: int) -> list[bytes]:
-        """Items that fit in ``room`` bytes, least-sent and newest first; each counts as sent."""
+        """Items that fit in ``room`` bytes, least-sent and newest first; each counts as sent.
+
+        The hottest path of a busy node (once per datagram sent): the liveness
+        check, removal and promotion are written out inline.
+        """
+        items, tiers, live = self._items, self._tiers, self._live
         picked: list[tuple[int, Hashable, bytes]] = []
         scanned = misses = 0
-        for t, slots in enumerate(self._tiers):
-            if not self._live[t]:
+        full = False
+        for t in range(len(tiers)):
+            if not live[t]:
                 continue
+            slots = tiers[t]
             for i in range(len(slots) - 1, -1, -1):
                 if room < _MIN_ITEM or scanned >= _MAX_SCAN or misses >= _MAX_MISSES:
+                    full = True
                     break
                 key, version = slots[i]
-                data = self._is_live(t, key, version)
-                if data is None:
-                    continue
+                item = items.get(key)
+                if item is None or item[0] != t or item[1] != version:
+                    continue  # a stale slot
                 scanned += 1
+                data = item[2]
                 if len(data) <= room:
                     picked.append((t, key, data))
                     room -= len(data)
                     misses = 0
                 else:
                     misses += 1
-            else:
-                continue
-            break
-        for _, key, _ in picked:
-            self._remove(key)
-        for t in sorted({t for t, _, _ in picked}):
+            if full:
+                break
+        if not picked:
+            return []
+        touched = set()
+        for t, key, data in picked:
+            del items[key]
+            live[t] -= 1
+            touched.add(t)
+        for t in sorted(touched):
             self._compact(t)  # taken slots were the newest: trim them off the end
         # Promote oldest-first so the newest stays newest in its next tier.
+        version = self._version
         for t, key, data in reversed(picked):
-            if t + 1 < limit:
-                self._place(key, t + 1, data)
-                self._bytes += len(data)
+            nxt = t + 1
+            if nxt >= limit:
+                self._bytes -= len(data)  # retired
+                continue
+            if nxt == len(tiers):
+                tiers.append([])
+                live.append(0)
+                self._head.append(0)
+            version += 1
+            items[key] = (nxt, version, data)
+            tiers[nxt].append((key, version))
+            live[nxt] += 1
+        self._version = version
         return [data for _, _, data in picked]
 
     def dump(self) -> list[list[object]]:

@@ -180,6 +180,7 @@ class SearchCore:
         self.done: str | None = None
         self.exhausted: str | None = None
         self.members: dict[int, MemberView] = {}
+        self._alive: set[int] = set()  # ALIVE members (kept by set_members)
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
         self._pending: dict[TrialId, tuple[float, StartTrial]] = {}  # claimed, not yet started
         self._slots: dict[int, _Slot] = {}
@@ -211,6 +212,7 @@ class SearchCore:
             else:
                 self._gone_since.pop(mid, None)
         self.members = dict(members)
+        self._alive = {mid for mid, m in members.items() if m.state == "ALIVE"}
 
     def synced_with(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed at ``now``."""
@@ -511,7 +513,7 @@ class SearchCore:
             return Pick(home, "home")
         # A SUSPECT owner may be cut off, running its rights on the other side: its
         # slots are stolen last, like a gone owner's.
-        live = {mid for mid, m in self.members.items() if m.state == "ALIVE"}
+        live = set(self._alive)
         live.add(self.node_id)
         busy = {t[0] for t in self._running}
         fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
@@ -625,9 +627,10 @@ class SearchCore:
             times.append(self._roster_since + self.config.settle)
             times.append(self._unmatched_since + self.config.steal_wait)
             times.append(self._unmatched_since + self.config.gone_wait)
-        owners = {t[0] for t in self._running}
-        times += [since + self.config.reclaim_fallback
-                  for node, since in self._gone_since.items() if node in owners]
+        if self._gone_since:  # (the running set is the whole cluster's: skip it if nobody is gone)
+            owners = {t[0] for t in self._running}
+            times += [since + self.config.reclaim_fallback
+                      for node, since in self._gone_since.items() if node in owners]
         for since in self._unknown_since.values():
             times += [since + self.config.reclaim_fallback, since + 2 * self.config.reclaim_fallback]
         if self.plan is not None and self.plan.timeout is not None and not self.done:
