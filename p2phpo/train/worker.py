@@ -19,6 +19,7 @@ node -> worker::
 
     {"type": "init", "objective": "mnist-mlp" | "pkg.mod:fn", "options": {...}}
     {"type": "run", "trial_id": str, "number": int, "params": {...}}
+    {"type": "run_batch", "trials": [{"trial_id", "number", "params"}, ...]}
     {"type": "verdict", "trial_id": str, "step": int | None,
      "verdict": "continue" | "prune" | "stop"}
     {"type": "shutdown"}
@@ -34,7 +35,9 @@ worker -> node::
      "value": float | None, "error": str | None, "duration": float,
      "last_step": int | None, "verdict": "prune" | "stop" | None}
 
-A ``verdict`` of prune or stop for the running trial is honoured at its next
+A ``run_batch`` gets the same reports and one ``result`` per trial, in any
+order (the objective's ``batch`` hook trains them together; without one they
+run one after another). A ``verdict`` of prune or stop for the running trial is honoured at its next
 report even if it arrived late; a verdict with ``step`` None (sent by
 :meth:`WorkerClient.stop_current`) applies to the next report. Error texts
 are capped at 256 bytes. EOF on stdin or ``shutdown`` ends the worker; on
@@ -48,6 +51,8 @@ runs one trial with the same outcome rules without a subprocess (tests,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import inspect
 import os
 import select
@@ -56,7 +61,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import IO, Any
 
 import msgpack
@@ -186,16 +191,34 @@ class _Worker:
                 break
             if msg["type"] == "run":
                 self.ch.send(self._run(fn, msg, options))
+            elif msg["type"] == "run_batch":
+                for result in self._run_batch(fn, msg, options):
+                    self.ch.send(result)
         return 0
 
-    def _run(self, fn: Callable[[Trial], Any], msg: dict[str, Any], options: dict) -> dict:
+    def _run_batch(self, fn: Callable[[Trial], Any], msg: dict[str, Any], options: dict) -> list[dict]:
+        items = [m for m in msg.get("trials") or [] if isinstance(m, dict)]
+        trials = [self._trial(m, options) for m in items]
+        hook = getattr(fn, "batch", None)
+        if hook is not None and len(trials) > 1:
+            try:
+                outs = list(hook(trials))
+            except Exception as exc:  # a broken hook fails its trials, not the worker
+                traceback.print_exc(file=sys.stderr)
+                error = cap_error(f"{type(exc).__name__}: {exc}")
+                outs = [TrialOutcome(TrialStatus.FAILED, None, error, 0.0, t.last_step) for t in trials]
+        else:
+            outs = [execute(fn, t) for t in trials]
+        return [_result_msg(t.trial_id, out) for t, out in zip(trials, outs, strict=True)]
+
+    def _trial(self, msg: dict[str, Any], options: dict) -> Trial:
         tid = str(msg.get("trial_id", ""))
-        trial = Trial(msg.get("params") or {}, options=options, number=int(msg.get("number", 0)),
-                      trial_id=tid, reporter=lambda step, value: self._report(tid, step, value))
-        out = execute(fn, trial)
-        return {"type": "result", "trial_id": tid, "status": out.status.value, "value": out.value,
-                "error": out.error, "duration": out.duration, "last_step": out.last_step,
-                "verdict": out.verdict.value if out.verdict else None}
+        return Trial(msg.get("params") or {}, options=options, number=int(msg.get("number", 0)),
+                     trial_id=tid, reporter=lambda step, value: self._report(tid, step, value))
+
+    def _run(self, fn: Callable[[Trial], Any], msg: dict[str, Any], options: dict) -> dict:
+        trial = self._trial(msg, options)
+        return _result_msg(trial.trial_id, execute(fn, trial))
 
     def _report(self, tid: str, step: int, value: float) -> Verdict:
         self.ch.send({"type": "report", "trial_id": tid, "step": step, "value": value})
@@ -214,6 +237,12 @@ class _Worker:
                 return verdict
             if msg.get("step") == step:
                 return Verdict.CONTINUE
+
+
+def _result_msg(tid: str, out: TrialOutcome) -> dict[str, Any]:
+    return {"type": "result", "trial_id": tid, "status": out.status.value, "value": out.value,
+            "error": out.error, "duration": out.duration, "last_step": out.last_step,
+            "verdict": out.verdict.value if out.verdict else None}
 
 
 def _die_with_parent() -> None:
@@ -285,6 +314,7 @@ def worker_env(threads: int, cache_dir: str | os.PathLike[str] | None,
 
 
 ReportCallback = Callable[[int, float], "Verdict | Awaitable[Verdict]"]
+BatchReportCallback = Callable[[str, int, float], "Verdict | Awaitable[Verdict]"]
 _WAKE = object()
 
 
@@ -322,6 +352,7 @@ class WorkerClient:
         self._reader: asyncio.Task[None] | None = None
         self._stderr: IO[bytes] | None = None
         self._current: str | None = None
+        self._batch: list[str] = []
         self._stop_deadline: float | None = None
         self._started_once = False
 
@@ -392,11 +423,50 @@ class WorkerClient:
         finally:
             self._current = None
 
+    async def run_batch(self, trials: Sequence[tuple[str, int, Mapping[str, Any]]],
+                        on_report: BatchReportCallback, *, timeout: float | None = None
+                        ) -> dict[str, TrialOutcome]:
+        """Run several trials at once: ``trials`` are (trial_id, number, params);
+        ``on_report(trial_id, step, value)`` answers each member's reports. Returns every
+        member's outcome by trial id; a timeout or a dead worker ends those not done."""
+        if not self.alive:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        deadline = None if timeout is None else t0 + timeout
+        last: dict[str, int | None] = {str(t): None for t, _, _ in trials}
+        done: dict[str, TrialOutcome] = {}
+        self._batch, self._stop_deadline = list(last), None
+        try:
+            self._send({"type": "run_batch", "trials": [
+                {"trial_id": str(t), "number": n, "params": dict(p)} for t, n, p in trials]})
+            while len(done) < len(last):
+                msg = await self._next(_earliest(deadline, self._stop_deadline))
+                if msg is _WAKE:
+                    continue
+                if msg is None or isinstance(msg, BaseException):
+                    end = (await self._overdue(deadline, t0, None) if msg is None else TrialOutcome(
+                        TrialStatus.FAILED, None, cap_error(await self._death_text()), loop.time() - t0, None))
+                    return {t: done.get(t) or dataclasses.replace(end, last_step=last[t]) for t in last}
+                tid = msg.get("trial_id")
+                if tid not in last or tid in done:
+                    continue
+                if msg["type"] == "report":
+                    last[tid] = int(msg["step"])
+                    await self._answer(msg, functools.partial(on_report, tid))
+                elif msg["type"] == "result":
+                    done[tid] = _outcome(msg)
+            return done
+        finally:
+            self._batch = []
+
     async def stop_current(self, grace: float = 5.0) -> None:
-        """Ask the running trial to stop at its next report; kill it after ``grace`` s."""
-        if self._current is None or not self.alive:
+        """Ask the running trial(s) to stop at their next report; kill after ``grace`` s."""
+        ids = ([self._current] if self._current is not None else []) + self._batch
+        if not ids or not self.alive:
             return
-        self._send({"type": "verdict", "trial_id": self._current, "step": None, "verdict": "stop"})
+        for tid in ids:
+            self._send({"type": "verdict", "trial_id": tid, "step": None, "verdict": "stop"})
         self._stop_deadline = asyncio.get_running_loop().time() + grace
         self._queue.put_nowait(_WAKE)
 

@@ -237,3 +237,61 @@ def test_worker_env_caps_threads_and_sets_the_compile_cache(tmp_path: Path) -> N
     if cpus > 2:
         two = worker_env(2, None, base={})
         assert len(two["P2PHPO_WORKER_CPUS"].split(",")) == 2
+
+
+BATCH_OBJ = '''
+from p2phpo.trial import TrialOutcome, TrialPruned, TrialStatus
+
+def plain(trial):
+    for s in (1, 2, 3):
+        trial.report(float(trial.params["x"]) * s, s)
+        if trial.should_prune():
+            raise TrialPruned()
+    return float(trial.params["x"])
+
+def together(trial):
+    return plain(trial)
+
+def _batch(trials):  # epoch by epoch, every live member reports, as a packed batch does
+    live, out = list(trials), {}
+    for s in (1, 2, 3):
+        for t in list(live):
+            t.report(float(t.params["x"]) * s, s)
+            if t.should_prune():
+                live.remove(t)
+                out[t.trial_id] = TrialOutcome(TrialStatus.PRUNED, t.reports[s], None, 0.0, s, t.verdict)
+    for t in live:
+        out[t.trial_id] = TrialOutcome(TrialStatus.COMPLETE, float(t.params["x"]), None, 0.0, 3)
+    return [out[t.trial_id] for t in trials]
+
+together.batch = _batch
+'''
+
+
+@pytest.mark.parametrize("objective", ["batch_obj:together", "batch_obj:plain"])
+def test_a_batch_of_trials_reports_and_ends_each_member_on_its_own(tmp_path: Path, objective) -> None:
+    (tmp_path / "batch_obj.py").write_text(BATCH_OBJ)
+    seen: list[tuple[str, int]] = []
+
+    def on_report(tid: str, step: int, value: float) -> Verdict:
+        seen.append((tid, step))
+        return Verdict.PRUNE if (tid, step) == ("ab:2", 2) else Verdict.CONTINUE
+
+    async def main():
+        client = _client(tmp_path, objective=objective)
+        await client.start()
+        try:
+            return await client.run_batch([("ab:1", 0, {"x": 1.0}), ("ab:2", 1, {"x": 2.0}),
+                                           ("ab:3", 2, {"x": 3.0})], on_report)
+        finally:
+            await client.close()
+
+    out = asyncio.run(main())
+    assert out["ab:1"].status is TrialStatus.COMPLETE and out["ab:1"].value == 1.0
+    assert out["ab:2"].status is TrialStatus.PRUNED and out["ab:2"].last_step == 2
+    assert out["ab:2"].value == 4.0 and out["ab:2"].verdict is Verdict.PRUNE
+    assert out["ab:3"].status is TrialStatus.COMPLETE and out["ab:3"].value == 3.0
+    if objective.endswith("together"):  # the hook trains them at once: reports interleave
+        assert seen[:3] == [("ab:1", 1), ("ab:2", 1), ("ab:3", 1)] and len(seen) == 8
+    else:  # no hook: one after another
+        assert seen[:3] == [("ab:1", 1), ("ab:1", 2), ("ab:1", 3)] and len(seen) == 8
