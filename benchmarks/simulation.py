@@ -2,6 +2,7 @@
 
     python benchmarks/simulation.py                    # N = 10 and 100, full studies
     python benchmarks/simulation.py --sizes 1000 --cap 20
+    python benchmarks/simulation.py --sizes 1000 --warm --wall-cap 900 --idle 0 --detect 0 --speed-window 0
 
 Each size runs real GossipCore + SearchCore + Ledger nodes in the simulator
 (`lan` profile, 1 ms median latency, null cipher, 60 s trials with no pruner,
@@ -14,7 +15,9 @@ crashed node), healthy nodes declared DEAD, bytes/s sent per node busy and
 idle, the cluster busy fraction, speed-up over a one-node run of the same
 budget (baseline measured in this process), and the simulator's own speed in
 simulated seconds per wall second, null cipher vs AES-GCM over the same
-capped window.
+capped window. The busy phase's speed is reported per wall second and per CPU
+second (a loaded machine slows the first, not the second); ``--wall-cap`` stops a
+large-N busy phase after that many wall seconds and reports what it reached.
 
 ``--steady N,N --steady-seeds K`` adds the budget table of issue 10: the
 ``steady`` scenario (node speeds 3x apart, ASHA, 4 trials per node) over K

@@ -482,8 +482,11 @@ class Membership:
 
     # -- probe order -------------------------------------------------------
     def _insert_probe(self, node: int) -> None:
-        if node in self._probe_order[self._probe_idx :]:
+        try:  # already waiting for its turn (no copy of the order: it holds every member)
+            self._probe_order.index(node, self._probe_idx)
             return
+        except ValueError:
+            pass
         self._probe_order.insert(self.rng.randint(self._probe_idx, len(self._probe_order)), node)
 
     def next_probe_target(self) -> int | None:

@@ -84,15 +84,16 @@ def test_forged_entries_neither_wedge_nor_rewrite_nor_choose_code(tmp_path: Path
     a = nodes("a", "--study", str(study), *key_args).start()
     b = nodes("b", "--seed", a.addr, *key_args).start()
     c = nodes("c", "--seed", a.addr, *key_args).start()
-    wait_for(lambda: (a.state / "node.json").exists() and (c.state / "node.json").exists(), 60, "state dirs")
-    a_id, c_id = node_id(a), node_id(c)
+    wait_for(lambda: all((n.state / "node.json").exists() for n in (a, b, c)), 60, "state dirs")
+    a_id, b_id, c_id = node_id(a), node_id(b), node_id(c)
 
     def a_ready() -> object:
         led = read_state(a.state).ledger
         done = [t for t, v in led.trials().items() if t[0] == a_id and v.state.finished]
-        return led.vv.get(c_id, 0) >= 2 and done and (led, done[0])
+        joined = led.vv.get(b_id, 0) >= 2 and led.vv.get(c_id, 0) >= 2  # b and c run the study
+        return joined and done and (led, done[0])
 
-    led, target = wait_for(a_ready, 90, "a finished trial of a and entries of c")  # type: ignore[misc]
+    led, target = wait_for(a_ready, 90, "a finished trial of a and entries of b and c")  # type: ignore[misc]
     real = led.study
     insider, own = insider_records(real, target)
     raws = forged_records(real, c_id, led.vv[c_id], target) + own
