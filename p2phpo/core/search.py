@@ -211,8 +211,7 @@ class SearchCore:
             entry = self.ledger.study
         if self.local_study is not None and entry.fingerprint != self.local_study[1]:
             if self.refused is None:
-                self.refused = ("this node's study differs from the cluster's study in: "
-                                + difference(self.local_study[0], entry.spec))
+                self.refused = self._refusal(entry)
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
@@ -223,6 +222,15 @@ class SearchCore:
             self._mark(slot)
         self.index.follow_best(self.plan.direction)
         return True
+
+    def _refusal(self, entry: StudyEntry) -> str:
+        """Why this node's ``--study`` cannot run beside the ledger's STUDY ``entry``."""
+        fields = difference(self.local_study[0], entry.spec) if self.local_study else ""
+        if entry.origin == self.node_id:
+            return ("this node's --study differs from the study its state dir already runs "
+                    f"(started by this node) in: {fields}; run it without --study to continue "
+                    "that study, or give a fresh --state-dir for the new one")
+        return "this node's study differs from the cluster's study in: " + fields
 
     # -- the slot index (core/slot_index.py) -----------------------------------
     def _sync_index(self) -> None:
