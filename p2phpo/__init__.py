@@ -17,8 +17,9 @@ In-process use::
 
 __version__ = "0.1.0"
 
+from p2phpo.inprocess import OptimizeResult, Study, optimize  # noqa: E402
 from p2phpo.space import Choice, Float, Int, Space, SpaceError  # noqa: E402
-from p2phpo.study import OptimizeResult, Study, StudyError, StudySpec, optimize  # noqa: E402
+from p2phpo.study import StudyError, StudySpec  # noqa: E402
 from p2phpo.trial import Pruned, Trial, TrialPruned, Verdict  # noqa: E402
 
 Result = OptimizeResult

@@ -1,4 +1,4 @@
-"""Study specs (TOML), their fingerprint, the search plan, and ``hp.optimize``.
+"""Study specs (TOML), their fingerprint and the search plan.
 
 A :class:`StudySpec` is parsed from a study file (docs/study-file.md), validated
 with one clear sentence per mistake (:class:`StudyError`), and normalized:
@@ -10,8 +10,8 @@ spelled-out defaults have the same :meth:`StudySpec.fingerprint`.
 params of a slot (the sampler over the incrementally kept frame), which
 steps to report, and whether to prune (the pruner over the report index).
 
-:func:`optimize` is the in-process path: one node, no sockets, the same
-ledger, search core, samplers and pruners as ``p2phpo node``.
+``hp.optimize`` (``p2phpo/inprocess.py``) runs a study in this process on
+the same node driver as ``p2phpo node``.
 """
 
 from __future__ import annotations
@@ -20,24 +20,19 @@ import dataclasses
 import hashlib
 import math
 import re
-import time
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from p2phpo.core.best import best_trial
-from p2phpo.core.entries import Status, trial_id_str
 from p2phpo.core.frame import FrameBuilder
-from p2phpo.core.hrw import canonical, hrw
-from p2phpo.core.ledger import Ledger
-from p2phpo.core.search import Exhausted, Outcome, SearchConfig, SearchCore, StartTrial, StudyDone
+from p2phpo.core.hrw import canonical
+from p2phpo.core.search import Exhausted
 from p2phpo.pruners import Pruner, PrunerError, ReportIndex, get_pruner
 from p2phpo.samplers import GridExhausted, SamplerContext, SamplerError, get_sampler, sampler_rng
 from p2phpo.samplers.grid import GridSampler
 from p2phpo.space import Space, SpaceError, Value
-from p2phpo.trial import Trial, run_objective
 
 
 class StudyError(ValueError):
@@ -297,181 +292,3 @@ class Plan:
 def make_plan(entry: Any) -> Plan:
     """``core.search.PlanFactory``: the plan of an adopted STUDY entry."""
     return StudySpec.from_dict(entry.spec).plan(entry.fingerprint)
-
-
-# -- hp.optimize -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OptimizeResult:
-    """What :func:`optimize` returns. ``best_*`` are None when no trial completed.
-
-    ``reason`` says why the search ended: the study's own reason (budget,
-    timeout, target), ``"stopped by a callback"`` or ``"interrupted"``
-    (Ctrl-C; the trial that was running is recorded as ABANDONED).
-    """
-
-    best_params: dict[str, Value] | None
-    best_value: float | None
-    best_trial: Any  # ledger TrialView or None
-    trials: list[Any]  # ledger TrialViews in slot order
-    ledger: Any = None
-    reason: str = ""
-
-
-class Study:
-    """What an ``hp.optimize`` callback sees: the study so far, and ``stop()``.
-
-    A callback is ``callback(study, trial)``, called after each trial
-    finishes (COMPLETE, PRUNED or FAILED) with that trial's ledger view,
-    as Optuna's ``callbacks=`` are. ``study.stop()`` ends the search after
-    the callbacks return; ``hp.optimize`` then returns the result so far.
-    """
-
-    def __init__(self, spec: StudySpec, ledger: Ledger) -> None:
-        self.spec = spec
-        self.direction = spec.direction
-        self._ledger = ledger
-        self.stopped = False
-
-    def stop(self) -> None:
-        """End the search once the running callbacks return."""
-        self.stopped = True
-
-    @property
-    def trials(self) -> list[Any]:
-        return sorted(self._ledger.trials().values(), key=lambda v: (v.slot, v.id))
-
-    @property
-    def best_trial(self) -> Any:
-        return best_trial(self._ledger.trials().values(), self.direction)
-
-    @property
-    def best_value(self) -> float | None:
-        best = self.best_trial
-        return None if best is None else best.value
-
-    @property
-    def best_params(self) -> dict[str, Value] | None:
-        best = self.best_trial
-        return None if best is None else dict(best.params)
-
-
-Callback = Callable[[Study, Any], None]
-
-
-def optimize(objective: Callable[..., float] | str, space: Space, n_trials: int | None = 100,
-             sampler: str = "tpe", pruner: str | None = None, direction: str = "minimize",
-             seed: int = 0, timeout: float | str | None = None,
-             sampler_options: Mapping[str, Any] | None = None,
-             pruner_options: Mapping[str, Any] | None = None,
-             target: float | None = None, callbacks: Sequence[Callback] = (),
-             objective_options: Mapping[str, Any] | None = None) -> OptimizeResult:
-    """Run ``objective(trial) -> value`` on up to ``n_trials`` suggested parameter sets.
-
-    In-process and single-node, through the same ledger, search core, sampler
-    and pruner as ``p2phpo node``. ``objective`` is a function or a built-in
-    name (``"mnist-mlp"``); ``objective_options`` become ``trial.options``
-    (for the built-in: ``max_epochs``, ``dataset``, ``data_dir``, ...; its
-    ``max_epochs`` is also the pruners' ``max_resource``). As in Optuna,
-    ``trial.report(value, step)`` records an intermediate value and
-    ``trial.should_prune()`` tells the objective to ``raise hp.TrialPruned()``
-    (the trial is PRUNED with its last report); an objective that raises
-    anything else is FAILED with the error text and the search goes on.
-    ``callbacks`` run after each finished trial and may call ``study.stop()``;
-    ``timeout`` (seconds or "30m") stops starting new trials; Ctrl-C and
-    ``stop()`` both return the result so far.
-    """
-    if not isinstance(space, Space):
-        raise TypeError(f"space must be an hp.Space, got {type(space).__name__}")
-    fn, name = _objective(objective)
-    study = {"name": name, "direction": direction, "seed": seed, "n_trials": n_trials,
-             "timeout": timeout, "target": target}
-    spec = StudySpec.from_dict({
-        "study": {k: v for k, v in study.items() if v is not None},
-        "sampler": {"name": sampler, **dict(sampler_options or {})},
-        "pruner": {"name": pruner or "none", **dict(pruner_options or {})},
-        "objective": {"name": name if isinstance(objective, str) else "python",
-                      **dict(objective_options or {})},
-        "space": space.to_dict()})
-    spec = dataclasses.replace(spec, space=space)
-    node_id = (hrw("optimize", seed) | 1) & ((1 << 63) - 1)
-    ledger, reason = drive_local(spec, fn, node_id=node_id, callbacks=callbacks)
-    return _result(spec, ledger, reason)
-
-
-def _objective(objective: Callable[..., float] | str) -> tuple[Callable[..., float], str]:
-    if isinstance(objective, str):
-        from p2phpo.train.objectives import ObjectiveError, resolve
-
-        try:
-            return resolve(objective), objective
-        except ObjectiveError as e:
-            raise StudyError(str(e)) from None
-    if not callable(objective):
-        raise TypeError(f"objective must be a function or a built-in name, got {objective!r}")
-    return objective, getattr(objective, "__name__", "objective") or "objective"
-
-
-def run_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
-              clock: Callable[[], float] = time.monotonic,
-              wall: Callable[[], float] = time.time) -> Ledger:
-    """:func:`drive_local` without callbacks; returns the ledger."""
-    return drive_local(spec, objective, node_id, clock, wall)[0]
-
-
-def drive_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
-                clock: Callable[[], float] = time.monotonic,
-                wall: Callable[[], float] = time.time,
-                callbacks: Sequence[Callback] = ()) -> tuple[Ledger, str]:
-    """Drive one :class:`SearchCore` in this process until the study is done.
-
-    The search core claims slots, asks the plan for params and decides on
-    reports; this loop only runs the objective and hands back outcomes.
-    Returns the ledger and why the search ended.
-    """
-    ledger = Ledger()
-    core = SearchCore(node_id, ledger, SearchConfig(max_retries=spec.max_retries),
-                      lambda entry: Plan(spec, entry.fingerprint),
-                      local_study=(spec.to_dict(), spec.fingerprint()))
-    core.ready = True
-    study = Study(spec, ledger)
-    idle, reason = 0, "no more trials to run"
-    try:
-        while idle < 3 and not study.stopped:  # a step may only write entries
-            cmds = core.step(clock(), wall())
-            done = [c for c in cmds if isinstance(c, StudyDone)]
-            if core.refused or done:
-                reason = done[0].reason if done else reason
-                break
-            starts = [c for c in cmds if isinstance(c, StartTrial)]
-            idle = 0 if starts else idle + 1
-            for start in starts:
-                core.finish(start.trial, _run_trial(core, start, spec, objective, wall), wall())
-                for callback in callbacks:
-                    callback(study, ledger.trial(start.trial))
-                if study.stopped:
-                    reason = "stopped by a callback"
-                    break
-    except KeyboardInterrupt:
-        core.leave(wall())  # the running trial is ABANDONED, not counted
-        reason = "interrupted"
-    return ledger, reason
-
-
-def _run_trial(core: SearchCore, start: StartTrial, spec: StudySpec,
-               objective: Callable[..., float], wall: Callable[[], float]) -> Outcome:
-    tid = start.trial
-    trial = Trial(start.params, space=spec.space, options=spec.objective_options,
-                  reporter=lambda step, value: core.report(tid, step, value, wall()),
-                  number=start.slot, trial_id=trial_id_str(tid))
-    out = run_objective(objective, trial)
-    return Outcome(Status[out.status.value], value=out.value, error=out.error,
-                   duration=out.duration)
-
-
-def _result(spec: StudySpec, ledger: Any, reason: str = "") -> OptimizeResult:
-    views = sorted(ledger.trials().values(), key=lambda v: (v.slot, v.id))
-    best = best_trial(views, spec.direction)
-    return OptimizeResult(None if best is None else dict(best.params),
-                          None if best is None else best.value, best, views, ledger, reason)

@@ -26,6 +26,7 @@ from p2phpo.core.entries import Entry, Status
 from p2phpo.core.gossip import GossipConfig, GossipCore, TcpRequest
 from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import Profile
 from p2phpo.core.records import Verifier, decode_record
@@ -74,7 +75,12 @@ class Disk:
 
 @dataclass(frozen=True, slots=True)
 class NodeSetup:
-    """What every node of one simulation shares."""
+    """What every node of one simulation shares.
+
+    Every node signs its Alive and checks everyone's, as ``p2phpo node`` does;
+    ``alives`` is one memo of valid signatures for all of them, so each distinct
+    Alive costs one Ed25519 check per run (as ``Disk.verifier`` for records).
+    """
 
     seed: int
     profile: Profile
@@ -82,6 +88,7 @@ class NodeSetup:
     search: SearchConfig
     cipher: Cipher = Cipher.NULL
     max_datagram: int = 1232
+    alives: AliveVerifier = field(default_factory=lambda: AliveVerifier(cap=1 << 16))
 
 
 class Observer(Protocol):
@@ -146,7 +153,8 @@ class SimNode:
         return self.driver.search
 
     def _make_gossip(self) -> GossipCore:
-        """The real gossip core, sealing with this life's epoch (restart counter + salt)."""
+        """The real gossip core, sealing with this life's epoch (restart counter + salt)
+        and signing our Alive with the disk's identity."""
         setup, disk = self.setup, self.disk
         ring = Keyring([KEY], cipher=setup.cipher)
         salt = derive_rng(setup.seed, f"salt/{self.life}", self.id).getrandbits(64)
@@ -155,7 +163,8 @@ class SimNode:
         config = GossipConfig(profile=setup.profile, addr=self.addr, incarnation=disk.incarnation,
                               max_datagram=setup.max_datagram)
         rng = derive_rng(setup.seed, f"gossip/{self.life}", self.id)
-        return GossipCore(self.id, config, rng, self.ledger, sealer, opener, meta={"ready": False})
+        return GossipCore(self.id, config, rng, self.ledger, sealer, opener, meta={"ready": False},
+                          identity=disk.identity, verifier=setup.alives)
 
     def _watch_merges(self) -> None:
         """Let the observer see every entry handed to ``merge`` (held ones included)."""

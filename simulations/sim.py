@@ -20,7 +20,7 @@ from p2phpo.core import gossip as gossip_module
 from p2phpo.core import gossip_sync as gossip_sync_module
 from p2phpo.core.entries import Entry
 from p2phpo.core.gossip import TcpRequest
-from p2phpo.core.messages import Addr, MemberRecord, State
+from p2phpo.core.messages import Addr
 from p2phpo.core.profiles import Profile, profile
 from p2phpo.core.records import Verifier, decode_record
 from p2phpo.core.search import SearchConfig
@@ -130,7 +130,7 @@ class Simulation:
         the ready flags still have to spread.
         """
         nodes = [self.boot(index) for index in range(self.config.nodes)]
-        records = [MemberRecord(n.id, 0, State.ALIVE, n.addr, {"ready": False}) for n in nodes]
+        records = [n.gossip.membership.records()[0] for n in nodes]  # each its own signed Alive
         now = self.heap.now
         for node in nodes:
             node.warm(records, now)

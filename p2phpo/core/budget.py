@@ -28,14 +28,21 @@ Stealing. A member with no rights left is a *thief*. Stealable are other
 members' open slots, except an idle live owner's next one (it is about to
 claim it); best first: live owners' slots (longest queue first, from the far
 end of the queue), a busy live owner's next slot, then (after ``gone_wait``)
-gone owners' slots.
+gone owners' slots. While some member is SUSPECT or gone, a live owner we have not heard
+from lately (``quiet``: no change to its trials for ``heard_window``) may be
+behind a cut that views have not caught up with, where thieves of its own side
+rob it too, unseen: its slots come after those of owners we still hear, so
+the two sides of a fresh cut mostly steal from their own side. A gone or quiet
+owner's queue is taken from the middle: beyond a cut, the owner runs its near
+end and its own side's thieves the far end.
 Each candidate slot goes to its rendezvous winner among the thieves — idle
 or busy, since whether a thief is idle is what views disagree on most (its
 RESULT and next CLAIM travel together); thieves seen starting a trial
 moments ago (``fresh``) do not compete. Two thieves that know each other
 agree on every slot whatever else their views hold. A slot whose winner is
 busy goes, once a thief has waited ``wait`` seconds, to the winner among the
-idle thieves. After ``claim_grace`` seconds without work a node takes a
+idle thieves — preferably a slot that is not the busy winner's first (it would
+take that one the moment it is idle, maybe before our claim reaches it). After ``claim_grace`` seconds without work a node takes a
 candidate anyway (with the confirmation delay), so no view can stall it.
 
 Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
@@ -194,15 +201,18 @@ class SlotPlanner:
 
     # -- stealing -------------------------------------------------------------
     def steal(self, me: int, roster: list[int], live: set[int], busy: set[int],
-              fresh: set[int], waited: float, fallback: bool) -> Pick | None:
+              fresh: set[int], waited: float, fallback: bool,
+              quiet: set[int] | frozenset[int] = frozenset()) -> Pick | None:
         """A slot for ``me`` (out of own work) from others' ranges; see the module docstring."""
         if self.open is None:
             return None
-        thieves, cands = self._candidates(me, roster, live, busy, fresh)
-        if waited < self.gone_wait and not fallback:
-            # A gone owner may only be cut off, running its rights on the other side:
-            # take its slots last, and only after a wait (a short cut then costs nothing).
-            cands = [c for c in cands if c[0] < 3]
+        thieves, cands = self._candidates(me, roster, live, busy, fresh, quiet)
+        if not fallback:
+            # A gone or quiet owner may only be cut off, running its rights on the other
+            # side: rob it only when owners we hear have nothing left to steal, and a gone
+            # one only after a wait (a short cut then costs nothing).
+            safe = [c for c in cands if c[0] in (0, 2)]
+            cands = safe or [c for c in cands if c[0] == 1 or waited >= self.gone_wait]
         if not cands:
             return None
         slots = np.array([c[3] for c in cands], dtype=np.uint64)
@@ -222,20 +232,27 @@ class SlotPlanner:
         held = ~idle[first]
         masked = np.where(idle[None, :], weights, np.uint64(MAX64))
         hits = np.flatnonzero(held & (np.argmin(masked, axis=1) == 0))
-        return Pick(int(slots[hits[0]]), "steal2") if len(hits) else None
+        if not len(hits):
+            return None
+        # The busy winner takes its wins in order, one per trial, as soon as it is
+        # idle (maybe before our claim reaches it): take a slot it would reach later.
+        later = [h for h in hits if np.count_nonzero(first[:h] == first[h])]
+        return Pick(int(slots[later[0] if later else hits[0]]), "steal2")
 
     def _candidates(self, me: int, roster: list[int], live: set[int], busy: set[int],
-                    fresh: set[int]) -> tuple[list[int], list[tuple[int, int, int]]]:
+                    fresh: set[int], quiet: set[int] | frozenset[int] = frozenset(),
+                    ) -> tuple[list[int], list[tuple[int, int, int, int]]]:
         """The thieves (``me`` first) and the stealable slots, best first.
 
         A thief seen starting a trial moments ago (``fresh``) will not be idle
         soon and does not compete; every other thief does, idle or not: whether
         a thief is idle is what views disagree on most (its RESULT and next
         CLAIM travel together), so it must not change who wins a slot. A
-        victim's queue is taken from its far end, the owner's last claims."""
+        victim's queue is taken from its far end, the owner's last claims; a
+        gone or quiet victim's from the middle (see the module docstring)."""
         ring = self.ring(roster)
         thieves: list[int] = [me]
-        cands: list[tuple[int, int, int]] = []  # (tier, -queue length, position from the end)
+        cands: list[tuple[int, int, int, int]] = []  # (tier, -queue length, from the end, slot)
         for member in roster:
             if member == me:
                 continue
@@ -245,10 +262,13 @@ class SlotPlanner:
                     thieves.append(member)
                 continue
             k = len(queue)
-            if member not in live:
-                cands += [(3, -k, k - 1 - i, s) for i, s in enumerate(queue)]
-                continue
-            cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
+            if member not in live:  # maybe cut off: it runs the near end, its side's
+                cands += [(3, -k, abs(2 * i - k + 1), s) for i, s in enumerate(queue)]
+                continue  # thieves the far end; the middle lasts longest
+            if member in quiet:
+                cands += [(1, -k, abs(2 * i - k), s) for i, s in enumerate(queue[1:], 1)]
+            else:
+                cands += [(0, -k, k - 1 - i, s) for i, s in enumerate(queue[1:], 1)]
             if member in busy:  # an idle owner is about to claim its next slot itself
                 cands.append((2, -k, k - 1, queue[0]))
         cands.sort()

@@ -19,6 +19,7 @@ Inputs, each with the monotonic ``now`` and the wall-clock ``wall``::
     handle_worker_ready(...)                   # the worker loaded: search starts
     handle_trial_report(trial, step, value, now, wall) -> Verdict
     handle_trial_finished(trial, outcome | None, now, wall)
+    handle_worker_free(now, wall)              # after handle_trial_finished(worker_free=False)
     handle_setup_failed(trial, now, wall)
     handle_persisted(now, wall)                # every Persist handed out is durable
     handle_leave(now, wall)
@@ -152,6 +153,7 @@ class NodeDriver:
         self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
         self._incarnation = gossip.incarnation
         self._running: set[TrialId] = set()  # trials the worker runs for us
+        self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
         self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
@@ -260,12 +262,16 @@ class NodeDriver:
         return verdict
 
     def handle_trial_finished(self, trial: TrialId, outcome: Outcome | None,
-                              now: float, wall: float) -> None:
+                              now: float, wall: float, *, worker_free: bool = True) -> None:
         """The worker is done with ``trial``: its outcome, or None when it was stopped
-        (superseded, timed out, node leaving) and has nothing to record."""
+        (superseded, timed out, node leaving) and has nothing to record.
+        ``worker_free=False``: the worker has work of its own left after the trial
+        (``hp.optimize`` runs its callbacks on the recorded trial): nothing new is
+        claimed until ``handle_worker_free``."""
         self._running.discard(trial)
+        self._worker_held = not worker_free
         if self.search is not None:
-            self.search.worker_busy = bool(self._running)
+            self.search.worker_busy = bool(self._running) or self._worker_held
             if outcome is not None:
                 self.search.finish(trial, outcome, wall)
                 view = self.ledger.trial(trial)
@@ -276,12 +282,20 @@ class NodeDriver:
         self._poke = True
         self._pump(now, wall)
 
+    def handle_worker_free(self, now: float, wall: float) -> None:
+        """The worker finished what it did after its last trial: it may take the next."""
+        self._worker_held = False
+        if self.search is not None:
+            self.search.worker_busy = bool(self._running)
+        self._poke = True
+        self._pump(now, wall)
+
     def handle_setup_failed(self, trial: TrialId | None, now: float, wall: float) -> None:
         """The worker cannot (re)start: abandon ``trial`` without burning budget."""
         if trial is not None:
             self._running.discard(trial)
         if self.search is not None:
-            self.search.worker_busy = bool(self._running)
+            self.search.worker_busy = bool(self._running) or self._worker_held
             self.search.setup_failed(trial, wall)
         self._poke = True
         self._pump(now, wall)

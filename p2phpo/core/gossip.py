@@ -47,6 +47,7 @@ from p2phpo.core.messages import (
     Dead,
     Digest,
     EntryMsg,
+    Have,
     Leave,
     Message,
     Nack,
@@ -112,6 +113,7 @@ class GossipCore:
         )
         self._reap_after = config.reap_after if config.reap_after is not None else 10 * self.profile.gossip_to_dead
         self.queue = PiggybackQueue(config.queue_bytes)
+        self.haves = PiggybackQueue(config.queue_bytes // 8)  # lazy push: Have(origin, seq)
         self.dropped = DropCounter()
         self.drops_by_addr: dict[Addr, dict[str, int]] = {}
         self.stats = dict.fromkeys(
@@ -385,7 +387,7 @@ class GossipCore:
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
-        if len(self.queue):
+        if len(self.queue) or len(self.haves):
             dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
             targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
             fanout = self.profile.gossip_nodes
@@ -393,7 +395,7 @@ class GossipCore:
                 fanout *= 2  # a backlog (a busy cluster): twice the datagrams, still within budget
             for node in self._sample(targets, fanout):
                 self._send(self._addr_of(node), [], to=node)
-        self.ae.tick()
+        self.ae.tick(now)
 
     def _join_round(self, now: float) -> None:
         """Contact the seeds until joined *and* one of them answered: nodes that found
@@ -519,10 +521,14 @@ class GossipCore:
             self.drop_foreign(entries, sender, addr)
         elif entries:
             self._merge(entries, sender, regossip=True)
-            vv = self.ledger.vv
+        vv = self.ledger.vv
+        if entries:  # entries held ahead of a gap: fetch the gap from the sender now
             gaps = sorted({e.origin for e, _ in entries if vv.get(e.origin, 0) < e.seq})
             if gaps:
                 self.ae.fetch_gaps(sender, addr, gaps, now)
+        for m in msgs:
+            if type(m) is Have and vv.get(m.origin, 0) < m.seq:  # type: ignore[union-attr]
+                self.ae.want(sender, addr, m.origin, m.seq)  # type: ignore[union-attr]
 
     def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
         if m.target not in (0, self.node_id):
@@ -597,7 +603,9 @@ class GossipCore:
     def _queue_entry(self, e: Entry, raw: bytes) -> None:
         msg = encode_message(EntryMsg(raw))
         if len(msg) + 64 <= self._budget:
-            self.queue.put(("e", e.origin, e.seq), msg)
+            key = ("e", e.origin, e.seq)
+            self.queue.put(key, msg, self.config.eager_sends)
+            self.haves.put(key, encode_message(Have(e.origin, e.seq)))
 
     def _flush_membership(self) -> None:
         m = self.membership
@@ -639,11 +647,22 @@ class GossipCore:
             piggyback = False
         parts = [encode_message(m) for m in head]
         if piggyback:
-            room = self._budget - 3 - sum(len(p) for p in parts)
-            limit = self.profile.retransmit_limit(self.membership.n_live())
-            parts += self.queue.take(room, limit)
+            parts += self._piggyback(self._budget - 3 - sum(len(p) for p in parts))
         if parts:
             self._send_packed(addr, parts, dest)
+
+    def _piggyback(self, room: int) -> list[bytes]:
+        """Queued updates for ``room`` bytes: membership and whole entries (each sent
+        whole ``eager_sends`` times at most), then, in a share of the room they cannot
+        crowd out, ``Have`` announcements of entries (lazy push: see ``AntiEntropy.want``)."""
+        limit = self.profile.retransmit_limit(self.membership.n_live())
+        haves = self.haves
+        reserve = min(room // 4, haves.nbytes) if len(haves) else 0
+        parts = self.queue.take(room - reserve, limit)
+        if len(haves):
+            room -= sum(len(p) for p in parts)
+            parts += haves.take(room, limit)
+        return parts
 
     def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
         data = self.sealer.seal_packed(parts, dest)
@@ -671,6 +690,7 @@ class GossipCore:
         relays = [[s, r.origin, r.seq, r.nack_at, r.expire_at, r.nack] for s, r in sorted(self._relays.items())]
         return [
             self.node_id, self.membership.dump(), sorted(self.ledger.vv.items()), self.queue.dump(),
+            self.haves.dump(),
             probe, relays, sorted(self._pings.items()), *self.ae.dump(),
             sorted(self._t.items()), self._seq, self.started, self.seeds,
         ]

@@ -3,7 +3,8 @@
 Items are already-encoded messages under a key (a newer item for the same
 key replaces the older one: a member's latest state, an entry's bytes). Each
 datagram takes the least-sent items first and, among equally sent ones, the
-newest; an item is retired after ``limit`` transmissions. The queue holds at
+newest; an item is retired after ``limit`` transmissions (or its own, smaller,
+limit given to :meth:`put`). The queue holds at
 most ``max_bytes``: past that it forgets the most-sent, oldest items first —
 anti-entropy carries whatever it forgets.
 
@@ -30,6 +31,7 @@ class PiggybackQueue:
         self._live: list[int] = [0]  # live items per tier
         self._head: list[int] = [0]  # slots before this index are stale
         self._items: dict[Hashable, tuple[int, int, bytes]] = {}
+        self._limit: dict[Hashable, int] = {}  # items with their own transmission limit
         self._version = 0
         self._bytes = 0
         self.forgotten = 0
@@ -44,9 +46,14 @@ class PiggybackQueue:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
 
-    def put(self, key: Hashable, data: bytes) -> None:
-        """Queue ``data`` under ``key`` as never sent (replacing any older item)."""
+    def put(self, key: Hashable, data: bytes, limit: int | None = None) -> None:
+        """Queue ``data`` under ``key`` as never sent (replacing any older item), to be
+        sent at most ``limit`` times (None: the limit :meth:`take` is given)."""
         self._remove(key)
+        if limit is None:
+            self._limit.pop(key, None)
+        else:
+            self._limit[key] = limit
         self._place(key, 0, data)
         self._bytes += len(data)
         self._enforce_budget()
@@ -97,6 +104,7 @@ class PiggybackQueue:
             while self._is_live(t, *slots[i]) is None:
                 i += 1
             self._remove(slots[i][0])  # oldest of the most-sent tier
+            self._limit.pop(slots[i][0], None)
             self._head[t] = i + 1
             self.forgotten += 1
             self._compact(t)
@@ -144,10 +152,13 @@ class PiggybackQueue:
             self._compact(t)  # taken slots were the newest: trim them off the end
         # Promote oldest-first so the newest stays newest in its next tier.
         version = self._version
+        own = self._limit
         for t, key, data in reversed(picked):
             nxt = t + 1
-            if nxt >= limit:
+            if nxt >= (limit if key not in own else min(limit, own[key])):
                 self._bytes -= len(data)  # retired
+                if own:
+                    own.pop(key, None)
                 continue
             if nxt == len(tiers):
                 tiers.append([])

@@ -58,6 +58,9 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 MAX_BUCKETS = 128
 SINGLE_BUCKET_ORIGINS = 48
+FETCH_BUCKETS = 4096
+"""Buckets of a fetch (``fetch_gaps``): fine enough that a bucket holds about one
+origin, so the peer sends what we lack of the origins asked for, not of their bucket."""
 
 
 def n_buckets(n_origins: int) -> int:
@@ -157,6 +160,7 @@ class AntiEntropy:
         self.stuck: int | None = None  # our vv hash at the last mismatching exchange
         self.sync_at: dict[int, float] = {}
         self.gap_at: dict[int, float] = {}  # origin -> when we last asked for its gap
+        self.wants: dict[int, tuple[int, int, Addr]] = {}  # origin -> (seq, announcer, addr)
         self.sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
         self.tcp_at: dict[object, float] = {}
         self.tcp_wanted: list[TcpRequest] = []
@@ -201,9 +205,10 @@ class AntiEntropy:
             self.link.send(addr, [SyncReq(nb, bucket_hashes(vv, nb))], piggyback=False, to=sender)
 
     def fetch_gaps(self, sender: int, addr: Addr, origins: list[int], now: float) -> None:
-        """Entries of ``origins`` from ``sender`` wait ahead of a gap: ask ``sender`` for
-        what we lack of those origins now (our vv of their buckets), instead of waiting
-        for a digest mismatch to persist. At most once per origin per gossip interval."""
+        """``sender`` holds entries of ``origins`` that we lack (some wait here ahead of
+        a gap, or it announced them with ``Have``): ask it for them now (our vv of
+        their fine buckets), instead of waiting for a digest mismatch to persist. At
+        most once per origin per gossip interval."""
         due = [o for o in origins if now - self.gap_at.get(o, -_INF) >= self.profile.gossip_interval]
         if not due or self.membership.get(sender) is None:
             return
@@ -211,9 +216,26 @@ class AntiEntropy:
             self.gap_at.clear()
         for o in due:
             self.gap_at[o] = now
-        vv = self.ledger.vv
-        nb = n_buckets(len(vv))
+        nb = FETCH_BUCKETS
         self._send_vvs(sender, addr, nb, sorted({bucket_of(o, nb) for o in due}), reply=False)
+
+    def want(self, sender: int, addr: Addr, origin: int, seq: int) -> None:
+        """``sender`` announced entry ``(origin, seq)`` (``Have``) and we lack it: fetch
+        it at the next gossip tick unless gossip brings it first (lazy push, as in
+        Plumtree: announcements cost bytes, not entries, and cover what pushes miss)."""
+        if origin in self.wants or len(self.wants) < 4096:  # peer-chosen ids: bounded
+            old = self.wants.get(origin)
+            if old is None or old[0] < seq:
+                self.wants[origin] = (seq, sender, addr)
+
+    def _fetch_wanted(self, now: float) -> None:
+        vv, by_peer = self.ledger.vv, {}
+        for origin, (seq, sender, addr) in self.wants.items():
+            if vv.get(origin, 0) < seq:
+                by_peer.setdefault((sender, addr), []).append(origin)
+        self.wants.clear()
+        for (sender, addr), origins in sorted(by_peer.items()):
+            self.fetch_gaps(sender, addr, sorted(origins), now)
 
     def on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
         if self.membership.get(sender) is None:
@@ -239,6 +261,8 @@ class AntiEntropy:
             self.want_tcp(sender, addr, now)
         else:
             self._queue_delta(sender, addr, base, now)
+            if not m.reply and sender in self.sync_out:  # a fetch, or the answer to our
+                self._burst(sender)  # own vvs: its first burst now
         if m.reply:
             self._send_vvs(sender, addr, nb, sorted(bset), reply=False)
 
@@ -252,23 +276,35 @@ class AntiEntropy:
                 self.want_tcp(sender, addr, now)
                 break
             q.append(msg)
-        if q:
-            self.sync_out[sender] = (addr, q)
+        if not q:
+            return
+        pending = self.sync_out.get(sender)
+        if pending is not None:  # still sending an earlier delta to this peer: add to it
+            merged = list(dict.fromkeys([*pending[1], *q]))  # each entry once, earlier first
+            q = deque(merged[: self.config.sync_bytes // 64])  # bounded: the rest is re-asked
+        self.sync_out[sender] = (addr, q)
 
-    def tick(self) -> None:
-        """A gossip tick: send the next paced burst of every pending UDP sync."""
+    def tick(self, now: float) -> None:
+        """A gossip tick: fetch what was announced and has not come, send the next paced
+        burst of every pending UDP sync."""
+        if self.wants:
+            self._fetch_wanted(now)
         for node in sorted(self.sync_out):
-            addr, q = self.sync_out[node]
-            for _ in range(self.config.sync_burst):
-                if not q:
-                    break
-                parts, room = [], self.budget - 3
-                while q and len(q[0]) <= room:
-                    room -= len(q[0])
-                    parts.append(q.popleft())
-                self.link.send_packed(addr, parts, to=node)
+            self._burst(node)
+
+    def _burst(self, node: int) -> None:
+        """Send up to ``sync_burst`` datagrams of the delta queued for ``node``."""
+        addr, q = self.sync_out[node]
+        for _ in range(self.config.sync_burst):
             if not q:
-                del self.sync_out[node]
+                break
+            parts, room = [], self.budget - 3
+            while q and len(q[0]) <= room:
+                room -= len(q[0])
+                parts.append(q.popleft())
+            self.link.send_packed(addr, parts, to=node)
+        if not q:
+            del self.sync_out[node]
 
     # -- push-pull over TCP ----------------------------------------------------------
     def want_tcp(self, node: int, addr: Addr, now: float) -> None:

@@ -23,6 +23,9 @@ class GossipConfig:
     max_datagram: int = DEFAULT_MAX_DATAGRAM
     queue_bytes: int = 256 * 1024
     """Byte budget of the piggyback queue; what it forgets, anti-entropy carries."""
+    eager_sends: int = 3
+    """Times a node sends an entry whole; the rest of its retransmissions only announce
+    it (``Have``), and a receiver that lacks it fetches it (lazy push)."""
     far_behind: int = 64
     """A peer this many entries ahead is caught up over TCP instead of UDP."""
     sync_bytes: int = 16 * 1024

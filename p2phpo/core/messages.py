@@ -52,6 +52,7 @@ class MsgType(enum.IntEnum):
     DIGEST = 10
     SYNC_VV = 11
     SYNC_REQ = 12
+    HAVE = 13
     PP_STATE = 20
     PP_ENTRIES = 21
     PP_END = 22
@@ -141,6 +142,15 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class Have:
+    """The sender holds entry ``(origin, seq)`` (lazy push: a receiver that lacks it
+    fetches it; see ``AntiEntropy.on_have``)."""
+
+    origin: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReq:
     """Bucketed digest: one 4-byte hash per bucket of origins."""
 
@@ -194,6 +204,7 @@ class PPEnd:
 
 Message = (
     Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | Leave | EntryMsg | Digest | SyncReq | SyncVV
+    | Have
 )
 Frame = PPState | PPEntries | PPEnd
 
@@ -237,6 +248,8 @@ def to_wire(m: Message | Frame) -> list[Any]:
         return [MsgType.DIGEST, m.vv_hash, m.n_origins, m.total]
     if t is SyncReq:
         return [MsgType.SYNC_REQ, m.n_buckets, m.hashes]
+    if t is Have:
+        return [MsgType.HAVE, m.origin, m.seq]
     if t is SyncVV:
         return [MsgType.SYNC_VV, m.n_buckets, list(m.buckets), _vv_flat(m.vv), m.reply]
     if t is PPState:
@@ -337,6 +350,8 @@ def _decode_one(x: object) -> Message:
         return EntryMsg(expect_bytes(f[1], 65536, min_len=1))
     if t == MsgType.DIGEST and len(f) == 4:
         return Digest(u64(f[1]), u64(f[2]), u64(f[3]))
+    if t == MsgType.HAVE and len(f) == 3:
+        return Have(u64(f[1]), u64(f[2]))
     if t == MsgType.SYNC_REQ and len(f) == 3:
         nb = expect_int(f[1], 1, 4096)
         return SyncReq(nb, expect_bytes(f[2], 4 * nb, min_len=4 * nb))

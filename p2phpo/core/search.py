@@ -1,9 +1,9 @@
 """One node's search logic: budget slots, claims, conflicts, orphans, pruning.
 
 Pure and sans-IO. The core reads the node's ledger replica and membership
-view and decides; it never trains. Callers (the asyncio node, the
-simulator, ``hp.optimize``) run what it commands and hand back reports and
-outcomes:
+view and decides; it never trains. The node driver (``core/driver.py``), under
+every shell (the asyncio node, the simulator, ``hp.optimize``), runs what it
+commands and hands back reports and outcomes (the types: ``core/search_types.py``):
 
     cmds = core.step(now, wall)          # StartTrial / StopTrial / StudyDone
     verdict = core.report(trial, step, value, wall)
@@ -38,11 +38,9 @@ RESULT for its slot arrives.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Any
 
-from p2phpo.core.best import best_key, best_trial
 from p2phpo.core.budget import Pick, SlotPlanner
 from p2phpo.core.entries import (
     Abandon,
@@ -58,101 +56,30 @@ from p2phpo.core.entries import (
 )
 from p2phpo.core.hrw import hrw, hrw_order
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
-from p2phpo.core.study_diff import difference, spec_diff  # noqa: F401 - spec_diff: re-exported
+from p2phpo.core.search_types import (
+    GONE,
+    LIVE,
+    Command,
+    Exhausted,
+    MemberView,
+    Outcome,
+    PlanFactory,
+    SearchConfig,
+    StartTrial,
+    StopTrial,
+    StudyDone,
+    StudyPlan,
+)
+from p2phpo.core.slot_index import SlotIndex
+from p2phpo.core.study_diff import difference, spec_diff
 from p2phpo.core.verdict import Verdict
 
-LIVE = ("ALIVE", "SUSPECT")
-GONE = ("DEAD", "LEFT")
-
-
-class Exhausted(Exception):
-    """Raised by a plan's ``suggest`` when the space has nothing left (grid done)."""
-
-
-class StudyPlan(Protocol):
-    """What the search needs from a study: budget, sampler and pruner, all pure."""
-
-    fingerprint: str
-    direction: str  # "minimize" | "maximize"
-    n_trials: int | None
-    timeout: float | None  # seconds on each node's own clock from when it adopted the study
-    target: float | None
-
-    def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]: ...
-
-    def should_report(self, step: int) -> bool: ...
-
-    def should_prune(self, ledger: Ledger, trial: TrialView, step: int, value: float) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SearchConfig:
-    max_retries: int = 2  # abandonments of one slot before its trial is FAILED
-    trial_timeout: float | None = None  # seconds; a trial running longer is FAILED
-    claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
-    reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
-    capacity: int = 1  # trials this node runs at once
-    confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
-    settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
-    steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
-    gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
-    fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
-
-
-    @classmethod
-    def for_profile(cls, profile: Any, *, max_retries: int = 2,
-                    trial_timeout: float | None = None) -> SearchConfig:
-        """The settings a node derives from its gossip profile (``core/profiles.py``)."""
-        return cls(max_retries=max_retries, trial_timeout=trial_timeout,
-                   claim_grace=profile.probe_interval * 4,
-                   reclaim_fallback=profile.probe_interval * 10,
-                   settle=0.0, steal_wait=profile.probe_interval / 2,
-                   gone_wait=profile.probe_interval * 2,
-                   confirm_delay=profile.gossip_interval * 3)
-
-
-@dataclass(frozen=True, slots=True)
-class MemberView:
-    state: str  # ALIVE | SUSPECT | DEAD | LEFT
-    ready: bool = False  # advertises a loaded worker
-    study: str | None = None  # fingerprint it runs
-
-
-@dataclass(frozen=True, slots=True)
-class StartTrial:
-    trial: TrialId
-    slot: int
-    params: dict[str, Any]
-    retry_of: TrialId | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StopTrial:
-    trial: TrialId
-    verdict: Verdict
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class StudyDone:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    status: Status
-    value: float | None = None
-    error: str | None = None
-    duration: float = 0.0
-
-
-Command = StartTrial | StopTrial | StudyDone
-PlanFactory = Callable[[StudyEntry], StudyPlan]
-
-
-@dataclass(slots=True)
-class _Slot:
-    trials: list[TrialId] = field(default_factory=list)
+__all__ = [  # the types live in core/search_types.py (spec_diff in core/study_diff.py);
+    # importers may name them here
+    "GONE", "LIVE", "Command", "Exhausted", "MemberView", "Outcome", "PlanFactory",
+    "SearchConfig", "SearchCore", "StartTrial", "StopTrial", "StudyDone", "StudyPlan",
+    "spec_diff",
+]
 
 
 class SearchCore:
@@ -183,10 +110,7 @@ class SearchCore:
         self._alive: set[int] = set()  # ALIVE members (kept by set_members)
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
         self._pending: dict[TrialId, tuple[float, StartTrial]] = {}  # claimed, not yet started
-        self._slots: dict[int, _Slot] = {}
-        self._running: set[TrialId] = set()
-        self._low = 0  # every slot below is DONE
-        self._cursor = 0
+        self.index = SlotIndex(ledger)
         self._gone_since: dict[int, float] = {}
         self._unknown_since: dict[int, float] = {}  # owner of a running trial, no member
         self._unknown_seq: dict[int, int] = {}  # its log's length when the wait (re)started
@@ -200,10 +124,8 @@ class SearchCore:
         self._pick_kind = "home"
         self._now = -math.inf
         self._adopted_at = math.inf  # monotonic time this node adopted the study
-        self._seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
-        self._planner = SlotPlanner(None, self._is_open)
+        self._planner = SlotPlanner(None, self.index.is_open)
         self._new: list[Entry] = []
-        self._best: tuple[float, TrialId] | None = None
 
     # -- inputs ----------------------------------------------------------
     def set_members(self, now: float, members: dict[int, MemberView],
@@ -246,7 +168,7 @@ class SearchCore:
     def recover(self, wall: float) -> None:
         """After a restart: abandon our own trials the ledger still shows RUNNING."""
         self._sync_index()
-        for tid in sorted(self._running):
+        for tid in sorted(self.index.running):
             if tid[0] == self.node_id:
                 self._write(Abandon, wall, trial=tid, reason=AbandonReason.RESTARTED)
         self._sync_index()
@@ -289,72 +211,36 @@ class SearchCore:
             entry = self.ledger.study
         if self.local_study is not None and entry.fingerprint != self.local_study[1]:
             if self.refused is None:
-                self.refused = ("this node's study differs from the cluster's study in: "
-                                + difference(self.local_study[0], entry.spec))
+                self.refused = self._refusal(entry)
             return False
         self.study = entry
         self.plan = self.make_plan(entry)
         self._adopted_at = now
-        self._planner = SlotPlanner(self.plan.n_trials, self._is_open, self.config.steal_wait,
+        self._planner = SlotPlanner(self.plan.n_trials, self.index.is_open, self.config.steal_wait,
                                     self.config.gone_wait)
-        for slot in self._slots:
-            self._planner.mark(slot, self._is_open(slot))
-        found = best_trial(self.ledger.trials().values(), self.plan.direction)
-        self._best = None if found is None else best_key(found, self.plan.direction)
+        for slot in self.index.slots:
+            self._mark(slot)
+        self.index.follow_best(self.plan.direction)
         return True
 
-    # -- the slot index ----------------------------------------------------
-    def _sync_index(self) -> None:
-        changes = self.ledger.changes
-        for tid in changes[self._cursor :]:
-            view = self.ledger.trial(tid)
-            if view is None:
-                continue
-            slot = self._slots.setdefault(view.slot, _Slot())
-            if tid not in slot.trials:
-                slot.trials.append(tid)
-            if view.state is TrialState.RUNNING:
-                self._running.add(tid)
-                self._seen_at.setdefault(tid, self._now)
-            else:
-                self._seen_at.pop(tid, None)
-                self._running.discard(tid)
-                self._note_best(view)
-            self._planner.mark(view.slot, self._is_open(view.slot))
-        self._cursor = len(changes)
-        while self._slot_state(self._low) == "DONE":
-            self._low += 1
+    def _refusal(self, entry: StudyEntry) -> str:
+        """Why this node's ``--study`` cannot run beside the ledger's STUDY ``entry``."""
+        fields = difference(self.local_study[0], entry.spec) if self.local_study else ""
+        if entry.origin == self.node_id:
+            return ("this node's --study differs from the study its state dir already runs "
+                    f"(started by this node) in: {fields}; run it without --study to continue "
+                    "that study, or give a fresh --state-dir for the new one")
+        return "this node's study differs from the cluster's study in: " + fields
 
-    def _note_best(self, view: TrialView) -> None:
-        if self.plan is None:
-            return
-        key = best_key(view, self.plan.direction)
-        if key is None and self._best is not None and self._best[1] == view.id:
-            # The best trial stopped counting (a retry whose original's RESULT surfaced).
-            found = best_trial(self.ledger.trials().values(), self.plan.direction)
-            self._best = None if found is None else best_key(found, self.plan.direction)
-        elif key is not None and (self._best is None or key < self._best):
-            self._best = key  # p2phpo.core.best's rule, as everywhere
+    # -- the slot index (core/slot_index.py) -----------------------------------
+    def _sync_index(self) -> None:
+        self.index.sync(self._now, self._mark)
+
+    def _mark(self, slot: int) -> None:
+        self._planner.mark(slot, self.index.is_open(slot))
 
     def _sign(self) -> float:
         return -1.0 if self.plan is not None and self.plan.direction == "maximize" else 1.0
-
-    def _views(self, slot: int) -> list[TrialView]:
-        s = self._slots.get(slot)
-        return [] if s is None else [self.ledger.trial(t) for t in s.trials]
-
-    def _is_open(self, slot: int) -> bool:
-        return self._slot_state(slot) in ("FREE", "REOPENED")
-
-    def _slot_state(self, slot: int) -> str:
-        views = self._views(slot)
-        if not views:
-            return "FREE"
-        if any(v.state.counted for v in views):
-            return "DONE"
-        if any(v.state is TrialState.RUNNING for v in views):
-            return "BUSY"
-        return "REOPENED"
 
     # -- own trials: conflicts, timeouts --------------------------------------
     def _police_own(self, now: float, wall: float) -> list[Command]:
@@ -397,7 +283,7 @@ class SearchCore:
         view = self.ledger.trial(tid)
         if view is None or view.state is not TrialState.RUNNING:
             return None
-        others = [v for v in self._views(view.slot) if v.id != tid]
+        others = [v for v in self.index.views(view.slot) if v.id != tid]
         if any(v.state.counted for v in others):
             return "slot already has a result"
         rivals = [v.id for v in others if v.state is TrialState.RUNNING]
@@ -425,9 +311,9 @@ class SearchCore:
     def _track_unknown(self, now: float) -> None:
         """Since when each owner of a RUNNING trial has been no member (restarted when
         its log grows: an entry of it arriving means it may well be alive)."""
-        if not self._running and not self._unknown_since:
+        if not self.index.running and not self._unknown_since:
             return
-        owners = {t[0] for t in self._running}
+        owners = {t[0] for t in self.index.running}
         owners.difference_update(self.members, self._gone_since, (self.node_id,))
         for owner in [o for o in self._unknown_since if o not in owners]:
             del self._unknown_since[owner], self._unknown_seq[owner]
@@ -440,7 +326,7 @@ class SearchCore:
     def _reclaim_orphans(self, now: float, wall: float) -> None:
         if not (self._gone_since or self._unknown_since) or not self.ready or self.leaving:
             return  # the common case: nobody is gone, nothing to look at
-        orphans = [tid for tid in sorted(self._running)
+        orphans = [tid for tid in sorted(self.index.running)
                    if tid[0] != self.node_id and tid not in self._abandoned_by_me
                    and self._owner_gone(tid[0], now)]
         live = self._ready_members() if orphans else []
@@ -469,8 +355,8 @@ class SearchCore:
         # study: no decision compares one node's wall clock with another's.
         if plan.timeout is not None and now >= self._adopted_at + plan.timeout:
             return "timeout reached"
-        if plan.target is not None and self._best is not None:
-            if self._best[0] <= self._sign() * plan.target:
+        if plan.target is not None and self.index.best is not None:
+            if self.index.best[0] <= self._sign() * plan.target:
                 return "target reached"
         return None
 
@@ -509,7 +395,7 @@ class SearchCore:
     def _pick_slot(self, now: float) -> int | None:
         pick = self._choose(now)
         if pick is None:
-            if self._planner.any_open(self._low) is None and self.plan.n_trials is not None:
+            if self._planner.any_open(self.index.low) is None and self.plan.n_trials is not None:
                 self._unmatched_since = None  # nothing to wait for: every slot is taken
             elif self._unmatched_since is None:
                 self._unmatched_since = now
@@ -525,21 +411,30 @@ class SearchCore:
         if not (settled or waited):
             return None
         planner = self._planner
-        home = planner.home(self.node_id, roster, self._low)
+        home = planner.home(self.node_id, roster, self.index.low)
         if home is not None:
             return Pick(home, "home")
         # A SUSPECT owner may be cut off, running its rights on the other side: its
         # slots are stolen last, like a gone owner's.
         live = set(self._alive)
         live.add(self.node_id)
-        busy = {t[0] for t in self._running}
-        fresh = {t[0] for t in self._running if now - self._seen_at.get(t, now) < self.config.fresh}
+        busy = {t[0] for t in self.index.running}
+        fresh = {t[0] for t in self.index.running if now - self.index.seen_at.get(t, now) < self.config.fresh}
         idle_for = 0.0 if self._unmatched_since is None else now - self._unmatched_since
-        pick = planner.steal(self.node_id, roster, live, busy, fresh, idle_for, fallback=waited)
+        pick = planner.steal(self.node_id, roster, live, busy, fresh, idle_for, fallback=waited,
+                             quiet=self._quiet(live, now))
         if pick is None and waited:
-            slot = planner.any_open(self._low)
+            slot = planner.any_open(self.index.low)
             pick = None if slot is None else Pick(slot, "grace")
         return pick
+
+    def _quiet(self, live: set[int], now: float) -> set[int]:
+        """While some member is SUSPECT or gone (a cut may be in force), the live
+        members we have not heard from lately: they may be on the far side too."""
+        if all(m.state == "ALIVE" for m in self.members.values()):
+            return set()
+        heard, window = self.index.heard, self.config.heard_window
+        return {m for m in live if now - heard.get(m, -math.inf) > window}
 
     def _maybe_claim(self, now: float, wall: float) -> StartTrial | None:
         slot = self._pick_slot(now)
@@ -572,7 +467,7 @@ class SearchCore:
         return start
 
     def _abandoned(self, slot: int) -> list[TrialView]:
-        return [v for v in self._views(slot) if v.state is TrialState.ABANDONED]
+        return [v for v in self.index.views(slot) if v.state is TrialState.ABANDONED]
 
     def _retry_target(self, slot: int) -> TrialView | None:
         """The newest abandoned trial of a reopened slot: its params are retried."""
@@ -645,7 +540,7 @@ class SearchCore:
             times.append(self._unmatched_since + self.config.steal_wait)
             times.append(self._unmatched_since + self.config.gone_wait)
         if self._gone_since:  # (the running set is the whole cluster's: skip it if nobody is gone)
-            owners = {t[0] for t in self._running}
+            owners = {t[0] for t in self.index.running}
             times += [since + self.config.reclaim_fallback
                       for node, since in self._gone_since.items() if node in owners]
         for since in self._unknown_since.values():
@@ -661,11 +556,11 @@ class SearchCore:
         if self.plan is None:
             return None
         n = self.plan.n_trials
-        if n is not None and self._low >= n:
+        if n is not None and self.index.low >= n:
             return f"budget of {n} trials used"
         closed = self._closed_reason(now)
         if closed and not any(t[0] not in self._gone_since and not self._owner_gone(t[0], now)
-                              for t in self._running):
+                              for t in self.index.running):
             return closed
         return None
 
@@ -677,15 +572,15 @@ class SearchCore:
         for v in trials.values():
             counts[v.state.value] = counts.get(v.state.value, 0) + 1
         counted = sum(1 for v in trials.values() if v.state.counted)
-        slots_done = sum(1 for s in self._slots if self._slot_state(s) == "DONE")
+        slots_done = self.index.n_done()
         n = self.plan.n_trials if self.plan else None
         best = None
-        if self._best is not None:
-            v = self.ledger.trial(self._best[1])
+        if self.index.best is not None:
+            v = self.ledger.trial(self.index.best[1])
             best = {"trial": v.id, "value": v.value, "params": dict(v.params)}
         return {
             "n_trials": n,
-            "claimed": len(self._slots),
+            "claimed": len(self.index.slots),
             "finished": counted,
             "counts": counts,
             "duplicates": counted - slots_done,

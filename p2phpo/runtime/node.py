@@ -54,6 +54,7 @@ from p2phpo.core.search import (
 from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node_net import MetricsError, NodeNet
+from p2phpo.runtime.resolve import only_self, show
 from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
@@ -230,6 +231,11 @@ class Node:
         self.rt = rt
         rt.core.health_extra = self.net.health_extra
         self._seeds = seeds + self._remembered(seeds)
+        own = [parse_hostport(a, DEFAULT_PORT) for a in (o.bind, o.advertise) if a]
+        if self.spec is None and not o.observer and self.ledger.study is None \
+                and only_self(self._seeds, own):  # it would wait for a study, silent, forever
+            raise NodeError(f"--seed {show(self._seeds[0])} is this node's own address; give the "
+                            "address of a running node, or --study FILE to start a study here")
         if self.spec is None and not self._seeds and not o.observer and self.ledger.study is None:
             raise NodeError(f"the study entry in {self.storage.root if self.storage else '?'} "
                             "was lost and no peer is known; start the node with --study FILE")

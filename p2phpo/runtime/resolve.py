@@ -45,6 +45,24 @@ def is_ip(host: str) -> bool:
     return True
 
 
+def names_self(seed: Addr, own: Addr) -> bool:
+    """Whether ``seed`` as written surely is the address ``own`` (same port, and an IP
+    literal or ``localhost`` for the same IP); other names are not looked up here."""
+    host, port = seed
+    if port != own[1]:
+        return False
+    if host == "localhost":
+        host = "::1" if ":" in own[0] else "127.0.0.1"
+    if not (is_ip(host) and is_ip(own[0])):
+        return False
+    return ipaddress.ip_address(host) == ipaddress.ip_address(own[0])
+
+
+def only_self(seeds: list[Addr], own: list[Addr]) -> bool:
+    """Whether there are ``seeds`` and each one surely names one of ``own``."""
+    return bool(seeds) and all(any(names_self(s, a) for a in own) for s in seeds)
+
+
 def env_seeds(value: str | None = None) -> list[str]:
     """The comma-separated seeds of ``P2PHPO_SEEDS`` (or ``value``), blanks dropped."""
     raw = os.environ.get("P2PHPO_SEEDS", "") if value is None else value

@@ -1,10 +1,12 @@
-"""The simulator and the asyncio node make the same driver calls for one scenario.
+"""The simulator, the asyncio node and hp.optimize make the same driver calls.
 
-One node runs a three-trial study of ``examples.custom_objective`` twice:
+One node runs a three-trial study of ``examples.custom_objective`` three times:
 under the asyncio shell (``p2phpo/runtime/node.py``: real sockets, the real
-worker subprocess, a real state dir) and under the simulator's shell
+worker subprocess, a real state dir), under the simulator's shell
 (``simulations/node.py``: virtual network and clock, the same objective's
-reports replayed as simulated trial steps). A recording subclass of
+reports replayed as simulated trial steps) and under ``hp.optimize``'s
+in-process shell (``p2phpo/inprocess.py``: the objective called in this
+process). A recording subclass of
 :class:`NodeDriver` logs every call that carries a decision input (join,
 worker ready, trial report and its verdict, trial end, persist confirmed,
 push-pull end, leave) and every action the driver hands back. Gossip
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import p2phpo.inprocess as inprocess
 import p2phpo.runtime.node as runtime_node
 import simulations.node as sim_node
 from p2phpo.commands.node_options import node_options
@@ -162,8 +165,19 @@ def _asyncio(study: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[An
     return log
 
 
-def test_both_shells_make_the_same_driver_calls(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def _in_process(study: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    log: list[Any] = []
+    monkeypatch.setattr(inprocess, "NodeDriver", recording_driver(log))
+    from examples.custom_objective import objective
+
+    spec = StudySpec.load(study)
+    ledger, reason = inprocess.drive_local(spec, objective, node_id=0x5EED)
+    assert reason == "budget of 3 trials used"
+    return log
+
+
+def test_every_shell_makes_the_same_driver_calls(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])  # `examples` importable
     study = tmp_path / "study.toml"
     study.write_text(STUDY)
@@ -175,3 +189,10 @@ def test_both_shells_make_the_same_driver_calls(tmp_path: Path,
     diff = "\n".join(difflib.unified_diff([repr(x) for x in simulated], [repr(x) for x in real],
                                            "simulator shell", "asyncio shell", lineterm=""))
     assert real == simulated, diff
+    # hp.optimize: one process and nobody to wait for, so no linger (MayExit) and no
+    # repair gate; every other call and action is the same.
+    local = _in_process(study, monkeypatch)
+    expected = [x for x in simulated if x != ("MayExit",)]
+    diff = "\n".join(difflib.unified_diff([repr(x) for x in expected], [repr(x) for x in local],
+                                           "simulator shell", "in-process shell", lineterm=""))
+    assert local == expected, diff

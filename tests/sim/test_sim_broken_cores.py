@@ -69,11 +69,15 @@ def test_refuting_without_a_higher_incarnation_is_caught(monkeypatch: pytest.Mon
     # Whether a refutation races a suspicion during the cut depends on the seed:
     # the checker must catch the bug on one of the first few. The study outlasts
     # the heal (12 trials per node): a node whose study is done re-advertises its
-    # metadata under a new incarnation, which would hide the bug.
+    # metadata under a new incarnation, which would hide the bug. The nodes sign
+    # their Alives (as real ones do): the broken refutation is a validly signed
+    # Alive at the suspected incarnation, which peers ignore as stale.
     long_study = SimConfig(n_trials=96)
-    caught = [seed for seed in range(4)
-              if "healthy_alive_everywhere" in _failing("partition-heal", seed, 60.0, long_study)]
-    assert caught
+    caught = next((seed for seed in range(4) if "healthy_alive_everywhere"
+                   in _failing("partition-heal", seed, 60.0, long_study)), None)
+    assert caught is not None
+    monkeypatch.undo()  # the real refutation, on the seed that caught the broken one
+    assert "healthy_alive_everywhere" not in _failing("partition-heal", caught, 60.0, long_study)
 
 
 def _blind_pick(self: SearchCore, now: float) -> int | None:

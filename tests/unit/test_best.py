@@ -9,7 +9,7 @@ from p2phpo.core.best import best_trial
 from p2phpo.core.entries import Claim, Result, Status
 from p2phpo.core.frame import FrameBuilder
 from p2phpo.core.ledger import Ledger
-from p2phpo.study import _result
+from p2phpo.inprocess import _result
 from p2phpo.ui.snapshot import TrialSummary
 from p2phpo.ui.snapshot import best_trial as view_best
 

@@ -59,3 +59,63 @@ def test_thieves_that_know_each_other_never_pick_the_same_slot() -> None:
         if p is not None:  # stolen from the far end of a queue, never a busy owner's next one
             owner = next(r for r in roster if p.slot in ring.queue(r, planner.open))
             assert p.slot != ring.queue(owner, planner.open)[0]
+
+
+def test_while_a_cut_may_be_in_force_thieves_steal_from_owners_they_still_hear_first() -> None:
+    # Owners silent lately (maybe behind a cut, where their own side's thieves steal
+    # from them too, unseen) are robbed only once the owners we hear have nothing left.
+    rng = random.Random(5)
+    n = 200
+    roster = _roster(rng, 20)
+    planner = SlotPlanner(n, lambda s: True)
+    ring = planner.ring(roster)
+    thieves = roster[:6]
+    for t in thieves:
+        for s in ring.queue(t, planner.open):
+            planner.mark(s, False)
+    live, busy = set(roster), set(roster[6:])
+
+    def owner(slot: int) -> int:
+        return next(r for r in roster if slot in ring.queue(r, planner.open))
+
+    blind = [planner.steal(t, roster, live, busy, set(), 0.0, fallback=False) for t in thieves]
+    quiet = {owner(p.slot) for p in blind if p is not None}  # the owners robbed first otherwise
+    assert quiet and len(quiet) < len(busy)
+    for _ in range(3):
+        for t in thieves:
+            pick = planner.steal(t, roster, live, busy, set(), 0.0, fallback=False, quiet=quiet)
+            if pick is not None:
+                assert owner(pick.slot) not in quiet
+                planner.mark(pick.slot, False)
+
+
+def test_a_gone_owners_slots_wait_until_owners_we_hear_have_nothing_left() -> None:
+    # A gone owner may only be cut off, its side running its slots: a thief turns to it
+    # only once no owner it hears has a slot to steal, and then to its queue's middle.
+    rng = random.Random(6)
+    n = 120
+    roster = _roster(rng, 12)
+    planner = SlotPlanner(n, lambda s: True, wait=0.5, gone_wait=2.0)
+    ring = planner.ring(roster)
+    thieves, gone = roster[:3], roster[3]
+    for t in thieves:
+        for s in ring.queue(t, planner.open):
+            planner.mark(s, False)
+    gone_queue = ring.queue(gone, planner.open)
+    live = set(roster) - {gone}
+    busy = live - set(thieves)
+
+    def run(me: int) -> list[int]:
+        taken = []
+        while pick := planner.steal(me, roster, live, busy, set(), 10.0, fallback=False):
+            taken.append(pick.slot)
+            planner.mark(pick.slot, False)
+        return taken
+
+    first = run(thieves[0])  # the others' shares of the live owners' slots stay open
+    assert first and not set(first) & set(gone_queue)
+    run(thieves[1]), run(thieves[2])
+    rest = run(thieves[0]) + run(thieves[1]) + run(thieves[2])
+    assert set(rest) & set(gone_queue)  # once the live owners had nothing left
+    middle = [s for s in rest if s in gone_queue][0]
+    assert middle not in (gone_queue[0], gone_queue[-1])

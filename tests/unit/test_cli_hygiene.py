@@ -87,3 +87,28 @@ def test_a_bare_bind_error_from_uvloop_is_still_named_a_port_in_use():
                              OSError(f"could not bind to local_addr ('127.0.0.1', {port})"))
     assert message == (f"port {port} is already in use on 127.0.0.1 (another p2phpo node?); "
                        "pick a free one with --bind HOST:PORT")
+
+
+def test_a_node_whose_only_seed_is_itself_says_so_instead_of_waiting(tmp_path):
+    from p2phpo.runtime.node import Node, NodeError, NodeOptions
+
+    node = Node(NodeOptions(seeds=["localhost:23987"], bind="127.0.0.1:23987",
+                            state_dir=tmp_path / "s"))
+    with pytest.raises(NodeError) as e:
+        node.setup()  # before this, the node waited for a study in silence, forever
+    node.storage.close()
+    assert "--seed localhost:23987 is this node's own address" in str(e.value)
+    other = Node(NodeOptions(seeds=["localhost:23988"], bind="127.0.0.1:23987",
+                             state_dir=tmp_path / "t"))
+    other.setup()  # a real seed elsewhere: no complaint
+    other.storage.close()
+
+
+def test_a_seed_is_self_only_for_the_same_ip_and_port():
+    from p2phpo.runtime.resolve import names_self
+
+    assert names_self(("localhost", 7946), ("127.0.0.1", 7946))
+    assert names_self(("127.0.0.1", 7946), ("127.0.0.1", 7946))
+    assert not names_self(("127.0.0.1", 7947), ("127.0.0.1", 7946))
+    assert not names_self(("127.0.0.2", 7946), ("127.0.0.1", 7946))
+    assert not names_self(("node1", 7946), ("127.0.0.1", 7946))  # names are not looked up

@@ -258,3 +258,19 @@ def test_with_a_live_peer_a_stranger_s_trial_is_left_alone() -> None:
     d.handle_timer(100.0, 1100.0)
     persist_all(d, 100.0)
     assert d.ledger.trial(running.key).state.name == "RUNNING"
+
+
+def test_a_worker_held_after_its_trial_claims_nothing_until_it_is_free() -> None:
+    # hp.optimize runs its callbacks on the recorded trial before the next claim.
+    d = make()
+    ready(d)
+    start = next(a for a in persist_all(d) if isinstance(a, StartTrial))
+    d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.3, duration=1.0), 1.0, 1001.0,
+                            worker_free=False)
+    actions = persist_all(d, 1.0)
+    assert d.ledger.trial(start.trial).state.name == "COMPLETE"
+    assert not [a for a in actions if isinstance(a, StartTrial)]
+    d.handle_timer(5.0, 1005.0)
+    assert not [a for a in persist_all(d, 5.0) if isinstance(a, StartTrial)]
+    d.handle_worker_free(6.0, 1006.0)
+    assert [a.slot for a in persist_all(d, 6.0) if isinstance(a, StartTrial)] == [1]

@@ -45,7 +45,7 @@ def hostile_message(rng: random.Random, ids: list[int], me: int, keys: list[Iden
     v = hostile_values(rng, ids + [me])
     u, node, meta, (host, port) = v["u64"], v["id"], v["meta"], v["addr"]
     k = rng.choice(keys)
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:
         return [MsgType.PING, u, node]
     if kind == 1:
@@ -72,6 +72,8 @@ def hostile_message(rng: random.Random, ids: list[int], me: int, keys: list[Iden
         for o in sorted(rng.sample(range(1, 1 << 40), 50)):
             flat += [o, rng.choice([1, 1 << 62])]
         return [MsgType.SYNC_VV, 1, [0], flat, True]
+    if kind == 11:  # an announcement of an entry nobody holds: the fetch goes nowhere
+        return [MsgType.HAVE, node, rng.choice([1, u, 1 << 62])]
     return [MsgType.ENTRY, b"\x93\x01\x02\x03"]
 
 

@@ -333,3 +333,47 @@ def test_nodes_that_met_before_their_seed_answered_still_join_it():
     for x in (a, b, c):
         others = {n.node_id for n in (a, b, c)} - {x.node_id}
         assert set(x.core.membership.ids(State.ALIVE)) == others
+
+
+def test_an_entry_whose_whole_copies_are_lost_is_fetched_after_an_announcement():
+    """Lazy push: past ``eager_sends`` whole copies a node only announces an entry
+    (Have); a node that lacks an announced entry fetches it from the announcer at its
+    next gossip tick — no digest exchange, no push-pull."""
+    net, nodes = cluster(12)
+    a, b = nodes[0], nodes[1]
+    (entry,) = add_entries(a, 1)
+    raw = a.ledger.raw(entry.origin, entry.seq)
+
+    def pushed_to_b(src: Node, dst: object, data: bytes) -> bool:
+        # every whole copy to b is lost until b has asked for it
+        return dst == b.addr and raw in data and entry.origin not in b.core.ae.gap_at
+
+    net.drop(pushed_to_b)
+    tcp_before = net.tcp_sessions
+    t0 = net.now
+    net.run_for(3.0, stop=lambda: b.ledger.vv == a.ledger.vv)
+    assert b.ledger.vv == a.ledger.vv
+    assert net.now - t0 < 1.0 and net.tcp_sessions == tcp_before
+    assert all(n.ledger.vv == a.ledger.vv for n in nodes)
+
+
+def test_each_node_sends_an_entry_whole_at_most_eager_sends_times():
+    net, nodes = cluster(12)
+    a = nodes[0]
+    (entry,) = add_entries(a, 1)
+    raw = a.ledger.raw(entry.origin, entry.seq)
+    whole: dict[int, int] = {}
+
+    def count(src: Node, dst: object, data: bytes) -> bool:
+        if raw in data:
+            whole[src.node_id] = whole.get(src.node_id, 0) + 1
+        return False
+
+    net.drop(count)
+    net.run_for(5.0)
+    assert all(n.ledger.vv == a.ledger.vv for n in nodes)
+    # whole copies: the eager pushes, plus answers to nodes that asked for it
+    eager = a.core.config.eager_sends
+    limit = a.core.profile.retransmit_limit(12)
+    assert eager < limit and sum(whole.values()) < 12 * limit
+    assert max(whole.values()) <= eager + 11

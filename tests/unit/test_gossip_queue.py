@@ -44,3 +44,14 @@ def test_byte_budget_forgets_most_sent_oldest_first():
     for i in range(6, 20):
         q.put(("new", i), b"n" * 10)
     assert q.nbytes <= 100 and not any(("sent", i) in q for i in range(5))
+
+
+def test_an_item_with_its_own_limit_retires_after_it():
+    q = PiggybackQueue()
+    q.put("short", b"s", limit=2)
+    q.put("long", b"l")
+    assert q.take(10, limit=5) == [b"l", b"s"]
+    assert q.take(10, limit=5) == [b"l", b"s"]
+    assert q.take(10, limit=5) == [b"l"]  # "short" went twice: retired
+    q.put("short", b"s")  # put again without a limit: the queue's limit applies
+    assert [q.take(10, limit=5) for _ in range(6)] == [[b"s", b"l"], [b"s", b"l"]] + [[b"s"]] * 3 + [[]]

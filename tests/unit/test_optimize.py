@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 import p2phpo as hp
-from p2phpo.study import StudyError, StudySpec, run_local
+from p2phpo.inprocess import run_local
+from p2phpo.study import StudyError, StudySpec
 
 SPACE = hp.Space(x=hp.Float(-5.0, 5.0), lr=hp.Float(1e-4, 1.0, log=True), n=hp.Int(1, 8),
                  act=hp.Choice(["relu", "gelu", "tanh"]))

@@ -225,6 +225,16 @@ def test_a_different_study_is_refused_with_the_differing_fields() -> None:
     assert all(t[0] == a.node_id for t in b.ledger.trials())
 
 
+def test_a_restart_with_another_study_file_names_its_own_state_dir() -> None:
+    led = Ledger()
+    make_node(1, ledger=led).step(0.0, 0.0)  # this node started the study in its state dir
+    other = {"study": {"name": "t", "direction": "maximize"}, "space": {"x": {"type": "float"}}}
+    again = make_node(1, ledger=led, spec=other, fp="fp2")
+    assert [c for c in again.step(1.0, 1.0) if isinstance(c, StartTrial)] == []
+    assert again.refused and "its state dir already runs" in again.refused
+    assert "study.direction" in again.refused and "cluster" not in again.refused
+
+
 def test_restart_abandons_own_running_trials() -> None:
     led = Ledger()
     a = make_node(1, ledger=led)

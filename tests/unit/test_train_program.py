@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from p2phpo.inprocess import run_local
 from p2phpo.runtime.node import DEFAULT_STUDY
-from p2phpo.study import StudySpec, run_local
+from p2phpo.study import StudySpec
 from p2phpo.train import data, mlp, program
 
 

@@ -1,0 +1,96 @@
+"""The search's index of the ledger by budget slot (``core/search.py``).
+
+Pure. Follows the ledger's change log, so each ``sync`` costs the changed
+trials only, and keeps what the search core asks on every step: the trials
+of each slot and the slot's state (FREE never claimed, BUSY while a trial
+runs, DONE once one has a counted RESULT, REOPENED when all were abandoned
+or superseded), every RUNNING trial (anyone's) with when this node first saw
+it, when a change to each owner's trials last came (budget.py's ``quiet``), the
+lowest slot not yet DONE, and the best counted trial so far
+(``core/best.py``'s rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from p2phpo.core.best import best_key, best_trial
+from p2phpo.core.entries import TrialId
+from p2phpo.core.ledger import Ledger, TrialState, TrialView
+
+
+class SlotIndex:
+    """The trials of ``ledger`` by slot (module doc)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.slots: dict[int, list[TrialId]] = {}
+        self.running: set[TrialId] = set()
+        self.seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
+        self.heard: dict[int, float] = {}  # owner -> when a change to one of its trials came
+        self.low = 0  # every slot below is DONE
+        self.best: tuple[float, TrialId] | None = None  # best_key of the best counted trial
+        self.direction: str | None = None  # the study's, once adopted: best is kept from then
+        self._cursor = 0
+
+    def sync(self, now: float, changed: Callable[[int], None]) -> None:
+        """Take in the ledger's changes since the last call; ``changed(slot)`` for each."""
+        ledger = self.ledger
+        changes = ledger.changes
+        for tid in changes[self._cursor :]:
+            view = ledger.trial(tid)
+            if view is None:
+                continue
+            self.heard[tid[0]] = now
+            trials = self.slots.setdefault(view.slot, [])
+            if tid not in trials:
+                trials.append(tid)
+            if view.state is TrialState.RUNNING:
+                self.running.add(tid)
+                self.seen_at.setdefault(tid, now)
+            else:
+                self.seen_at.pop(tid, None)
+                self.running.discard(tid)
+                self._note_best(view)
+            changed(view.slot)
+        self._cursor = len(changes)
+        while self.state(self.low) == "DONE":
+            self.low += 1
+
+    def follow_best(self, direction: str) -> None:
+        """The study was adopted: keep the best trial for ``direction`` from now on."""
+        self.direction = direction
+        found = best_trial(self.ledger.trials().values(), direction)
+        self.best = None if found is None else best_key(found, direction)
+
+    def _note_best(self, view: TrialView) -> None:
+        direction = self.direction
+        if direction is None:
+            return
+        key = best_key(view, direction)
+        if key is None and self.best is not None and self.best[1] == view.id:
+            # The best trial stopped counting (a retry whose original's RESULT surfaced).
+            self.follow_best(direction)
+        elif key is not None and (self.best is None or key < self.best):
+            self.best = key  # p2phpo.core.best's rule, as everywhere
+
+    def views(self, slot: int) -> list[TrialView]:
+        trials = self.slots.get(slot)
+        return [] if trials is None else [self.ledger.trial(t) for t in trials]
+
+    def is_open(self, slot: int) -> bool:
+        return self.state(slot) in ("FREE", "REOPENED")
+
+    def state(self, slot: int) -> str:
+        views = self.views(slot)
+        if not views:
+            return "FREE"
+        if any(v.state.counted for v in views):
+            return "DONE"
+        if any(v.state is TrialState.RUNNING for v in views):
+            return "BUSY"
+        return "REOPENED"
+
+    def n_done(self) -> int:
+        """Slots with a counted RESULT."""
+        return sum(1 for s in self.slots if self.state(s) == "DONE")
