@@ -456,12 +456,16 @@ class SearchCore:
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
         start = StartTrial(claim.key, slot, dict(params), retry_of)
-        if (self.config.confirm_delay > 0 and self._pick_kind == "grace"
-                and len(self._ready_members()) > 1):
-            # A fallback claim may well meet a rival: let them meet before anything runs.
-            # Home and stolen slots are agreed by construction (core/budget.py); alone,
-            # nobody can hold a rival claim: start at once.
-            self._pending[claim.key] = (now + self.config.confirm_delay, start)
+        delay = {"grace": self.config.confirm_delay, "home": 0.0}.get(self._pick_kind,
+                                                                      self.config.steal_delay)
+        if delay > 0 and len(self._ready_members()) > 1:
+            # A fallback or stolen claim may meet a rival: let them meet before anything
+            # runs. Thieves agree on a slot only when they agree on who is a thief, and
+            # with trials shorter than a gossip round two idle thieves each see the other
+            # busy (its RESULT still in flight): both would run, and both would count.
+            # Home slots are agreed by construction (core/budget.py); alone, nobody can
+            # hold a rival claim: start at once.
+            self._pending[claim.key] = (now + delay, start)
             return None
         self._own[claim.key] = now
         return start

@@ -48,6 +48,7 @@ class SearchConfig:
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node runs at once
     confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
+    steal_delay: float = 0.0  # seconds between a stolen slot's CLAIM and its start (the same)
     settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
@@ -65,7 +66,8 @@ class SearchConfig:
                    settle=0.0, steal_wait=profile.probe_interval / 2,
                    gone_wait=profile.probe_interval * 2,
                    heard_window=profile.probe_interval * 4,
-                   confirm_delay=profile.gossip_interval * 3)
+                   confirm_delay=profile.gossip_interval * 3,
+                   steal_delay=profile.gossip_interval * 2)
 
 
 @dataclass(frozen=True, slots=True)
