@@ -144,7 +144,7 @@ class PiggybackQueue:
         if not picked:
             return []
         touched = set()
-        for t, key, data in picked:
+        for t, key, _data in picked:
             del items[key]
             live[t] -= 1
             touched.add(t)

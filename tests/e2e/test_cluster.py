@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.cluster import (
+    REPO,
     NodeProc,
     counted_slots,
     export,
@@ -33,6 +34,20 @@ def test_three_nodes_share_the_budget_exactly(tmp_path: Path, nodes) -> None:
     assert sorted(slots) == list(range(12)) and set(slots.values()) == {1}
     workers = {r["node"] for r in rows[0] if r["state"] == "COMPLETE"}
     assert len(workers) == 3  # every node took part
+
+
+def test_the_example_cluster_never_overshoots_its_budget(nodes) -> None:
+    # examples/three_nodes.sh's study: many trials are pruned within milliseconds, so idle
+    # thieves see each other busy (their RESULTs still in flight); a stolen slot must meet
+    # its rivals before it runs, or both run and both count (24 of 24, not 25-30).
+    study = REPO / "examples" / "custom_objective.toml"
+    a = nodes("a", "--study", str(study)).start()
+    b = nodes("b", "--seed", a.addr).start()
+    c = nodes("c", "--seed", a.addr).start()
+    for n in (a, b, c):
+        assert n.wait(90) == 0, n.err.read_text()
+    slots = counted_slots(export(a.state))
+    assert sorted(slots) == list(range(24)) and set(slots.values()) == {1}, slots
 
 
 def test_killed_node_is_reclaimed_and_restarts_from_its_state_dir(tmp_path: Path, nodes) -> None:
