@@ -456,12 +456,13 @@ class Node:
                              "is left to the other nodes")
 
     async def _remember_peers(self) -> None:
-        """Keep the addresses of the live members in the state dir (checked every 0.5 s,
-        written when they changed)."""
+        """Keep the addresses of the known members in the state dir (checked every 0.5 s,
+        written when they changed). Members that left or died count too, until the member
+        table forgets them: in a short study a peer may join and leave between two checks,
+        and a restart should still know where its cluster was."""
         assert self.storage is not None and self.rt is not None
         while True:
-            addrs = [_addr_str(m.addr) for m in self.rt.core.members()
-                     if m.node != self.node_id and m.state.name in ("ALIVE", "SUSPECT")]
+            addrs = [_addr_str(m.addr) for m in self.rt.core.members() if m.node != self.node_id]
             try:
                 self.storage.remember_peers(addrs)
             except StorageError as exc:

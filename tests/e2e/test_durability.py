@@ -163,7 +163,8 @@ def _damage_study_record(log: Path) -> None:
 
 def test_a_joiner_whose_study_entry_is_damaged_never_stalls_when_its_peers_are_gone(
         tmp_path: Path, nodes) -> None:
-    study = write_study(tmp_path / "s.toml", n_trials=6, epochs=2, sleep=0.0)
+    # Trials long enough that c joins before a has run them all alone (c must know a).
+    study = write_study(tmp_path / "s.toml", n_trials=6, epochs=2, sleep=0.5)
     a = nodes("a", "--study", str(study), "--grace", "0").start()
     c = nodes("c", "--seed", a.addr, "--grace", "0").start()
     for n in (a, c):  # generous waits: the suite also runs on a loaded machine

