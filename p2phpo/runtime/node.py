@@ -284,7 +284,6 @@ class Node:
         root.setLevel(self.opts.log_level.upper())
         if self.storage.recovery:
             log.warning("%s", self.storage.recovery.note())
-            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
 
     # -- the main task -----------------------------------------------------------
     async def run(self) -> int:
@@ -306,6 +305,8 @@ class Node:
         self.started.set()
         self._event("listening", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
+        if self.storage is not None and self.storage.recovery:  # after `listening`, always first
+            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
         if self.spec is not None and not self.opts.observer:
             self._start_worker()
         if self.storage is not None:

@@ -43,6 +43,7 @@ def test_a_flipped_byte_in_a_cluster_node_costs_nothing(tmp_path: Path, nodes) -
     assert c.wait(90) == 0, c.err.read_text()
     assert export(c.state) == want
     assert not events(c, "started", seen)
+    assert c.events()[seen]["event"] == "listening"  # the documented first event, even after a repair
     note = " ".join(e["detail"] for e in events(c, "recovered", seen) + events(c, "repaired", seen))
     assert "skipped 1 damaged record" in note and "repaired 1 entry from peers" in note
     for n in (a, b):
