@@ -326,7 +326,8 @@ class Node:
         if self.storage is not None:
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
                               start_wall=time.time(),
-                              config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+                              config=GateConfig.for_profile(PROFILES[self.opts.profile]),
+                              tail_own=self.storage.recovery.tail_own)
         held = self.storage.meta.study if self.storage is not None else None
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
                                  gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),
