@@ -352,6 +352,8 @@ class Storage:
         led.max_pending = led.max_pending_total = max(caps[1], len(rep.entries))  # our own disk: hold every gap
         led.merge(rep.entries, trusted=True)  # verified before they were written
         led.max_pending, led.max_pending_total = caps
+        self.last_own_wall = max((e.wall for e, _ in rep.entries if e.origin == self.node_id),
+                                 default=0.0)  # the wall clock of our newest write on disk
         vv = self.ledger.vv
         self._held_on_disk = {(e.origin, e.seq) for e, _ in rep.entries
                               if e.seq > vv.get(e.origin, 0)}

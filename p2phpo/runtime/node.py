@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import time
@@ -324,8 +325,10 @@ class Node:
         assert self.rt is not None
         gate = None
         if self.storage is not None:
+            # A clock set back since the crash must not make our own older records look
+            # newer than this start (a twin): none on disk is newer than this start.
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
-                              start_wall=time.time(),
+                              start_wall=max(time.time(), math.nextafter(self.storage.last_own_wall, math.inf)),
                               config=GateConfig.for_profile(PROFILES[self.opts.profile]),
                               tail_own=self.storage.recovery.tail_own)
         held = self.storage.meta.study if self.storage is not None else None

@@ -226,3 +226,30 @@ def test_an_own_record_lost_while_its_only_holder_was_away_comes_back(tmp_path: 
         n.signal(signal.SIGINT)
         assert n.wait(30) == 0, n.err.read_text()
     assert export(a.state) == want == export(c.state)
+
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not FAKETIME.exists(), reason="needs libfaketime (apt-get install faketime)")
+def test_a_clock_set_back_does_not_make_a_repair_look_like_a_copy(tmp_path: Path, nodes) -> None:
+    """A node restarted with its clock 10 minutes behind gets a lost record of its own
+    back from a peer: written before this start, not by a twin (it used to exit 2,
+    "stale state dir", because the record's wall time was after the skewed start)."""
+    study = write_study(tmp_path / "s.toml", n_trials=8, epochs=2, sleep=0.3)
+    a = nodes("a", "--study", str(study), "--linger").start()
+    c = nodes("c", "--seed", a.addr, "--linger").start()
+    wait_for(lambda: events(a, "done") and events(c, "done"), 120, "the study to finish")
+    wait_for(lambda: export(c.state) == export(a.state), 30, "a and c to agree")
+    c.signal(signal.SIGINT)
+    assert c.wait(30) == 0, c.err.read_text()
+    off, _ = _own_spans(c.state)[-2]  # a gap below c's newest record
+    data = bytearray((c.state / "ledger.log").read_bytes())
+    data[off + 10] ^= 0x5A
+    (c.state / "ledger.log").write_bytes(bytes(data))
+    seen = len(c.events())
+    c.start(env={"LD_PRELOAD": str(FAKETIME), "FAKETIME": "-600"})
+    wait_for(lambda: events(c, "repaired", seen) or c.proc.poll() is not None, 60, "c to repair")
+    assert c.proc.poll() is None, c.err.read_text()
+    assert "of this node's own" in events(c, "repaired", seen)[0]["detail"]
+    wait_for(lambda: export(c.state) == export(a.state), 30, "a and c to agree again")
