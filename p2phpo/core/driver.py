@@ -591,6 +591,8 @@ class NodeDriver:
             if self.gate.refused:
                 self._fail(2, self.gate.refused, leave=False)  # our id is another node's
                 return
+            if back := self.gate.take_returned():
+                self._actions.append(Note("repaired", self.node_id, None, back))
         self._actions.append(Persist(entries, own=False))
         self._note_reclaims(entries)
         for e in entries:

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import time
@@ -286,7 +287,6 @@ class Node:
         root.setLevel(self.opts.log_level.upper())
         if self.storage.recovery:
             log.warning("%s", self.storage.recovery.note())
-            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
 
     # -- the main task -----------------------------------------------------------
     async def run(self) -> int:
@@ -308,6 +308,8 @@ class Node:
         self.started.set()
         self._event("listening", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
+        if self.storage is not None and self.storage.recovery:  # after `listening`, always first
+            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
         if self.spec is not None and not self.opts.observer:
             self._start_worker()
         if self.storage is not None:
@@ -325,9 +327,12 @@ class Node:
         assert self.rt is not None
         gate = None
         if self.storage is not None:
+            # A clock set back since the crash must not make our own older records look
+            # newer than this start (a twin): none on disk is newer than this start.
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
-                              start_wall=time.time(),
-                              config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+                              start_wall=max(time.time(), math.nextafter(self.storage.last_own_wall, math.inf)),
+                              config=GateConfig.for_profile(PROFILES[self.opts.profile]),
+                              tail_own=self.storage.recovery.tail_own)
         held = self.storage.meta.study if self.storage is not None else None
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
                                  gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),

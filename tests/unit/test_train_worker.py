@@ -223,7 +223,7 @@ def test_late_prune_verdict_is_honoured_at_the_next_report(tmp_path: Path) -> No
     out, nice = asyncio.run(main())
     assert out.status is TrialStatus.PRUNED and out.verdict is Verdict.PRUNE
     assert 2 <= out.last_step < 20
-    assert nice == 10
+    assert nice == min(10, 19 - os.getpriority(os.PRIO_PROCESS, 0))  # 19 is the lowest priority
 
 
 def test_worker_env_caps_threads_and_sets_the_compile_cache(tmp_path: Path) -> None:
