@@ -437,14 +437,21 @@ class SearchCore:
         """Claim up to ``capacity`` slots at once (a batch the worker trains together):
         the claiming stops at the first slot this node cannot take now."""
         out: list[StartTrial] = []
+        idle_since, claimed = self._unmatched_since, False
         while self._claims_open(now):
             held = len(self._own) + len(self._pending)
             start = self._maybe_claim(now, wall)
             if start is not None:
                 out.append(start)
-            elif len(self._own) + len(self._pending) == held:
+            if len(self._own) + len(self._pending) == held:
                 break
+            claimed = True
             self._sync_index()
+            # The batch's later members are picked as the first was: by a node idle
+            # since then (a gone owner's slots wait for an idle node's gone_wait).
+            self._unmatched_since = idle_since
+        if claimed:
+            self._unmatched_since = None
         return out
 
     @property

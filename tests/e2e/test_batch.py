@@ -16,7 +16,7 @@ STUDY = """
 [study]
 name = "batch-e2e"
 direction = "minimize"
-n_trials = 20
+n_trials = 28
 
 [sampler]
 name = "random"
@@ -59,7 +59,7 @@ def test_batched_nodes_run_the_exact_budget_and_a_node_killed_mid_batch_is_recla
     assert a.wait(120) == 0, a.err.read_text()
     rows = export(a.state)
     slots = counted_slots(rows)
-    assert sorted(slots) == list(range(20)) and set(slots.values()) == {1}, slots
+    assert sorted(slots) == list(range(28)) and set(slots.values()) == {1}, slots
     by_trial = {r["trial"]: r for r in rows}
     c_id = c.events()[0]["node"]
     lost = [r["trial"] for r in killed if r["state"] == "RUNNING" and r["node"] == c_id]
