@@ -143,6 +143,7 @@ class _Member:
     boot: int = 0  # boot salt of its life, as its signed Alive says
     pub: bytes = b""  # the node's key and signature of (incarnation, addr, meta, boot)
     sig: bytes = b""
+    record: MemberRecord | None = None  # push-pull record, as of its incarnation and state
 
 
 @dataclass(slots=True)
@@ -277,11 +278,24 @@ class Membership:
             self.node_id, a.incarnation, State.LEFT if self.leaving else State.ALIVE,
             a.addr, dict(a.meta), a.boot, a.pub, a.sig,
         )
-        rest = [
-            MemberRecord(m.node, m.incarnation, m.state, m.addr, dict(m.meta), m.boot, m.pub, m.sig)
-            for m in (self._members[n] for n in sorted(self._members))
-        ]
-        return [me, *rest]
+        return [me, *(self._record(self._members[n]) for n in sorted(self._members))]
+
+    def _record(self, m: _Member) -> MemberRecord:
+        """``m`` as a push-pull record, built once per (incarnation, state): its address,
+        metadata and signature change only with its incarnation (``apply_alive``), and a
+        record is immutable, so every push-pull of a big cluster reuses it."""
+        held = m.record
+        if held is not None and held.incarnation == m.incarnation and held.state == m.state:
+            return held
+        m.record = MemberRecord(m.node, m.incarnation, m.state, m.addr, dict(m.meta), m.boot, m.pub, m.sig)
+        return m.record
+
+    def holds(self, a: Any) -> bool:
+        """Whether ``a`` (an Alive or a record) carries exactly the signed fields of the
+        member we hold (so its signature was checked when we took it in)."""
+        m = self._members.get(a.node)
+        return (m is not None and m.sig == a.sig and m.incarnation == a.incarnation and bool(m.sig)
+                and m.pub == a.pub and m.boot == a.boot and m.addr == a.addr and m.meta == a.meta)
 
     def dump(self) -> list[Any]:
         """Canonical, comparable state (tests, fuzz)."""
@@ -439,7 +453,10 @@ class Membership:
             if r.node in self._members or r.node == self.node_id:
                 self.apply_leave(Leave(r.node, r.incarnation), now)
             return
-        if r.node not in self._members or r.state == State.ALIVE or r.node == self.node_id:
+        m = self._members.get(r.node)
+        if r.state == State.ALIVE and m is not None and r.incarnation <= m.incarnation:
+            return  # what apply_alive would do with it (nothing), without building the Alive
+        if m is None or r.state == State.ALIVE or r.node == self.node_id:
             self.apply_alive(r.alive(), now)
         if r.state != State.ALIVE:
             self.apply_suspect(Suspect(r.node, r.incarnation, 0), now)

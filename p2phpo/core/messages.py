@@ -326,7 +326,42 @@ def _fields(x: object, n_min: int, n_max: int) -> list[Any]:
     return expect_list(x, n_max, min_len=n_min)
 
 
+class _Memo:
+    """Decoded values by the msgpack bytes of their wire form, for what arrives again and
+    again: a member's record in every push-pull of a big cluster, a signed Alive relayed
+    by every peer (and, in a simulator, by every node of the process). Decoding is a pure
+    function of those bytes (the packing of a decoded value tells int, bool and float
+    apart), so a hit is exactly what decoding would return; what fails is not kept.
+    Bounded: emptied when full. The values are immutable or never mutated by a reader."""
+
+    __slots__ = ("_cap", "_d")
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._d: dict[bytes, Any] = {}
+
+    def get(self, x: object, decode: Any) -> Any:
+        key = pack(x)
+        hit = self._d.get(key)
+        if hit is None:
+            hit = decode(x)
+            if len(self._d) >= self._cap:
+                self._d.clear()
+            self._d[key] = hit
+        return hit
+
+
+_RECORDS = _Memo(1 << 16)
+_ALIVES = _Memo(1 << 14)
+
+
 def _decode_one(x: object) -> Message:
+    if type(x) is list and len(x) == 9 and x[0] == MsgType.ALIVE:
+        return _ALIVES.get(x, _decode_uncached)  # type: ignore[no-any-return]
+    return _decode_uncached(x)
+
+
+def _decode_uncached(x: object) -> Message:
     f = expect_list(x, 9, min_len=1)
     t = expect_int(f[0], 0, 255)
     u64 = expect_uint64
@@ -384,6 +419,10 @@ def _get_sig(pub: object, sig: object) -> tuple[bytes, bytes]:
 
 
 def _decode_member(x: object) -> MemberRecord:
+    return _RECORDS.get(x, _decode_member_uncached)  # type: ignore[no-any-return]
+
+
+def _decode_member_uncached(x: object) -> MemberRecord:
     f = expect_list(x, 9, min_len=9)
     state = expect_int(f[2], 0, 3)
     return MemberRecord(
