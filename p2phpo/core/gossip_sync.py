@@ -50,12 +50,11 @@ from p2phpo.core.messages import (
 )
 from p2phpo.core.records import decode_record
 from p2phpo.core.study_bind import BLANK, FOREIGN, OURS
+from p2phpo.core.vv_index import BucketIndex, bucket_of
 from p2phpo.core.wire_codec import DropReason, WireError
 
 _INF = float("inf")
 
-_GOLDEN = 0x9E3779B97F4A7C15
-_MASK = (1 << 64) - 1
 MAX_BUCKETS = 128
 SINGLE_BUCKET_ORIGINS = 48
 FETCH_BUCKETS = 4096
@@ -73,11 +72,6 @@ def n_buckets(n_origins: int) -> int:
     while nb * 16 < n_origins and nb < MAX_BUCKETS:
         nb *= 2
     return nb
-
-
-def bucket_of(origin: int, nb: int) -> int:
-    bits = nb.bit_length() - 1
-    return ((origin * _GOLDEN) & _MASK) >> (64 - bits) if bits else 0
 
 
 def bucket_hashes(vv: dict[int, int], nb: int) -> bytes:
@@ -107,6 +101,11 @@ def chunk_buckets(vv: dict[int, int], buckets: list[int], nb: int, room: int) ->
         b = bucket_of(o, nb)
         if b in per:
             per[b] += 1
+    return group_buckets(per, buckets, room)
+
+
+def group_buckets(per: dict[int, int], buckets: list[int], room: int) -> list[list[int]]:
+    """Group ``buckets`` (holding ``per[b]`` origins each) so each group's vv fits ``room``."""
     groups: list[list[int]] = [[]]
     used = 0
     for b in buckets:
@@ -152,6 +151,7 @@ class AntiEntropy:
                  budget: int, link: Link) -> None:
         self.node_id = node_id
         self.ledger = ledger
+        self.index = BucketIndex(ledger.vv)  # our origins by bucket (fetches, UDP syncs)
         self.membership = membership
         self.config = config
         self.profile = config.profile
@@ -270,19 +270,24 @@ class AntiEntropy:
             self._send_vvs(sender, addr, m.n_buckets, diff, reply=True)
 
     def _send_vvs(self, to: int, addr: Addr, nb: int, buckets: list[int], *, reply: bool) -> None:
-        vv = self.ledger.vv
-        for group in chunk_buckets(vv, buckets, nb, self.budget - 32):
-            part = restrict(vv, set(group), nb)
+        index = self.index
+        for group in group_buckets(index.counts(buckets, nb), buckets, self.budget - 32):
+            part = index.restrict(group, nb)
             self.link.send(addr, [SyncVV(nb, tuple(group), part, reply)], piggyback=False, to=to)
 
     def on_sync_vv(self, sender: int, m: SyncVV, addr: Addr, now: float) -> None:
         if self.membership.get(sender) is None:
             return
         nb, bset = m.n_buckets, set(m.buckets)
-        theirs = {o: s for o, s in m.vv.items() if bucket_of(o, nb) in bset}
-        vv = self.ledger.vv
-        base = {o: (theirs.get(o, 0) if bucket_of(o, nb) in bset else s) for o, s in vv.items()}
-        if self.ledger.missing_count(base) > self.config.far_behind:
+        # Their vv of the buckets they sent; of ours, only those buckets' origins can be
+        # above it (the rest of ours counts as theirs): O(what they asked), not O(origins).
+        vv, theirs = self.ledger.vv, m.vv
+        if nb == 1:
+            base = {o: theirs.get(o, 0) for o in vv} if 0 in bset else {}
+        else:
+            index = self.index.origins(nb)
+            base = {o: theirs.get(o, 0) for b in sorted(bset) for o in index.get(b, ())}
+        if sum(max(0, vv[o] - s) for o, s in base.items()) > self.config.far_behind:
             self.want_tcp(sender, addr, now)
         else:
             self._queue_delta(sender, addr, base, now)
@@ -292,7 +297,8 @@ class AntiEntropy:
             self._send_vvs(sender, addr, nb, sorted(bset), reply=False)
 
     def _queue_delta(self, sender: int, addr: Addr, base: dict[int, int], now: float) -> None:
-        delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes)
+        """Queue what we hold above ``base`` for its origins only (the others they hold)."""
+        delta = self.ledger.delta_since(base, limit_bytes=self.config.sync_bytes, only=True)
         q: deque[bytes] = deque()
         for e in delta:
             raw = self.ledger.raw(e.origin, e.seq)

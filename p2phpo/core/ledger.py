@@ -425,16 +425,21 @@ class Ledger:
 
     # -- delta -------------------------------------------------------------
     def delta_since(
-        self, vv: dict[int, int], limit_bytes: int | None = None, max_entries: int | None = None
+        self, vv: dict[int, int], limit_bytes: int | None = None, max_entries: int | None = None,
+        *, only: bool = False,
     ) -> list[Entry]:
         """Entries above ``vv``, in origin/seq order, each origin's run gap-free.
 
         Stops before the encoded sizes would exceed ``limit_bytes`` or the count
         ``max_entries``; the receiver's vv then advances by a prefix per origin.
+        ``only``: of the origins ``vv`` names only (the receiver holds the others).
         """
         out: list[Entry] = []
         used = 0
-        for origin in sorted(self._vv):
+        mine = self._vv
+        for origin in sorted(vv) if only else sorted(mine):
+            if origin not in mine:
+                continue
             start = vv.get(origin, 0)
             if start >= self._vv[origin]:
                 continue

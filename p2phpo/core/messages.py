@@ -355,9 +355,26 @@ _RECORDS = _Memo(1 << 16)
 _ALIVES = _Memo(1 << 14)
 
 
+_HAVE, _ENTRY, _ALIVE, _U64 = int(MsgType.HAVE), int(MsgType.ENTRY), int(MsgType.ALIVE), (1 << 64) - 1
+
+
 def _decode_one(x: object) -> Message:
-    if type(x) is list and len(x) == 9 and x[0] == MsgType.ALIVE:
-        return _ALIVES.get(x, _decode_uncached)  # type: ignore[no-any-return]
+    """One message of a datagram. The busiest kinds (``Have``, ``EntryMsg``: most of a
+    busy cluster's messages) are checked inline first; whatever that does not accept
+    goes through the general decoder, which accepts or rejects it as always."""
+    if type(x) is list:
+        n, t = len(x), x[0] if x else None
+        if type(t) is int:
+            if n == 3 and t == _HAVE:
+                o, s = x[1], x[2]
+                if type(o) is int and type(s) is int and 0 <= o <= _U64 and 0 <= s <= _U64:
+                    return Have(o, s)
+            elif n == 2 and t == _ENTRY:
+                raw = x[1]
+                if type(raw) is bytes and 1 <= len(raw) <= 65536:
+                    return EntryMsg(raw)
+            elif n == 9 and t == _ALIVE:
+                return _ALIVES.get(x, _decode_uncached)  # type: ignore[no-any-return]
     return _decode_uncached(x)
 
 

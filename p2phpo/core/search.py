@@ -310,8 +310,8 @@ class SearchCore:
         its log grows: an entry of it arriving means it may well be alive)."""
         if not self.index.running and not self._unknown_since:
             return
-        owners = {t[0] for t in self.index.running}
-        owners.difference_update(self.members, self._gone_since, (self.node_id,))
+        members, gone, me = self.members, self._gone_since, self.node_id
+        owners = {o for o, _ in self.index.running if o not in members and o not in gone and o != me}
         for owner in [o for o in self._unknown_since if o not in owners]:
             del self._unknown_since[owner], self._unknown_seq[owner]
         for owner in owners:
@@ -323,7 +323,9 @@ class SearchCore:
     def _reclaim_orphans(self, now: float, wall: float) -> None:
         if not (self._gone_since or self._unknown_since) or not self.ready or self.leaving:
             return  # the common case: nobody is gone, nothing to look at
-        orphans = [tid for tid in sorted(self.index.running)
+        gone, unknown = self._gone_since, self._unknown_since  # _owner_gone is False for others
+        maybe = [tid for tid in self.index.running if tid[0] in gone or tid[0] in unknown]
+        orphans = [tid for tid in sorted(maybe)
                    if tid[0] != self.node_id and tid not in self._abandoned_by_me
                    and self._owner_gone(tid[0], now)]
         live = self._ready_members() if orphans else []
