@@ -89,24 +89,28 @@ class Ring:
         vs = np.tile(np.arange(POINTS, dtype=np.uint64), len(roster))
         pts = mix64(ids ^ np.uint64(RING_SALT), vs)
         order = np.lexsort((ids, pts))
-        self.points = [int(x) for x in pts[order]]
-        self.owners = [int(x) for x in ids[order]]
-        cuts = [self._count(p) for p in self.points]
+        pts, ids = pts[order], ids[order]
+        self.points: list[int] = pts.tolist()
+        self.owners: list[int] = ids.tolist()
+        # Slot s sits at (2s+1) * 2**63 / n: at or before an (integer) point p exactly
+        # when its ceiling is, so sorted searches give what _count and the arcs say.
+        at = _slot_ceilings(n)
+        cuts = np.searchsorted(at, pts, side="right").tolist()  # _count of every point
         # arcs[i]: slots [lo, hi) of point i (the first arc also holds the wrapped top)
         self.arcs: list[list[tuple[int, int]]] = []
-        for i, hi in enumerate(cuts):
-            if i == 0:
-                spans = [(0, hi)] + ([(cuts[-1], n)] if cuts[-1] < n else [])
-            else:
-                spans = [(cuts[i - 1], hi)]
-            self.arcs.append([(lo, h) for lo, h in spans if h > lo])
+        lo = 0
+        for hi in cuts:
+            self.arcs.append([(lo, hi)] if hi > lo else [])
+            lo = max(lo, hi)
+        if cuts and cuts[-1] < n:
+            self.arcs[0].append((cuts[-1], n))
         self.of: dict[int, list[int]] = {}
         for i, owner in enumerate(self.owners):
             self.of.setdefault(owner, []).append(i)
-        self.owner_of: list[int] = [0] * n  # slot -> the member whose rights hold it
-        for i, spans in enumerate(self.arcs):
-            for lo, hi in spans:
-                self.owner_of[lo:hi] = [self.owners[i]] * (hi - lo)
+        # slot -> the member whose rights hold it: the first point at or after the slot
+        first = np.searchsorted(pts, at, side="left") if len(pts) else np.zeros(n, dtype=np.int64)
+        self.owner_of: list[int] = (ids[first % max(1, len(pts))].tolist() if len(pts)
+                                    else [0] * n)
 
     def _count(self, point: int) -> int:
         """How many slots sit at or before ``point``."""
@@ -280,6 +284,12 @@ class SlotPlanner:
             return None
         found = self.open.find(1, low)
         return None if found < 0 else found
+
+
+@functools.lru_cache(maxsize=8)
+def _slot_ceilings(n: int) -> np.ndarray:
+    """The ceiling of each slot's position on the ring, ``(2s + 1) * 2**63 / n``."""
+    return np.array([-((-(2 * s + 1) << 63) // n) for s in range(n)], dtype=np.uint64)
 
 
 @functools.lru_cache(maxsize=64)

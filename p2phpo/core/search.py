@@ -121,6 +121,9 @@ class SearchCore:
         self._roster_since = -math.inf
         self._roster_key: tuple | None = None
         self._members_gen = 0  # bumped when the members' map is replaced or the roster moves
+        self._keys_gen = 0  # bumped when a member or a gone member is added or removed
+        self._unknown_key: tuple[int, int] | None = None  # (index.seen, _keys_gen) of _unknown_owners
+        self._unknown_owners: set[int] = set()
         self._pick_kind = "home"
         self._now = -math.inf
         self._adopted_at = math.inf  # monotonic time this node adopted the study
@@ -139,10 +142,13 @@ class SearchCore:
             self.members = dict(members)
             self._alive = {mid for mid, m in members.items() if m.state == "ALIVE"}
             self._members_gen += 1
+            self._keys_gen += 1
             return
         fp = self.plan.fingerprint if self.plan else None
         for mid in changed:
             old, view = self.members.get(mid), members.get(mid)
+            if (old is None) != (view is None):
+                self._keys_gen += 1
             if view is None:
                 self.members.pop(mid, None)
             else:
@@ -156,10 +162,13 @@ class SearchCore:
                 self._members_gen += 1  # the roster moved
 
     def _note_gone(self, mid: int, view: MemberView, now: float) -> None:
+        gone = self._gone_since
         if view.state in GONE:
-            self._gone_since.setdefault(mid, now)
-        else:
-            self._gone_since.pop(mid, None)
+            if mid not in gone:
+                gone[mid] = now
+                self._keys_gen += 1
+        elif gone.pop(mid, None) is not None:
+            self._keys_gen += 1
 
     def synced_with(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed at ``now``."""
@@ -310,8 +319,13 @@ class SearchCore:
         its log grows: an entry of it arriving means it may well be alive)."""
         if not self.index.running and not self._unknown_since:
             return
-        members, gone, me = self.members, self._gone_since, self.node_id
-        owners = {o for o, _ in self.index.running if o not in members and o not in gone and o != me}
+        key = (self.index.seen, self._keys_gen)  # what the owners below depend on
+        if key != self._unknown_key:
+            members, gone, me = self.members, self._gone_since, self.node_id
+            self._unknown_owners = {o for o, _ in self.index.running
+                                    if o not in members and o not in gone and o != me}
+            self._unknown_key = key
+        owners = self._unknown_owners
         for owner in [o for o in self._unknown_since if o not in owners]:
             del self._unknown_since[owner], self._unknown_seq[owner]
         for owner in owners:

@@ -33,6 +33,11 @@ class SlotIndex:
         self.direction: str | None = None  # the study's, once adopted: best is kept from then
         self._cursor = 0
 
+    @property
+    def seen(self) -> int:
+        """How many ledger changes were taken in (``running`` changes only with it)."""
+        return self._cursor
+
     def sync(self, now: float, changed: Callable[[int], None]) -> None:
         """Take in the ledger's changes since the last call; ``changed(slot)`` for each."""
         ledger = self.ledger
