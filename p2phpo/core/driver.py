@@ -274,11 +274,7 @@ class NodeDriver:
             self.search.worker_busy = bool(self._running) or self._worker_held
             if outcome is not None:
                 self.search.finish(trial, outcome, wall)
-                view = self.ledger.trial(trial)
-                if view is not None:
-                    value = "" if view.value is None else f" {view.value}"
-                    self._actions.append(Note("finished", self.node_id, trial,
-                                              f"{view.state.value}{value}"))
+                self._note_recorded()
         self._poke = True
         self._pump(now, wall)
 
@@ -573,9 +569,22 @@ class NodeDriver:
                 name = e.spec.get("study", {}).get("name", "?") if isinstance(e.spec, dict) else "?"
                 self._actions.append(Note("study", e.origin, None, f"adopted study {name}"))
 
+    def _note_recorded(self) -> None:
+        """A ``finished`` note for each outcome the search recorded (a stolen trial's
+        waits for its rival window: ``SearchCore._release_held``)."""
+        recorded, self.search.recorded = self.search.recorded, []
+        for trial in recorded:
+            view = self.ledger.trial(trial)
+            if view is not None:
+                value = "" if view.value is None else f" {view.value}"
+                self._actions.append(Note("finished", self.node_id, trial,
+                                          f"{view.state.value}{value}"))
+
     def _take_own(self) -> None:
         if self.search is None:
             return
+        if self.search.recorded:
+            self._note_recorded()
         own = self.search.take_new_entries()
         if own:
             self._quiet = False
