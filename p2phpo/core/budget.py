@@ -274,6 +274,23 @@ class SlotPlanner:
         cands.sort()
         return thieves, cands
 
+    def rivals(self, slot: int, me: int, roster: list[int], alive: set[int], k: int) -> list[int]:
+        """The live members likeliest to claim ``slot`` too before they hear of our claim:
+        its owner (it may be about to run it) and the first ``k`` by the steal weight
+        (whoever wins it as a thief in a view that misses us or our claim)."""
+        if self.open is None or k <= 0 or not 0 <= slot < (self.n or 0) or len(roster) < 2:
+            return []
+        others = [m for m in roster if m != me and m in alive]
+        if not others:
+            return []
+        ids = np.array(others, dtype=np.uint64)
+        weights = mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT), ids)
+        out = [others[i] for i in np.argsort(weights, kind="stable")[:k]]
+        owner = self.ring(roster).owner_of[slot]
+        if owner != me and owner in alive and owner not in out:
+            out.append(owner)
+        return out
+
     def any_open(self, low: int) -> int | None:
         """The lowest open slot at or above ``low`` (bounded budgets), for the last fallback."""
         if self.open is None:

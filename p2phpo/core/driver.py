@@ -308,6 +308,11 @@ class NodeDriver:
         own, self._unconfirmed = self._unconfirmed, []
         if own:
             self.gossip.append_local(own)
+            push = self.search.push_to if self.search is not None else None
+            for e in own if push else ():
+                nodes = push.pop(e.seq, None)
+                if nodes:
+                    self.gossip.push_own(e.seq, nodes)
         if self._leave_pending:
             self._gossip_leave(now)
 

@@ -112,6 +112,7 @@ class SearchCore:
         self._window: dict[TrialId, float] = {}  # stolen/fallback claim -> end of its rival window
         self._held: dict[TrialId, Outcome] = {}  # finished inside its window: result not written yet
         self.recorded: list[TrialId] = []  # own trials whose outcome got written (driver notes)
+        self.push_to: dict[int, list[int]] = {}  # seq of a claim -> members to send it at once
         self.index = SlotIndex(ledger)
         self._gone_since: dict[int, float] = {}
         self._unknown_since: dict[int, float] = {}  # owner of a running trial, no member
@@ -472,6 +473,10 @@ class SearchCore:
             # (core/budget.py); alone, nobody can hold a rival claim.
             self._window[claim.key] = now + window
         self._own[claim.key] = now
+        rivals = self._planner.rivals(slot, self.node_id, self._roster, self._alive,
+                                      self.config.push_rivals)
+        if rivals:
+            self.push_to[claim.seq] = rivals
         return StartTrial(claim.key, slot, dict(params), retry_of)
 
     def _abandoned(self, slot: int) -> list[TrialView]:

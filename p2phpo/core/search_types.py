@@ -54,6 +54,7 @@ class SearchConfig:
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
     fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
     heard_window: float = 4.0  # while a member is suspected or gone, owners silent this long are robbed last
+    push_rivals: int = 0  # members a claim is sent to at once: those likeliest to claim its slot too
 
 
     @classmethod
@@ -67,7 +68,7 @@ class SearchConfig:
                    gone_wait=profile.probe_interval * 2,
                    heard_window=profile.probe_interval * 4,
                    confirm_delay=profile.gossip_interval * 3,
-                   steal_delay=profile.gossip_interval * 2)
+                   steal_delay=profile.gossip_interval * 2, push_rivals=6)
 
 
 @dataclass(frozen=True, slots=True)
