@@ -43,9 +43,12 @@ agree on every slot whatever else their views hold. A slot whose winner is
 busy goes, once a thief has waited ``wait`` seconds, to the winner among the
 idle thieves — preferably a slot that is not the busy winner's first (it would
 take that one the moment it is idle, maybe before our claim reaches it). After ``claim_grace`` seconds without work a node takes a
-candidate anyway (with the confirmation delay), so no view can stall it.
+candidate anyway (its result held back a little longer), so no view can stall it.
 
 Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
+Most conflicts come from claims still in flight (a few gossip rounds at 100
+nodes), so each claim also goes at once to :meth:`SlotPlanner.rivals`: the
+slot's owner and the members first in line for it as thieves.
 Without ``n_trials`` slots are open-ended and roster member ``r`` holds the
 slots ``s`` with ``s % m == r``; nobody runs out, so nobody steals.
 """

@@ -20,6 +20,9 @@ members' shares, and after ``claim_grace`` seconds without work any slot, so
 no view of the membership can stall the search. When two running claims name
 one slot, the lowest
 ``hrw(slot, origin)`` wins; the loser stops and writes RESULT SUPERSEDED.
+A stolen or fallback claim writes its RESULT no sooner than ``steal_delay``
+(``confirm_delay``) after the claim, so rival claims meet before either counts;
+each claim names the members to send it to at once (``push_to``, for the driver).
 
 Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
 DEAD/LEFT) by the rendezvous winner among live ready members, once an

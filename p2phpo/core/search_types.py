@@ -47,8 +47,8 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node runs at once
-    confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
-    steal_delay: float = 0.0  # seconds between a stolen slot's CLAIM and its start (the same)
+    confirm_delay: float = 0.0  # seconds after a fallback CLAIM before its RESULT (rivals meet first)
+    steal_delay: float = 0.0  # seconds after a stolen slot's CLAIM before its RESULT (the same)
     settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner

@@ -443,3 +443,18 @@ def test_a_reaped_dead_owner_does_not_break_the_reclaim() -> None:
         c.step(3.0, 3.0)
     sync(*cores)
     assert cores[0].ledger.trial(tid).state is TrialState.ABANDONED
+
+
+def test_each_claim_names_the_members_to_tell_at_once() -> None:
+    cores = [SearchCore(i, Ledger(), SearchConfig(claim_grace=1.0, push_rivals=1),
+                        lambda s: FakePlan(s.fingerprint, n_trials=12),
+                        (SPEC, "fp1") if i == 1 else None) for i in (1, 2, 3, 4)]
+    for c in cores:
+        c.ready = True
+    genesis(cores[0])
+    sync(*cores)
+    members(cores)
+    for c in cores:
+        (start,) = [x for x in c.step(0.0, 0.0) if isinstance(x, StartTrial)]
+        rivals = c.push_to[start.trial[1]]
+        assert c.node_id not in rivals and 1 <= len(rivals) <= 2 and set(rivals) <= {1, 2, 3, 4}
