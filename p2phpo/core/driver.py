@@ -153,6 +153,7 @@ class NodeDriver:
         self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
         self._incarnation = gossip.incarnation
         self._running: set[TrialId] = set()  # trials the worker runs for us
+        self._held: list[StartTrial] = []  # a batch's starts, out once no claim of it waits
         self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
@@ -324,6 +325,9 @@ class NodeDriver:
             for tid in self.search.running:
                 self._actions.append(Note("left", self.node_id, tid, "trial abandoned for reclaim"))
             self.search.leave(wall)
+            for start in self._held:  # never handed to the worker
+                self._running.discard(start.trial)
+            self._held = []
             for tid in sorted(self._running):
                 self._actions.append(StopTrial(tid, Verdict.STOP, "node leaving"))
         if self.leaving or self._leave_pending:
@@ -463,13 +467,21 @@ class NodeDriver:
         for cmd in search.step(now, wall):
             if isinstance(cmd, StartTrial):
                 self._running.add(cmd.trial)
-                search.worker_busy = True  # one trial at a time in the worker
-            elif isinstance(cmd, StudyDone):
+                search.worker_busy = True  # the worker runs one batch at a time
+                self._held.append(cmd)
+                continue
+            if isinstance(cmd, StudyDone):
                 self.done = cmd.reason
                 self._quiet = False
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
+        if self._held:
+            # A batch's StartTrials leave together, in one take_actions: the shell hands
+            # them to its worker as one batch (capacity 1: one start, at once).
+            self._actions.extend(self._held)
+            self._held = []
+        search.worker_busy = bool(self._running) or self._worker_held
         self._seen_len = len(self.ledger)
         if search.refused:
             self._fail(2, search.refused)
@@ -567,6 +579,8 @@ class NodeDriver:
             if self.gate.refused:
                 self._fail(2, self.gate.refused, leave=False)  # our id is another node's
                 return
+            if back := self.gate.take_returned():
+                self._actions.append(Note("repaired", self.node_id, None, back))
         self._actions.append(Persist(entries, own=False))
         self._note_reclaims(entries)
         for e in entries:

@@ -133,9 +133,9 @@ def test_a_claims_rivals_are_its_slots_owner_and_the_first_members_by_steal_weig
         me = 1 if owner != 1 else 2
         alive = set(roster) - {me}
         rivals = planner.rivals(slot, me, roster, alive, 4)
-        weights = mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT),
-                        np.array([m for m in roster if m != me], dtype=np.uint64))
-        first = sorted((int(w), m) for w, m in zip(weights, [m for m in roster if m != me]))[:4]
+        others = [m for m in roster if m != me]
+        weights = mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT), np.array(others, dtype=np.uint64))
+        first = sorted((int(w), m) for w, m in zip(weights, others, strict=True))[:4]
         assert rivals[:4] == [m for _, m in first]
         assert owner in rivals and me not in rivals and len(rivals) <= 5
         gone = set(rivals)

@@ -309,7 +309,7 @@ def test_a_double_fallback_claim_of_trials_shorter_than_a_gossip_round_counts_on
     a, b = _double_fallback(SearchConfig(claim_grace=1.0, confirm_delay=0.5))
     starts = [c for c in a.step(1.0, 1.0) + b.step(1.0, 1.0) if isinstance(c, StartTrial)]
     assert [s.slot for s in starts] == [0, 0]  # both claim slot 0 and run it at once
-    for core, start in zip((a, b), starts):  # both finish before the claims meet
+    for core, start in zip((a, b), starts, strict=True):  # both finish before the claims meet
         core.finish(start.trial, Outcome(Status.COMPLETE, value=0.5, duration=0.1), 1.1)
         assert core.step(1.1, 1.1) == [] and core.ledger.trial(start.trial).state is TrialState.RUNNING
     sync(a, b)
