@@ -88,7 +88,7 @@ def test_indirect_probe_through_a_third_node():
 def test_exact_virtual_times_of_suspicion_and_death():
     net, (a, b) = cluster(2)
     net.kill(b)
-    probe = a.core._probe
+    probe = a.core.swim.probe
     suspect_at = probe.end_at if probe is not None else a.core._t["probe"] + LOCAL.probe_interval
     net.run_for(3.0)
     ((ts, sus),) = events(a, MemberSuspected)
