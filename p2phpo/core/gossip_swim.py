@@ -3,8 +3,7 @@
 :class:`Swim` owns one node's probe state: the probe in flight (direct, then
 through ``indirect_checks`` relays), the PINGs we relay for others (with
 Lifeguard's NACK a little before the prober's deadline) and the unbound PINGs
-of joins and reconnects (an ACK to one asks for a push-pull; of a join round's
-PINGs to the seeds, only the first answer does). The gossip core
+of joins and reconnects (an ACK to one asks for a push-pull). The gossip core
 owns one as ``self.swim``, hands it PING, PING-REQ, ACK and NACK, and calls
 ``timers(now)`` on each timer; it sends through the core's
 :class:`~p2phpo.core.gossip_sync.Link` ``send``, so this module never imports
@@ -39,7 +38,6 @@ class Swim:
         self.probe: _Probe | None = None
         self.relays: dict[int, _Relay] = {}
         self.pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
-        self.join_pull = -float("inf")  # when a seed's answer to a join PING last asked a push-pull
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -160,16 +158,8 @@ class Swim:
             self.link.send(r.addr, [Ack(r.seq)], to=r.origin)
             return
         ping = self.pings.pop(seq, None)
-        if ping is None:
-            return
-        if ping[0] == "join":
-            # One push-pull per join round is enough to get the table and the ledger:
-            # the other seeds' answers of the same round ask for none (at 1,000 nodes
-            # joining at once, each seed would serve a push-pull of the whole table each).
-            if now - self.join_pull < 2 * self.profile.probe_interval:
-                return
-            self.join_pull = now
-        self.ae.want_tcp(sender, addr, now)
+        if ping is not None:
+            self.ae.want_tcp(sender, addr, now)
 
     def _addr_of(self, node: int) -> Addr:
         m = self.membership.get(node)

@@ -335,28 +335,6 @@ def test_nodes_that_met_before_their_seed_answered_still_join_it():
         assert set(x.core.membership.ids(State.ALIVE)) == others
 
 
-def test_a_node_joining_through_three_seeds_pulls_the_table_from_one_of_them():
-    # Every seed answers the join PING; one push-pull gives the whole table and
-    # ledger, so only the first answer asks for one (1,000 nodes joining at once
-    # would otherwise cost each seed a push-pull of the whole table per joiner).
-    net, (a, b, c) = cluster(3, seed=7)
-    add_entries(a, 3)
-    net.run_for(3.0)
-    pulls: list[int] = []
-    serve = net._pushpull
-
-    def counted(node: Node, req: object) -> None:
-        pulls.append(node.node_id)
-        serve(node, req)  # type: ignore[arg-type]
-
-    net._pushpull = counted  # type: ignore[method-assign]
-    d = net.add(seeds=[a.addr, b.addr, c.addr])
-    net.run_for(1.0)
-    assert pulls.count(d.node_id) == 1
-    assert set(d.core.membership.ids(State.ALIVE)) == {a.node_id, b.node_id, c.node_id}
-    assert len(d.ledger) == len(a.ledger) == 3
-
-
 def test_an_entry_whose_whole_copies_are_lost_is_fetched_after_an_announcement():
     """Lazy push: past ``eager_sends`` whole copies a node only announces an entry
     (Have); a node that lacks an announced entry fetches it from the announcer at its
