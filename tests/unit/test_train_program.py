@@ -142,6 +142,18 @@ def test_the_background_thread_compiles_while_the_trial_trains(sample, monkeypat
                                [e.train_loss for e in plain.epochs], rtol=1e-4)
 
 
+def test_the_worker_precompiles_a_fallback_that_most_trials_can_start_in(sample, monkeypatch) -> None:
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
+    monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=30.0, flops_per_second=2e10))
+    cls = mlp.precompile(sample, program.WIDTH_BUCKETS)
+    assert (cls.micro_batch, cls.width, cls.layers) == (64, 512, 4) and cls in mlp._PROGRAMS
+    for bs, width, layers in ((512, 480, 4), (64, 40, 1)):
+        got = mlp.train(sample, {"batch_size": bs, "width": width, "layers": layers}, epochs=1)
+        assert got.classes == (cls,) and got.compiles == 0
+    assert mlp.precompile(sample, None) is None
+
+
 class _FixedCost(program.CostModel):
     def note_compile(self, seconds: float) -> None:
         pass
