@@ -223,17 +223,20 @@ class PackedProgram:
         leaves_opt = jax.tree_util.tree_leaves(moments, is_leaf=lambda t: isinstance(t, Moments))
         # leaf order: b0, bh[j][s], bo[s], w0, wh[j][s], wo[s] (dict keys sorted)
         hidden = self._hidden_leaves()
-        new_p, new_o = [], []
-        for n, (g, p, o, lr, wd, kind) in enumerate(zip(*flat[:2], leaves_opt, *flat[2:], strict=True)):
-            if n in hidden:  # a layer beyond the depth costs no optimizer work
-                pn, on = jax.lax.cond(hidden[n] < lay.layers, lambda a: _leaf_update(*a),
-                                      lambda a: (a[1], a[2]), (g, p, o, lr, wd, kind, c1, c2))
-            else:
-                pn, on = _leaf_update(g, p, o, lr, wd, kind, c1, c2)
-            new_p.append(pn)
-            new_o.append(on)
+        args = [(*a, c1, c2) for a in zip(*flat[:2], leaves_opt, *flat[2:], strict=True)]
+        out: list[Any] = [None] * len(args)
+        for n, a in enumerate(args):  # the first and output layers: always
+            if n not in hidden:
+                out[n] = _leaf_update(*a)
+        for j in sorted(set(hidden.values())):  # one branch per hidden layer: beyond the
+            ns = [n for n, m in hidden.items() if m == j]  # depth it costs no optimizer work
+            got = jax.lax.cond(j < lay.layers, lambda xs: [_leaf_update(*x) for x in xs],
+                               lambda xs: [(x[1], x[2]) for x in xs], [args[n] for n in ns])
+            for n, r in zip(ns, got, strict=True):
+                out[n] = r
         treedef = jax.tree_util.tree_structure(params)
-        return treedef.unflatten(new_p), (treedef.unflatten(new_o), count)
+        return (treedef.unflatten([r[0] for r in out]),
+                (treedef.unflatten([r[1] for r in out]), count))
 
     def _hidden_leaves(self) -> dict[int, int]:
         """Flat leaf index -> 1-based hidden layer number, for the hidden layers' leaves."""

@@ -160,15 +160,18 @@ def optimizer_step(params: dict, grads: dict, opt: OptState, layers: jax.Array
     c1 = 1 - B1 ** count.astype(jnp.float32)
     c2 = 1 - B2 ** count.astype(jnp.float32)
     new_p, new_m, new_v = {}, {}, {}
-    for name, p in params.items():
-        args = (p, grads[name], opt.mu[name], opt.nu[name])
-        j = layer_of(name)
+    by_layer: dict[int | None, list[str]] = {}
+    for name in params:
+        by_layer.setdefault(layer_of(name), []).append(name)
+    for j, names in by_layer.items():
+        args = [(params[n], grads[n], opt.mu[n], opt.nu[n]) for n in names]
         if j is None or j == 0:  # the first hidden layer is always active
-            out = _leaf_update(opt.hyper, c1, c2, *args)
-        else:
-            out = jax.lax.cond(j < layers, lambda a: _leaf_update(opt.hyper, c1, c2, *a),
-                               lambda a: (a[0], a[2], a[3]), args)
-        new_p[name], new_m[name], new_v[name] = out
+            out = [_leaf_update(opt.hyper, c1, c2, *a) for a in args]
+        else:  # one branch per layer (weights and bias)
+            out = jax.lax.cond(j < layers, lambda xs: [_leaf_update(opt.hyper, c1, c2, *a) for a in xs],
+                               lambda xs: [(a[0], a[2], a[3]) for a in xs], args)
+        for n, (p, m, v) in zip(names, out, strict=True):
+            new_p[n], new_m[n], new_v[n] = p, m, v
     return new_p, OptState(new_m, new_v, count, opt.hyper)
 
 
