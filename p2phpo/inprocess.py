@@ -32,7 +32,7 @@ from p2phpo.core.verdict import Verdict
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
 from p2phpo.space import Space, Value
 from p2phpo.study import Plan, StudyError, StudySpec
-from p2phpo.trial import Trial, run_objective
+from p2phpo.trial import Trial, TrialOutcome, TrialStatus, run_objective
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,8 @@ def optimize(objective: Callable[..., float] | str, space: Space, n_trials: int 
              sampler_options: Mapping[str, Any] | None = None,
              pruner_options: Mapping[str, Any] | None = None,
              target: float | None = None, callbacks: Sequence[Callback] = (),
-             objective_options: Mapping[str, Any] | None = None) -> OptimizeResult:
+             objective_options: Mapping[str, Any] | None = None, batch: int = 1,
+             batch_keys: Sequence[str] | None = None) -> OptimizeResult:
     """Run ``objective(trial) -> value`` on up to ``n_trials`` suggested parameter sets.
 
     In-process and single-node, on the same node driver (ledger, search core,
@@ -113,13 +114,17 @@ def optimize(objective: Callable[..., float] | str, space: Space, n_trials: int 
     anything else is FAILED with the error text and the search goes on.
     ``callbacks`` run after each finished trial and may call ``study.stop()``;
     ``timeout`` (seconds or "30m") stops starting new trials; Ctrl-C and
-    ``stop()`` both return the result so far.
+    ``stop()`` both return the result so far. ``batch`` K claims K trials at a
+    time, as ``p2phpo node --batch K``: the built-in objective trains them packed
+    together, a function runs them one after another; the members of a batch
+    share the values of ``batch_keys`` (default: the built-in's batch size, depth,
+    activation and seed, none for a function), chosen by the batch's first trial.
     """
     if not isinstance(space, Space):
         raise TypeError(f"space must be an hp.Space, got {type(space).__name__}")
     fn, name = _objective(objective)
     study = {"name": name, "direction": direction, "seed": seed, "n_trials": n_trials,
-             "timeout": timeout, "target": target}
+             "timeout": timeout, "target": target, "batch": batch if batch != 1 else None}
     spec = StudySpec.from_dict({
         "study": {k: v for k, v in study.items() if v is not None},
         "sampler": {"name": sampler, **dict(sampler_options or {})},
@@ -129,7 +134,8 @@ def optimize(objective: Callable[..., float] | str, space: Space, n_trials: int 
         "space": space.to_dict()})
     spec = dataclasses.replace(spec, space=space)
     node_id = (hrw("optimize", seed) | 1) & ((1 << 63) - 1)
-    ledger, reason = drive_local(spec, fn, node_id=node_id, callbacks=callbacks)
+    keys = None if batch_keys is None else tuple(batch_keys)
+    ledger, reason = drive_local(spec, fn, node_id=node_id, callbacks=callbacks, batch_keys=keys)
     return _result(spec, ledger, reason)
 
 
@@ -156,12 +162,13 @@ def run_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
 def drive_local(spec: StudySpec, objective: Callable[..., float], node_id: int,
                 clock: Callable[[], float] = time.monotonic,
                 wall: Callable[[], float] = time.time,
-                callbacks: Sequence[Callback] = ()) -> tuple[Ledger, str]:
+                callbacks: Sequence[Callback] = (),
+                batch_keys: tuple[str, ...] | None = None) -> tuple[Ledger, str]:
     """Run ``spec`` on one :class:`LocalNode` until the study is done.
 
     Returns the ledger and why the search ended.
     """
-    node = LocalNode(spec, objective, node_id, clock, wall, callbacks)
+    node = LocalNode(spec, objective, node_id, clock, wall, callbacks, batch_keys)
     return node.ledger, node.run()
 
 
@@ -170,8 +177,10 @@ class LocalNode:
 
     def __init__(self, spec: StudySpec, objective: Callable[..., float], node_id: int,
                  clock: Callable[[], float], wall: Callable[[], float],
-                 callbacks: Sequence[Callback] = ()) -> None:
+                 callbacks: Sequence[Callback] = (),
+                 batch_keys: tuple[str, ...] | None = None) -> None:
         self.spec, self.objective, self.callbacks = spec, objective, callbacks
+        self.batch_keys = batch_keys
         self.clock, self.wall = clock, wall
         self.ledger = Ledger()
         self.driver = NodeDriver(node_id, self.ledger, _lone_gossip(node_id, self.ledger))
@@ -184,8 +193,8 @@ class LocalNode:
         d, spec = self.driver, self.spec
         try:
             d.start([], self.clock(), self.wall())
-            d.handle_worker_ready(SearchConfig(max_retries=spec.max_retries),
-                                  lambda entry: Plan(spec, entry.fingerprint),
+            config = SearchConfig(max_retries=spec.max_retries, capacity=spec.batch or 1)
+            d.handle_worker_ready(config, lambda entry: Plan(spec, entry.fingerprint, self.batch_keys),
                                   (spec.to_dict(), spec.fingerprint()), self.clock(), self.wall())
             idle = 0
             while not self.ended and idle < 3:  # the driver may only have written entries
@@ -207,6 +216,11 @@ class LocalNode:
             starts = [a for a in actions if type(a) is StartTrial]
             for a in actions:
                 self._do(a)
+            hook = getattr(self.objective, "batch", None)
+            if len(starts) > 1 and hook is not None and not self.ended:
+                self._run_batch(starts, hook)
+                ran = True
+                continue
             for start in starts:
                 if not self.ended:
                     self._run(start)
@@ -229,13 +243,32 @@ class LocalNode:
         self._act()  # the report is written before the trial goes on
         return verdict
 
+    def _trial(self, start: StartTrial) -> Trial:
+        tid = start.trial
+        return Trial(start.params, space=self.spec.space, options=self.spec.objective_options,
+                     reporter=lambda step, value: self._report(tid, step, value),
+                     number=start.slot, trial_id=trial_id_str(tid))
+
     def _run(self, start: StartTrial) -> None:
         """Run the objective on ``start``, record its outcome, then the callbacks."""
-        d, tid, spec = self.driver, start.trial, self.spec
-        trial = Trial(start.params, space=spec.space, options=spec.objective_options,
-                      reporter=lambda step, value: self._report(tid, step, value),
-                      number=start.slot, trial_id=trial_id_str(tid))
-        out = run_objective(self.objective, trial)
+        self._record(start.trial, run_objective(self.objective, self._trial(start)))
+
+    def _run_batch(self, starts: list[StartTrial], hook: Callable[..., Any]) -> None:
+        """Train a batch with the objective's ``batch`` hook (the built-in's packed
+        training); each member's reports and verdicts are its own."""
+        trials = [self._trial(s) for s in starts]
+        try:
+            outs = list(hook(trials))
+        except Exception as exc:  # a broken hook fails its trials, not the search
+            outs = [TrialOutcome(TrialStatus.FAILED, None, f"{type(exc).__name__}: {exc}", 0.0,
+                                 t.last_step) for t in trials]
+        for start, out in zip(starts, outs, strict=True):
+            if not self.ended:
+                self._record(start.trial, out)
+
+    def _record(self, tid: TrialId, out: TrialOutcome) -> None:
+        """Hand ``tid``'s outcome to the driver, then run the callbacks."""
+        d = self.driver
         outcome = Outcome(Status[out.status.value], value=out.value, error=out.error,
                           duration=out.duration)
         # With callbacks, they see the recorded trial before anything new is claimed.

@@ -46,9 +46,9 @@ from p2phpo.core.entries import (
     encode_entry,
     parse_trial_id,
 )
-from p2phpo.core.identity import Identity
+from p2phpo.core.identity import SIGNATURE_LEN, Identity
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.records import MAX_RECORD_BYTES, Verifier, decode_record
+from p2phpo.core.records import MAX_RECORD_BYTES, PREV_LEN, Verifier, chain_hash, decode_record
 from p2phpo.identity_file import IdentityFileError, create_identity, identity_path, load_identity
 
 _HEADER = struct.Struct(">II")
@@ -108,8 +108,19 @@ def _resync(data: bytes, pos: int) -> int | None:
     return None
 
 
+def _whole_at_end(data: bytes, pos: int) -> bool:
+    """Whether the bytes from ``pos`` on are one whole record whose content is damaged
+    (its header's length ends exactly at the end of the log) rather than a short write."""
+    if pos + _HEADER.size > len(data):
+        return False
+    length, _ = _HEADER.unpack_from(data, pos)
+    return 0 < length <= MAX_RECORD_BYTES and pos + _HEADER.size + length == len(data)
+
+
 def replay_bytes(data: bytes) -> Replay:
-    """Every intact record of a log; damaged spans in the middle are skipped."""
+    """Every intact record of a log; damaged spans are skipped. A short last record is
+    a torn tail (a crash mid-write: never fsync'ed, so never gossiped); a whole last
+    record with wrong bytes is damaged like one in the middle (it may have been)."""
     entries: list[tuple[Entry, bytes]] = []
     damaged: list[tuple[int, int]] = []
     pos = 0
@@ -120,6 +131,10 @@ def replay_bytes(data: bytes) -> Replay:
             pos = rec[2]
             continue
         nxt = _resync(data, pos)
+        if nxt is None and _whole_at_end(data, pos):
+            damaged.append((pos, len(data) - pos))
+            pos = len(data)
+            break
         if nxt is None:
             break  # nothing intact follows: a torn tail
         damaged.append((pos, nxt - pos))
@@ -160,6 +175,7 @@ class Recovery:
     damaged_bytes: int = 0
     torn_bytes: int = 0
     missing_own: tuple[int, ...] = ()  # own seqs below the highest own seq on disk
+    tail_own: bool = False  # the damaged last record may be this node's next seq
 
     def __bool__(self) -> bool:
         return bool(self.damaged_records or self.torn_bytes or self.missing_own)
@@ -336,12 +352,34 @@ class Storage:
         led.max_pending = led.max_pending_total = max(caps[1], len(rep.entries))  # our own disk: hold every gap
         led.merge(rep.entries, trusted=True)  # verified before they were written
         led.max_pending, led.max_pending_total = caps
+        self.last_own_wall = max((e.wall for e, _ in rep.entries if e.origin == self.node_id),
+                                 default=0.0)  # the wall clock of our newest write on disk
         vv = self.ledger.vv
         self._held_on_disk = {(e.origin, e.seq) for e, _ in rep.entries
                               if e.seq > vv.get(e.origin, 0)}
         self.recovery = Recovery(
             damaged_records=len(rep.damaged), damaged_bytes=sum(n for _, n in rep.damaged),
-            torn_bytes=rep.torn_bytes, missing_own=tuple(self.missing_own()))
+            torn_bytes=rep.torn_bytes, missing_own=tuple(self.missing_own()),
+            tail_own=self._tail_may_be_own(data, rep))
+
+    def _tail_may_be_own(self, data: bytes, rep: Replay) -> bool:
+        """The log's last record is damaged (whole, wrong bytes): was it this node's? A
+        signed record names its predecessor's hash (``prev``): if that is another
+        origin's last record, it was theirs; if ours, or nobody's (the damage hit
+        ``prev``), it may have been ours and a peer may hold it."""
+        if not rep.damaged or sum(rep.damaged[-1]) != len(data):
+            return False
+        off, n = rep.damaged[-1]
+        record = data[off + _HEADER.size:off + n]
+        if len(record) < SIGNATURE_LEN + PREV_LEN:
+            return True
+        prev = record[-SIGNATURE_LEN - PREV_LEN:-SIGNATURE_LEN]
+        last: dict[int, tuple[int, bytes]] = {}  # origin -> (highest seq on disk, its record)
+        for e, raw in rep.entries:
+            if e.seq > last.get(e.origin, (0, b""))[0]:
+                last[e.origin] = (e.seq, raw)
+        theirs = [o for o, (_, raw) in last.items() if chain_hash(raw) == prev]
+        return not theirs or self.node_id in theirs
 
     def _compact(self, path: Path, data: bytes, rep: Replay) -> None:
         """Keep the damaged spans aside in ``ledger.damaged``; rewrite the log without them."""

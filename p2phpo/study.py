@@ -21,7 +21,7 @@ import hashlib
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,9 @@ class StudyError(ValueError):
 
 
 _STUDY_KEYS = {"name", "direction", "metric", "seed", "n_trials", "timeout", "target",
-               "trial_timeout", "max_retries"}
+               "trial_timeout", "max_retries", "batch"}
 _TABLES = {"study", "sampler", "pruner", "objective", "space"}
+MAX_BATCH = 64  # trials one node trains at once, at most
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -76,6 +77,7 @@ class StudySpec:
     target: float | None = None
     trial_timeout: float | None = None
     max_retries: int = 2
+    batch: int | None = None  # trials each node trains at once (``p2phpo node --batch``)
     sampler: str = "tpe"
     sampler_options: dict[str, Any] = field(default_factory=dict)
     pruner: str = "none"
@@ -163,7 +165,7 @@ class StudySpec:
         study = {"name": self.name, "direction": self.direction, "metric": self.metric,
                  "seed": self.seed, "n_trials": self.n_trials, "timeout": self.timeout,
                  "target": self.target, "trial_timeout": self.trial_timeout,
-                 "max_retries": self.max_retries}
+                 "max_retries": self.max_retries, "batch": self.batch}
         return _drop_none({
             "study": study,
             "sampler": {"name": self.sampler, **self.sampler_options},
@@ -206,11 +208,14 @@ def _study_fields(t: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(metric, str) or not metric:
         raise StudyError(f"[study] metric must be a non-empty string, got {metric!r}")
     out["metric"] = metric
-    for key, default, low in (("seed", 0, 0), ("n_trials", None, 1), ("max_retries", 2, 0)):
+    for key, default, low in (("seed", 0, 0), ("n_trials", None, 1), ("max_retries", 2, 0),
+                              ("batch", None, 1)):
         v = t.get(key, default)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise StudyError(f"[study] {key} must be an integer >= {low}, got {v!r}")
         out[key] = v
+    if out["batch"] is not None and out["batch"] > MAX_BATCH:
+        raise StudyError(f"[study] batch must be at most {MAX_BATCH}, got {out['batch']}")
     for key in ("timeout", "trial_timeout"):
         out[key] = None if t.get(key) is None else parse_duration(t[key], f"[study] {key}")
     target = t.get("target")
@@ -241,6 +246,9 @@ def spec_from_entry(spec: Mapping[str, Any]) -> StudySpec:
     return StudySpec.from_dict(spec)
 
 
+BATCH_KEYS = ("batch_size", "layers", "activation", "seed")
+"""The built-in objective's shape class: trials that share these train packed together."""
+
 CURVE_STEPS = 256  # reports up to this step are all recorded; beyond it, the rungs only
 
 
@@ -252,8 +260,16 @@ class Plan:
     new entries only.
     """
 
-    def __init__(self, spec: StudySpec, fingerprint: str) -> None:
+    def __init__(self, spec: StudySpec, fingerprint: str,
+                 batch_keys: tuple[str, ...] | None = None) -> None:
+        """``batch_keys``: the parameters a batch's members share (default: the built-in
+        objective's :data:`BATCH_KEYS`, none for other objectives)."""
         self.spec = spec
+        keys = batch_keys if batch_keys is not None else (
+            BATCH_KEYS if spec.objective == "mnist-mlp" else ())
+        # The grid visits its own points: its batches are not steered.
+        self.batch_keys = () if spec.sampler == "grid" else tuple(
+            k for k in keys if k in spec.space.params)
         self.fingerprint = fingerprint
         self.direction = spec.direction
         self.n_trials = spec.n_trials
@@ -264,18 +280,28 @@ class Plan:
         self._frames = FrameBuilder(spec.space, spec.direction)
         self._reports = ReportIndex()
 
-    def context(self, node_id: int, slot: int) -> SamplerContext:
+    def context(self, node_id: int, slot: int,
+                fixed: Mapping[str, Value] | None = None) -> SamplerContext:
         s = self.spec
         return SamplerContext(s.space, s.direction, node_id, slot, s.n_trials,
-                              s.sampler_options, s.seed)
+                              s.sampler_options, s.seed, dict(fixed or {}))
 
-    def suggest(self, ledger: Any, node_id: int, slot: int) -> dict[str, Value]:
+    def suggest(self, ledger: Any, node_id: int, slot: int,
+                batch: Sequence[Mapping[str, Any]] = ()) -> dict[str, Value]:
+        """``batch``: the params of the trials already claimed for this trial's batch.
+        The first of them leads: this one takes its shape class (``batch_keys``) and
+        the sampler chooses the rest given those values, so every member is a draw
+        of the sampler (a random search's members stay uniform, each one alone)."""
         frame = self._frames.sync(ledger)
+        lead = batch[0] if batch else {}
+        fixed = {k: lead[k] for k in self.batch_keys if k in lead}
         try:
-            return self.sampler.suggest(self.context(node_id, slot), frame,
-                                        sampler_rng(self.spec.seed, slot))
+            params = self.sampler.suggest(self.context(node_id, slot, fixed), frame,
+                                          sampler_rng(self.spec.seed, slot))
         except GridExhausted as e:
             raise Exhausted(str(e)) from None
+        params.update(fixed)
+        return params
 
     def should_report(self, step: int) -> bool:
         """Every step up to :data:`CURVE_STEPS` goes into the ledger (whole learning

@@ -220,10 +220,22 @@ class Metrics:
 
     # -- summaries -------------------------------------------------------------------------
     def busy_fraction(self, t_end: float) -> float | None:
-        """Time spent running trials / time nodes were up, over [0, t_end]."""
+        """Time spent running trials / time nodes were up, over [0, t_end] (a node
+        running a batch of trials side by side is busy once, not once per member)."""
         busy = up = 0.0
         for spans in self.up.values():
             up += sum(max(0.0, min(b, t_end) - a) for a, b in spans)
         for spans in self.busy.values():
-            busy += sum(max(0.0, min(b, t_end) - a) for a, b in spans)
+            busy += sum(max(0.0, min(b, t_end) - a) for a, b in _union(spans))
         return busy / up if up > 0 else None
+
+
+def _union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The spans merged where they overlap."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

@@ -8,6 +8,7 @@ prunes with the real pruners of :mod:`p2phpo.pruners` over a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +57,10 @@ class SimPlan:
     direction: str = "minimize"
     index: ReportIndex = field(default_factory=ReportIndex)
 
-    def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]:
+    def suggest(self, ledger: Ledger, node_id: int, slot: int,
+                batch: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """A uniform draw (the simulated objective has no shape class: ``batch`` is
+        not used)."""
         rng = sampler_rng(self.seed, slot)
         return self.space.decode(rng.random(len(self.space)))
 

@@ -13,7 +13,7 @@ seed hash the same whatever ``PYTHONHASHSEED`` is.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from p2phpo.core import gossip as gossip_module
@@ -57,6 +57,8 @@ class SimConfig:
     join_spread: float = 1.0
     timeout: float | None = None
     """Study ``timeout`` in seconds (each node's own clock from when it adopted the study)."""
+    capacity: int = 1
+    """Trials each node claims at once (``p2phpo node --batch``); its members run side by side."""
 
     @property
     def budget(self) -> int:
@@ -89,6 +91,7 @@ class Simulation:
         self.base_link = config.link
         prof = profile(config.profile)
         search = config.search if config.search is not None else search_config(prof)
+        search = replace(search, capacity=config.capacity) if config.capacity != 1 else search
         self.setup = NodeSetup(config.seed, prof, config.objective, search,
                                Cipher.AES_GCM if config.cipher == "aes-gcm" else Cipher.NULL,
                                config.link.max_datagram)

@@ -32,6 +32,7 @@ def node(
     grace: Annotated[float, typer.Option(help="Seconds a finished node stays reachable at most while peers that ran the study are not done (a crashed one restarting learns the study is over).")] = 30.0,
     log_level: Annotated[str, typer.Option(help="node.log level: debug, info, warning.")] = "info",
     metrics: Annotated[str | None, typer.Option(metavar="[HOST:]PORT", help="Serve this node's health in the Prometheus text format (loopback unless HOST is given; needs prometheus_client).")] = None,
+    batch: Annotated[int | None, typer.Option(metavar="K", help="Train up to K trials at once in one worker (packed into one program when they share batch size, depth and activation); default: the study's [study] batch, else 1.")] = None,
     allow_objective: Annotated[list[str] | None, typer.Option(help="Run this objective (package.module:function) if the cluster's study names it; without it a joiner runs only built-in objectives, its own --study's, or the one its state dir already ran (repeatable).")] = None,
 ) -> None:
     """Run a node: join the cluster, run trials, gossip results."""
@@ -40,7 +41,8 @@ def node(
                             advertise=advertise, cluster=cluster, state_dir=state_dir,
                             key_file=key_file, insecure=insecure, profile=profile,
                             data_dir=data_dir, linger=linger, grace=grace, log_level=log_level,
-                            metrics=metrics, allow_objectives=list(allow_objective or []))
+                            metrics=metrics, allow_objectives=list(allow_objective or []),
+                            batch=batch)
     except NodeError as exc:
         fail(str(exc))
         raise typer.Exit(2) from None

@@ -16,7 +16,7 @@ from p2phpo.core.wire import Keyring
 from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.metrics import MetricsError, parse_metrics
 from p2phpo.runtime.node import DEFAULT_PORT, NodeError, NodeOptions
-from p2phpo.study import StudyError, StudySpec
+from p2phpo.study import MAX_BATCH, StudyError, StudySpec
 from p2phpo.train import objectives
 from p2phpo.ui.errors import note
 
@@ -41,12 +41,15 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
                  data_dir: str | None = None, linger: bool = False, grace: float = 30.0,
                  log_level: str = "info", observer: bool = False,
                  metrics: str | None = None,
-                 allow_objectives: list[str] | None = None) -> NodeOptions:
+                 allow_objectives: list[str] | None = None,
+                 batch: int | None = None) -> NodeOptions:
     """Check every option; load the key and the study file. NodeError (one sentence) if bad."""
     if log_level.lower() not in LOG_LEVELS:
         raise NodeError(f"unknown --log-level {log_level!r}; use debug, info, warning or error")
     if not grace >= 0:
         raise NodeError(f"--grace must be a number of seconds >= 0, not {grace}")
+    if batch is not None and not 1 <= batch <= MAX_BATCH:
+        raise NodeError(f"--batch must be a number of trials from 1 to {MAX_BATCH}, not {batch}")
     if profile not in PROFILES:
         raise NodeError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
     if metrics is not None:
@@ -68,4 +71,5 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
                        advertise=advertise, cluster=cluster, state_dir=state_dir,
                        insecure=insecure, profile=profile, data_dir=data_dir, linger=linger,
                        grace=grace, log_level=log_level.lower(), observer=observer,
-                       metrics=metrics, allow_objectives=list(allow_objectives or []))
+                       metrics=metrics, allow_objectives=list(allow_objectives or []),
+                       batch=batch)

@@ -41,6 +41,8 @@ def simulate(
     profile: Annotated[str, typer.Option("--profile", help="Gossip profile: lan, local or wan.")] = "lan",
     aes: Annotated[bool, typer.Option("--aes", help="Seal datagrams with real AES-GCM "
                                       "(default: the size-matched null cipher).")] = False,
+    batch: Annotated[int, typer.Option("--batch", help="Trials each node claims and runs at once "
+                                       "(as p2phpo node --batch).", min=1, max=64)] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per run.")] = False,
 ) -> None:
     """Run SCENARIO and check every invariant; exit code 1 when one fails."""
@@ -61,7 +63,7 @@ def simulate(
         fail(f"unknown profile {profile!r}; choose lan, local or wan")
         raise typer.Exit(2)
     config = replace(SimConfig(), n_trials=trials, profile=profile,
-                     cipher="aes-gcm" if aes else "null")
+                     cipher="aes-gcm" if aes else "null", capacity=batch)
     out = Console()
     results = []
     for name in names:

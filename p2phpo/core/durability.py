@@ -16,9 +16,13 @@ the node writes nothing (no ABANDON of its old trials, no CLAIM):
 - After ``sync_wait`` without a sync, and with no other member alive, it
   opens alone and says so. While some peer is alive, or while entries of its
   own are missing from its log (a damaged record: going on alone would fill
-  them with ABANDON(LOST) while a peer that answers late holds the real ones,
-  and the two logs would differ for good), it keeps waiting for a sync
-  (push-pull or equal digests) up to four times as long: never a stall.
+  them with ABANDON(LOST) while a peer that answers late holds the real ones),
+  it keeps waiting for a sync (push-pull or equal digests) up to four times
+  as long: never a stall. A damaged *last* record counts as a missing own seq
+  when it may have been ours (``Recovery.tail_own``): reusing its seq would
+  give one ``(origin, seq)`` two contents. A filler written while the peer
+  holding the real record is away yields to that record when the peer
+  returns (``core/ledger.py``), so the replicas converge again.
 
 Entries of this node that arrive from peers before it opens are repairs,
 unless they were written after this process started (a wall time at or after
@@ -78,7 +82,7 @@ class RepairGate:
     """When may a restarted node write? See the module docstring."""
 
     def __init__(self, node_id: int, ledger: Ledger, *, expect_peers: bool, now: float,
-                 start_wall: float, config: GateConfig | None = None) -> None:
+                 start_wall: float, config: GateConfig | None = None, tail_own: bool = False) -> None:
         self.node_id = node_id
         self.ledger = ledger
         self.expect_peers = expect_peers
@@ -91,14 +95,24 @@ class RepairGate:
         self._synced_at: float | None = None
         self._repaired: list[int] = []  # own seqs peers gave back before opening
         self._saw_peers = False  # a live peer was seen while waiting
+        self._filled: set[int] = set()  # own seqs filled with ABANDON(LOST) on opening
+        self.returned: list[int] = []  # of those, seqs whose real record a peer gave back since
         self._gaps = ledger.gaps()  # what the log lost below intact entries, every origin
         self._held_own = set(ledger.held_seqs(node_id))  # on disk already: not repairs
+        # The log's damaged last record may have been our next seq (``Recovery.tail_own``),
+        # which a peer may hold: missing like a gap until a peer gives it back.
+        self._tail = max([ledger.next_seq(node_id), *self._held_own]) + (1 if self._held_own else 0)
+        self._tail_own = tail_own
 
     # -- inputs ---------------------------------------------------------------
     def merged(self, entries: Iterable[Entry]) -> None:
         """Entries a peer gave us (``EntriesMerged``): ours among them are repairs or a twin."""
         for e in entries:
             if e.origin != self.node_id or self.refused is not None:
+                continue
+            if e.seq in self._filled and e.wall < self.start_wall:
+                self._filled.discard(e.seq)  # a record we filled as lost, back from a peer
+                self.returned.append(e.seq)
                 continue
             if self.opened or e.wall >= self.start_wall:
                 self.refused = (
@@ -109,6 +123,15 @@ class RepairGate:
                 return
             if e.seq not in self._held_own:
                 self._repaired.append(e.seq)
+
+    def take_returned(self) -> str:
+        """One line on own records filled as lost that peers gave back since the last call."""
+        if not self.returned:
+            return ""
+        seqs, self.returned = self.returned, []
+        n = len(seqs)
+        return (f"{n} entr{'y' if n == 1 else 'ies'} of this node filled as lost came back from a "
+                f"peer ({seq_ranges(seqs)}): the real record{'s' if n != 1 else ''} replace the filler")
 
     def synced(self, now: float) -> None:
         """An anti-entropy exchange found a peer's ledger equal to ours."""
@@ -153,6 +176,7 @@ class RepairGate:
                             reason=AbandonReason.LOST)
             self.ledger.append(entry)
             fill.append(entry)
+            self._filled.add(seq)
         self.note = self._describe(missing)
         return fill
 
@@ -170,7 +194,10 @@ class RepairGate:
 
     # -- helpers ------------------------------------------------------------------
     def _missing(self) -> list[int]:
-        return self.ledger.gaps().get(self.node_id, [])
+        gaps = self.ledger.gaps().get(self.node_id, [])
+        if self._tail_own and self.ledger.next_seq(self.node_id) <= self._tail:
+            return [*gaps, self._tail]
+        return gaps
 
     def _describe(self, lost: list[int]) -> str:
         parts = []

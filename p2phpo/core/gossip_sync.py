@@ -32,7 +32,7 @@ from p2phpo.core import dataset_xfer, health
 from p2phpo.core.entries import Entry, EntryError, encode_entry
 from p2phpo.core.gossip_types import GossipConfig, InSync, TcpRequest
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.membership import Membership
+from p2phpo.core.membership import Membership, State
 from p2phpo.core.messages import (
     Addr,
     Digest,
@@ -59,6 +59,8 @@ _MASK = (1 << 64) - 1
 MAX_BUCKETS = 128
 SINGLE_BUCKET_ORIGINS = 48
 FETCH_BUCKETS = 4096
+FILLER_EVERY = 4  # probe intervals between two asks for the records behind our LOST fillers
+MAX_FILLER_ORIGINS = 32  # origins named in one such ask
 """Buckets of a fetch (``fetch_gaps``): fine enough that a bucket holds about one
 origin, so the peer sends what we lack of the origins asked for, not of their bucket."""
 
@@ -164,6 +166,8 @@ class AntiEntropy:
         self.sync_out: dict[int, tuple[Addr, deque[bytes]]] = {}
         self.tcp_at: dict[object, float] = {}
         self.tcp_wanted: list[TcpRequest] = []
+        self.filler_at = -_INF  # when we last asked a peer for the records behind our fillers
+        self.filler_turn = 0  # round robin over the ALIVE members for those asks
 
     # -- digests and the UDP exchange ----------------------------------------------
     def digest(self) -> Digest:
@@ -237,6 +241,27 @@ class AntiEntropy:
         for (sender, addr), origins in sorted(by_peer.items()):
             self.fetch_gaps(sender, addr, sorted(origins), now)
 
+    def _ask_for_originals(self, now: float) -> None:
+        """We hold ABANDON(LOST) fillers (an origin's disk lost those seqs while the
+        peers holding them were away; see ``core/ledger.py``): now and then ask one
+        ALIVE member, in turn, for those origins from the filler's seq on, as if we
+        lacked them. A member that holds the real records sends them and they take
+        the fillers' place; vvs alone never show the difference."""
+        fillers = self.ledger.fillers()
+        alive = self.membership.ids(State.ALIVE)
+        if not fillers or not alive:
+            return
+        self.filler_at = now
+        peer = alive[self.filler_turn % len(alive)]
+        self.filler_turn += 1
+        member = self.membership.get(peer)
+        assert member is not None
+        nb, origins = FETCH_BUCKETS, sorted(fillers)[:MAX_FILLER_ORIGINS]
+        buckets = sorted({bucket_of(o, nb) for o in origins})
+        part = restrict(self.ledger.vv, set(buckets), nb)
+        part.update({o: fillers[o] - 1 for o in origins})
+        self.link.send(member.addr, [SyncVV(nb, tuple(buckets), part, False)], piggyback=False, to=peer)
+
     def on_sync_req(self, sender: int, m: SyncReq, addr: Addr) -> None:
         if self.membership.get(sender) is None:
             return
@@ -289,6 +314,8 @@ class AntiEntropy:
         burst of every pending UDP sync."""
         if self.wants:
             self._fetch_wanted(now)
+        if now - self.filler_at >= FILLER_EVERY * self.profile.probe_interval:
+            self._ask_for_originals(now)
         for node in sorted(self.sync_out):
             self._burst(node)
 

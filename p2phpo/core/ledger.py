@@ -10,7 +10,11 @@ Entries that arrive ahead of a gap are held until the gap fills: at most
 ``max_pending`` per origin and ``max_pending_total`` in all (when full, the
 origin holding the most gives way, so no set of origins can starve the
 others); an ``(origin, seq)`` that arrives again with different bytes is a
-conflict: counted, never applied.
+conflict: counted, never applied, with one exception: an ABANDON(LOST) filler
+(what a node writes at an own seq its disk lost and no peer gave back) yields
+to the origin's real record at that seq whenever one arrives, on every replica
+alike, so a peer that held the original while away repairs the split when it
+returns (``fillers`` lists what to ask peers for).
 
 A signing ledger (``identity`` or ``verifier`` given) stores signed records
 (``core/records.py``): it signs its own entries and checks every merged one
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field
 
 from p2phpo.core.entries import (
     Abandon,
+    AbandonReason,
     Claim,
     Entry,
     Report,
@@ -68,6 +73,7 @@ MASK64 = (1 << 64) - 1
 @dataclass(slots=True)
 class MergeStats:
     added: list[Entry] = field(default_factory=list)  # applied, in application order
+    replaced: int = 0  # LOST fillers that yielded to the origin's real record (in ``added``)
     duplicates: int = 0
     conflicts: int = 0
     held: int = 0  # out-of-order entries now waiting for a gap to fill
@@ -111,10 +117,12 @@ class Ledger:
         self._trials: dict[TrialId, TrialView] = {}
         self._retries: dict[TrialId, list[TrialId]] = {}  # retry_of -> the retries naming it
         self._studies: list[StudyEntry] = []
+        self._fillers: dict[int, set[int]] = {}  # origin -> seqs whose applied entry is a LOST filler
         self._size = 0
         self.changes: list[TrialId] = []
         self.counts = {"duplicates": 0, "conflicts": 0, "dropped_pending": 0,
-                       "bad_signature": 0, "unknown_key": 0, "not_owner": 0}
+                       "bad_signature": 0, "unknown_key": 0, "not_owner": 0,
+                       "replaced_fillers": 0}
 
     # -- digest ----------------------------------------------------------
     @property
@@ -176,6 +184,11 @@ class Ledger:
         self._learned[origin] = key
         return True
 
+    def fillers(self) -> dict[int, int]:
+        """origin -> its lowest seq held as an ABANDON(LOST) filler: a peer may hold the
+        real record there (the module docstring); anti-entropy asks for it."""
+        return {o: min(seqs) for o, seqs in self._fillers.items()}
+
     def held_seqs(self, origin: int) -> list[int]:
         """Seqs of ``origin`` held out of order (waiting for a gap below them), ascending."""
         return sorted(self._pending.get(origin, ()))
@@ -231,6 +244,7 @@ class Ledger:
         self.counts["dropped_pending"] += stats.dropped
         self.counts["bad_signature"] += stats.bad_signature
         self.counts["unknown_key"] += stats.unknown_key
+        self.counts["replaced_fillers"] += stats.replaced
         return stats
 
     def _authentic(
@@ -303,6 +317,10 @@ class Ledger:
         if seq <= have:
             if self._raw[origin][seq - 1] == raw:
                 stats.duplicates += 1
+            elif seq in self._fillers.get(origin, ()) and not _is_filler(entry):
+                self._replace(entry, raw)
+                stats.added.append(entry)
+                stats.replaced += 1
             else:
                 stats.conflicts += 1
             return
@@ -375,6 +393,28 @@ class Ledger:
         self._vv_hash ^= _vv_term(origin, entry.seq)
         self._vv[origin] = entry.seq
         self._size += 1
+        if _is_filler(entry):
+            self._fillers.setdefault(origin, set()).add(entry.seq)
+        self._fold(entry)
+
+    def _replace(self, entry: Entry, raw: bytes) -> None:
+        """The origin's real record at a seq we hold a LOST filler for takes its place."""
+        origin, i = entry.origin, entry.seq - 1
+        filler = self._logs[origin][i]
+        self._known.discard(self._raw[origin][i])
+        self._logs[origin][i], self._raw[origin][i] = entry, raw
+        self._known.add(raw)
+        seqs = self._fillers[origin]
+        seqs.discard(entry.seq)
+        if not seqs:
+            del self._fillers[origin]
+        assert isinstance(filler, Abandon)
+        view = self._trials.get(filler.trial)
+        if view is not None and filler in view.abandons:
+            view.abandons.remove(filler)
+            view._refresh()
+            if view.claim is not None:
+                self.changes.append(view.id)
         self._fold(entry)
 
     def _remember_key(self, entry: Entry, raw: bytes) -> None:
@@ -506,6 +546,12 @@ class Ledger:
 
 def _by_origin_then_seq_down(item: tuple[Entry, bytes]) -> tuple[int, int]:
     return item[0].origin, -item[0].seq
+
+
+def _is_filler(entry: Entry) -> bool:
+    """An ABANDON(LOST) its origin wrote at a seq of its own its disk lost."""
+    return (isinstance(entry, Abandon) and entry.reason is AbandonReason.LOST
+            and entry.trial == (entry.origin, entry.seq))
 
 
 def _may_write(entry: Report | Result | Abandon) -> bool:

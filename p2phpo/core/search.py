@@ -191,10 +191,7 @@ class SearchCore:
         self._track_unknown(now)
         self._reclaim_orphans(now, wall)
         self._sync_index()
-        if self._claims_open(now):
-            start = self._maybe_claim(now, wall)
-            if start is not None:
-                cmds.append(start)
+        cmds += self._claim_batch(now, wall)
         finished = self._finished_reason(now)
         if finished and self.done is None:
             self.done = finished
@@ -436,6 +433,39 @@ class SearchCore:
         heard, window = self.index.heard, self.config.heard_window
         return {m for m in live if now - heard.get(m, -math.inf) > window}
 
+    def _claim_batch(self, now: float, wall: float) -> list[StartTrial]:
+        """Claim up to ``capacity`` slots at once (a batch the worker trains together):
+        the claiming stops at the first slot this node cannot take now."""
+        out: list[StartTrial] = []
+        idle_since, claimed = self._unmatched_since, False
+        while self._claims_open(now):
+            held = len(self._own) + len(self._pending)
+            start = self._maybe_claim(now, wall)
+            if start is not None:
+                out.append(start)
+            if len(self._own) + len(self._pending) == held:
+                break
+            claimed = True
+            self._sync_index()
+            # The batch's later members are picked as the first was: by a node idle
+            # since then (a gone owner's slots wait for an idle node's gone_wait).
+            self._unmatched_since = idle_since
+        if claimed:
+            self._unmatched_since = None
+        return out
+
+    @property
+    def confirming(self) -> bool:
+        """Some claim still waits out its confirmation delay (its batch is not complete)."""
+        return bool(self._pending)
+
+    def _batch_params(self) -> list[dict[str, Any]]:
+        """The params of the trials this node holds now, in claim order: the batch the
+        next claim joins (claims are made only while the worker is idle)."""
+        tids = sorted(list(self._own) + list(self._pending), key=lambda t: t[1])
+        views = [self.ledger.trial(t) for t in tids]
+        return [dict(v.params) for v in views if v is not None]
+
     def _maybe_claim(self, now: float, wall: float) -> StartTrial | None:
         slot = self._pick_slot(now)
         if slot is None:
@@ -448,8 +478,10 @@ class SearchCore:
         if retry is not None:
             params = dict(retry.params)
         else:
+            batch = self._batch_params() if self.config.capacity > 1 else []
             try:
-                params = self.plan.suggest(self.ledger, self.node_id, slot)
+                params = (self.plan.suggest(self.ledger, self.node_id, slot, batch=batch) if batch
+                          else self.plan.suggest(self.ledger, self.node_id, slot))
             except Exhausted:
                 self.exhausted = "search space exhausted"
                 return None

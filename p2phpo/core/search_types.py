@@ -33,7 +33,11 @@ class StudyPlan(Protocol):
     timeout: float | None  # seconds on each node's own clock from when it adopted the study
     target: float | None
 
-    def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]: ...
+    def suggest(self, ledger: Ledger, node_id: int, slot: int) -> dict[str, Any]:
+        """The params of ``slot``'s trial. With ``capacity`` > 1 the core passes
+        ``batch=[params, ...]``, the trials already claimed for the batch this one joins
+        (first claimed first), when there are any."""
+        ...
 
     def should_report(self, step: int) -> bool: ...
 
@@ -46,7 +50,7 @@ class SearchConfig:
     trial_timeout: float | None = None  # seconds; a trial running longer is FAILED
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
-    capacity: int = 1  # trials this node runs at once
+    capacity: int = 1  # trials this node claims at once and its worker trains as one batch
     confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
     steal_delay: float = 0.0  # seconds between a stolen slot's CLAIM and its start (the same)
     settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)

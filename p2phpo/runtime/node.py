@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import time
@@ -101,6 +103,7 @@ class NodeOptions:
     metrics: str | None = None  # --metrics [HOST:]PORT (Prometheus text format)
     log_level: str = "info"
     allow_objectives: list[str] = field(default_factory=list)  # --allow-objective, checked
+    batch: int | None = None  # --batch: trials trained at once (None: the study's, else 1)
 
 
 class DriverRuntime(GossipRuntime):
@@ -284,7 +287,6 @@ class Node:
         root.setLevel(self.opts.log_level.upper())
         if self.storage.recovery:
             log.warning("%s", self.storage.recovery.note())
-            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
 
     # -- the main task -----------------------------------------------------------
     async def run(self) -> int:
@@ -306,6 +308,8 @@ class Node:
         self.started.set()
         self._event("listening", self.node_id, detail=f"listening on {addr[0]}:{addr[1]}")
         log.info("node %016x listening on %s:%d", self.node_id, *addr)
+        if self.storage is not None and self.storage.recovery:  # after `listening`, always first
+            self._event("recovered", self.node_id, detail=self.storage.recovery.note())
         if self.spec is not None and not self.opts.observer:
             self._start_worker()
         if self.storage is not None:
@@ -323,9 +327,12 @@ class Node:
         assert self.rt is not None
         gate = None
         if self.storage is not None:
+            # A clock set back since the crash must not make our own older records look
+            # newer than this start (a twin): none on disk is newer than this start.
             gate = RepairGate(self.node_id, self.ledger, expect_peers=bool(self._seeds), now=now,
-                              start_wall=time.time(),
-                              config=GateConfig.for_profile(PROFILES[self.opts.profile]))
+                              start_wall=max(time.time(), math.nextafter(self.storage.last_own_wall, math.inf)),
+                              config=GateConfig.for_profile(PROFILES[self.opts.profile]),
+                              tail_own=self.storage.recovery.tail_own)
         held = self.storage.meta.study if self.storage is not None else None
         self.driver = NodeDriver(self.node_id, self.ledger, self.rt.core, observer=self.opts.observer,
                                  gate=gate, linger=Linger(self.opts.grace, forever=self.opts.linger),
@@ -368,12 +375,18 @@ class Node:
 
     # -- what the driver asks for ------------------------------------------------------
     def _on_actions(self, actions: list[Any]) -> None:
+        starts: list[StartTrial] = []  # a batch's starts come in one list (core/driver.py)
         for a in actions:
+            if type(a) is StartTrial:
+                starts.append(a)
+                continue
             handler = _HANDLERS.get(type(a))
             if handler is not None:
                 handler(self, a)
             else:
                 self._member_event(a)
+        if starts:
+            self._start_trials(starts)
 
     def _persist(self, a: Persist) -> None:
         if self.storage is not None:
@@ -386,15 +399,17 @@ class Node:
             assert self.driver is not None
             self.driver.handle_persisted(asyncio.get_running_loop().time(), time.time())
 
-    def _start_trial(self, cmd: StartTrial) -> None:
-        self._event("started", self.node_id, cmd.trial,
-                    f"slot {cmd.slot}" + (" (retry)" if cmd.retry_of else ""))
-        self._spawn(self._run_trial(cmd))
+    def _start_trials(self, cmds: list[StartTrial]) -> None:
+        for cmd in cmds:
+            batch = f" (batch of {len(cmds)})" if len(cmds) > 1 else ""
+            self._event("started", self.node_id, cmd.trial,
+                        f"slot {cmd.slot}" + (" (retry)" if cmd.retry_of else "") + batch)
+        self._spawn(self._run_trial(cmds[0]) if len(cmds) == 1 else self._run_batch(cmds))
 
     def _stop_trial(self, cmd: StopTrial) -> None:
         self._event("stopped", self.node_id, cmd.trial, cmd.reason)
-        if self.worker is not None:
-            self._spawn(self.worker.stop_current())
+        if self.worker is not None:  # only this trial: the rest of its batch goes on
+            self._spawn(self.worker.stop_trial(trial_id_str(cmd.trial)))
 
     def _study_done(self, cmd: StudyDone) -> None:
         self.done = cmd.reason
@@ -535,6 +550,7 @@ class Node:
                 return
         config = SearchConfig.for_profile(PROFILES[self.opts.profile], max_retries=spec.max_retries,
                                           trial_timeout=spec.trial_timeout)
+        config = dataclasses.replace(config, capacity=self.opts.batch or spec.batch or 1)
         assert self.driver is not None
         self.rt.call(self.driver.handle_worker_ready, config, make_plan, (spec.to_dict(), fp),
                      from_cluster=self.opts.spec is None)
@@ -561,6 +577,37 @@ class Node:
         self._progress.pop(cmd.trial, None)
         rt.call(driver.handle_trial_finished, cmd.trial,
                 Outcome(_STATUS[out.status], out.value, out.error, out.duration))
+
+    async def _run_batch(self, cmds: list[StartTrial]) -> None:
+        """Several trials in one ``run_batch``: each member reports, is pruned and ends
+        on its own; the driver hears each member's end as the worker sends it."""
+        assert self.worker is not None and self.rt is not None and self.driver is not None
+        rt, driver = self.rt, self.driver
+        ids = {trial_id_str(c.trial): c.trial for c in cmds}
+        ended: set[str] = set()
+
+        def on_report(tid: str, step: int, value: float) -> Any:
+            self._progress[ids[tid]] = step
+            return rt.call(driver.handle_trial_report, ids[tid], step, value)
+
+        def on_result(tid: str, out: Any) -> None:
+            ended.add(tid)
+            self._progress.pop(ids[tid], None)
+            rt.call(driver.handle_trial_finished, ids[tid],
+                    Outcome(_STATUS[out.status], out.value, out.error, out.duration))
+
+        try:
+            outs = await self.worker.run_batch([(t, c.slot, c.params) for t, c in
+                                                zip(ids, cmds, strict=True)], on_report,
+                                               on_result=on_result)
+        except SetupError as exc:
+            for tid in ids:
+                rt.call(driver.handle_setup_failed, ids[tid])
+            self.request_stop(2, f"the worker could not restart: {exc}")
+            return
+        for tid, out in outs.items():
+            if tid not in ended:
+                on_result(tid, out)
 
     # -- what the view shows --------------------------------------------------------------
     def _event(self, kind: str, node: int | None, trial: Any = None, detail: str = "") -> None:
@@ -621,7 +668,7 @@ def _addr_str(addr: tuple[str, int]) -> str:
 
 
 _HANDLERS: dict[type, Any] = {
-    Persist: Node._persist, StartTrial: Node._start_trial, StopTrial: Node._stop_trial,
+    Persist: Node._persist, StopTrial: Node._stop_trial,
     StudyDone: Node._study_done, StudyFound: Node._study_found, Incarnation: Node._incarnation,
     Fatal: Node._fatal, Note: Node._note, MayExit: Node._may_exit,
 }

@@ -36,7 +36,9 @@ class SamplerContext:
     """What a sampler may know besides the trials.
 
     ``n_trials`` is the cluster budget (None when open-ended); ``options``
-    the study's ``[sampler]`` table; ``seed`` the study seed.
+    the study's ``[sampler]`` table; ``seed`` the study seed. ``fixed``: values
+    the suggestion must take (a batch member shares its leader's shape class);
+    a sampler that ignores it has them set after it chose (``study.Plan``).
     """
 
     space: Space
@@ -46,6 +48,7 @@ class SamplerContext:
     n_trials: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    fixed: Mapping[str, Value] = field(default_factory=dict)
 
 
 class Sampler(Protocol):

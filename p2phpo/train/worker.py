@@ -39,7 +39,8 @@ A ``run_batch`` gets the same reports and one ``result`` per trial, in any
 order (the objective's ``batch`` hook trains them together; without one they
 run one after another). A ``verdict`` of prune or stop for the running trial is honoured at its next
 report even if it arrived late; a verdict with ``step`` None (sent by
-:meth:`WorkerClient.stop_current`) applies to the next report. Error texts
+:meth:`WorkerClient.stop_current` or :meth:`WorkerClient.stop_trial`) applies to that
+trial's next report; the other members of its batch go on. Error texts
 are capped at 256 bytes. EOF on stdin or ``shutdown`` ends the worker; on
 Linux it also dies with its parent (``PR_SET_PDEATHSIG``).
 
@@ -170,6 +171,7 @@ class _Worker:
         self.ch = channel
         self.verdict_timeout = verdict_timeout
         self.shutdown = False
+        self.held: dict[str, Verdict] = {}  # verdicts for batch members that did not ask yet
 
     def serve(self) -> int:
         init = self.ch.recv(None)
@@ -189,6 +191,7 @@ class _Worker:
             msg = self.ch.recv(None)
             if msg["type"] == "shutdown":
                 break
+            self.held = {}
             if msg["type"] == "run":
                 self.ch.send(self._run(fn, msg, options))
             elif msg["type"] == "run_batch":
@@ -221,6 +224,9 @@ class _Worker:
         return _result_msg(trial.trial_id, execute(fn, trial))
 
     def _report(self, tid: str, step: int, value: float) -> Verdict:
+        held = self.held.pop(tid, None)
+        if held is not None:  # stopped while another member of its batch reported
+            return held
         self.ch.send({"type": "report", "trial_id": tid, "step": step, "value": value})
         deadline = time.monotonic() + self.verdict_timeout
         while True:
@@ -230,13 +236,26 @@ class _Worker:
             if msg["type"] == "shutdown":
                 self.shutdown = True
                 return Verdict.STOP
-            if msg["type"] != "verdict" or msg.get("trial_id") != tid:
+            if msg["type"] != "verdict":
+                continue
+            if msg.get("trial_id") != tid:
+                self._hold(msg)
                 continue
             verdict = Verdict(msg.get("verdict", "continue"))
             if verdict is not Verdict.CONTINUE:
                 return verdict
             if msg.get("step") == step:
                 return Verdict.CONTINUE
+
+
+    def _hold(self, msg: dict[str, Any]) -> None:
+        """A stop or prune for another trial (a batch member): its next report gets it."""
+        try:
+            verdict = Verdict(msg.get("verdict", "continue"))
+        except ValueError:
+            return
+        if verdict is not Verdict.CONTINUE and isinstance(msg.get("trial_id"), str):
+            self.held[msg["trial_id"]] = verdict
 
 
 def _result_msg(tid: str, out: TrialOutcome) -> dict[str, Any]:
@@ -353,7 +372,10 @@ class WorkerClient:
         self._stderr: IO[bytes] | None = None
         self._current: str | None = None
         self._batch: list[str] = []
+        self._open: set[str] = set()  # members of the running batch without a result yet
+        self._stopping: set[str] = set()  # members asked to stop (stop_trial)
         self._stop_deadline: float | None = None
+        self._stop_grace = 5.0
         self._started_once = False
 
     @property
@@ -424,10 +446,12 @@ class WorkerClient:
             self._current = None
 
     async def run_batch(self, trials: Sequence[tuple[str, int, Mapping[str, Any]]],
-                        on_report: BatchReportCallback, *, timeout: float | None = None
+                        on_report: BatchReportCallback, *, timeout: float | None = None,
+                        on_result: Callable[[str, TrialOutcome], None] | None = None
                         ) -> dict[str, TrialOutcome]:
         """Run several trials at once: ``trials`` are (trial_id, number, params);
-        ``on_report(trial_id, step, value)`` answers each member's reports. Returns every
+        ``on_report(trial_id, step, value)`` answers each member's reports and
+        ``on_result(trial_id, outcome)`` hears each member's end as it comes. Returns every
         member's outcome by trial id; a timeout or a dead worker ends those not done."""
         if not self.alive:
             await self.start()
@@ -437,6 +461,7 @@ class WorkerClient:
         last: dict[str, int | None] = {str(t): None for t, _, _ in trials}
         done: dict[str, TrialOutcome] = {}
         self._batch, self._stop_deadline = list(last), None
+        self._open, self._stopping = set(last), set()
         try:
             self._send({"type": "run_batch", "trials": [
                 {"trial_id": str(t), "number": n, "params": dict(p)} for t, n, p in trials]})
@@ -456,9 +481,13 @@ class WorkerClient:
                     await self._answer(msg, functools.partial(on_report, tid))
                 elif msg["type"] == "result":
                     done[tid] = _outcome(msg)
+                    self._open.discard(tid)
+                    if on_result is not None:
+                        on_result(tid, done[tid])
+                    self._arm_stop(self._stop_grace)
             return done
         finally:
-            self._batch = []
+            self._batch, self._open, self._stopping = [], set(), set()
 
     async def stop_current(self, grace: float = 5.0) -> None:
         """Ask the running trial(s) to stop at their next report; kill after ``grace`` s."""
@@ -469,6 +498,26 @@ class WorkerClient:
             self._send({"type": "verdict", "trial_id": tid, "step": None, "verdict": "stop"})
         self._stop_deadline = asyncio.get_running_loop().time() + grace
         self._queue.put_nowait(_WAKE)
+
+    async def stop_trial(self, trial_id: str, grace: float = 5.0) -> None:
+        """Ask one trial to stop at its next report. A member of a running batch leaves
+        it and the others go on; the worker is killed after ``grace`` s only once every
+        member still running was asked to stop (a hung batch). Unknown ids: nothing."""
+        if trial_id == self._current:
+            await self.stop_current(grace)
+            return
+        if trial_id not in self._open or not self.alive:
+            return
+        self._send({"type": "verdict", "trial_id": trial_id, "step": None, "verdict": "stop"})
+        self._stopping.add(trial_id)
+        self._stop_grace = grace
+        self._arm_stop(grace)
+
+    def _arm_stop(self, grace: float) -> None:
+        """Set the kill deadline once every open member of the batch is stopping."""
+        if self._stop_deadline is None and self._open and self._open <= self._stopping:
+            self._stop_deadline = asyncio.get_running_loop().time() + grace
+            self._queue.put_nowait(_WAKE)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``timeout`` s."""

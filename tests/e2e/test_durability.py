@@ -43,6 +43,7 @@ def test_a_flipped_byte_in_a_cluster_node_costs_nothing(tmp_path: Path, nodes) -
     assert c.wait(90) == 0, c.err.read_text()
     assert export(c.state) == want
     assert not events(c, "started", seen)
+    assert c.events()[seen]["event"] == "listening"  # the documented first event, even after a repair
     note = " ".join(e["detail"] for e in events(c, "recovered", seen) + events(c, "repaired", seen))
     assert "skipped 1 damaged record" in note and "repaired 1 entry from peers" in note
     for n in (a, b):
@@ -183,3 +184,72 @@ def test_a_joiner_whose_study_entry_is_damaged_never_stalls_when_its_peers_are_g
     note = " ".join(e["detail"] for e in events(c, "repaired", seen))
     assert "going on alone" in note
     assert sorted(counted_slots(export(c.state))) == list(range(6))
+
+
+def _own_spans(state: Path) -> list[tuple[int, int]]:
+    """(offset, length) of the node's own records in its log."""
+    rows, pos, out = replay_log(state / "ledger.log").entries, 0, []
+    me = read_state(state).meta.node_id
+    for e, raw in rows:
+        if e.origin == me:
+            out.append((pos, len(raw) + 8))
+        pos += len(raw) + 8
+    return out
+
+
+def test_an_own_record_lost_while_its_only_holder_was_away_comes_back(tmp_path: Path, nodes) -> None:
+    """c's disk loses one of its own records and the only peer holding it stays away past
+    the wait: c fills the seq (ABANDON(LOST)) and goes on. When the peer is back, the
+    filler yields to the real record on both sides: one history, not two."""
+    study = write_study(tmp_path / "s.toml", n_trials=8, epochs=2, sleep=0.05)
+    a = nodes("a", "--study", str(study), "--linger").start()
+    c = nodes("c", "--seed", a.addr, "--linger").start()
+    wait_for(lambda: events(a, "done") and events(c, "done"), 120, "the study to finish")
+    wait_for(lambda: export(c.state) == export(a.state), 30, "a and c to agree")
+    want = export(a.state)
+    for n in (c, a):
+        n.signal(signal.SIGINT)
+        assert n.wait(30) == 0, n.err.read_text()
+    off, n_bytes = _own_spans(c.state)[1]  # an own record in the middle of the log
+    data = bytearray((c.state / "ledger.log").read_bytes())
+    data[off + 10] ^= 0x5A
+    (c.state / "ledger.log").write_bytes(bytes(data))
+    seen = len(c.events())
+    c.start()  # a, the peer it remembers, is down
+    wait_for(lambda: any("lost for good" in e["detail"] for e in c.events()[seen:]),
+             90, "c to fill its lost seq and go on")
+    assert export(c.state) != want
+    a.start()
+    wait_for(lambda: export(c.state) == want, 90, "c to take the real record back")
+    assert any("came back from a peer (seq 2)" in e["detail"] for e in events(c, "repaired", seen))
+    for n in (c, a):
+        n.signal(signal.SIGINT)
+        assert n.wait(30) == 0, n.err.read_text()
+    assert export(a.state) == want == export(c.state)
+
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not FAKETIME.exists(), reason="needs libfaketime (apt-get install faketime)")
+def test_a_clock_set_back_does_not_make_a_repair_look_like_a_copy(tmp_path: Path, nodes) -> None:
+    """A node restarted with its clock 10 minutes behind gets a lost record of its own
+    back from a peer: written before this start, not by a twin (it used to exit 2,
+    "stale state dir", because the record's wall time was after the skewed start)."""
+    study = write_study(tmp_path / "s.toml", n_trials=8, epochs=2, sleep=0.3)
+    a = nodes("a", "--study", str(study), "--linger").start()
+    c = nodes("c", "--seed", a.addr, "--linger").start()
+    wait_for(lambda: events(a, "done") and events(c, "done"), 120, "the study to finish")
+    wait_for(lambda: export(c.state) == export(a.state), 30, "a and c to agree")
+    c.signal(signal.SIGINT)
+    assert c.wait(30) == 0, c.err.read_text()
+    off, _ = _own_spans(c.state)[-2]  # a gap below c's newest record
+    data = bytearray((c.state / "ledger.log").read_bytes())
+    data[off + 10] ^= 0x5A
+    (c.state / "ledger.log").write_bytes(bytes(data))
+    seen = len(c.events())
+    c.start(env={"LD_PRELOAD": str(FAKETIME), "FAKETIME": "-600"})
+    wait_for(lambda: events(c, "repaired", seen) or c.proc.poll() is not None, 60, "c to repair")
+    assert c.proc.poll() is None, c.err.read_text()
+    assert "of this node's own" in events(c, "repaired", seen)[0]["detail"]
+    wait_for(lambda: export(c.state) == export(a.state), 30, "a and c to agree again")

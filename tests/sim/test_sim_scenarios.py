@@ -76,3 +76,15 @@ def test_simulated_nodes_sign_their_alive_as_real_nodes_do() -> None:
         assert len(records) == 4
         assert all(len(r.sig) == 64 and verifier.check(r) for r in records)
     assert 0 < verifier.verified < verifier.checked  # one check per distinct Alive, shared
+
+
+@pytest.mark.parametrize("name", ["steady", "kill-half", "churn"])
+def test_batched_nodes_keep_the_budget_exact_and_reclaim_whole_batches(name: str) -> None:
+    from simulations.sim import SimConfig
+
+    for seed, capacity in ((0, 2), (1, 3), (2, 4), (3, 4)):
+        result = run_scenario(name, nodes=8, seed=seed, config=SimConfig(capacity=capacity))
+        bad = {k: v["detail"] for k, v in result["invariants"].items() if not v["ok"]}
+        assert not bad, f"capacity {capacity} seed {seed}: {bad}"
+        m = result["metrics"]
+        assert m["counted"] == m["n_trials"] == 32 and m["duplicates"] == 0

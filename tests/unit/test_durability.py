@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from p2phpo.core.durability import GateConfig, Linger, RepairGate, seq_ranges
+from p2phpo.core.durability import MAX_WAIT_FACTOR, GateConfig, Linger, RepairGate, seq_ranges
 from p2phpo.core.entries import Abandon, AbandonReason, Claim, Report, Result, Status
+from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger, TrialState
+from p2phpo.core.records import Verifier
 
 ME = 0xA1
 PEER = 0xB2
@@ -187,3 +189,70 @@ def test_a_node_missing_entries_of_its_own_waits_longer_before_filling_them() ->
     assert not gate.due(39.9) and gate.due(40.0)  # bounded: then it goes on alone
     assert [e.seq for e in gate.open(1040.0)] == [4]
     assert gate.note.startswith("no peer reached within 40 s: going on alone")
+
+
+def _records(led: Ledger) -> list:
+    return [(e, led.raw(e.origin, e.seq)) for e in led]
+
+
+def _view(led: Ledger) -> tuple:
+    return (dict(led.vv), sorted((tid, v.state, v.value) for tid, v in led.trials().items()),
+            [led.raw(o, s) for o, s in sorted((e.origin, e.seq) for e in led)])
+
+
+def test_a_filler_yields_to_the_real_record_a_returning_peer_held() -> None:
+    """The peer holding a node's lost own entry was away past the wait, so the node
+    filled the seq with ABANDON(LOST) and went on; when the peer returns, every
+    replica ends with the real record (one split history would otherwise last forever)."""
+    me = Identity(bytes(range(32)))
+    node = Ledger(identity=me)
+    for e in history():
+        node.append(_mine(e, me.node_id))
+    peer = Ledger(verifier=Verifier())
+    peer.merge(_records(node))
+    restarted = Ledger(identity=me, max_pending=100)
+    restarted.merge([r for r in _records(node) if r[0].seq != 4], trusted=True)  # seq 4 damaged
+    gate = RepairGate(me.node_id, restarted, expect_peers=False, now=0.0, start_wall=1000.0, config=CFG)
+    assert [e.reason for e in gate.open(1000.0)] == [AbandonReason.LOST]
+    restarted.new(me.node_id, Claim, wall=1001.0, slot=3, params={"x": 3.0})  # it goes on (seq 10)
+    assert (me.node_id, 4) not in restarted.trials()  # its CLAIM is what was lost
+    late = Ledger(verifier=Verifier())  # a third replica that saw the filler first
+    late.merge(_records(restarted))
+    assert restarted.fillers() == late.fillers() == {me.node_id: 4}
+
+    peer.merge(_records(late))  # the peer is back; the filler reaches it: it keeps the real record
+    stats = restarted.merge(_records(peer))  # and the real record reaches the node
+    assert stats.replaced == 1 and restarted.fillers() == {}
+    gate.merged(stats.added)  # the node's own old record, back: no sign of a twin
+    assert gate.refused is None and "came back from a peer (seq 4)" in gate.take_returned()
+    late.merge(_records(peer))
+    assert _view(restarted) == _view(peer) == _view(late)
+    assert restarted.trials()[(me.node_id, 4)].state is TrialState.COMPLETE
+    assert peer.counts["conflicts"] == 1 and restarted.counts["replaced_fillers"] == 1
+
+
+def _mine(e, origin: int):
+    """Entry ``e`` of ``history()`` rewritten as ``origin``'s."""
+    fields = {k: getattr(e, k) for k in e.__dataclass_fields__}
+    fields["origin"] = origin
+    if "trial" in fields:
+        fields["trial"] = (origin, fields["trial"][1])
+    return type(e)(**fields)
+
+
+def test_a_damaged_last_record_that_may_be_ours_is_waited_for_then_filled_not_reused() -> None:
+    log = history()
+    led = Ledger()
+    led.merge(log[:8])  # seq 9, the newest record, was whole but damaged on disk
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG, tail_own=True)
+    assert not gate.due(CFG.sync_wait)  # a peer may hold it: the longer wait
+    assert gate.due(MAX_WAIT_FACTOR * CFG.sync_wait)
+    assert [(e.seq, e.reason) for e in gate.open(1000.0)] == [(9, AbandonReason.LOST)]
+    assert led.next_seq(ME) == 10 and "seq 9" in gate.note
+
+    led = Ledger()
+    led.merge(log[:8])
+    gate = RepairGate(ME, led, expect_peers=True, now=0.0, start_wall=1000.0, config=CFG, tail_own=True)
+    gate.merged(led.merge(log[8:]).added)  # a peer gives it back
+    gate.synced(3.0)
+    assert gate.due(3.0 + CFG.quiet) and gate.open(1000.0) == [] and led.next_seq(ME) == 10

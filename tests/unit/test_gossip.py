@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from netsim import Net, Node
 
-from p2phpo.core.entries import Report
+from p2phpo.core.entries import Abandon, AbandonReason, Report
 from p2phpo.core.gossip import Dropped, EntriesMerged
 from p2phpo.core.ledger import Ledger
 from p2phpo.core.membership import (
@@ -88,7 +88,7 @@ def test_indirect_probe_through_a_third_node():
 def test_exact_virtual_times_of_suspicion_and_death():
     net, (a, b) = cluster(2)
     net.kill(b)
-    probe = a.core._probe
+    probe = a.core.swim.probe
     suspect_at = probe.end_at if probe is not None else a.core._t["probe"] + LOCAL.probe_interval
     net.run_for(3.0)
     ((ts, sus),) = events(a, MemberSuspected)
@@ -377,3 +377,25 @@ def test_each_node_sends_an_entry_whole_at_most_eager_sends_times():
     limit = a.core.profile.retransmit_limit(12)
     assert eager < limit and sum(whole.values()) < 12 * limit
     assert max(whole.values()) <= eager + 11
+
+
+def test_a_lost_entry_filled_as_lost_is_repaired_from_a_peer_that_held_it():
+    """Node 3's disk lost its seq 2 while node 2 (which held it) was away: it wrote an
+    ABANDON(LOST) there. Equal vvs would hide the split forever; anti-entropy asks a
+    peer for the records behind fillers now and then, so every replica ends with the
+    real record."""
+    real = [Report(origin=3, seq=s, wall=1.0, trial=(3, 1), step=s, value=0.5) for s in (1, 2, 3)]
+    filler = Abandon(origin=3, seq=2, wall=2.0, trial=(3, 2), reason=AbandonReason.LOST)
+    held, damaged = Ledger(), Ledger()
+    held.merge(real)
+    damaged.merge([real[0], filler, real[2]])
+    net = Net(seed=4)
+    first = net.add(1)
+    net.add(2, seeds=[first.addr], ledger=held)
+    net.add(3, seeds=[first.addr], ledger=damaged)
+    net.add(4, seeds=[first.addr])
+    net.run_for(30.0)
+    want = held.raw(3, 2)
+    assert all(n.ledger.raw(3, 2) == want for n in net.by_id.values())
+    assert all(n.ledger.fillers() == {} for n in net.by_id.values())
+    assert damaged.counts["replaced_fillers"] == 1

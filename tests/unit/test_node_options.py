@@ -17,6 +17,8 @@ from p2phpo.runtime.node import DEFAULT_STUDY, NodeError
     ({"grace": -1.0}, "--grace must be a number of seconds >= 0"),
     ({"grace": float("nan")}, "--grace must be a number of seconds >= 0"),
     ({"profile": "moon"}, "unknown profile 'moon'; use one of lan, local, wan"),
+    ({"batch": 0}, "--batch must be a number of trials from 1 to 64, not 0"),
+    ({"batch": 65}, "--batch must be a number of trials from 1 to 64, not 65"),
 ])
 def test_a_bad_option_is_one_sentence(kwargs: dict, sentence: str) -> None:
     with pytest.raises(NodeError, match=sentence.replace("(", r"\(").replace("+", r"\+")):

@@ -184,7 +184,9 @@ def test_a_flipped_byte_costs_exactly_the_record_it_hit(tmp_path: Path) -> None:
             assert got == entries[:i] + entries[i + 1:], (i, pos)
             if i < len(spans) - 1:  # in the middle: skipped, the rest kept
                 assert rep.damaged == ((off, n),) and rep.torn_bytes == 0
-            else:  # the newest record: a torn tail
+            elif pos >= off + 4:  # the newest record, whole: damaged (it may have been gossiped)
+                assert rep.damaged == ((off, n),) and rep.torn_bytes == 0
+            else:  # a flip in its length field: it reads as a short write, a torn tail
                 assert rep.damaged == () and rep.torn_bytes == n
 
 
@@ -335,3 +337,38 @@ def test_peers_are_remembered_across_restarts(tmp_path: Path) -> None:
     (tmp_path / "peers.json").write_text("{oops")
     with Storage.open(tmp_path) as st:
         assert st.remembered_peers() == []
+
+
+def test_a_damaged_last_record_of_ours_is_a_missing_seq_not_a_free_one(tmp_path: Path) -> None:
+    """A whole last record with wrong bytes may be one of ours a peer already holds:
+    the node must not reuse its seq (the repair gate waits for it or fills it); a short
+    last record (a crash mid-write) was never fsync'ed, so never gossiped: reused."""
+    entries = fill(tmp_path, 4)
+    log = tmp_path / LOG_NAME
+    full = log.read_bytes()
+    off, n = _spans(log)[-1]
+    damaged = bytearray(full)
+    damaged[off + 10] ^= 0x10  # inside the body: its prev (the chain hash) is intact
+    log.write_bytes(bytes(damaged))
+    with Storage.open(tmp_path) as st:
+        assert list(st.ledger) == entries[:-1]
+        assert st.recovery.damaged_records == 1 and st.recovery.tail_own
+    log.write_bytes(full[:-3])
+    with Storage.open(tmp_path) as st:
+        assert st.recovery.torn_bytes == n - 3 and not st.recovery.tail_own
+
+
+def test_a_damaged_last_record_of_a_peer_is_not_ours(tmp_path: Path) -> None:
+    fill(tmp_path, 3)
+    peer = ident(7)
+    with Storage.open(tmp_path) as st:
+        stats = st.ledger.merge([signed(peer, Claim, 1, slot=0, params={"x": 1}),
+                                 signed(peer, Claim, 2, slot=1, params={"x": 2})])
+        st.append(stats.added)
+    log = tmp_path / LOG_NAME
+    off, n = _spans(log)[-1]
+    damaged = bytearray(log.read_bytes())
+    damaged[off + 10] ^= 0x10
+    log.write_bytes(bytes(damaged))
+    with Storage.open(tmp_path) as st:
+        assert st.recovery.damaged_records == 1 and not st.recovery.tail_own

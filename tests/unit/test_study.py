@@ -80,6 +80,8 @@ def test_bad_durations_are_refused(text):
     (("n_trials = 10", "n_trials = 10\ndirection = \"up\""), "direction must be"),
     (("n_trials = 10", "n_trials = -1"), "n_trials must be an integer >= 1"),
     (("n_trials = 10", ""), "needs n_trials, timeout or target"),
+    (("n_trials = 10", "n_trials = 10\nbatch = 0"), "batch must be an integer >= 1"),
+    (("n_trials = 10", "n_trials = 10\nbatch = 100"), "batch must be at most 64"),
     (("n_trials = 10", "n_trials = 10\ntimeout = \"soon\""), "timeout must be a duration"),
     (("low = 0,", "low = 2,"), r"\[space\] parameter 'x': low \(2"),
     (("[space]", "[spaces]"), r"unknown table\(s\) \[spaces\]"),

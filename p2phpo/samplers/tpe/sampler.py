@@ -72,6 +72,10 @@ class TPESampler:
         u[:, num] = xs
         u[:, cat] = (cs + 0.5) / np.asarray(n_choices, dtype=np.float64)
         u = space.snap(u)
+        if ctx.fixed:  # a batch member: the leader's class values, the rest scored around them
+            _pin(space, u, ctx.fixed)
+            cs = np.minimum(np.floor(u[:, cat] * np.asarray(n_choices, dtype=np.float64)),
+                            np.asarray(n_choices) - 1).astype(np.int64)
         xs = u[:, num]
         params = [space.params[space.names[j]] for j in num]
         bins = [None if isinstance(p, Float) and p.step is None else p.bin_of(u[:, j])
@@ -103,6 +107,15 @@ class TPESampler:
                        np.asarray(n_choices) - 1).astype(np.int64)
         return parzen.build(x[:, num].astype(np.float64), c, n_choices,
                             prior_weight=self.prior_weight)
+
+
+def _pin(space: Space, u: np.ndarray, fixed: Mapping[str, Value]) -> None:
+    """Set the columns of ``fixed``'s parameters of every candidate to their values."""
+    for name, x in fixed.items():
+        p = space.params[name]
+        j = space.names.index(name)
+        u[:, j] = ((p.index(x) + 0.5) / len(p.values) if isinstance(p, Choice)
+                   else float(p.to_unit(np.float64(x))))
 
 
 def _layout(space: Space) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
