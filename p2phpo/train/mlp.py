@@ -9,11 +9,14 @@ layer cap; a step of batch size b runs as b / micro-batch passes). A trial
 reuses an already compiled class that fits when the padding's extra compute,
 at this process's measured speed, costs less than a compile; a new class is
 made only as general (bucket width, 64-row passes) as costs the trial less
-than a compile (``program.choose_class``). Programs are cached for the life of the process (the worker); JAX's
+than a compile (``program.choose_class``). A trial whose class is not compiled
+yet starts in a compiled class that fits while its own compiles on a
+background thread, and moves in at an epoch boundary (``plan``); the worker
+precompiles a fallback class as soon as its data is loaded (``precompile``).
+Programs are cached for the life of the process (the worker); JAX's
 persistent cache, when configured, keeps them across restarts (the classes
-repeat exactly, so it hits). One program call trains an epoch (a
-``lax.scan`` over the jitted step, shuffled on the device) and measures the
-validation accuracy; the data is put on the device once per process, so no
+repeat exactly, so it hits). One program call trains an epoch (a loop over
+the steps, shuffled on the device) and measures the validation accuracy; the data is put on the device once per process, so no
 step goes back to the host. :class:`Model` is the plain per-architecture
 model (``buckets=None``), the reference the programs are tested against.
 
