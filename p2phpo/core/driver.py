@@ -227,11 +227,7 @@ class NodeDriver:
             self.search.worker_busy = bool(self._running) or self._worker_held
             if outcome is not None:
                 self.search.finish(trial, outcome, wall)
-                view = self.ledger.trial(trial)
-                if view is not None:
-                    value = "" if view.value is None else f" {view.value}"
-                    self._actions.append(Note("finished", self.node_id, trial,
-                                              f"{view.state.value}{value}"))
+                self._note_recorded()
         self._poke = True
         self._pump(now, wall)
 
@@ -265,6 +261,11 @@ class NodeDriver:
         own, self._unconfirmed = self._unconfirmed, []
         if own:
             self.gossip.append_local(own)
+            push = self.search.push_to if self.search is not None else None
+            for e in own if push else ():
+                nodes = push.pop(e.seq, None)
+                if nodes:
+                    self.gossip.push_own(e.seq, nodes)
         if self._leave_pending:
             self._gossip_leave(now)
 
@@ -407,15 +408,13 @@ class NodeDriver:
                 search.worker_busy = True  # the worker runs one batch at a time
                 self._held.append(cmd)
                 continue
-            if isinstance(cmd, StopTrial) and self._drop_held(cmd.trial):
-                continue
             if isinstance(cmd, StudyDone):
                 self.done = cmd.reason
                 self._quiet = False
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
-        if self._held and not search.confirming:
+        if self._held:
             # A batch's StartTrials leave together, in one take_actions: the shell hands
             # them to its worker as one batch (capacity 1: one start, at once).
             self._actions.extend(self._held)
@@ -428,17 +427,6 @@ class NodeDriver:
         # A deadline already past after a step means nothing is due until an input
         # changes (e.g. another node is the one to act); re-arming it would spin.
         self._search_timer = t if t is not None and t > now else None
-
-    def _drop_held(self, trial: TrialId) -> bool:
-        """A trial stopped before its batch left (superseded while a rival claim of the
-        batch waited): it never reaches the worker. Whether ``trial`` was held."""
-        held = [c for c in self._held if c.trial != trial]
-        if len(held) == len(self._held):
-            return False
-        self._held = held
-        self._running.discard(trial)
-        self._actions.append(Note("stopped", self.node_id, trial, "stopped before it started"))
-        return True
 
     def _drain_events(self, now: float) -> None:
         gossip = self.gossip
@@ -538,9 +526,22 @@ class NodeDriver:
                 name = e.spec.get("study", {}).get("name", "?") if isinstance(e.spec, dict) else "?"
                 self._actions.append(Note("study", e.origin, None, f"adopted study {name}"))
 
+    def _note_recorded(self) -> None:
+        """A ``finished`` note for each outcome the search recorded (a stolen trial's
+        waits for its rival window: ``SearchCore._release_held``)."""
+        recorded, self.search.recorded = self.search.recorded, []
+        for trial in recorded:
+            view = self.ledger.trial(trial)
+            if view is not None:
+                value = "" if view.value is None else f" {view.value}"
+                self._actions.append(Note("finished", self.node_id, trial,
+                                          f"{view.state.value}{value}"))
+
     def _take_own(self) -> None:
         if self.search is None:
             return
+        if self.search.recorded:
+            self._note_recorded()
         own = self.search.take_new_entries()
         if own:
             self._quiet = False

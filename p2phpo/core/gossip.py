@@ -218,6 +218,27 @@ class GossipCore:
             raw = self.ledger.raw(e.origin, e.seq) or encode_entry(e)
             self._queue_entry(e, raw)
 
+    def push_own(self, seq: int, nodes: list[int]) -> None:
+        """Send our own log up to ``seq`` (its newest entries, as many as one datagram
+        holds) to live members ``nodes`` now, besides the gossip rounds: a claim its
+        rivals must see before they pick the same slot (``SearchCore.push_to``). The
+        entries before it come along so the claim is not held behind a gap."""
+        parts: list[bytes] = []
+        room = self._budget - 3
+        for k in range(seq, 0, -1):
+            raw = self.ledger.raw(self.node_id, k)
+            msg = None if raw is None else encode_message(EntryMsg(raw))
+            if msg is None or len(msg) > room:
+                break
+            parts.append(msg)
+            room -= len(msg)
+        parts.reverse()
+        for node in nodes if parts else ():
+            m = self.membership.get(node)
+            dest = self._bound_to(node)
+            if m is not None and m.state in (State.ALIVE, State.SUSPECT) and dest is not None:
+                self._send_packed(m.addr, parts, dest)
+
     def members(self) -> list[MemberInfo]:
         return self.membership.members()
 

@@ -379,6 +379,18 @@ def test_each_node_sends_an_entry_whole_at_most_eager_sends_times():
     assert max(whole.values()) <= eager + 11
 
 
+def test_a_pushed_entry_reaches_the_named_members_at_once_with_the_entries_before_it():
+    net, nodes = cluster(6)
+    a, b, c, d = nodes[:4]
+    for i in range(3):  # written, not queued: only the push can carry them
+        a.ledger.new(a.node_id, Report, wall=1.0, trial=(a.node_id, 1), step=i, value=0.5)
+    a.core.push_own(3, [b.node_id, c.node_id, 999])  # 999: no member, skipped
+    net._pump(a)
+    net.run_for(0.01)  # one network latency, far less than a gossip round
+    assert b.ledger.vv.get(a.node_id) == c.ledger.vv.get(a.node_id) == 3  # applied: no gap
+    assert d.ledger.vv.get(a.node_id, 0) == 0
+
+
 def test_a_lost_entry_filled_as_lost_is_repaired_from_a_peer_that_held_it():
     """Node 3's disk lost its seq 2 while node 2 (which held it) was away: it wrote an
     ABANDON(LOST) there. Equal vvs would hide the split forever; anti-entropy asks a
