@@ -43,9 +43,12 @@ agree on every slot whatever else their views hold. A slot whose winner is
 busy goes, once a thief has waited ``wait`` seconds, to the winner among the
 idle thieves — preferably a slot that is not the busy winner's first (it would
 take that one the moment it is idle, maybe before our claim reaches it). After ``claim_grace`` seconds without work a node takes a
-candidate anyway (with the confirmation delay), so no view can stall it.
+candidate anyway (its result held back a little longer), so no view can stall it.
 
 Conflicts still resolve by the one rule: lowest ``hrw(slot, origin)`` wins.
+Most conflicts come from claims still in flight (a few gossip rounds at 100
+nodes), so each claim also goes at once to :meth:`SlotPlanner.rivals`: the
+slot's owner and the members first in line for it as thieves.
 Without ``n_trials`` slots are open-ended and roster member ``r`` holds the
 slots ``s`` with ``s % m == r``; nobody runs out, so nobody steals.
 """
@@ -273,6 +276,23 @@ class SlotPlanner:
                 cands.append((2, -k, k - 1, queue[0]))
         cands.sort()
         return thieves, cands
+
+    def rivals(self, slot: int, me: int, roster: list[int], alive: set[int], k: int) -> list[int]:
+        """The live members likeliest to claim ``slot`` too before they hear of our claim:
+        its owner (it may be about to run it) and the first ``k`` by the steal weight
+        (whoever wins it as a thief in a view that misses us or our claim)."""
+        if self.open is None or k <= 0 or not 0 <= slot < (self.n or 0) or len(roster) < 2:
+            return []
+        others = [m for m in roster if m != me and m in alive]
+        if not others:
+            return []
+        ids = np.array(others, dtype=np.uint64)
+        weights = mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT), ids)
+        out = [others[i] for i in np.argsort(weights, kind="stable")[:k]]
+        owner = self.ring(roster).owner_of[slot]
+        if owner != me and owner in alive and owner not in out:
+            out.append(owner)
+        return out
 
     def any_open(self, low: int) -> int | None:
         """The lowest open slot at or above ``low`` (bounded budgets), for the last fallback."""

@@ -33,15 +33,17 @@ worker for this study), membership events, :class:`Note` (for the event log),
 :class:`Incarnation` (persist it) and :class:`Fatal` (the node must stop).
 
 Our own entries reach gossip only after the shell confirmed them durable; a
-peer's entries are handed out for persisting as they merge.
+peer's entries are handed out for persisting as they merge. The actions are
+defined in ``core/driver_actions.py`` (re-exported here), the member views in
+``core/member_views.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from p2phpo.core.driver_actions import Fatal, Incarnation, MayExit, Note, Persist, StudyFound
 from p2phpo.core.durability import Linger, RepairGate
 from p2phpo.core.entries import Abandon, AbandonReason, Entry, StudyEntry, TrialId
 from p2phpo.core.gossip import EntriesMerged, GossipCore
@@ -49,6 +51,7 @@ from p2phpo.core.gossip_sync import SyncSession
 from p2phpo.core.gossip_types import Dropped, ForeignStudy, InSync, TcpRequest
 from p2phpo.core.joinwatch import JoinWatch, SeedState
 from p2phpo.core.ledger import Ledger
+from p2phpo.core.member_views import MemberViews
 from p2phpo.core.membership import MemberDead, MemberLeft
 from p2phpo.core.messages import Addr, MemberRecord, State
 from p2phpo.core.search import (
@@ -64,54 +67,6 @@ from p2phpo.core.search import (
 from p2phpo.core.study_diff import difference, spec_diff, study_name
 from p2phpo.core.verdict import Verdict
 from p2phpo.core.wire import study_tag
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    """Write ``entries`` to the state dir. ``own``: ours, write them durably (fsync)
-    and then call ``handle_persisted``; they are gossiped only after that."""
-
-    entries: list[Entry]
-    own: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StudyFound:
-    """The cluster's study arrived and no worker runs yet: start one for ``spec``."""
-
-    spec: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Incarnation:
-    """Our incarnation went up: persist it (the next life starts above it)."""
-
-    value: int
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """Something for the event log / live view that no other output says."""
-
-    kind: str
-    node: int | None
-    trial: TrialId | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class MayExit:
-    """The study is done here and the peers that ran it are done or gone (or the
-    grace period ran out): the node may exit (unless it lingers)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fatal:
-    """The node cannot go on; ``message`` is one sentence for the user."""
-
-    code: int
-    message: str
-    leave: bool = True  # False: stop without gossiping LEAVE (our id is another node's)
 
 
 class NodeDriver:
@@ -139,10 +94,7 @@ class NodeDriver:
         self.fatal: Fatal | None = None
         self._actions: list[Any] = []
         self._tcp: list[TcpRequest] = []
-        self._views: dict[int, MemberView] = {}
-        self._metas: dict[int, tuple[str, Mapping[str, Any]]] = {}  # node -> (state, meta), as _views
-        self._changed_views: dict[int, None] = {}  # views changed since the search last got them
-        self._views_sent: SearchCore | None = None  # the search holding _views as last sent
+        self.views = MemberViews(node_id, ledger, gossip.membership)
         self._meta_sent: dict[str, Any] | None = None
         self._seen_len = -1
         self._search_timer: float | None = None
@@ -227,7 +179,7 @@ class NodeDriver:
                 membership.apply_record(r, now)
         membership.outbox.clear()
         for ev in membership.events:
-            self._update_view(ev.node)
+            self.views.update(ev.node)
         membership.events.clear()
         self._members_dirty = self._poke = True
         self._pump(now, wall)
@@ -275,11 +227,7 @@ class NodeDriver:
             self.search.worker_busy = bool(self._running) or self._worker_held
             if outcome is not None:
                 self.search.finish(trial, outcome, wall)
-                view = self.ledger.trial(trial)
-                if view is not None:
-                    value = "" if view.value is None else f" {view.value}"
-                    self._actions.append(Note("finished", self.node_id, trial,
-                                              f"{view.state.value}{value}"))
+                self._note_recorded()
         self._poke = True
         self._pump(now, wall)
 
@@ -313,6 +261,11 @@ class NodeDriver:
         own, self._unconfirmed = self._unconfirmed, []
         if own:
             self.gossip.append_local(own)
+            push = self.search.push_to if self.search is not None else None
+            for e in own if push else ():
+                nodes = push.pop(e.seq, None)
+                if nodes:
+                    self.gossip.push_own(e.seq, nodes)
         if self._leave_pending:
             self._gossip_leave(now)
 
@@ -367,7 +320,7 @@ class NodeDriver:
 
     def members(self) -> dict[int, MemberView]:
         """The member views the search reads (one per known member)."""
-        return dict(self._views)
+        return dict(self.views.views)
 
     @property
     def leaving(self) -> bool:
@@ -386,7 +339,7 @@ class NodeDriver:
         search = self.search
         if search is not None and self.fatal is None:
             if self._members_dirty:
-                self._send_views(search, now)
+                self.views.send(search, now)
             if self._search_due(now):
                 self._step(now, wall)
             self._take_own()
@@ -408,8 +361,7 @@ class NodeDriver:
         """Start the search once the worker is ready and the repair gate lets us write."""
         gate = self.gate
         if gate is not None and not gate.opened:
-            alive = any(v.state == "ALIVE" for n, v in self._views.items() if n != self.node_id)
-            if not gate.due(now, peers_alive=alive):
+            if not gate.due(now, peers_alive=self.views.peer_alive()):
                 return
             fill = gate.open(wall)  # own seqs nobody gave back: ABANDON(LOST)
             if fill:
@@ -430,22 +382,9 @@ class NodeDriver:
         self.search.ready = True
         self._members_dirty = self._poke = True
 
-    def _send_views(self, search: SearchCore, now: float) -> None:
-        """Hand the search the member views: only the changed ones when it already holds
-        the rest (the common case; a full copy per input is O(N) at 1,000 nodes)."""
-        views = self._search_views()
-        if views is self._views and self._views_sent is search:
-            search.set_members(now, views, self._changed_views)
-        else:
-            search.set_members(now, views)
-        self._views_sent = search if views is self._views else None
-        self._changed_views = {}
-
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
-        known = self.gossip.membership.get  # (a reaped or evicted member is not listed)
-        metas = {n: v for n, v in self._metas.items() if known(n) is not None}
-        if self.linger.may_exit(now, metas):
+        if self.linger.may_exit(now, self.views.known_metas()):
             self._exit_sent = True
             self._actions.append(MayExit())
 
@@ -469,15 +408,13 @@ class NodeDriver:
                 search.worker_busy = True  # the worker runs one batch at a time
                 self._held.append(cmd)
                 continue
-            if isinstance(cmd, StopTrial) and self._drop_held(cmd.trial):
-                continue
             if isinstance(cmd, StudyDone):
                 self.done = cmd.reason
                 self._quiet = False
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
-        if self._held and not search.confirming:
+        if self._held:
             # A batch's StartTrials leave together, in one take_actions: the shell hands
             # them to its worker as one batch (capacity 1: one start, at once).
             self._actions.extend(self._held)
@@ -490,17 +427,6 @@ class NodeDriver:
         # A deadline already past after a step means nothing is due until an input
         # changes (e.g. another node is the one to act); re-arming it would spin.
         self._search_timer = t if t is not None and t > now else None
-
-    def _drop_held(self, trial: TrialId) -> bool:
-        """A trial stopped before its batch left (superseded while a rival claim of the
-        batch waited): it never reaches the worker. Whether ``trial`` was held."""
-        held = [c for c in self._held if c.trial != trial]
-        if len(held) == len(self._held):
-            return False
-        self._held = held
-        self._running.discard(trial)
-        self._actions.append(Note("stopped", self.node_id, trial, "stopped before it started"))
-        return True
 
     def _drain_events(self, now: float) -> None:
         gossip = self.gossip
@@ -516,7 +442,7 @@ class NodeDriver:
                 continue  # counted by the gossip core
             else:
                 self._members_dirty = True
-                self._update_view(ev.node)
+                self.views.update(ev.node)
                 self._actions.append(ev)
                 if isinstance(ev, MemberDead | MemberLeft):
                     peer = gossip.pushpull_peer()  # sync soon so its orphans can be reclaimed
@@ -536,7 +462,7 @@ class NodeDriver:
             return
         self.search.synced_with(peer, now)
         # Only the orphans of gone or unknown owners wait for a sync: step again only then.
-        if self.search.awaits_sync or any(v.state in ("DEAD", "LEFT") for v in self._views.values()):
+        if self.search.awaits_sync or self.views.any_gone():
             self._poke = True
 
     def _on_foreign(self, ev: ForeignStudy) -> None:
@@ -600,9 +526,22 @@ class NodeDriver:
                 name = e.spec.get("study", {}).get("name", "?") if isinstance(e.spec, dict) else "?"
                 self._actions.append(Note("study", e.origin, None, f"adopted study {name}"))
 
+    def _note_recorded(self) -> None:
+        """A ``finished`` note for each outcome the search recorded (a stolen trial's
+        waits for its rival window: ``SearchCore._release_held``)."""
+        recorded, self.search.recorded = self.search.recorded, []
+        for trial in recorded:
+            view = self.ledger.trial(trial)
+            if view is not None:
+                value = "" if view.value is None else f" {view.value}"
+                self._actions.append(Note("finished", self.node_id, trial,
+                                          f"{view.state.value}{value}"))
+
     def _take_own(self) -> None:
         if self.search is None:
             return
+        if self.search.recorded:
+            self._note_recorded()
         own = self.search.take_new_entries()
         if own:
             self._quiet = False
@@ -650,37 +589,11 @@ class NodeDriver:
         """Never stall on a lost STUDY entry: once the repair gate would go on alone (no
         peer gave it back in time), stop with one sentence saying what is missing."""
         gate = self.gate
-        alive = any(v.state == "ALIVE" for n, v in self._views.items() if n != self.node_id)
-        if gate is None or not gate.due(now, peers_alive=alive):
+        if gate is None or not gate.due(now, peers_alive=self.views.peer_alive()):
             return
         self._fail(2, f"{self.study_lost} and no peer gave it back within "
                       f"{gate.waited(now):.0f} s; start the node with --study FILE (the study "
                       "it ran) or with --seed HOST:PORT of a node that runs it")
-
-    def _search_views(self) -> dict[int, MemberView]:
-        """The member views, plus, while no other member is alive, every origin of the
-        ledger this node never met, as DEAD: a node restarted alone after the others
-        exited must not wait forever on a trial whose owner it never saw (it is
-        reclaimed after the lone-survivor fallback, like a DEAD member's)."""
-        views = self._views
-        if any(v.state in ("ALIVE", "SUSPECT") for n, v in views.items() if n != self.node_id):
-            return views
-        unknown = [o for o in self.ledger.vv if o not in views and o != self.node_id]
-        if not unknown:
-            return views
-        return {**views, **{o: MemberView("DEAD") for o in unknown}}
-
-    def _update_view(self, node: int) -> None:
-        """The one place ``_views`` changes (``_send_views`` relies on it)."""
-        self._changed_views[node] = None
-        m = self.gossip.membership.get(node)
-        if m is None:
-            self._views.pop(node, None)
-            self._metas.pop(node, None)
-            return
-        meta = m.meta or {}
-        self._views[node] = MemberView(m.state.name, bool(meta.get("ready")), meta.get("study"))
-        self._metas[node] = (m.state.name, meta)  # a new meta comes with a member event
 
     def _fail(self, code: int, message: str, *, leave: bool = True) -> None:
         if self.fatal is None:

@@ -13,7 +13,9 @@ bad datagram is dropped whole, counted by reason and reported as ``Dropped``.
 Anti-entropy (digests on every PING and ACK, the UDP Scuttlebutt exchange,
 push-pull wishes and sessions) lives in :class:`AntiEntropy`
 (``gossip_sync.py``), which the core owns as ``self.ae`` and which sends
-through the core's :class:`~p2phpo.core.gossip_sync.Link` methods.
+through the core's :class:`~p2phpo.core.gossip_sync.Link` methods. SWIM's
+probes, relays and join/reconnect pings live likewise in :class:`Swim`
+(``gossip_swim.py``, ``self.swim``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from p2phpo.core import study_bind
 from p2phpo.core.entries import Entry, EntryError, StudyEntry, encode_entry
 from p2phpo.core.gossip_queue import PiggybackQueue
+from p2phpo.core.gossip_swim import Swim
 from p2phpo.core.gossip_sync import AntiEntropy, SyncSession
 from p2phpo.core.gossip_types import (
     Dropped,
@@ -33,8 +36,6 @@ from p2phpo.core.gossip_types import (
     ForeignStudy,
     GossipConfig,
     TcpRequest,
-    _Probe,
-    _Relay,
 )
 from p2phpo.core.identity import Identity
 from p2phpo.core.ledger import Ledger
@@ -130,14 +131,11 @@ class GossipCore:
         self.started = False
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Addr]] = []
-        self._seq = 0
-        self._probe: _Probe | None = None
-        self._relays: dict[int, _Relay] = {}
-        self._pings: dict[int, tuple[str, float]] = {}  # seq -> (join|reconnect, expiry)
         self._replying: tuple[int, int] | None = None  # (sender, boot salt) being answered
         self._t = dict.fromkeys(("probe", "gossip", "reconnect", "pushpull", "join"), _INF)
         self._budget = min(config.max_datagram - OVERHEAD, sealer.plaintext_budget())
         self.ae = AntiEntropy(node_id, ledger, self.membership, config, self._budget, self)
+        self.swim = Swim(node_id, self.membership, config, rng, self.ae, self)
 
     # ------------------------------------------------------------------ API
     def start(self, now: float) -> None:
@@ -166,7 +164,7 @@ class GossipCore:
         for node in self._sample(live, 2 * self.profile.gossip_nodes):
             self._send(self._addr_of(node), [], to=node)
         self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
-        self._probe = None
+        self.swim.stop()
 
     def bind_study(self, tag: bytes) -> None:
         """Our ledger belongs to the study with ``tag`` (``study_tag(fingerprint)``): tag
@@ -219,6 +217,27 @@ class GossipCore:
         for e in entries:
             raw = self.ledger.raw(e.origin, e.seq) or encode_entry(e)
             self._queue_entry(e, raw)
+
+    def push_own(self, seq: int, nodes: list[int]) -> None:
+        """Send our own log up to ``seq`` (its newest entries, as many as one datagram
+        holds) to live members ``nodes`` now, besides the gossip rounds: a claim its
+        rivals must see before they pick the same slot (``SearchCore.push_to``). The
+        entries before it come along so the claim is not held behind a gap."""
+        parts: list[bytes] = []
+        room = self._budget - 3
+        for k in range(seq, 0, -1):
+            raw = self.ledger.raw(self.node_id, k)
+            msg = None if raw is None else encode_message(EntryMsg(raw))
+            if msg is None or len(msg) > room:
+                break
+            parts.append(msg)
+            room -= len(msg)
+        parts.reverse()
+        for node in nodes if parts else ():
+            m = self.membership.get(node)
+            dest = self._bound_to(node)
+            if m is not None and m.state in (State.ALIVE, State.SUSPECT) and dest is not None:
+                self._send_packed(m.addr, parts, dest)
 
     def members(self) -> list[MemberInfo]:
         return self.membership.members()
@@ -293,10 +312,7 @@ class GossipCore:
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:
         ts = list(self._t.values())
-        if self._probe is not None:
-            ts.append(self._probe.end_at if self._probe.indirect else self._probe.timeout_at)
-        for r in self._relays.values():
-            ts.append(r.expire_at if not r.nack else min(r.nack_at, r.expire_at))
+        self.swim.deadlines(ts)
         d = self.membership.next_deadline()
         if d is not None:
             ts.append(d)
@@ -306,11 +322,12 @@ class GossipCore:
     def handle_timer(self, now: float) -> None:
         self.membership.expire(now)
         self._reap(now)
-        self._probe_timers(now)
-        self._relay_timers(now)
+        swim = self.swim
+        swim.probe_timers(now)
+        swim.relay_timers(now)
         t = self._t
         if now >= t["probe"]:
-            self._start_probe(now)
+            swim.start_probe(now)
             t["probe"] = now + self.profile.probe_interval * self.membership.scale()
         if now >= t["gossip"]:
             self._gossip_round(now)
@@ -320,15 +337,14 @@ class GossipCore:
         if now >= t["join"]:
             self._join_round(now)
         if now >= t["reconnect"]:
-            self._reconnect(now)
+            swim.reconnect(now)
             t["reconnect"] = now + self.profile.reconnect_interval
         if now >= t["pushpull"]:
             peer = self.pushpull_peer()
             if peer is not None:
                 self.ae.want_tcp(peer.node, peer.addr, now)
             t["pushpull"] = now + self.profile.pushpull_every(self.membership.n_live())
-        for seq in [s for s, (_, exp) in sorted(self._pings.items()) if exp <= now]:
-            del self._pings[seq]
+        swim.expire_pings(now)
         self._flush_membership()
 
     def _reap(self, now: float) -> None:
@@ -343,47 +359,6 @@ class GossipCore:
         horizon = 10 * self.profile.probe_interval
         for key in [k for k, t in ae.tcp_at.items() if now - t >= horizon]:
             del ae.tcp_at[key]
-
-    def _probe_timers(self, now: float) -> None:
-        p = self._probe
-        if p is None:
-            return
-        if not p.indirect and now >= p.timeout_at:
-            p.indirect = True
-            others = [n for n in self.membership.ids(State.ALIVE) if n != p.target]
-            p.relays = self._sample(others, self.profile.indirect_checks)
-            for node in p.relays:
-                self._send(self._addr_of(node), [PingReq(p.seq, p.target, p.addr, True)], to=node)
-        if now >= p.end_at:
-            self._probe = None
-            expected = len(p.relays)
-            self.membership.adjust_awareness(max(0, expected - p.nacks) if expected else 1)
-            self.membership.suspect(p.target, now)
-
-    def _relay_timers(self, now: float) -> None:
-        for seq in sorted(self._relays):
-            r = self._relays[seq]
-            if r.nack and now >= r.nack_at:
-                r.nack = False
-                self._send(r.addr, [Nack(r.seq)], piggyback=False, to=r.origin)
-            if now >= r.expire_at:
-                del self._relays[seq]
-
-    def _start_probe(self, now: float) -> None:
-        if self._probe is not None or self.membership.leaving:
-            return
-        target = self.membership.next_probe_target()
-        if target is None:
-            return
-        addr = self._addr_of(target)
-        seq = self._next_seq()
-        scale = self.membership.scale()
-        self._probe = _Probe(
-            seq, target, addr,
-            timeout_at=now + self.profile.probe_timeout * scale,
-            end_at=now + self.profile.probe_interval * scale,
-        )
-        self._send(addr, [Ping(seq, target), self.ae.digest()], to=target)
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
@@ -409,22 +384,9 @@ class GossipCore:
             self._t["join"] = now + step
             return
         for addr in self.seeds:
-            seq = self._next_seq()
-            self._pings[seq] = ("join", now + step)
+            seq = self.swim.ping("join", now + step)
             self._send(addr, [self.membership.self_alive(), Ping(seq, 0)])  # unbound: first contact
         self._t["join"] = now + (5 * step if joined else step)
-
-    def _reconnect(self, now: float) -> None:
-        dead = self.membership.ids(State.DEAD)
-        if not dead or self.membership.leaving:
-            return
-        node = self.rng.choice(dead)
-        m = self.membership.get(node)
-        assert m is not None
-        seq = self._next_seq()
-        self._pings[seq] = ("reconnect", now + self.profile.probe_interval)
-        # Unbound: a node back from the dead may be a new life with a new boot salt.
-        self._send(m.addr, [Ping(seq, node)])
 
     # ------------------------------------------------------------------ receive
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
@@ -498,19 +460,19 @@ class GossipCore:
         for m in msgs:
             if type(m) in (Alive, Suspect, Dead, Leave):
                 self.membership.apply(m, now)  # type: ignore[arg-type]
+        swim = self.swim
         for m in msgs:
             t = type(m)
             if kind == study_bind.FOREIGN and t in _ANTI_ENTROPY:
                 continue  # another study's ledger: never compared, never synced
             if t is Ping:
-                self._on_ping(sender, m, addr, stranger)  # type: ignore[arg-type]
+                swim.on_ping(sender, m, addr, stranger)  # type: ignore[arg-type]
             elif t is PingReq:
-                self._on_ping_req(sender, m, addr, now)  # type: ignore[arg-type]
+                swim.on_ping_req(sender, m, addr, now)  # type: ignore[arg-type]
             elif t is Ack:
-                self._on_ack(sender, m.seq, addr, now)  # type: ignore[union-attr]
+                swim.on_ack(sender, m.seq, addr, now)  # type: ignore[union-attr]
             elif t is Nack:
-                if self._probe and self._probe.seq == m.seq and sender in self._probe.relays:  # type: ignore[union-attr]
-                    self._probe.nacks += 1
+                swim.on_nack(sender, m.seq)  # type: ignore[union-attr]
             elif t is Digest:
                 self.ae.on_digest(sender, m, addr, now)  # type: ignore[arg-type]
             elif t is SyncReq:
@@ -529,40 +491,6 @@ class GossipCore:
         for m in msgs:
             if type(m) is Have and vv.get(m.origin, 0) < m.seq:  # type: ignore[union-attr]
                 self.ae.want(sender, addr, m.origin, m.seq)  # type: ignore[union-attr]
-
-    def _on_ping(self, sender: int, m: Ping, addr: Addr, stranger: bool) -> None:
-        if m.target not in (0, self.node_id):
-            return
-        head: list[Message] = [Ack(m.seq), self.ae.digest()]
-        if stranger or m.target == 0:
-            head.insert(0, self.membership.self_alive())
-        self._send(addr, head, to=sender)
-
-    def _on_ping_req(self, sender: int, m: PingReq, addr: Addr, now: float) -> None:
-        if len(self._relays) >= self.config.max_relays or self.membership.get(sender) is None:
-            return
-        seq = self._next_seq()
-        p = self.profile
-        # Nack a little before the prober's own deadline so Lifeguard can count it.
-        nack_at = now + 0.8 * p.probe_timeout
-        self._relays[seq] = _Relay(sender, addr, m.seq, nack_at, now + p.probe_interval, m.nack)
-        self._send(m.addr, [Ping(seq, m.target), self.ae.digest()], to=m.target)
-
-    def _on_ack(self, sender: int, seq: int, addr: Addr, now: float) -> None:
-        p = self._probe
-        if p is not None and seq == p.seq and (sender == p.target or sender in p.relays):
-            self._probe = None
-            self.membership.record_ack(p.target, now)
-            self.membership.adjust_awareness(-1)
-            return
-        r = self._relays.get(seq)
-        if r is not None:
-            del self._relays[seq]
-            self._send(r.addr, [Ack(r.seq)], to=r.origin)
-            return
-        ping = self._pings.pop(seq, None)
-        if ping is not None:
-            self.ae.want_tcp(sender, addr, now)
 
     # ------------------------------------------------------------------ Link (for self.ae)
     def send(self, addr: Addr, head: list[Message], *, to: int, piggyback: bool = True) -> None:
@@ -675,22 +603,15 @@ class GossipCore:
         assert m is not None
         return m.addr
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
     def _sample(self, pool: list[int], k: int) -> list[int]:
         return self.rng.sample(pool, min(k, len(pool)))
 
     # ------------------------------------------------------------------ inspection
     def dump(self) -> list[Any]:
         """Canonical protocol state (no counters, no events) for equality checks."""
-        p = self._probe
-        probe = None if p is None else [p.seq, p.target, p.timeout_at, p.end_at, p.relays, p.nacks, p.indirect]
-        relays = [[s, r.origin, r.seq, r.nack_at, r.expire_at, r.nack] for s, r in sorted(self._relays.items())]
         return [
             self.node_id, self.membership.dump(), sorted(self.ledger.vv.items()), self.queue.dump(),
             self.haves.dump(),
-            probe, relays, sorted(self._pings.items()), *self.ae.dump(),
-            sorted(self._t.items()), self._seq, self.started, self.seeds,
+            *self.swim.dump(), *self.ae.dump(),
+            sorted(self._t.items()), self.swim.seq, self.started, self.seeds,
         ]

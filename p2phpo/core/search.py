@@ -20,6 +20,9 @@ members' shares, and after ``claim_grace`` seconds without work any slot, so
 no view of the membership can stall the search. When two running claims name
 one slot, the lowest
 ``hrw(slot, origin)`` wins; the loser stops and writes RESULT SUPERSEDED.
+A stolen or fallback claim writes its RESULT no sooner than ``steal_delay``
+(``confirm_delay``) after the claim, so rival claims meet before either counts;
+each claim names the members to send it to at once (``push_to``, for the driver).
 
 Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
 DEAD/LEFT) by the rendezvous winner among live ready members, once an
@@ -109,7 +112,10 @@ class SearchCore:
         self.members: dict[int, MemberView] = {}
         self._alive: set[int] = set()  # ALIVE members (kept by set_members)
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
-        self._pending: dict[TrialId, tuple[float, StartTrial]] = {}  # claimed, not yet started
+        self._window: dict[TrialId, float] = {}  # stolen/fallback claim -> end of its rival window
+        self._held: dict[TrialId, Outcome] = {}  # finished inside its window: result not written yet
+        self.recorded: list[TrialId] = []  # own trials whose outcome got written (driver notes)
+        self.push_to: dict[int, list[int]] = {}  # seq of a claim -> members to send it at once
         self.index = SlotIndex(ledger)
         self._gone_since: dict[int, float] = {}
         self._unknown_since: dict[int, float] = {}  # owner of a running trial, no member
@@ -176,10 +182,11 @@ class SearchCore:
     def leave(self, wall: float) -> None:
         """Graceful exit: abandon our running trials so others retry them now."""
         self.leaving = True
-        for tid in sorted(self._own) + sorted(self._pending):
+        for tid in sorted(self._own) + sorted(self._held):
             self._write(Abandon, wall, trial=tid, reason=AbandonReason.LEFT)
         self._own.clear()
-        self._pending.clear()
+        self._held.clear()
+        self._window.clear()
 
     # -- the decision step -------------------------------------------------
     def step(self, now: float, wall: float) -> list[Command]:
@@ -241,42 +248,46 @@ class SearchCore:
 
     # -- own trials: conflicts, timeouts --------------------------------------
     def _police_own(self, now: float, wall: float) -> list[Command]:
-        cmds = self._confirm_pending(now, wall)
+        self._release_held(now, wall)
+        cmds: list[Command] = []
         for tid in sorted(self._own):
             reason = self._stop_reason(tid, now)
             if reason is None:
                 continue
             started = self._own.pop(tid)
+            self._window.pop(tid, None)
             if reason == "trial_timeout":
                 self._write(Result, wall, trial=tid, status=Status.FAILED,
                             error=f"trial_timeout of {self.config.trial_timeout:g}s exceeded",
                             duration=now - started)
-                cmds.append(StopTrial(tid, Verdict.STOP, reason))
             else:
                 self._write(Result, wall, trial=tid, status=Status.SUPERSEDED, duration=now - started)
-                cmds.append(StopTrial(tid, Verdict.STOP, reason))
+            cmds.append(StopTrial(tid, Verdict.STOP, reason))
         return cmds
 
-    def _confirm_pending(self, now: float, wall: float) -> list[Command]:
-        """Start the claims whose confirmation delay passed and that kept their slot."""
-        cmds: list[Command] = []
-        for tid in sorted(self._pending):
-            due, start = self._pending[tid]
-            self._own[tid] = due  # measured from the claim; used by _stop_reason
-            reason = self._stop_reason(tid, now)
-            if reason is None and now < due:
-                del self._own[tid]
-                continue
-            del self._pending[tid]
-            if reason is None:
-                self._own[tid] = now
-                cmds.append(start)
-            else:
-                del self._own[tid]
-                self._write(Result, wall, trial=tid, status=Status.SUPERSEDED, duration=0.0)
-        return cmds
+    def _release_held(self, now: float, wall: float) -> None:
+        """Close the rival windows (``_maybe_claim``) that ran out: a trial that finished
+        inside its window gets its outcome written now, SUPERSEDED if a rival claim of
+        the slot won meanwhile; a trial still running is policed as any other."""
+        for tid in sorted(t for t, end in self._window.items() if end <= now):
+            del self._window[tid]
+            outcome = self._held.pop(tid, None)
+            if outcome is not None:
+                if self._rival_reason(tid) is not None:
+                    outcome = Outcome(Status.SUPERSEDED, duration=outcome.duration)
+                self._record(tid, outcome, wall)
 
     def _stop_reason(self, tid: TrialId, now: float) -> str | None:
+        reason = self._rival_reason(tid)
+        if reason is not None:
+            return reason
+        timeout = self.config.trial_timeout
+        if timeout is not None and now - self._own[tid] > timeout:
+            return "trial_timeout"
+        return None
+
+    def _rival_reason(self, tid: TrialId) -> str | None:
+        """Why our running trial ``tid`` must give way to another of its slot, if it must."""
         view = self.ledger.trial(tid)
         if view is None or view.state is not TrialState.RUNNING:
             return None
@@ -286,9 +297,6 @@ class SearchCore:
         rivals = [v.id for v in others if v.state is TrialState.RUNNING]
         if rivals and _winner(view.slot, rivals + [tid]) != tid:
             return "lost a double claim"
-        timeout = self.config.trial_timeout
-        if timeout is not None and now - self._own[tid] > timeout:
-            return "trial_timeout"
         return None
 
     # -- orphans ---------------------------------------------------------------
@@ -340,7 +348,7 @@ class SearchCore:
     def _claims_open(self, now: float) -> bool:
         if not self.ready or self.leaving or self.done or self.worker_busy:
             return False
-        if len(self._own) + len(self._pending) >= self.config.capacity:
+        if len(self._own) + len(self._held) >= self.config.capacity:
             return False
         return self._closed_reason(now) is None
 
@@ -439,11 +447,11 @@ class SearchCore:
         out: list[StartTrial] = []
         idle_since, claimed = self._unmatched_since, False
         while self._claims_open(now):
-            held = len(self._own) + len(self._pending)
+            before = len(self._own)
             start = self._maybe_claim(now, wall)
             if start is not None:
                 out.append(start)
-            if len(self._own) + len(self._pending) == held:
+            if len(self._own) == before:
                 break
             claimed = True
             self._sync_index()
@@ -454,15 +462,10 @@ class SearchCore:
             self._unmatched_since = None
         return out
 
-    @property
-    def confirming(self) -> bool:
-        """Some claim still waits out its confirmation delay (its batch is not complete)."""
-        return bool(self._pending)
-
     def _batch_params(self) -> list[dict[str, Any]]:
         """The params of the trials this node holds now, in claim order: the batch the
         next claim joins (claims are made only while the worker is idle)."""
-        tids = sorted(list(self._own) + list(self._pending), key=lambda t: t[1])
+        tids = sorted(self._own, key=lambda t: t[1])
         views = [self.ledger.trial(t) for t in tids]
         return [dict(v.params) for v in views if v is not None]
 
@@ -487,20 +490,24 @@ class SearchCore:
                 return None
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
-        start = StartTrial(claim.key, slot, dict(params), retry_of)
-        delay = {"grace": self.config.confirm_delay, "home": 0.0}.get(self._pick_kind,
-                                                                      self.config.steal_delay)
-        if delay > 0 and len(self._ready_members()) > 1:
-            # A fallback or stolen claim may meet a rival: let them meet before anything
-            # runs. Thieves agree on a slot only when they agree on who is a thief, and
-            # with trials shorter than a gossip round two idle thieves each see the other
-            # busy (its RESULT still in flight): both would run, and both would count.
-            # Home slots are agreed by construction (core/budget.py); alone, nobody can
-            # hold a rival claim: start at once.
-            self._pending[claim.key] = (now + delay, start)
-            return None
+        window = {"grace": self.config.confirm_delay, "home": 0.0}.get(self._pick_kind,
+                                                                       self.config.steal_delay)
+        if window > 0 and len(self._ready_members()) > 1:
+            # A fallback or stolen claim may meet a rival: its result waits until the
+            # claims had time to meet. Thieves agree on a slot only when they agree on
+            # who is a thief, and with trials shorter than a gossip round two idle
+            # thieves each see the other busy (its RESULT still in flight): both would
+            # run and both would count. The trial runs meanwhile (a loser stops as soon
+            # as it sees the winner's claim), so the wait costs no idle time unless the
+            # trial is shorter than the window. Home slots are agreed by construction
+            # (core/budget.py); alone, nobody can hold a rival claim.
+            self._window[claim.key] = now + window
         self._own[claim.key] = now
-        return start
+        rivals = self._planner.rivals(slot, self.node_id, self._roster, self._alive,
+                                      self.config.push_rivals)
+        if rivals:
+            self.push_to[claim.seq] = rivals
+        return StartTrial(claim.key, slot, dict(params), retry_of)
 
     def _abandoned(self, slot: int) -> list[TrialView]:
         return [v for v in self.index.views(slot) if v.state is TrialState.ABANDONED]
@@ -528,9 +535,16 @@ class SearchCore:
         return Verdict.CONTINUE
 
     def finish(self, trial: TrialId, outcome: Outcome, wall: float) -> None:
-        """Our trial ended; ignored if it was already stopped (superseded, timeout)."""
+        """Our trial ended; ignored if it was already stopped (superseded, timeout).
+        Inside its rival window (``_maybe_claim``) the outcome waits for the next step."""
         if self._own.pop(trial, None) is None:
             return
+        if trial in self._window:
+            self._held[trial] = outcome
+            return
+        self._record(trial, outcome, wall)
+
+    def _record(self, trial: TrialId, outcome: Outcome, wall: float) -> None:
         value = outcome.value
         if outcome.status is Status.PRUNED and value is None:
             last = self.ledger.trial(trial).last_report
@@ -538,10 +552,12 @@ class SearchCore:
         error = None if outcome.error is None else cap_error(outcome.error)
         self._write(Result, wall, trial=trial, status=outcome.status, value=value,
                     error=error, duration=max(0.0, outcome.duration))
+        self.recorded.append(trial)
 
     def setup_failed(self, trial: TrialId | None, wall: float) -> None:
         """The worker could not load: abandon the trial (it does not burn budget)."""
         self.ready = False
+        self._window.pop(trial, None)
         if trial is not None and self._own.pop(trial, None) is not None:
             self._write(Abandon, wall, trial=trial, reason=AbandonReason.SETUP_ERROR)
 
@@ -562,12 +578,12 @@ class SearchCore:
 
     @property
     def running(self) -> list[TrialId]:
-        """Our claimed trials: started, or waiting out the confirmation delay."""
-        return sorted(self._own) + sorted(self._pending)
+        """Our claimed trials: running, or finished with the outcome held in its window."""
+        return sorted(self._own) + sorted(self._held)
 
     def get_timer(self, now: float, wall: float) -> float | None:
         """The next monotonic time at which ``step`` has timed work to do."""
-        times: list[float] = [due for due, _ in self._pending.values()]
+        times: list[float] = [self._window[t] for t in self._held]
         if self.config.trial_timeout is not None:
             times += [t + self.config.trial_timeout for t in self._own.values()]
         if self._unmatched_since is not None:

@@ -51,13 +51,14 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node claims at once and its worker trains as one batch
-    confirm_delay: float = 0.0  # seconds between a fallback CLAIM and its start (rivals meet first)
-    steal_delay: float = 0.0  # seconds between a stolen slot's CLAIM and its start (the same)
+    confirm_delay: float = 0.0  # seconds after a fallback CLAIM before its RESULT (rivals meet first)
+    steal_delay: float = 0.0  # seconds after a stolen slot's CLAIM before its RESULT (the same)
     settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
     fresh: float = 1.0  # a thief seen starting a trial this recently does not compete for steals
     heard_window: float = 4.0  # while a member is suspected or gone, owners silent this long are robbed last
+    push_rivals: int = 0  # members a claim is sent to at once: those likeliest to claim its slot too
 
 
     @classmethod
@@ -71,7 +72,7 @@ class SearchConfig:
                    gone_wait=profile.probe_interval * 2,
                    heard_window=profile.probe_interval * 4,
                    confirm_delay=profile.gossip_interval * 3,
-                   steal_delay=profile.gossip_interval * 2)
+                   steal_delay=profile.gossip_interval * 2, push_rivals=6)
 
 
 @dataclass(frozen=True, slots=True)

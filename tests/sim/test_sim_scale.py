@@ -2,7 +2,8 @@
 
 What a user of a 48-node cluster would notice: a healthy cluster runs exactly
 ``n_trials`` counted trials with next to no superseded claims (the goal:
-at most 5% of the slots); a partition costs at most a few extra results; and
+at most 5% of the slots) and no node idles while work is left (busy at least
+95% of the time until the last claim); a partition costs at most a few extra results; and
 every invariant of the simulator still holds when half the cluster dies or
 members come and go.
 """
@@ -26,6 +27,7 @@ def test_a_healthy_48_node_cluster_wastes_at_most_5_percent_of_its_slots(seed: i
     assert not _failures(result)
     assert m["counted"] == m["n_trials"] == 192 and m["overshoot"] == m["duplicates"] == 0
     assert m["superseded"] <= 0.05 * m["n_trials"]
+    assert m["busy_fraction_until_last_claim"] >= 0.95
 
 
 @pytest.mark.parametrize("name", ["partition-heal", "kill-half", "churn"])
@@ -52,3 +54,4 @@ def test_a_healthy_100_node_cluster_runs_the_exact_budget() -> None:
     assert not _failures(result)
     assert m["overshoot"] == m["duplicates"] == 0
     assert m["superseded"] <= 0.05 * m["n_trials"]
+    assert m["busy_fraction_until_last_claim"] >= 0.95

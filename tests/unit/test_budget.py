@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 
-from p2phpo.core.budget import Ring, SlotPlanner
+import numpy as np
+
+from p2phpo.core.budget import STEAL_SALT, Ring, SlotPlanner
+from p2phpo.core.hrw import mix64
 
 
 def _roster(rng: random.Random, m: int) -> list[int]:
@@ -119,3 +122,23 @@ def test_a_gone_owners_slots_wait_until_owners_we_hear_have_nothing_left() -> No
     assert set(rest) & set(gone_queue)  # once the live owners had nothing left
     middle = [s for s in rest if s in gone_queue][0]
     assert middle not in (gone_queue[0], gone_queue[-1])
+
+
+def test_a_claims_rivals_are_its_slots_owner_and_the_first_members_by_steal_weight() -> None:
+    roster = list(range(1, 41))
+    planner = SlotPlanner(200, lambda s: True)
+    ring = planner.ring(roster)
+    for slot in range(0, 200, 7):
+        owner = ring.owner_of[slot]
+        me = 1 if owner != 1 else 2
+        alive = set(roster) - {me}
+        rivals = planner.rivals(slot, me, roster, alive, 4)
+        others = [m for m in roster if m != me]
+        weights = mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT), np.array(others, dtype=np.uint64))
+        first = sorted((int(w), m) for w, m in zip(weights, others, strict=True))[:4]
+        assert rivals[:4] == [m for _, m in first]
+        assert owner in rivals and me not in rivals and len(rivals) <= 5
+        gone = set(rivals)
+        assert not set(planner.rivals(slot, me, roster, alive - gone, 4)) & gone  # live only
+    assert planner.rivals(0, 1, roster, set(roster), 0) == []
+    assert planner.rivals(0, 1, [1], {1}, 4) == []  # alone: nobody to tell

@@ -109,7 +109,7 @@ def test_hostile_values_never_raise_and_every_drop_is_counted(mode):
     assert sent >= N * 0.8 and uncounted == 0  # each one accepted or counted
     assert a.core.dropped.total > sent // 2
     m = a.core.membership
-    assert len(m.ids()) <= CAP and len(a.core.ae.agree) <= CAP + 1 and len(a.core._relays) <= 256
+    assert len(m.ids()) <= CAP and len(a.core.ae.agree) <= CAP + 1 and len(a.core.swim.relays) <= 256
     for node, (addr, inc) in real.items():
         info = m.get(node)
         assert info is not None and info.addr == addr and info.incarnation <= inc + 2

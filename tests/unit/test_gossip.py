@@ -88,7 +88,7 @@ def test_indirect_probe_through_a_third_node():
 def test_exact_virtual_times_of_suspicion_and_death():
     net, (a, b) = cluster(2)
     net.kill(b)
-    probe = a.core._probe
+    probe = a.core.swim.probe
     suspect_at = probe.end_at if probe is not None else a.core._t["probe"] + LOCAL.probe_interval
     net.run_for(3.0)
     ((ts, sus),) = events(a, MemberSuspected)
@@ -377,6 +377,18 @@ def test_each_node_sends_an_entry_whole_at_most_eager_sends_times():
     limit = a.core.profile.retransmit_limit(12)
     assert eager < limit and sum(whole.values()) < 12 * limit
     assert max(whole.values()) <= eager + 11
+
+
+def test_a_pushed_entry_reaches_the_named_members_at_once_with_the_entries_before_it():
+    net, nodes = cluster(6)
+    a, b, c, d = nodes[:4]
+    for i in range(3):  # written, not queued: only the push can carry them
+        a.ledger.new(a.node_id, Report, wall=1.0, trial=(a.node_id, 1), step=i, value=0.5)
+    a.core.push_own(3, [b.node_id, c.node_id, 999])  # 999: no member, skipped
+    net._pump(a)
+    net.run_for(0.01)  # one network latency, far less than a gossip round
+    assert b.ledger.vv.get(a.node_id) == c.ledger.vv.get(a.node_id) == 3  # applied: no gap
+    assert d.ledger.vv.get(a.node_id, 0) == 0
 
 
 def test_a_lost_entry_filled_as_lost_is_repaired_from_a_peer_that_held_it():

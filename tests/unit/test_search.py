@@ -288,8 +288,8 @@ def owner_other_than(node: int) -> int:
     return next(p for p in range(3, 100) if Ring(sorted([node, p]), 1).head(p, bytearray(b"\x01")) == 0)
 
 
-def test_a_fallback_claim_waits_so_a_double_claim_meets_before_anything_runs() -> None:
-    cfg = SearchConfig(claim_grace=1.0, confirm_delay=0.5)
+def _double_fallback(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
+    """Two nodes that each believe the one slot of a one-trial study is a phantom's."""
     plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
     a = SearchCore(1, Ledger(), cfg, plan, (SPEC, "fp1"))
     b = SearchCore(2, Ledger(), cfg, plan, None)
@@ -302,13 +302,38 @@ def test_a_fallback_claim_waits_so_a_double_claim_meets_before_anything_runs() -
     a.set_members(0.0, {1: alive, owner_other_than(1): alive})
     b.set_members(0.0, {2: alive, owner_other_than(2): alive})
     assert a.step(0.0, 0.0) == [] and b.step(0.0, 0.0) == []  # not their slot: wait
-    assert a.step(1.0, 1.0) == [] and b.step(1.0, 1.0) == []  # both claim slot 0, start later
+    return a, b
+
+
+def test_a_double_fallback_claim_of_trials_shorter_than_a_gossip_round_counts_once() -> None:
+    a, b = _double_fallback(SearchConfig(claim_grace=1.0, confirm_delay=0.5))
+    starts = [c for c in a.step(1.0, 1.0) + b.step(1.0, 1.0) if isinstance(c, StartTrial)]
+    assert [s.slot for s in starts] == [0, 0]  # both claim slot 0 and run it at once
+    for core, start in zip((a, b), starts, strict=True):  # both finish before the claims meet
+        core.finish(start.trial, Outcome(Status.COMPLETE, value=0.5, duration=0.1), 1.1)
+        assert core.step(1.1, 1.1) == [] and core.ledger.trial(start.trial).state is TrialState.RUNNING
     sync(a, b)
-    starts = [c for c in a.step(1.6, 1.6) + b.step(1.6, 1.6) if isinstance(c, StartTrial)]
-    assert len(starts) == 1 and starts[0].slot == 0  # only the winner ever trains
+    a.step(1.6, 1.6)
+    b.step(1.6, 1.6)  # the window closed: each writes its held outcome, or gives way
     sync(a, b)
     slot0 = sorted(v.state.value for v in a.ledger.trials().values() if v.slot == 0)
-    assert slot0 == ["RUNNING", "SUPERSEDED"]
+    assert slot0 == ["COMPLETE", "SUPERSEDED"]
+    assert a.status()["overshoot"] == 0 and a.status()["duplicates"] == 0
+    assert a.running == [] and b.running == []
+
+
+def test_a_double_fallback_claim_stops_the_loser_while_it_runs() -> None:
+    a, b = _double_fallback(SearchConfig(claim_grace=1.0, confirm_delay=0.5))
+    a.step(1.0, 1.0)
+    b.step(1.0, 1.0)
+    sync(a, b)
+    stops = [c for c in a.step(1.2, 1.2) + b.step(1.2, 1.2) if isinstance(c, StopTrial)]
+    assert len(stops) == 1 and stops[0].reason == "lost a double claim"
+    winner = a if stops[0].trial[0] == 2 else b
+    (tid,) = winner.running
+    winner.step(1.8, 1.8)
+    winner.finish(tid, Outcome(Status.COMPLETE, value=0.5, duration=1.0), 2.0)  # past its window
+    assert winner.ledger.trial(tid).state is TrialState.COMPLETE  # written at once
 
 
 def test_a_node_alone_starts_its_claim_without_the_confirmation_delay() -> None:
@@ -418,3 +443,18 @@ def test_a_reaped_dead_owner_does_not_break_the_reclaim() -> None:
         c.step(3.0, 3.0)
     sync(*cores)
     assert cores[0].ledger.trial(tid).state is TrialState.ABANDONED
+
+
+def test_each_claim_names_the_members_to_tell_at_once() -> None:
+    cores = [SearchCore(i, Ledger(), SearchConfig(claim_grace=1.0, push_rivals=1),
+                        lambda s: FakePlan(s.fingerprint, n_trials=12),
+                        (SPEC, "fp1") if i == 1 else None) for i in (1, 2, 3, 4)]
+    for c in cores:
+        c.ready = True
+    genesis(cores[0])
+    sync(*cores)
+    members(cores)
+    for c in cores:
+        (start,) = [x for x in c.step(0.0, 0.0) if isinstance(x, StartTrial)]
+        rivals = c.push_to[start.trial[1]]
+        assert c.node_id not in rivals and 1 <= len(rivals) <= 2 and set(rivals) <= {1, 2, 3, 4}
