@@ -185,7 +185,7 @@ def _train_lanes(ds: Dataset, cfgs: Sequence[mlp.Config], seeds: Sequence[int], 
             program.lane_data(s, epoch, c.width, c.layers, c.activation, c.dropout, a,
                               batch_size=c.batch_size)
             for c, s, a in zip(cfgs, seeds, active, strict=True)])
-        box[0], loss, acc = prog.epoch(box[0], lanes, x_tr, y_tr, x_va, y_va)
+        box[0], loss, acc = prog.run(box[0], lanes, x_tr, y_tr, x_va, y_va)
         return loss, acc
 
     n_seen = (x_tr.shape[0] // cfgs[0].batch_size) * cfgs[0].batch_size
