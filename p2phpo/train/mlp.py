@@ -9,11 +9,14 @@ layer cap; a step of batch size b runs as b / micro-batch passes). A trial
 reuses an already compiled class that fits when the padding's extra compute,
 at this process's measured speed, costs less than a compile; a new class is
 made only as general (bucket width, 64-row passes) as costs the trial less
-than a compile (``program.choose_class``). Programs are cached for the life of the process (the worker); JAX's
+than a compile (``program.choose_class``). A trial whose class is not compiled
+yet starts in a compiled class that fits while its own compiles on a
+background thread, and moves in at an epoch boundary (``plan``); the worker
+precompiles a fallback class as soon as its data is loaded (``precompile``).
+Programs are cached for the life of the process (the worker); JAX's
 persistent cache, when configured, keeps them across restarts (the classes
-repeat exactly, so it hits). One program call trains an epoch (a
-``lax.scan`` over the jitted step, shuffled on the device) and measures the
-validation accuracy; the data is put on the device once per process, so no
+repeat exactly, so it hits). One program call trains an epoch (a loop over
+the steps, shuffled on the device) and measures the validation accuracy; the data is put on the device once per process, so no
 step goes back to the host. :class:`Model` is the plain per-architecture
 model (``buckets=None``), the reference the programs are tested against.
 
@@ -32,9 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 import jax
@@ -71,14 +76,23 @@ class _CompileLog:
     def __init__(self) -> None:
         self.compiles = 0
         self.seconds = 0.0
+        self._by_thread: dict[int, float] = {}
         self._lock = threading.Lock()
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
 
     def _on_duration(self, event: str, duration: float, **_: Any) -> None:
         if event in self.PHASES:
+            me = threading.get_ident()
             with self._lock:
                 self.seconds += duration
                 self.compiles += event == self.EVENT
+                self._by_thread[me] = self._by_thread.get(me, 0.0) + duration
+
+    def mine(self) -> float:
+        """Compile seconds of the calling thread (a background compile is not counted
+        against the epoch that trains beside it)."""
+        with self._lock:
+            return self._by_thread.get(threading.get_ident(), 0.0)
 
 
 COMPILE_LOG = _CompileLog()
@@ -242,16 +256,86 @@ def get_program(cls: program.ShapeClass) -> program.Program:
     return _PROGRAMS[cls]
 
 
+class _Background:
+    """Compiles shape-class programs on one daemon thread while trials train: a trial
+    whose own class is not compiled yet starts in a compiled class that fits and moves
+    into its own at an epoch boundary once it is ready (``train``). The worker trains
+    on one XLA thread, so on a 2-core host the compile takes the otherwise idle core.
+    A finished program joins ``_PROGRAMS``; ``synchronous`` (tests) compiles at submit."""
+
+    def __init__(self) -> None:
+        self.pending: dict[program.ShapeClass, Future] = {}
+        self.synchronous = False
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, prog: program.Program, args: tuple) -> Future:
+        fut: Future = Future()
+        self.pending[prog.cls] = fut
+        if self.synchronous:
+            self._compile(prog, args, fut)
+            return fut
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="p2phpo-compile", daemon=True)
+            self._thread.start()
+        self._jobs.put((prog, args, fut))
+        return fut
+
+    def _loop(self) -> None:
+        while True:
+            self._compile(*self._jobs.get())
+
+    def _compile(self, prog: program.Program, args: tuple, fut: Future) -> None:
+        t0 = time.perf_counter()
+        try:
+            prog.compile(*args)
+        except Exception as exc:  # the trial keeps its fallback class; a later one retries
+            self.pending.pop(prog.cls, None)
+            fut.set_exception(exc)
+            return
+        COST.note_compile(time.perf_counter() - t0)
+        _PROGRAMS[prog.cls] = prog
+        self.pending.pop(prog.cls, None)
+        fut.set_result(prog)
+
+
+BACKGROUND = _Background()
+
+
 def shape_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int] | None,
                 k: int = 1) -> program.ShapeClass:
-    """The class this trial runs in: its natural bucket, or a compiled one that fits
-    when the padding costs less than a compile (``program.pick_class``)."""
+    """The class this trial runs in: its natural bucket, or a compiled one (or one
+    compiling in the background) that fits when the padding costs less than a compile
+    (``program.choose_class``)."""
     if not buckets:
         return program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
                                      ds.num_classes, buckets, k)
     steps = ds.x_train.shape[0] // cfg.batch_size
+    known = [*_PROGRAMS, *BACKGROUND.pending]
     return program.choose_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
-                                ds.num_classes, buckets, steps, epochs, list(_PROGRAMS), COST, k)
+                                ds.num_classes, buckets, steps, epochs, known, COST, k)
+
+
+def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
+         ) -> tuple[program.Program, Future | None]:
+    """The program a trial starts in, and the future of the one it moves into (None:
+    it stays). Its own class when compiled; else, when a compiled class fits and one of
+    its epochs costs no more than waiting for the compile and then an epoch of its own
+    (estimated), that class while its own compiles in the background; else its own,
+    compiled now (or awaited if already compiling)."""
+    cls = shape_class(cfg, ds, epochs, buckets)
+    if cls in _PROGRAMS:
+        return _PROGRAMS[cls], None
+    fut = BACKGROUND.pending.get(cls)
+    fallback = program.best_fit(cls, cfg.width, cfg.layers, list(_PROGRAMS), cfg.batch_size)
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    if fallback is None or program.class_seconds(fallback, cfg.batch_size, cfg.layers, steps, COST) > (
+            COST.compile_seconds + program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
+        return (fut.result() if fut is not None else get_program(cls)), None
+    if fut is None:
+        prog = program.Program(cls)
+        fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
+    return _PROGRAMS[fallback], fut
 
 
 def device_data(ds: Dataset) -> tuple[jax.Array, ...]:
@@ -289,7 +373,8 @@ class TrainResult:
     test_accuracy: float | None
     compile_seconds: float
     compiles: int
-    shape_class: program.ShapeClass | None = None  # None: the plain model
+    shape_class: program.ShapeClass | None = None  # the last epoch's; None: the plain model
+    classes: tuple[program.ShapeClass, ...] = ()  # every class it ran in, in order
 
 
 def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
@@ -307,33 +392,42 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     if cfg.batch_size > x_tr.shape[0]:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {x_tr.shape[0]} training rows")
     compiles0, seconds0 = COMPILE_LOG.compiles, COMPILE_LOG.seconds
-    cls = shape_class(cfg, ds, epochs, buckets) if buckets else None
-    runner: Any = get_program(cls) if cls else get_model(cfg, ds.num_features, ds.num_classes)
-    if cls:
+    move: Future | None = None
+    if buckets:
+        runner, move = plan(cfg, ds, epochs, buckets)
         state = runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
                                   cfg.lr, cfg.weight_decay, cfg.optimizer)
     else:
+        runner = get_model(cfg, ds.num_features, ds.num_classes)
         state = runner.init_state(seed, cfg)
     history: list[EpochMetrics] = []
+    classes = [runner.cls] if buckets else []
     n_steps = x_tr.shape[0] // cfg.batch_size
     for epoch in range(1, epochs + 1):
-        t0, c0 = time.perf_counter(), COMPILE_LOG.seconds
+        if move is not None and move.done():  # its own class is ready: move in
+            if move.exception() is None:
+                runner = move.result()
+                state = program.convert_state(state, runner.cls)
+                classes.append(runner.cls)
+            move = None
+        t0, c0 = time.perf_counter(), COMPILE_LOG.mine()
         lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout,
                                  batch_size=cfg.batch_size)
-        state, loss, acc = runner.epoch(state, lane, x_tr, y_tr, x_va, y_va)
+        state, loss, acc = (runner.run if buckets else runner.epoch)(state, lane, x_tr, y_tr, x_va, y_va)
         loss, acc = float(loss), float(acc)
         seconds = time.perf_counter() - t0
-        compiling = COMPILE_LOG.seconds - c0
+        compiling = COMPILE_LOG.mine() - c0
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
-        if cls is not None:
-            _note_cost(cfg, cls, n_steps, compute, compiling)
+        if buckets:
+            _note_cost(cfg, runner.cls, n_steps, compute, compiling)
         m = EpochMetrics(epoch, loss, acc, seconds, n_steps * cfg.batch_size / compute)
         history.append(m)
         if on_epoch is not None:
             on_epoch(m)
     test_acc = float(runner.evaluate(state.params, lane, x_te, y_te)) if test and history else None
     return TrainResult(cfg, history, history[-1].val_accuracy if history else float("nan"),
-                       test_acc, COMPILE_LOG.seconds - seconds0, COMPILE_LOG.compiles - compiles0, cls)
+                       test_acc, COMPILE_LOG.seconds - seconds0, COMPILE_LOG.compiles - compiles0,
+                       runner.cls if buckets else None, tuple(classes))
 
 
 def _note_cost(cfg: Config, cls: program.ShapeClass, n_steps: int, compute: float,
@@ -386,10 +480,35 @@ def cached_dataset(options: Mapping[str, Any]) -> Dataset:
 
 
 def prepare(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Worker setup hook: load the data once; the node records its description."""
+    """Worker setup hook: load the data once, start compiling a fallback class in the
+    background (``precompile``); the node records the data's description."""
     device = jax.devices()[0]  # an accelerator when JAX sees one; the data goes there once
-    device_data(cached_dataset(options))
-    return {"dataset": cached_dataset(options).describe(), "device": device.platform}
+    opts = {**OPTION_DEFAULTS, **options}
+    ds = cached_dataset(opts)
+    device_data(ds)
+    precompile(ds, _buckets(opts["width_buckets"]))
+    return {"dataset": ds.describe(), "device": device.platform}
+
+
+FALLBACK_WIDTH = 512
+
+
+def precompile(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
+    """Compile, in the background, a class that can run most trials before their own
+    class is ready: 64-row passes (every batch size of the built-in space), the layer
+    cap, the widest bucket up to ``FALLBACK_WIDTH`` (512 holds 80% of the built-in
+    space's log-uniform 32..1024 widths; a 4-layer epoch of it on Fashion-MNIST costs
+    about one compile on a 2-core CPU, so ``plan`` takes it while a trial's own class
+    compiles). None when bucketing is off."""
+    if not buckets:
+        return None
+    width = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
+    cls = program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
+                             ds.num_classes)
+    if cls not in _PROGRAMS and cls not in BACKGROUND.pending:
+        prog = program.Program(cls)
+        BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
+    return cls
 
 
 mnist_mlp.prepare = prepare  # type: ignore[attr-defined]

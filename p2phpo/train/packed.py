@@ -98,34 +98,40 @@ class Layout(NamedTuple):
     kind: jax.Array  # int32 (k,) optimizer index
 
 
-class LeafOpt(NamedTuple):
-    adam: optax.ScaleByAdamState
-    trace: optax.TraceState
+class Moments(NamedTuple):
+    """One leaf's optimizer state: adam's moments; sgd keeps its momentum in ``mu``
+    (``program.OptState``'s layout)."""
+
+    mu: jax.Array
+    nu: jax.Array
 
 
-_ADAM, _TRACE = optax.scale_by_adam(), optax.trace(decay=0.9)
-
-
-def _mask_bits(key: jax.Array, rows: int, units: int) -> jax.Array:
+def _unit_bits(key: jax.Array, rows: int, unit: jax.Array) -> jax.Array:
     """program.dropout_mask's 24 hash bits per (row, unit) before the rate is applied:
-    the draws of a trial alone (they depend on the unit, not on the padded width)."""
+    the draws of a trial alone (they depend on the unit, not on the padded width).
+    ``unit`` (1 x columns) is each column's unit within its member."""
     k = jax.random.bits(key, (2,), jnp.uint32)
-    unit = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 1)
-    row = jax.lax.broadcasted_iota(jnp.uint32, (rows, units), 0)
-    h = program._mix32(program._mix32((unit * np.uint32(rows) + row) ^ k[0]) + k[1])
+    row = jax.lax.broadcasted_iota(jnp.uint32, (rows, unit.shape[1]), 0)
+    h = program._mix32(program._mix32((unit.astype(jnp.uint32) * np.uint32(rows) + row) ^ k[0]) + k[1])
     return (h >> 8).astype(jnp.float32)
 
 
-def _leaf_update(g: jax.Array, p: jax.Array, st: LeafOpt, lr: jax.Array, wd: jax.Array,
-                 kind: jax.Array) -> tuple[jax.Array, LeafOpt]:
-    """program.switched_optimizer's rule on one leaf (optax's adam and trace updates,
-    direction selected by ``kind``), hyperparameters broadcast per slot."""
-    coupled = (kind != 1).astype(jnp.float32) * wd
+def _mask_bits(key: jax.Array, rows: int, units: int) -> jax.Array:
+    return _unit_bits(key, rows, jax.lax.broadcasted_iota(jnp.int32, (1, units), 1))
+
+
+def _leaf_update(g: jax.Array, p: jax.Array, st: Moments, lr: jax.Array, wd: jax.Array,
+                 kind: jax.Array, c1: jax.Array, c2: jax.Array) -> tuple[jax.Array, Moments]:
+    """program._leaf_update's rules (optax's adam, adamw, sgd with momentum) on one leaf,
+    hyperparameters broadcast per slot, the rule selected per element (members of one
+    leaf may differ): one fused pass over the parameter, its gradient and two moments."""
+    coupled = jnp.where(kind == 1, 0.0, wd)
     g = g + coupled * p
-    ua, sa = _ADAM.update(g, st.adam)
-    us, st_ = _TRACE.update(g, st.trace)
-    u = -lr * jnp.where(kind == 2, us, ua + (wd - coupled) * p)
-    return (p + u).astype(p.dtype), LeafOpt(sa, st_)
+    sgd = kind == 2
+    mu = jnp.where(sgd, g + program.MOMENTUM * st.mu, (1 - program.B1) * g + program.B1 * st.mu)
+    nu = jnp.where(sgd, st.nu, (1 - program.B2) * (g * g) + program.B2 * st.nu)
+    adam = (mu / c1) / (jnp.sqrt(nu / c2) + program.EPS) + (wd - coupled) * p
+    return (p - lr * jnp.where(sgd, mu, adam)).astype(p.dtype), Moments(mu, nu)
 
 
 class PackedProgram:
@@ -136,7 +142,7 @@ class PackedProgram:
         self.offsets = np.cumsum((0,) + cls.slots)
         col = np.repeat(np.arange(cls.k), cls.slots).astype(np.int32)
         self.col_slot = col  # the slot of each first-layer column
-        self.col_unit = (np.arange(cls.total) - self.offsets[col]).astype(np.int32)
+        self.col_unit = (np.arange(cls.total) - self.offsets[col]).astype(np.int32)  # its unit
         self.epoch = jax.jit(self._epoch)
 
     # -- host side --
@@ -166,18 +172,16 @@ class PackedProgram:
             for j, (wj, bj) in enumerate(hidden[1:]):
                 p["wh"][j][i][:w, :w], p["bh"][j][i][:w] = wj, bj
             p["wo"][i][:w], p["bo"][i][:] = w_out, b_out
-        opt = jax.tree_util.tree_map(
-            lambda a: LeafOpt(optax.ScaleByAdamState(np.zeros([], np.int32), np.zeros_like(a),
-                                                     np.zeros_like(a)), optax.TraceState(np.zeros_like(a))), p)
-        return p, opt
+        moments = jax.tree_util.tree_map(lambda a: Moments(np.zeros_like(a), np.zeros_like(a)), p)
+        return p, (moments, np.int32(0))
 
     # -- traced --
     def forward(self, p: dict, x: jax.Array, lay: Layout, key: jax.Array | None) -> jax.Array:
         """Logits (k, rows, classes)."""
         c = self.cls
         rows = x.shape[0]
-        bits = {} if key is None else {  # one draw per layer, shared by the slots
-            i: _mask_bits(jax.random.fold_in(key, i), rows, c.slots[0]) for i in range(c.layers)}
+        bits = {} if key is None else {  # one draw per hidden layer, shared by the slots
+            i: _mask_bits(jax.random.fold_in(key, i), rows, c.slots[0]) for i in range(1, c.layers)}
 
         def finish(i: int, z: jax.Array, s: int) -> jax.Array:  # activation, mask, dropout
             h = program._act(lay.act, z) * (jnp.arange(c.slots[s]) < lay.width[s]).astype(z.dtype)
@@ -186,8 +190,15 @@ class PackedProgram:
             rate = lay.dropout[s]
             return jnp.where(bits[i][:, : c.slots[s]] >= rate * np.float32(1 << 24), h / (1.0 - rate), 0.0)
 
-        z = x @ p["w0"] + p["b0"]  # every slot's first layer: one wide matmul
-        hs = [finish(0, z[:, self.offsets[s]: self.offsets[s + 1]], s) for s in range(c.k)]
+        # every slot's first layer: one wide matmul, then activation, width mask and
+        # dropout over all slots' columns at once (per-column width and rate)
+        z = x @ p["w0"] + p["b0"]
+        h = program._act(lay.act, z) * (self.col_unit < lay.width[self.col_slot]).astype(z.dtype)
+        if key is not None:
+            rate = lay.dropout[self.col_slot][None, :]
+            keep = _unit_bits(jax.random.fold_in(key, 0), rows, self.col_unit[None, :]) >= rate * np.float32(1 << 24)
+            h = jnp.where(keep, h / (1.0 - rate), 0.0)
+        hs = [h[:, self.offsets[s]: self.offsets[s + 1]] for s in range(c.k)]
         for j in range(c.layers - 1):
             def layer(vs: list, j: int = j) -> list:
                 return [finish(j + 1, v @ p["wh"][j][s] + p["bh"][j][s], s) for s, v in enumerate(vs)]
@@ -201,23 +212,31 @@ class PackedProgram:
         return {"w0": col[None, :], "b0": col, "wh": [per] * (self.cls.layers - 1),
                 "bh": [per] * (self.cls.layers - 1), "wo": per, "bo": per}
 
-    def _update(self, grads: dict, params: dict, opt: dict, lay: Layout) -> tuple[dict, dict]:
+    def _update(self, grads: dict, params: dict, opt: tuple[dict, jax.Array], lay: Layout
+                ) -> tuple[dict, tuple[dict, jax.Array]]:
+        moments, count = opt
+        count = count + 1
+        c1 = 1 - program.B1 ** count.astype(jnp.float32)
+        c2 = 1 - program.B2 ** count.astype(jnp.float32)
         hyper = [self._hyper(v) for v in (lay.lr, lay.weight_decay, lay.kind)]
         flat = [jax.tree_util.tree_leaves(t) for t in (grads, params, *hyper)]
-        leaves_opt = jax.tree_util.tree_leaves(opt, is_leaf=lambda t: isinstance(t, LeafOpt))
+        leaves_opt = jax.tree_util.tree_leaves(moments, is_leaf=lambda t: isinstance(t, Moments))
         # leaf order: b0, bh[j][s], bo[s], w0, wh[j][s], wo[s] (dict keys sorted)
         hidden = self._hidden_leaves()
-        new_p, new_o = [], []
-        for n, (g, p, o, lr, wd, kind) in enumerate(zip(*flat[:2], leaves_opt, *flat[2:], strict=True)):
-            if n in hidden:  # a layer beyond the depth costs no optimizer work
-                pn, on = jax.lax.cond(hidden[n] < lay.layers, lambda a: _leaf_update(*a),
-                                      lambda a: (a[1], a[2]), (g, p, o, lr, wd, kind))
-            else:
-                pn, on = _leaf_update(g, p, o, lr, wd, kind)
-            new_p.append(pn)
-            new_o.append(on)
+        args = [(*a, c1, c2) for a in zip(*flat[:2], leaves_opt, *flat[2:], strict=True)]
+        out: list[Any] = [None] * len(args)
+        for n, a in enumerate(args):  # the first and output layers: always
+            if n not in hidden:
+                out[n] = _leaf_update(*a)
+        for j in sorted(set(hidden.values())):  # one branch per hidden layer: beyond the
+            ns = [n for n, m in hidden.items() if m == j]  # depth it costs no optimizer work
+            got = jax.lax.cond(j < lay.layers, lambda xs: [_leaf_update(*x) for x in xs],
+                               lambda xs: [(x[1], x[2]) for x in xs], [args[n] for n in ns])
+            for n, r in zip(ns, got, strict=True):
+                out[n] = r
         treedef = jax.tree_util.tree_structure(params)
-        return treedef.unflatten(new_p), treedef.unflatten(new_o)
+        return (treedef.unflatten([r[0] for r in out]),
+                (treedef.unflatten([r[1] for r in out]), count))
 
     def _hidden_leaves(self) -> dict[int, int]:
         """Flat leaf index -> 1-based hidden layer number, for the hidden layers' leaves."""

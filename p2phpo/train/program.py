@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -159,15 +160,18 @@ def optimizer_step(params: dict, grads: dict, opt: OptState, layers: jax.Array
     c1 = 1 - B1 ** count.astype(jnp.float32)
     c2 = 1 - B2 ** count.astype(jnp.float32)
     new_p, new_m, new_v = {}, {}, {}
-    for name, p in params.items():
-        args = (p, grads[name], opt.mu[name], opt.nu[name])
-        j = layer_of(name)
+    by_layer: dict[int | None, list[str]] = {}
+    for name in params:
+        by_layer.setdefault(layer_of(name), []).append(name)
+    for j, names in by_layer.items():
+        args = [(params[n], grads[n], opt.mu[n], opt.nu[n]) for n in names]
         if j is None or j == 0:  # the first hidden layer is always active
-            out = _leaf_update(opt.hyper, c1, c2, *args)
-        else:
-            out = jax.lax.cond(j < layers, lambda a: _leaf_update(opt.hyper, c1, c2, *a),
-                               lambda a: (a[0], a[2], a[3]), args)
-        new_p[name], new_m[name], new_v[name] = out
+            out = [_leaf_update(opt.hyper, c1, c2, *a) for a in args]
+        else:  # one branch per layer (weights and bias)
+            out = jax.lax.cond(j < layers, lambda xs: [_leaf_update(opt.hyper, c1, c2, *a) for a in xs],
+                               lambda xs: [(a[0], a[2], a[3]) for a in xs], args)
+        for n, (p, m, v) in zip(names, out, strict=True):
+            new_p[n], new_m[n], new_v[n] = p, m, v
     return new_p, OptState(new_m, new_v, count, opt.hyper)
 
 
@@ -256,6 +260,24 @@ class CostModel:
             self.flops_per_second = 0.5 * self.flops_per_second + 0.5 * flops / seconds
 
 
+def class_seconds(c: ShapeClass, batch_size: int, layers: int, steps: int, cost: CostModel) -> float:
+    """Estimated seconds of ``steps`` steps of a trial in class ``c`` (FLOPs x the
+    micro-batch penalty, at the measured FLOP rate)."""
+    flops = step_flops(batch_size, layers, c) * micro_penalty(batch_size, c.micro_batch)
+    return flops * steps / cost.flops_per_second
+
+
+def best_fit(natural: ShapeClass, width: int, layers: int, compiled: Sequence[ShapeClass],
+             batch_size: int) -> ShapeClass | None:
+    """The cheapest class of ``compiled`` that can run the trial: as wide and deep, its
+    micro-batch dividing ``batch_size``, the same data shapes and lanes; None if none."""
+    fits = [c for c in compiled if batch_size % c.micro_batch == 0 and c.k == natural.k
+            and c.n_features == natural.n_features and c.n_classes == natural.n_classes
+            and c.width >= width and c.layers >= layers and (c.layers == 0) == (layers == 0)]
+    cost = CostModel(flops_per_second=1.0)
+    return min(fits, key=lambda c: class_seconds(c, batch_size, layers, 1, cost), default=None)
+
+
 def pick_class(natural: ShapeClass, width: int, layers: int, steps: int, epochs: int,
                compiled: Sequence[ShapeClass], cost: CostModel, batch_size: int | None = None
                ) -> ShapeClass:
@@ -270,18 +292,12 @@ def pick_class(natural: ShapeClass, width: int, layers: int, steps: int, epochs:
     if natural in compiled:
         return natural
     bs = natural.micro_batch if batch_size is None else batch_size
-
-    def step_cost(c: ShapeClass) -> float:
-        return step_flops(bs, layers, c) * micro_penalty(bs, c.micro_batch)
-
-    fits = [c for c in compiled if bs % c.micro_batch == 0 and c.k == natural.k
-            and c.n_features == natural.n_features and c.n_classes == natural.n_classes
-            and c.width >= width and c.layers >= layers and (c.layers == 0) == (layers == 0)]
-    if not fits:
+    best = best_fit(natural, width, layers, compiled, bs)
+    if best is None:
         return natural
-    best = min(fits, key=step_cost)
-    extra = (step_cost(best) - step_cost(natural)) * steps * epochs
-    return best if extra / cost.flops_per_second < cost.compile_seconds else natural
+    extra = (class_seconds(best, bs, layers, steps * epochs, cost)
+             - class_seconds(natural, bs, layers, steps * epochs, cost))
+    return best if extra < cost.compile_seconds else natural
 
 
 def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_classes: int,
@@ -298,8 +314,7 @@ def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_cl
     tight = ShapeClass(batch_size, width, cap, n_features, n_classes, k)
 
     def seconds(c: ShapeClass) -> float:
-        flops = step_flops(batch_size, layers, c) * micro_penalty(batch_size, c.micro_batch)
-        return flops * steps * epochs / cost.flops_per_second
+        return class_seconds(c, batch_size, layers, steps * epochs, cost)
 
     candidates = [dataclasses.replace(tight, micro_batch=mb, width=wide),  # most general first
                   dataclasses.replace(tight, width=wide), dataclasses.replace(tight, micro_batch=mb),
@@ -389,6 +404,35 @@ class Program:
         self.epoch = jax.jit(fn)
         ev = self._accuracy if cls.k == 1 else jax.vmap(self._accuracy, in_axes=(0, lane_axes, None, None))
         self.evaluate = jax.jit(ev)
+        self._exe: Any = None  # the epoch compiled ahead of time (``compile``)
+        self._lock = threading.Lock()
+
+    def compile(self, *args: Any) -> None:
+        """Compile the epoch for arguments shaped like ``args`` (arrays or
+        ``jax.ShapeDtypeStruct``s), once; safe to call from a background thread."""
+        with self._lock:
+            if self._exe is None:
+                self._exe = self.epoch.lower(*args).compile()
+
+    @property
+    def compiled(self) -> bool:
+        return self._exe is not None
+
+    def run(self, state: State, lane: Lane, x: jax.Array, y: jax.Array, xv: jax.Array,
+            yv: jax.Array) -> tuple[State, jax.Array, jax.Array]:
+        """One epoch (``epoch``) through the ahead-of-time executable, compiled on the
+        first call unless ``compile`` ran already."""
+        self.compile(state, lane, x, y, xv, yv)
+        return self._exe(state, lane, x, y, xv, yv)
+
+    def example_args(self, x: jax.Array, y: jax.Array, xv: jax.Array, yv: jax.Array) -> tuple:
+        """Arguments shaped like a call's, for ``compile`` before any trial runs here."""
+        c = self.cls
+        layers = min(c.layers, 1)
+        lanes = [lane_data(0, 1, c.width, layers, "relu", 0.0, batch_size=c.micro_batch)] * c.k
+        states = [self.init_state(0, c.width, layers, 1.0, 1e-3, 0.0, "adam")] * c.k
+        one = (lambda v: v[0]) if c.k == 1 else stack
+        return one(states), (stack_lanes(lanes) if c.k > 1 else lanes[0]), x, y, xv, yv
 
     # -- host side --
     def init_state(self, seed: int, width: int, layers: int, gain: float, lr: float,
@@ -434,34 +478,37 @@ class Program:
         perm_key, steps_key = jax.random.split(key)
         perm = jax.random.permutation(perm_key, x.shape[0])
 
-        def micro(carry: tuple, m: jax.Array) -> tuple[tuple, None]:
-            """Micro-batch m: part m % parts of step m // parts; the last part updates."""
-            st, g_sum, loss_sum = carry
-            part = m % parts
-            rows = jax.lax.dynamic_slice_in_dim(perm, m * mb, mb)
-            k = jax.random.fold_in(steps_key, m // parts)
+        def part_grad(params: dict, s: jax.Array, part: jax.Array) -> tuple[jax.Array, dict]:
+            """Loss and gradient of micro-batch ``part`` of step ``s`` (its share of the
+            step's mean loss)."""
+            rows = jax.lax.dynamic_slice_in_dim(perm, (s * parts + part) * mb, mb)
+            k = jax.random.fold_in(steps_key, s)
 
-            def loss_fn(params: dict) -> jax.Array:  # this part's share of the step's mean loss
+            def loss_fn(params: dict) -> jax.Array:
                 logits = self.forward(params, x[rows], lane, k, part * mb)
                 ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[rows])
                 return ce.sum() / lane.batch_size.astype(jnp.float32)
 
-            loss, grads = jax.value_and_grad(loss_fn)(st.params)
-            g = jax.tree_util.tree_map(jnp.add, g_sum, grads)
+            return jax.value_and_grad(loss_fn)(params)
 
-            def update(a: tuple) -> tuple:
-                params, opt = optimizer_step(a[0].params, a[1], a[0].opt_state, lane.layers)
-                return State(params, opt), jax.tree_util.tree_map(jnp.zeros_like, a[1])
+        def step(s: jax.Array, carry: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
+            """One step: the first part's gradient, the other parts' added (a loop that
+            runs 0 times at one pass per step), one update. Loops whose trip counts are
+            data, no branch around the update: the earlier scan over micro-batches with a
+            ``lax.cond`` around the update (and one around rows past the last step) took
+            5-25% longer per steady epoch (RESULTS.md, "trainfast")."""
+            st, loss_sum = carry
+            first = part_grad(st.params, s, jnp.int32(0))
 
-            st, g_sum = jax.lax.cond(part == parts - 1, update, lambda a: a, (st, g))
-            return (st, g_sum, loss_sum + loss), None
+            def more(part: jax.Array, acc: tuple) -> tuple:
+                loss, g = part_grad(st.params, s, part)
+                return acc[0] + loss, jax.tree_util.tree_map(jnp.add, acc[1], g)
 
-        def run(c: tuple, m: jax.Array) -> tuple[tuple, None]:  # rows past the last full step: none
-            return jax.lax.cond(m < n_steps * parts, lambda c: micro(c, m)[0], lambda c: c, c), None
+            loss, g = jax.lax.fori_loop(1, parts, more, first)
+            params, opt = optimizer_step(st.params, g, st.opt_state, lane.layers)
+            return State(params, opt), loss_sum + loss
 
-        zero = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-        (new, _, loss_sum), _ = jax.lax.scan(run, (state, zero, jnp.float32(0)),
-                                             jnp.arange(x.shape[0] // mb))
+        new, loss_sum = jax.lax.fori_loop(0, n_steps, step, (state, jnp.float32(0)))
         loss = loss_sum / n_steps
         if self.cls.k > 1:  # a lane whose trial ended keeps its state (a select: measured
             # 1.6x faster than a lax.cond, which under vmap runs both branches anyway)
@@ -470,6 +517,40 @@ class Program:
 
     def _accuracy(self, params: dict, lane: Lane, x: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean(jnp.argmax(self.forward(params, x, lane, None), axis=-1) == y)
+
+
+def layout(cls: ShapeClass) -> dict[str, tuple[int, ...]]:
+    """The parameter arrays of a class and their shapes (``pad_layers``' layout)."""
+    if cls.layers == 0:
+        return {"wo": (cls.n_features, cls.n_classes), "bo": (cls.n_classes,)}
+    out: dict[str, tuple[int, ...]] = {}
+    for j in range(cls.layers):
+        out[f"w{j}"] = (cls.n_features if j == 0 else cls.width, cls.width)
+        out[f"b{j}"] = (cls.width,)
+    return {**out, "wo": (cls.width, cls.n_classes), "bo": (cls.n_classes,)}
+
+
+def convert_state(state: State, to: ShapeClass) -> State:
+    """A trial's state (k = 1) moved into class ``to``, on the host: every array cut or
+    zero-padded to ``to``'s shape. Exact when ``to`` fits the trial (as wide and as deep):
+    what is cut is padding, which is zero in the parameters and both moments."""
+    shapes = layout(to)
+
+    def fit(tree: dict) -> dict:
+        out = {}
+        for name, shape in shapes.items():
+            a = np.asarray(tree[name]) if name in tree else np.zeros(0, np.float32)
+            new = np.zeros(shape, np.float32)
+            if a.ndim == len(shape):
+                keep = tuple(slice(0, min(m, n)) for m, n in zip(a.shape, shape, strict=True))
+                new[keep] = a[keep]
+            out[name] = new
+        return out
+
+    opt = state.opt_state
+    return State(fit(state.params), opt._replace(mu=fit(opt.mu), nu=fit(opt.nu),
+                                                 count=np.asarray(opt.count),
+                                                 hyper=jax.tree_util.tree_map(np.asarray, opt.hyper)))
 
 
 def lane_data(seed: int, epoch: int, width: int, layers: int, activation: str, dropout: float,

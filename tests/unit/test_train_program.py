@@ -99,6 +99,61 @@ def test_pick_class_reuses_a_compiled_class_only_when_padding_is_cheaper() -> No
     assert program.natural_class(64, 100, 0, 784, 10, (256, 1024)).layers == 0
 
 
+def _fallback_setup(monkeypatch) -> tuple[program.ShapeClass, program.CostModel]:
+    """A compiled 1024-wide class, and a cost model under which a 64-wide trial of 3
+    epochs should get its own class (1024-wide padding for 3 epochs costs more than a
+    compile) but may start in the wide one (one padded epoch costs no more than a compile)."""
+    wide = program.ShapeClass(64, 1024, 4, 784, 10)
+    monkeypatch.setattr(mlp, "_PROGRAMS", {wide: program.Program(wide)})
+    monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
+    cost = _FixedCost(compile_seconds=1.0, flops_per_second=1e10)
+    cost.compile_seconds = program.class_seconds(wide, 128, 1, 4000 // 128, cost)
+    monkeypatch.setattr(mlp, "COST", cost)
+    return wide, cost
+
+
+def test_a_trial_starts_in_a_compiled_class_and_moves_into_its_own_on_the_plain_curve(
+        sample, monkeypatch) -> None:
+    wide, _ = _fallback_setup(monkeypatch)
+    params = {"layers": 1, "width": 64, "batch_size": 128, "lr": 3e-3, "optimizer": "adamw",
+              "weight_decay": 1e-3, "dropout": 0.2, "activation": "tanh"}
+    got = mlp.train(sample, params, epochs=3, seed=2)
+    assert got.classes[0] == wide and len(got.classes) == 2  # compiled at submit (test mode)
+    own = got.classes[1]
+    assert own.width < wide.width and own in mlp._PROGRAMS and got.shape_class == own
+    plain = mlp.train(sample, params, epochs=3, seed=2, buckets=None)
+    np.testing.assert_allclose([e.train_loss for e in got.epochs],
+                               [e.train_loss for e in plain.epochs], rtol=1e-4)
+    np.testing.assert_allclose(got.val_accuracy, plain.val_accuracy, atol=0.0021)
+    again = mlp.train(sample, {**params, "lr": 1e-2}, epochs=1, seed=3)
+    assert again.classes == (own,) and again.compiles == 0  # the next one starts there
+
+
+def test_the_background_thread_compiles_while_the_trial_trains(sample, monkeypatch) -> None:
+    wide, _ = _fallback_setup(monkeypatch)
+    monkeypatch.setattr(mlp.BACKGROUND, "synchronous", False)
+    params = {"layers": 1, "width": 64, "batch_size": 128, "lr": 3e-3, "optimizer": "sgd"}
+    got = mlp.train(sample, params, epochs=3, seed=4)
+    for fut in list(mlp.BACKGROUND.pending.values()):
+        fut.result(timeout=300)
+    assert got.classes[0] == wide and len(mlp._PROGRAMS) == 2 and not mlp.BACKGROUND.pending
+    plain = mlp.train(sample, params, epochs=3, seed=4, buckets=None)  # wherever it moved
+    np.testing.assert_allclose([e.train_loss for e in got.epochs],
+                               [e.train_loss for e in plain.epochs], rtol=1e-4)
+
+
+def test_the_worker_precompiles_a_fallback_that_most_trials_can_start_in(sample, monkeypatch) -> None:
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
+    monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=30.0, flops_per_second=2e10))
+    cls = mlp.precompile(sample, program.WIDTH_BUCKETS)
+    assert (cls.micro_batch, cls.width, cls.layers) == (64, 512, 4) and cls in mlp._PROGRAMS
+    for bs, width, layers in ((512, 480, 4), (64, 40, 1)):
+        got = mlp.train(sample, {"batch_size": bs, "width": width, "layers": layers}, epochs=1)
+        assert got.classes == (cls,) and got.compiles == 0
+    assert mlp.precompile(sample, None) is None
+
+
 class _FixedCost(program.CostModel):
     def note_compile(self, seconds: float) -> None:
         pass
