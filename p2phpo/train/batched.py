@@ -217,7 +217,7 @@ def run_trials(trials: Sequence[Trial]) -> list[TrialOutcome]:
             continue
         groups.setdefault((cfg.batch_size, cfg.layers, cfg.activation, seed), []).append(i)
     for members in groups.values():
-        if len(members) == 1:
+        if len(members) == 1 or not _packing_pays([trials[i] for i in members], opts):
             for i in members:
                 out[i] = run_objective(mlp.mnist_mlp, trials[i], print_traceback=True)
             continue
@@ -226,12 +226,52 @@ def run_trials(trials: Sequence[Trial]) -> list[TrialOutcome]:
     return [o for o in out if o is not None]
 
 
+PACKED_COST = program.CostModel(compile_seconds=0.0)
+"""What a new packed program costs to build here per slot: trace, lower and compile
+(its first epoch's time beyond its later ones, over its slots; measured 2.5-4 solo
+compiles for 4 slots); until measured, one solo compile per slot."""
+
+
+def packing_pays(cfgs: Sequence[mlp.Config], ds: Dataset, epochs: int,
+                 buckets: Sequence[int] | None) -> bool:
+    """Whether training ``cfgs`` packed beats training them one after another: the packed
+    class's steps plus its build (none when a compiled class serves), against each
+    member's solo class steps (padding included) plus the solo classes not yet compiled,
+    at this process's measured FLOP rate and compile costs. On a small dataset an epoch
+    is milliseconds and a new program seconds: the members then run alone."""
+    if not buckets:
+        return True
+    layers, bs = cfgs[0].layers, cfgs[0].batch_size
+    work = ds.x_train.shape[0] // bs * epochs / mlp.COST.flops_per_second  # seconds per FLOP/step
+    cls = packed_class(cfgs, ds, epochs)
+    build = (PACKED_COST.compile_seconds or mlp.COST.compile_seconds) * cls.k
+    packed_s = cls.step_flops(layers) * work + (0.0 if cls in _PACKED else build)
+    solo = [mlp.shape_class(c, ds, epochs, buckets) for c in cfgs]
+    solo_s = sum(program.step_flops(bs, layers, sc) * program.micro_penalty(bs, sc.micro_batch)
+                 for sc in solo) * work
+    solo_s += len({sc for sc in solo if sc not in mlp._PROGRAMS}) * mlp.COST.compile_seconds
+    return packed_s < solo_s
+
+
+def _packing_pays(trials: Sequence[Trial], opts: Mapping[str, Any]) -> bool:
+    cfgs = [mlp.Config.from_params(t.params, int(opts["width_step"])) for t in trials]
+    if cfgs[0].layers == 0:
+        return True  # (the lanes path: no packed program to weigh)
+    return packing_pays(cfgs, mlp.cached_dataset(opts), int(opts["max_epochs"]),
+                        mlp._buckets(opts["width_buckets"]))
+
+
 def _run_group(trials: Sequence[Trial], opts: Mapping[str, Any]) -> list[TrialOutcome]:
     t0 = time.perf_counter()
     ended: dict[int, float] = {}  # member -> when it stopped early
     pruned: set[int] = set()
+    n_packed = len(_PACKED)
+    k = len(trials)
+    epoch_s: list[float] = []
 
     def on_epoch(i: int, m: mlp.EpochMetrics) -> bool:
+        if len(epoch_s) < m.epoch:
+            epoch_s.append(m.seconds)
         try:
             trials[i].report(m.val_accuracy, m.epoch)
         except TrialPruned:  # the node stopped it (study over, slot lost)
@@ -252,6 +292,12 @@ def _run_group(trials: Sequence[Trial], opts: Mapping[str, Any]) -> list[TrialOu
         error = cap_error(f"{type(exc).__name__}: {exc}")
         return [TrialOutcome(TrialStatus.FAILED, None, error, time.perf_counter() - t0, t.last_step)
                 for t in trials]
+    if len(_PACKED) > n_packed and len(epoch_s) > 1:  # a new packed program was built
+        per_slot = (epoch_s[0] - min(epoch_s[1:])) / k
+        if PACKED_COST.compile_seconds:
+            PACKED_COST.note_compile(per_slot)
+        else:
+            PACKED_COST.compile_seconds = max(per_slot, 0.1)
     done = time.perf_counter() - t0
     outcomes = []
     for i, (t, r) in enumerate(zip(trials, results, strict=True)):

@@ -95,3 +95,17 @@ def test_run_trials_groups_members_and_each_ends_on_its_own() -> None:
     solo = mlp.train(mlp.cached_dataset(opts), MEMBERS[1], epochs=2)
     assert out[0].value == pytest.approx(solo.val_accuracy, abs=0.004)
     assert out[0].value == trials[0].reports[2]
+
+
+def test_a_batch_trains_packed_only_when_that_beats_its_members_alone(sample, monkeypatch) -> None:
+    """The batch hook weighs a new packed program's build against the padding it saves:
+    on a small dataset a compile costs more than every epoch of the batch."""
+    cfgs = [mlp.Config.from_params({**m, "width": 40}) for m in MEMBERS[:2]]
+    buckets = mlp._buckets(mlp.OPTION_DEFAULTS["width_buckets"])
+    monkeypatch.setattr(mlp.COST, "compile_seconds", 3.0)  # solo trials pad to share classes
+    monkeypatch.setattr(mlp.COST, "flops_per_second", 1e9)
+    monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e-9)
+    assert batched.packing_pays(cfgs, sample, 5, buckets)  # cheap to build, no padding: it pays
+    monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e6)
+    fresh = batched.packed_class(cfgs, sample, 5) not in batched._PACKED
+    assert batched.packing_pays(cfgs, sample, 5, buckets) is not fresh
