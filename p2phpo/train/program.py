@@ -319,7 +319,7 @@ def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_cl
     candidates = [dataclasses.replace(tight, micro_batch=mb, width=wide),  # most general first
                   dataclasses.replace(tight, width=wide), dataclasses.replace(tight, micro_batch=mb),
                   tight]
-    natural = next(c for c in candidates if seconds(c) - seconds(tight) < cost.compile_seconds)
+    natural = next((c for c in candidates if seconds(c) - seconds(tight) < cost.compile_seconds), tight)
     return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
 
 

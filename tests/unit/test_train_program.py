@@ -93,6 +93,9 @@ def test_pick_class_reuses_a_compiled_class_only_when_padding_is_cheaper() -> No
                                 ).micro_batch == 64
     big_trial = program.choose_class(256, 96, 2, 784, 10, program.WIDTH_BUCKETS, 2000, 20, [], cost)
     assert (big_trial.micro_batch, big_trial.width) == (256, 96)  # exact: padding would cost more
+    free = dataclasses.replace(cost, compile_seconds=0.0)  # compiles cost nothing: exact shapes
+    assert program.choose_class(256, 96, 2, 784, 10, program.WIDTH_BUCKETS, 4, 1, [], free
+                                ).width == 96
     other_batch = dataclasses.replace(big, micro_batch=256)
     assert program.pick_class(nat, 96, 2, 4, 1, [other_batch], cost, batch_size=128) == nat
     assert program.natural_class(64, 1100, 6, 784, 10, (256, 1024)).width == 2048
