@@ -24,18 +24,7 @@ A stolen or fallback claim writes its RESULT no sooner than ``steal_delay``
 (``confirm_delay``) after the claim, so rival claims meet before either counts;
 each claim names the members to send it to at once (``push_to``, for the driver).
 
-Orphans. A RUNNING trial whose owner is DEAD or LEFT is abandoned (ABANDON
-DEAD/LEFT) by the rendezvous winner among live ready members, once an
-anti-entropy exchange has completed after the owner's death (so its last
-RESULT had a chance to arrive). An owner that is no member at all (reaped
-after its death, or never seen by a node that restarted after it died) counts
-as DEAD once it stayed unknown for ``reclaim_fallback`` seconds and an
-anti-entropy exchange completed since (a push-pull hands over the peer's
-member table), or for twice that alone; each entry of its log that arrives
-restarts the wait, as it may be alive and only not announced yet. Its slot reopens and is retried with the same
-params (``retry_of``); after ``max_retries`` abandonments the trial is FAILED.
-A RESULT beats ABANDON, and a running retry stops as soon as any counted
-RESULT for its slot arrives.
+Orphans (a RUNNING trial whose owner is gone): ``core/search_orphans.py``.
 """
 
 from __future__ import annotations
@@ -57,8 +46,9 @@ from p2phpo.core.entries import (
     TrialId,
     cap_error,
 )
-from p2phpo.core.hrw import hrw, hrw_order
+from p2phpo.core.hrw import hrw
 from p2phpo.core.ledger import Ledger, TrialState, TrialView
+from p2phpo.core.search_orphans import OrphanRules
 from p2phpo.core.search_types import (
     GONE,
     LIVE,
@@ -85,7 +75,7 @@ __all__ = [  # the types live in core/search_types.py (spec_diff in core/study_d
 ]
 
 
-class SearchCore:
+class SearchCore(OrphanRules):
     """The search logic of node ``node_id`` over ``ledger``."""
 
     def __init__(
@@ -166,19 +156,6 @@ class SearchCore:
                 self._alive.discard(mid)
             if _in_roster(old, fp) != _in_roster(view, fp):
                 self._members_gen += 1  # the roster moved
-
-    def _note_gone(self, mid: int, view: MemberView, now: float) -> None:
-        gone = self._gone_since
-        if view.state in GONE:
-            if mid not in gone:
-                gone[mid] = now
-                self._keys_gen += 1
-        elif gone.pop(mid, None) is not None:
-            self._keys_gen += 1
-
-    def synced_with(self, peer: int, now: float) -> None:
-        """An anti-entropy exchange with ``peer`` completed at ``now``."""
-        self._last_sync = now
 
     def recover(self, wall: float) -> None:
         """After a restart: abandon our own trials the ledger still shows RUNNING."""
@@ -307,58 +284,6 @@ class SearchCore:
         if rivals and _winner(view.slot, rivals + [tid]) != tid:
             return "lost a double claim"
         return None
-
-    # -- orphans ---------------------------------------------------------------
-    def _owner_gone(self, owner: int, now: float) -> bool:
-        """DEAD or LEFT, and either synced since, or gone long enough that no peer is left
-        to sync with (a lone survivor must not wait forever). An owner that is no member
-        counts once unknown long enough (the module docstring)."""
-        since = self._gone_since.get(owner)
-        if since is None:
-            since = self._unknown_since.get(owner)
-            if since is None:
-                return False
-            wait = self.config.reclaim_fallback
-            return now - since >= wait and (self._last_sync >= since or now - since >= 2 * wait)
-        return self._last_sync >= since or now - since >= self.config.reclaim_fallback
-
-    def _track_unknown(self, now: float) -> None:
-        """Since when each owner of a RUNNING trial has been no member (restarted when
-        its log grows: an entry of it arriving means it may well be alive)."""
-        if not self.index.running and not self._unknown_since:
-            return
-        key = (self.index.seen, self._keys_gen)  # what the owners below depend on
-        if key != self._unknown_key:
-            members, gone, me = self.members, self._gone_since, self.node_id
-            self._unknown_owners = {o for o, _ in self.index.running
-                                    if o not in members and o not in gone and o != me}
-            self._unknown_key = key
-        owners = self._unknown_owners
-        for owner in [o for o in self._unknown_since if o not in owners]:
-            del self._unknown_since[owner], self._unknown_seq[owner]
-        for owner in owners:
-            seq = self.ledger.vv.get(owner, 0)
-            if self._unknown_seq.get(owner) != seq:
-                self._unknown_seq[owner] = seq
-                self._unknown_since[owner] = now
-
-    def _reclaim_orphans(self, now: float, wall: float) -> None:
-        if not (self._gone_since or self._unknown_since) or not self.ready or self.leaving:
-            return  # the common case: nobody is gone, nothing to look at
-        gone, unknown = self._gone_since, self._unknown_since  # _owner_gone is False for others
-        maybe = [tid for tid in self.index.running if tid[0] in gone or tid[0] in unknown]
-        orphans = [tid for tid in sorted(maybe)
-                   if tid[0] != self.node_id and tid not in self._abandoned_by_me
-                   and self._owner_gone(tid[0], now)]
-        live = self._ready_members() if orphans else []
-        for tid in orphans:
-            owner = tid[0]
-            if _rendezvous(("orphan", tid), live) != self.node_id:
-                continue
-            member = self.members.get(owner)  # None: reaped, or never a member here
-            reason = AbandonReason.LEFT if member and member.state == "LEFT" else AbandonReason.DEAD
-            self._write(Abandon, wall, trial=tid, reason=reason)
-            self._abandoned_by_me.add(tid)
 
     # -- claiming -------------------------------------------------------------
     def _claims_open(self, now: float) -> bool:
@@ -588,11 +513,6 @@ class SearchCore:
         return out
 
     @property
-    def awaits_sync(self) -> bool:
-        """Some running trial's owner is gone or unknown: a sync may let it be reclaimed."""
-        return bool(self._gone_since or self._unknown_since)
-
-    @property
     def running(self) -> list[TrialId]:
         """Our claimed trials: running, or finished with the outcome held in its window."""
         return sorted(self._own) + sorted(self._held)
@@ -662,11 +582,6 @@ class SearchCore:
 def _in_roster(view: MemberView | None, fp: str | None) -> bool:
     """Whether a member with ``view`` belongs to the roster (see ``_roster_now``)."""
     return view is not None and view.ready and view.study == fp
-
-
-def _rendezvous(key: object, candidates: list[int]) -> int | None:
-    order = hrw_order(key, candidates)
-    return order[0] if order else None
 
 
 def _winner(slot: int, trials: list[TrialId]) -> TrialId:
