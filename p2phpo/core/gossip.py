@@ -115,6 +115,7 @@ class GossipCore:
         self._reap_after = config.reap_after if config.reap_after is not None else 10 * self.profile.gossip_to_dead
         self.queue = PiggybackQueue(config.queue_bytes)
         self.haves = PiggybackQueue(config.queue_bytes // 8)  # lazy push: Have(origin, seq)
+        self.news = PiggybackQueue(config.queue_bytes // 4)  # membership changes: sent first
         self.dropped = DropCounter()
         self.drops_by_addr: dict[Addr, dict[str, int]] = {}
         self.stats = dict.fromkeys(
@@ -280,7 +281,7 @@ class GossipCore:
             **self.stats,
             "dropped": self.dropped.as_dict(),
             "queue_items": len(self.queue),
-            "queue_bytes": self.queue.nbytes,
+            "queue_bytes": self.queue.nbytes + self.news.nbytes,
             "queue_forgotten": self.queue.forgotten,
         }
 
@@ -362,7 +363,7 @@ class GossipCore:
 
     def _gossip_round(self, now: float) -> None:
         m = self.membership
-        if len(self.queue) or len(self.haves):
+        if len(self.queue) or len(self.haves) or len(self.news):
             dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
             targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
             fanout = self.profile.gossip_nodes
@@ -538,7 +539,7 @@ class GossipCore:
     def _flush_membership(self) -> None:
         m = self.membership
         for msg in m.outbox:
-            self.queue.put(("m", msg.node), encode_message(msg))
+            self.news.put(("m", msg.node), encode_message(msg))
         m.outbox.clear()
         if m.refused:
             self.dropped.add(DropReason.OVER_LIMIT, m.refused)
@@ -580,16 +581,19 @@ class GossipCore:
             self._send_packed(addr, parts, dest)
 
     def _piggyback(self, room: int) -> list[bytes]:
-        """Queued updates for ``room`` bytes: membership and whole entries (each sent
-        whole ``eager_sends`` times at most), then, in a share of the room they cannot
-        crowd out, ``Have`` announcements of entries (lazy push: see ``AntiEntropy.want``)."""
+        """Queued updates for ``room`` bytes: membership changes first (as in SWIM: a
+        busy ledger must not starve them, or members stay unknown to part of a large
+        cluster), then whole entries (each sent whole ``eager_sends`` times at most),
+        then, in a share of the room they cannot crowd out, ``Have`` announcements of
+        entries (lazy push: see ``AntiEntropy.want``)."""
         limit = self.profile.retransmit_limit(self.membership.n_live())
         haves = self.haves
         reserve = min(room // 4, haves.nbytes) if len(haves) else 0
-        parts = self.queue.take(room - reserve, limit)
+        parts = self.news.take(room - reserve, limit) if len(self.news) else []
+        used = sum(len(p) for p in parts)
+        parts += self.queue.take(room - reserve - used, limit)
         if len(haves):
-            room -= sum(len(p) for p in parts)
-            parts += haves.take(room, limit)
+            parts += haves.take(room - sum(len(p) for p in parts), limit)
         return parts
 
     def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
@@ -611,7 +615,7 @@ class GossipCore:
         """Canonical protocol state (no counters, no events) for equality checks."""
         return [
             self.node_id, self.membership.dump(), sorted(self.ledger.vv.items()), self.queue.dump(),
-            self.haves.dump(),
+            self.haves.dump(), self.news.dump(),
             *self.swim.dump(), *self.ae.dump(),
             sorted(self._t.items()), self.swim.seq, self.started, self.seeds,
         ]

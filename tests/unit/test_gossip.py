@@ -411,3 +411,4 @@ def test_a_lost_entry_filled_as_lost_is_repaired_from_a_peer_that_held_it():
     assert all(n.ledger.raw(3, 2) == want for n in net.by_id.values())
     assert all(n.ledger.fillers() == {} for n in net.by_id.values())
     assert damaged.counts["replaced_fillers"] == 1
+
