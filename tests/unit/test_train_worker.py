@@ -272,6 +272,9 @@ together.batch = _batch
 '''
 
 
+THREE = [("ab:1", 0, {"x": 1.0}), ("ab:2", 1, {"x": 2.0}), ("ab:3", 2, {"x": 3.0})]  # a batch
+
+
 @pytest.mark.parametrize("objective", ["batch_obj:together", "batch_obj:plain"])
 def test_a_batch_of_trials_reports_and_ends_each_member_on_its_own(tmp_path: Path, objective) -> None:
     (tmp_path / "batch_obj.py").write_text(BATCH_OBJ)
@@ -285,8 +288,7 @@ def test_a_batch_of_trials_reports_and_ends_each_member_on_its_own(tmp_path: Pat
         client = _client(tmp_path, objective=objective)
         await client.start()
         try:
-            return await client.run_batch([("ab:1", 0, {"x": 1.0}), ("ab:2", 1, {"x": 2.0}),
-                                           ("ab:3", 2, {"x": 3.0})], on_report)
+            return await client.run_batch(THREE, on_report)
         finally:
             await client.close()
 
@@ -317,8 +319,7 @@ def test_stopping_one_member_of_a_batch_lets_the_others_finish(tmp_path: Path, o
 
         await client.start()
         try:
-            return await client.run_batch([("ab:1", 0, {"x": 1.0}), ("ab:2", 1, {"x": 2.0}),
-                                           ("ab:3", 2, {"x": 3.0})], on_report)
+            return await client.run_batch(THREE, on_report)
         finally:
             await client.close()
 
