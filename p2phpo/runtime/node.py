@@ -55,9 +55,10 @@ from p2phpo.core.search import (
 )
 from p2phpo.core.study_diff import spec_diff
 from p2phpo.core.wire import Keyring
+from p2phpo.runtime.driver_runtime import DriverRuntime
 from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.resolve import only_self, show
-from p2phpo.runtime.udp import GossipRuntime, RuntimeConfigError, parse_hostport
+from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train import objectives
@@ -104,59 +105,6 @@ class NodeOptions:
     log_level: str = "info"
     allow_objectives: list[str] = field(default_factory=list)  # --allow-objective, checked
     batch: int | None = None  # --batch: trials trained at once (None: the study's, else 1)
-
-
-class DriverRuntime(GossipRuntime):
-    """The sockets and the timer of a node, driving its :class:`NodeDriver`.
-
-    Every input becomes one driver call with ``loop.time()`` and ``time.time()``;
-    after each, ``on_actions`` gets the driver's actions, then the datagrams go
-    out, the push-pulls start and the one timer is re-armed from ``get_timer()``.
-    """
-
-    driver: NodeDriver
-    on_actions: Any
-
-    def bind_driver(self, driver: NodeDriver, on_actions: Any) -> None:
-        self.driver, self.on_actions = driver, on_actions
-
-    def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """``method(*args, now, wall, **kwargs)`` on the driver, then its outputs."""
-        assert self._loop is not None
-        out = method(*args, self._loop.time(), time.time(), **kwargs)
-        self._flush()
-        return out
-
-    def _in_join(self, seeds: list[Any], now: float) -> None:
-        self.driver.start(seeds, now, time.time())
-
-    def _in_leave(self, now: float) -> None:
-        self.driver.handle_leave(now, time.time())
-
-    def _in_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        self.driver.handle_datagram(data, addr, now, time.time())
-
-    def _in_timer(self, now: float) -> None:
-        self.driver.handle_timer(now, time.time())
-
-    def _in_stream(self, now: float) -> None:
-        self.driver.handle_stream(now, time.time())
-
-    def _in_pushpull_done(self, peer: int, ok: bool, now: float) -> None:
-        self.driver.handle_pushpull_done(peer, ok, now, time.time())
-
-    def _out_datagrams(self, now: float) -> list[tuple[bytes, Any]]:
-        return self.driver.datagrams_to_send(now)
-
-    def _out_tcp(self, now: float) -> list[Any]:
-        return self.driver.tcp_requests()
-
-    def _out_events(self) -> None:
-        while actions := self.driver.take_actions():
-            self.on_actions(actions)
-
-    def _next_timer(self) -> float | None:
-        return self.driver.get_timer()
 
 
 class Node:
