@@ -72,7 +72,7 @@ def run_node(k: int, dataset: str, n_trials: int, width: int, epochs: int, tmp: 
     wall = time.time() - t0
     rows = [json.loads(line) for line in subprocess.run(
         [sys.executable, "-m", "p2phpo", "export", "--state-dir", str(tmp / "state"), "--format",
-         "jsonl"], env=env, capture_output=True, text=True, check=True).stdout.splitlines()]
+         "jsonl"], env=env, capture_output=True, text=True).stdout.splitlines()]
     events = [json.loads(line) for line in (tmp / "events.jsonl").read_text().splitlines()
               if line.startswith("{")]
     if not rows:
