@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import queue
 import threading
 import time
@@ -321,16 +322,16 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
     """The program a trial starts in, and the future of the one it moves into (None:
     it stays). Its own class when compiled; else, when a class that fits is compiled (or,
     when none is, compiling in the background: waiting for it is shorter than a second
-    compile beside it) and one of its epochs costs no more than waiting for the trial's
-    own compile and then an epoch of its own (estimated), that class while its own
-    compiles in the background; else its own, compiled now (or awaited if compiling).
-    A trial whose own class is a compiled one far costlier than its bucket's general
-    class gets that class compiled in the background (``GENERAL_GAIN``)."""
+    compile beside it) and starting there pays (``_fallback_pays``), that class while its
+    own compiles in the background; else its own, compiled now (or awaited if compiling).
+    With a spare core, a trial whose own class is a compiled one far costlier than its
+    bucket's general class gets that class compiled in the background (``GENERAL_GAIN``)."""
     cls = shape_class(cfg, ds, epochs, buckets)
     steps = ds.x_train.shape[0] // cfg.batch_size
+    spare = spare_cores() >= 1.0
     if cls in _PROGRAMS:
         general = _general_class(cfg, ds, buckets)
-        if (general in _PROGRAMS or general in BACKGROUND.pending
+        if (not spare or general in _PROGRAMS or general in BACKGROUND.pending
                 or program.class_seconds(general, cfg.batch_size, cfg.layers, steps, COST)
                 > GENERAL_GAIN * program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
             return _PROGRAMS[cls], None
@@ -341,8 +342,7 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
     if fallback is None and fut is None:
         fallback = program.best_fit(cls, cfg.width, cfg.layers, list(BACKGROUND.pending), cfg.batch_size)
     start = None
-    if fallback is not None and program.class_seconds(fallback, cfg.batch_size, cfg.layers, steps, COST) <= (
-            COST.compile_seconds + program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
+    if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, 1 if spare else epochs):
         start = _ready(fallback)
     if start is None:
         return (fut.result() if fut is not None else get_program(cls)), None
@@ -350,6 +350,40 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
         prog = program.Program(cls)
         fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
     return start, fut
+
+
+def _fallback_pays(fallback: program.ShapeClass, own: program.ShapeClass, cfg: Config, steps: int,
+                   epochs: int) -> bool:
+    """Whether ``epochs`` epochs in ``fallback`` cost no more than waiting for ``own``'s
+    compile and then as many epochs of its own (estimated). With a spare core the trial
+    moves into its own class as soon as it is compiled, so one epoch is weighed; on a
+    saturated CPU the padded epochs slow that compile down (measured: a trial ran five
+    epochs 1,024 wide at 1.4-2.6 s each beside an 8 s compile of its own 0.04 s-epoch
+    class), so all of them are."""
+    def cost(c: program.ShapeClass) -> float:
+        return program.class_seconds(c, cfg.batch_size, cfg.layers, steps, COST) * epochs
+
+    return cost(fallback) <= COST.compile_seconds + cost(own)
+
+
+SPARE_CORES: float | None = None
+"""Overrides ``spare_cores`` (tests: decisions must not depend on the machine's load)."""
+
+
+def spare_cores() -> float:
+    """Cores left idle over the last minute: this process's CPUs minus the load average
+    (which counts this worker's own training thread). Below one, a background compile
+    takes CPU from the training, not from an idle core."""
+    if SPARE_CORES is not None:
+        return SPARE_CORES
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        return max(0.0, cpus - os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        return 1.0
 
 
 GENERAL_GAIN = 0.5
@@ -558,8 +592,9 @@ def calibrate(cost: program.CostModel | None = None) -> float:
 def fallback_class(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
     """The class a worker precompiles (``precompile``) so that most trials can start
     before their own class is ready: 64-row passes (every batch size of the built-in
-    space), the layer cap, and the widest bucket whose one-layer epoch costs at most half
-    a compile at the current rates, but at least the widest up to ``FALLBACK_WIDTH`` (512
+    space), the layer cap, and, with a spare core (``spare_cores``), the widest bucket
+    whose one-layer epoch costs at most half a compile at the current rates, but at least
+    the widest up to ``FALLBACK_WIDTH`` (512
     holds 80% of the built-in space's log-uniform 32..1024 widths; on the 4,000-row MNIST
     sample 1024 holds them all at a few tenths of a second per epoch). None when
     bucketing is off."""
@@ -572,6 +607,8 @@ def fallback_class(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeC
                                   ds.num_classes)
 
     base = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
+    if spare_cores() < 1.0:  # padded epochs would slow the compiles they wait for
+        return at(base)
     cheap = [b for b in buckets if program.class_seconds(at(b), program.MICRO_BATCH, 1, steps, COST)
              <= COST.compile_seconds / 2]
     return at(max([base, *cheap]))

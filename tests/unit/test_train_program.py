@@ -161,7 +161,11 @@ def test_the_worker_precompiles_a_fallback_that_most_trials_can_start_in(sample,
     assert narrow.shape_class.width == 128 and narrow.shape_class in mlp._PROGRAMS
     again = mlp.train(sample, {"batch_size": 128, "width": 100, "layers": 2}, epochs=1)
     assert again.classes == (narrow.shape_class,) and again.compiles == 0
-    # where such an epoch costs more than half a compile, the fallback stays 512 wide
+    # on a saturated CPU (padded epochs would slow the compiles), or where such an epoch
+    # costs more than half a compile, the fallback stays 512 wide
+    monkeypatch.setattr(mlp, "SPARE_CORES", 0.5)
+    assert mlp.fallback_class(sample, program.WIDTH_BUCKETS).width == 512
+    monkeypatch.setattr(mlp, "SPARE_CORES", 1.0)
     monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=0.5, flops_per_second=2e10))
     assert mlp.fallback_class(sample, program.WIDTH_BUCKETS).width == 512
     assert mlp.precompile(sample, None) is None and mlp.fallback_class(sample, None) is None
@@ -195,6 +199,11 @@ def test_with_nothing_compiled_a_trial_waits_for_the_class_compiling_in_the_back
     plain = mlp.train(sample, params, epochs=3, seed=5, buckets=None)
     np.testing.assert_allclose([e.train_loss for e in got.epochs],
                                [e.train_loss for e in plain.epochs], rtol=1e-4)
+    # no spare core: three padded epochs would cost more than the compile, which they
+    # would slow down; a trial of a new class compiles its own at once
+    monkeypatch.setattr(mlp, "SPARE_CORES", 0.0)
+    other = mlp.train(sample, {**params, "width": 200}, epochs=3, seed=5)
+    assert other.classes == (other.shape_class,) and other.shape_class.width < wide.width
 
 
 def test_calibrate_sets_the_flop_rate_prior_from_this_cpu() -> None:
