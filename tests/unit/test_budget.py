@@ -142,3 +142,16 @@ def test_a_claims_rivals_are_its_slots_owner_and_the_first_members_by_steal_weig
         assert not set(planner.rivals(slot, me, roster, alive - gone, 4)) & gone  # live only
     assert planner.rivals(0, 1, roster, set(roster), 0) == []
     assert planner.rivals(0, 1, [1], {1}, 4) == []  # alone: nobody to tell
+
+
+def test_a_stolen_slots_claim_goes_to_every_contender_and_its_owner() -> None:
+    # Which thief is idle is what views disagree on most: any contender may take it.
+    roster = list(range(1, 41))
+    planner = SlotPlanner(200, lambda s: True)
+    owner = planner.ring(roster).owner_of[7]
+    contenders = [m for m in range(1, 31) if m != owner]
+    me = contenders[0]
+    alive = set(roster) - {contenders[1]}
+    rivals = planner.rivals(7, me, roster, alive, 2, contenders)
+    assert set(rivals) == (set(contenders) | {owner}) - {me, contenders[1]}
+    assert len(planner.rivals(7, me, roster, alive, 2)) <= 3  # a home claim: the first k
