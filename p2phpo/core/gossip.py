@@ -157,6 +157,23 @@ class GossipCore:
         self.seed_heard = {a: t for a, t in self.seed_heard.items() if a in self.seeds}
         self._t["join"] = now if self.seeds else _INF
 
+    def assume_joined(self, now: float, tag: bytes | None = None, raws: tuple[bytes, ...] = ()) -> None:
+        """Start as a node that joined long ago (a warm-started benchmark, whose member
+        tables are filled out of band): the seeds we hold as members count as answered,
+        so no join round pings them and no join push-pull follows; with ``tag`` (the
+        study's tag) and ``raws`` (its STUDY record, as a seed's push-pull would bring
+        it), the study is ours already."""
+        by_addr = {m.addr: m.node for m in self.membership.members()}
+        for addr in self.seeds:
+            if addr in by_addr:
+                self.seed_heard[addr] = now
+                self.seed_nodes[addr] = by_addr[addr]
+        if tag is not None and self.study.tag is None:
+            self.bind_study(tag)
+        if raws:
+            self.ae.merge_raw(raws, now, regossip=False)
+        self._flush_membership()
+
     def leave(self, now: float) -> None:
         """Gossip a graceful LEAVE right away (the runtime then does a final push-pull)."""
         self.membership.leave(now)
