@@ -130,18 +130,20 @@ class Simulation:
 
         As if each node had joined long ago: every member table holds every node
         ALIVE, every node holds the STUDY (as its join push-pull with a seed would
-        have brought it) and nothing about the joins is left to gossip: no join
-        round, no join push-pull. Only the ready flags still have to spread.
+        have brought it), every member's ready flag is known and nothing about
+        the joins is left to gossip: no join round, no join push-pull.
         """
         nodes = [self.boot(index) for index in range(self.config.nodes)]
-        records = [n.gossip.membership.records()[0] for n in nodes]  # each its own signed Alive
         first = nodes[0]
         entry, tag = first.ledger.study, first.gossip.study_tag
         raw = None if entry is None else first.ledger.raw(entry.origin, entry.seq)
         study = (tag, (raw,)) if tag is not None and raw is not None else (None, ())
         now = self.heap.now
         for node in nodes:
-            node.warm(records, now, study)
+            node.warm([], now, study)  # holds the study: its worker is ready, and says so
+        records = [n.gossip.membership.records()[0] for n in nodes]  # each its own signed Alive
+        for node in nodes:
+            node.warm(records, now)
 
     def boot(self, index: int, disk: Disk | None = None) -> SimNode:
         """Start a node on host ``index``: fresh (new id, empty disk) or on ``disk``."""

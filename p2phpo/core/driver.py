@@ -184,6 +184,8 @@ class NodeDriver:
             self.views.update(ev.node)
         membership.events.clear()
         self.gossip.assume_joined(now, *study)
+        if study[0] is not None and self.gate is not None:
+            self.gate.synced(now)  # joined long ago: it has synced with the cluster
         self._members_dirty = self._poke = True
         self._pump(now, wall)
 

@@ -48,7 +48,10 @@ from p2phpo.core.messages import (
     Dead,
     Digest,
     EntryMsg,
+    HAVES_HEAD,
+    MAX_HAVES,
     Have,
+    Haves,
     Leave,
     Message,
     Nack,
@@ -60,6 +63,8 @@ from p2phpo.core.messages import (
     SyncVV,
     decode_messages,
     encode_message,
+    have_item,
+    pack_haves,
 )
 from p2phpo.core.records import decode_record
 from p2phpo.core.study_bind import StudyBinding
@@ -506,9 +511,16 @@ class GossipCore:
             gaps = sorted({e.origin for e, _ in entries if vv.get(e.origin, 0) < e.seq})
             if gaps:
                 self.ae.fetch_gaps(sender, addr, gaps, now)
+        want = self.ae.want
         for m in msgs:
-            if type(m) is Have and vv.get(m.origin, 0) < m.seq:  # type: ignore[union-attr]
-                self.ae.want(sender, addr, m.origin, m.seq)  # type: ignore[union-attr]
+            t = type(m)
+            if t is Haves:
+                pairs = m.pairs  # type: ignore[union-attr]
+                for i in range(0, len(pairs), 2):
+                    if vv.get(pairs[i], 0) < pairs[i + 1]:
+                        want(sender, addr, pairs[i], pairs[i + 1])
+            elif t is Have and vv.get(m.origin, 0) < m.seq:  # type: ignore[union-attr]
+                want(sender, addr, m.origin, m.seq)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ Link (for self.ae)
     def send(self, addr: Addr, head: list[Message], *, to: int, piggyback: bool = True) -> None:
@@ -551,7 +563,7 @@ class GossipCore:
         if len(msg) + 64 <= self._budget:
             key = ("e", e.origin, e.seq)
             self.queue.put(key, msg, self.config.eager_sends)
-            self.haves.put(key, encode_message(Have(e.origin, e.seq)))
+            self.haves.put(key, have_item(e.origin, e.seq))  # sent in a Haves
 
     def _flush_membership(self) -> None:
         m = self.membership
@@ -601,16 +613,19 @@ class GossipCore:
         """Queued updates for ``room`` bytes: membership changes first (as in SWIM: a
         busy ledger must not starve them, or members stay unknown to part of a large
         cluster), then whole entries (each sent whole ``eager_sends`` times at most),
-        then, in a share of the room they cannot crowd out, ``Have`` announcements of
-        entries (lazy push: see ``AntiEntropy.want``)."""
+        then, in a share of the room they cannot crowd out, announcements of entries,
+        all in one ``Haves`` message (lazy push: see ``AntiEntropy.want``)."""
         limit = self.profile.retransmit_limit(self.membership.n_live())
         haves = self.haves
-        reserve = min(room // 4, haves.nbytes) if len(haves) else 0
+        reserve = min(room // 4, haves.nbytes + HAVES_HEAD) if len(haves) else 0
         parts = self.news.take(room - reserve, limit) if len(self.news) else []
         used = sum(len(p) for p in parts)
         parts += self.queue.take(room - reserve - used, limit)
         if len(haves):
-            parts += haves.take(room - sum(len(p) for p in parts), limit)
+            left = room - sum(len(p) for p in parts) - HAVES_HEAD
+            pairs = haves.take(min(left, 2 * MAX_HAVES), limit)  # a pair packs to >= 2 bytes
+            if pairs:
+                parts.append(pack_haves(pairs))  # one message for all: one decode
         return parts
 
     def _send_packed(self, addr: Addr, parts: list[bytes], dest: tuple[int, int] | None) -> None:
