@@ -59,20 +59,25 @@ def run_node(k: int, dataset: str, n_trials: int, width: int, epochs: int, tmp: 
     tmp.mkdir(parents=True)
     study = tmp / "study.toml"
     study.write_text(study_text(dataset, n_trials, width, epochs))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "P2PHPO_OFFLINE": "1",
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "P2PHPO_OFFLINE": "1",
            "XDG_CACHE_HOME": str(tmp / "cache")}
     cmd = [sys.executable, "-m", "p2phpo", "node", "--study", str(study), "--bind",
            f"127.0.0.1:{free_port()}", "--state-dir", str(tmp / "state"), "--grace", "0",
-           "--no-ui", "--batch", str(k), *(["--data-dir", data_dir] if data_dir else [])]
+           "--no-ui", "--batch", str(k),
+           *(["--data-dir", str(Path(data_dir).resolve())] if data_dir else [])]
     t0 = time.time()
     with open(tmp / "events.jsonl", "wb") as out, open(tmp / "stderr.txt", "wb") as err:
         code = subprocess.run(cmd, env=env, cwd=tmp, stdout=out, stderr=err, timeout=3600).returncode
     wall = time.time() - t0
     rows = [json.loads(line) for line in subprocess.run(
         [sys.executable, "-m", "p2phpo", "export", "--state-dir", str(tmp / "state"), "--format",
-         "jsonl"], env=env, capture_output=True, text=True, check=True).stdout.splitlines()]
+         "jsonl"], env=env, capture_output=True, text=True).stdout.splitlines()]
     events = [json.loads(line) for line in (tmp / "events.jsonl").read_text().splitlines()
               if line.startswith("{")]
+    if not rows:
+        why = (tmp / "stderr.txt").read_text(errors="replace").strip().splitlines()[-1:]
+        raise SystemExit(f"the K = {k} node ran no trial (exit {code}): {' '.join(why) or 'no error printed'}")
     return summarize(k, width, rows, events, wall, code)
 
 

@@ -63,6 +63,17 @@ _METAVARS = {"seed": "HOST:PORT", "bind": "HOST:PORT", "advertise": "HOST:PORT",
 _BY_TYPE = {"int": "N", "float": "NUMBER", "str": "TEXT", "path": "PATH"}
 
 
+def _type_name(param: Any, ctx: Any) -> str:
+    """``int``/``float``/``str``/``path``/...: typer's shown type where it has one (newer
+    typer), else click's own type name (older typer, e.g. 0.12-0.15)."""
+    shown = getattr(param, "display_type", None)
+    if shown is not None:
+        kind = str(shown(ctx)).strip("<>").removeprefix("list[").split()[0]
+        return kind.removesuffix("]")
+    name = getattr(getattr(param, "type", None), "name", "") or ""
+    return {"integer": "int", "text": "str"}.get(name, name)
+
+
 def _tidy_help(command: Any, name: str) -> None:
     ctx = typer.Context(command, info_name=name)
     params = list(command.params)
@@ -75,8 +86,7 @@ def _tidy_help(command: Any, name: str) -> None:
             continue
         if param.metavar is not None:
             continue
-        kind = str(param.display_type(ctx)).strip("<>").removeprefix("list[").split()[0]
-        kind = kind.removesuffix("]")
+        kind = _type_name(param, ctx)
         if param.name in _METAVARS and not (param.name == "seed" and kind == "int"):
             param.metavar = _METAVARS[param.name]
         elif kind in _BY_TYPE:

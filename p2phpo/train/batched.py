@@ -226,10 +226,13 @@ def run_trials(trials: Sequence[Trial]) -> list[TrialOutcome]:
     return [o for o in out if o is not None]
 
 
-PACKED_COST = program.CostModel(compile_seconds=0.0)
-"""What a new packed program costs to build here per slot: trace, lower and compile
-(its first epoch's time beyond its later ones, over its slots; measured 2.5-4 solo
-compiles for 4 slots); until measured, one solo compile per slot."""
+PACKED_COST = program.CostModel(compile_seconds=0.0, flops_per_second=0.0)
+"""What packed programs cost here: the build per slot (trace, lower and compile: its
+first epoch's time beyond its later ones, over its slots; measured 2.5-4 solo compiles
+for 4 slots) and the FLOP rate of their steady epochs. Until measured: one solo compile
+per slot and the solo programs' rate. On a GPU a step is bound by kernel launches, not
+FLOPs, and a packed step launches each member's layers: its measured rate is what
+tells the gate so."""
 
 
 def packing_pays(cfgs: Sequence[mlp.Config], ds: Dataset, epochs: int,
@@ -245,7 +248,9 @@ def packing_pays(cfgs: Sequence[mlp.Config], ds: Dataset, epochs: int,
     work = ds.x_train.shape[0] // bs * epochs / mlp.COST.flops_per_second  # seconds per FLOP/step
     cls = packed_class(cfgs, ds, epochs)
     build = (PACKED_COST.compile_seconds or mlp.COST.compile_seconds) * cls.k
-    packed_s = cls.step_flops(layers) * work + (0.0 if cls in _PACKED else build)
+    packed_s = (cls.step_flops(layers) * work * mlp.COST.flops_per_second
+                / (PACKED_COST.flops_per_second or mlp.COST.flops_per_second)
+                + (0.0 if cls in _PACKED else build))
     solo = [mlp.shape_class(c, ds, epochs, buckets) for c in cfgs]
     solo_s = sum(program.step_flops(bs, layers, sc) * program.micro_penalty(bs, sc.micro_batch)
                  for sc in solo) * work
@@ -259,6 +264,16 @@ def _packing_pays(trials: Sequence[Trial], opts: Mapping[str, Any]) -> bool:
         return True  # (the lanes path: no packed program to weigh)
     return packing_pays(cfgs, mlp.cached_dataset(opts), int(opts["max_epochs"]),
                         mlp._buckets(opts["width_buckets"]))
+
+
+def note_rate(flops: float, seconds: float) -> None:
+    """A steady packed epoch's FLOPs and seconds into ``PACKED_COST``'s rate."""
+    if flops <= 0 or seconds <= 0:
+        return
+    if PACKED_COST.flops_per_second:
+        PACKED_COST.note_epoch(flops, seconds)
+    else:
+        PACKED_COST.flops_per_second = flops / seconds
 
 
 def _run_group(trials: Sequence[Trial], opts: Mapping[str, Any]) -> list[TrialOutcome]:
@@ -282,8 +297,11 @@ def _run_group(trials: Sequence[Trial], opts: Mapping[str, Any]) -> list[TrialOu
             return False
         return True
 
+    ds = mlp.cached_dataset(opts)
+    cfgs = [mlp.Config.from_params(t.params, int(opts["width_step"])) for t in trials]
+    cls = packed_class(cfgs, ds, int(opts["max_epochs"]))
     try:
-        results = train_batch(mlp.cached_dataset(opts), [t.params for t in trials],
+        results = train_batch(ds, [t.params for t in trials],
                               epochs=int(opts["max_epochs"]), seed=int(opts["seed"]),
                               width_step=int(opts["width_step"]),
                               buckets=mlp._buckets(opts["width_buckets"]), on_epoch=on_epoch)
@@ -298,6 +316,9 @@ def _run_group(trials: Sequence[Trial], opts: Mapping[str, Any]) -> list[TrialOu
             PACKED_COST.note_compile(per_slot)
         else:
             PACKED_COST.compile_seconds = max(per_slot, 0.1)
+    if len(epoch_s) > 1:  # the packed steps' own rate (all slots compute every epoch)
+        note_rate(cls.step_flops(cfgs[0].layers) * (ds.x_train.shape[0] // cls.batch_size),
+                  min(epoch_s[1:]))
     done = time.perf_counter() - t0
     outcomes = []
     for i, (t, r) in enumerate(zip(trials, results, strict=True)):

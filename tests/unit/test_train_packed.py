@@ -109,3 +109,21 @@ def test_a_batch_trains_packed_only_when_that_beats_its_members_alone(sample, mo
     monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e6)
     fresh = batched.packed_class(cfgs, sample, 5) not in batched._PACKED
     assert batched.packing_pays(cfgs, sample, 5, buckets) is not fresh
+
+
+def test_packed_steps_measured_slow_here_make_the_members_run_alone(sample, monkeypatch) -> None:
+    """On a GPU a packed step is bound by kernel launches: once this worker measured its
+    packed epochs far slower per FLOP than its solo ones, a batch stops packing."""
+    cfgs = [mlp.Config.from_params({**m, "width": 40}) for m in MEMBERS[:2]]
+    buckets = mlp._buckets(mlp.OPTION_DEFAULTS["width_buckets"])
+    monkeypatch.setattr(mlp.COST, "compile_seconds", 3.0)
+    monkeypatch.setattr(mlp.COST, "flops_per_second", 1e9)
+    monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e-9)
+    monkeypatch.setattr(batched.PACKED_COST, "flops_per_second", 0.0)
+    assert batched.packing_pays(cfgs, sample, 5, buckets)  # unmeasured: the solo rate
+    batched.note_rate(1e9, 100.0)  # a packed epoch ran at 1e7 FLOP/s
+    assert batched.PACKED_COST.flops_per_second == pytest.approx(1e7)
+    assert not batched.packing_pays(cfgs, sample, 5, buckets)
+    batched.note_rate(1e9, 0.5)  # later epochs faster: the rate moves towards them
+    assert batched.PACKED_COST.flops_per_second > 1e9
+    assert batched.packing_pays(cfgs, sample, 5, buckets)
