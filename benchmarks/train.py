@@ -240,7 +240,8 @@ def breakdown_table(result: dict) -> Table:
     table = Table(title="where the node wall went (seconds; as-run steady = the run's own "
                         "fastest clean epochs, exact = the unpadded model's)")
     cols = ("startup", "compile", "steady_as_run", "between_trials", "rest", "tail")
-    for col in ("dataset", "run", "wall", *cols, "exact steady", "as-run / exact"):
+    for col in ("dataset", "run", "wall", *cols, "exact steady", "as-run / exact", "worker cpu",
+                "worker ready, no core"):
         table.add_column(col, justify="right")
     for dataset, rows in _datasets(result):
         for i, row in enumerate(rows):
@@ -248,7 +249,8 @@ def breakdown_table(result: dict) -> Table:
                 b, pad = r["breakdown"], r["padding_overhead"]
                 table.add_row(dataset, f"{name} {i + 1}", f"{r['wall_s']:.1f}",
                               *(f"{b[c]:.1f}" for c in cols), f"{r['steady_s']:.1f}",
-                              "-" if pad is None else f"{pad:.2f}")
+                              "-" if pad is None else f"{pad:.2f}",
+                              *("-" if b.get(c) is None else f"{b[c]:.1f}" for c in ("worker_cpu", "runq_wait")))
     return table
 
 

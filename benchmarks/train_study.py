@@ -27,7 +27,8 @@ hits both. Per run:
   seconds in the worker), as-run steady training, between trials (one trial's
   end to the next one's start: sampler, ledger, worker protocol) and the rest
   (per-epoch overhead beyond the steady epoch: first-epoch work, reporting,
-  load noise);
+  load noise); and, from the worker's own ``/proc`` scheduler counters, its CPU
+  seconds and the seconds its threads were ready but waited for a core;
 - trials per hour = finished trials / node wall x 3600;
 - compiles in the worker (JAX's compile events);
 - best validation accuracy of a COMPLETE trial by time T, for T = the
@@ -150,9 +151,14 @@ def breakdown(run: dict, wall: float, steady_s: float) -> dict:
     between = sum(max(0.0, s - max((e for e in ends if e <= s), default=s)) for s in starts)
     compile_s = max((r["overhead"] for r in records), default=0.0)
     tail = max(0.0, wall - (max(ends) - t0)) if ends else 0.0
+    sched = [r for r in records if "runq_wait" in r]  # (older checkouts' logs lack it)
     return {"startup": startup, "compile": compile_s, "steady_as_run": steady_s,
             "between_trials": between, "tail": tail,
-            "rest": wall - startup - compile_s - steady_s - between - tail}
+            "rest": wall - startup - compile_s - steady_s - between - tail,
+            # first trial start to last record: the worker's threads on a CPU, and ready
+            # but waiting for one (other processes had it)
+            "worker_cpu": sched[-1]["cpu"] - sched[0]["cpu"] if sched else None,
+            "runq_wait": sched[-1]["runq_wait"] - sched[0]["runq_wait"] if sched else None}
 
 
 def summarize(run: dict, horizon: float | None = None, exact: dict[str, float] | None = None) -> dict:

@@ -223,6 +223,9 @@ def run_trials(trials: Sequence[Trial]) -> list[TrialOutcome]:
             continue
         for i, o in zip(members, _run_group([trials[i] for i in members], opts), strict=True):
             out[i] = o
+    for o in out:
+        if o is not None and o.status is not TrialStatus.FAILED:
+            SURVIVAL.note(o.last_step or 0)
     return [o for o in out if o is not None]
 
 
@@ -235,25 +238,53 @@ FLOPs, and a packed step launches each member's layers: its measured rate is wha
 tells the gate so."""
 
 
+class Survival:
+    """How many epochs this worker's batched trials ran before the pruner (or the last
+    epoch) ended them: under ASHA most stop after one, and a packed batch runs until its
+    longest member ends (a stopped member's columns keep computing)."""
+
+    MIN_SEEN = 4  # until then, every trial is expected to run all its epochs
+
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+
+    def note(self, epochs: int) -> None:
+        self.runs.append(max(0, int(epochs)))
+
+    def expected(self, epochs: int, k: int = 1) -> float:
+        """Expected epochs of the longest of ``k`` trials (one trial's for k = 1), from
+        the trials seen so far, each epoch e counted with P(some member runs >= e)."""
+        if len(self.runs) < self.MIN_SEEN:
+            return float(epochs)
+        n = len(self.runs)
+        return sum(1.0 - (1.0 - sum(r >= e for r in self.runs) / n) ** k for e in range(1, epochs + 1))
+
+
+SURVIVAL = Survival()
+
+
 def packing_pays(cfgs: Sequence[mlp.Config], ds: Dataset, epochs: int,
                  buckets: Sequence[int] | None) -> bool:
     """Whether training ``cfgs`` packed beats training them one after another: the packed
-    class's steps plus its build (none when a compiled class serves), against each
-    member's solo class steps (padding included) plus the solo classes not yet compiled,
-    at this process's measured FLOP rate and compile costs. On a small dataset an epoch
-    is milliseconds and a new program seconds: the members then run alone."""
+    class's steps over the expected epochs of its longest member, plus its build (none
+    when a compiled class serves), against each member's solo class steps (padding
+    included) over one trial's expected epochs (``SURVIVAL``), plus the solo classes not
+    yet compiled, at this process's measured FLOP rates (the packed steps' own once
+    measured) and compile costs. On a small dataset an epoch is milliseconds and a new
+    program seconds: the members then run alone."""
     if not buckets:
         return True
     layers, bs = cfgs[0].layers, cfgs[0].batch_size
-    work = ds.x_train.shape[0] // bs * epochs / mlp.COST.flops_per_second  # seconds per FLOP/step
+    work = ds.x_train.shape[0] // bs / mlp.COST.flops_per_second  # seconds per FLOP/step, one epoch
     cls = packed_class(cfgs, ds, epochs)
     build = (PACKED_COST.compile_seconds or mlp.COST.compile_seconds) * cls.k
     packed_s = (cls.step_flops(layers) * work * mlp.COST.flops_per_second
                 / (PACKED_COST.flops_per_second or mlp.COST.flops_per_second)
+                * SURVIVAL.expected(epochs, len(cfgs))
                 + (0.0 if cls in _PACKED else build))
     solo = [mlp.shape_class(c, ds, epochs, buckets) for c in cfgs]
     solo_s = sum(program.step_flops(bs, layers, sc) * program.micro_penalty(bs, sc.micro_batch)
-                 for sc in solo) * work
+                 for sc in solo) * work * SURVIVAL.expected(epochs)
     solo_s += len({sc for sc in solo if sc not in mlp._PROGRAMS}) * mlp.COST.compile_seconds
     return packed_s < solo_s
 

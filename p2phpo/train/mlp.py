@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import queue
 import threading
 import time
@@ -319,23 +320,96 @@ def shape_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int] | 
 def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
          ) -> tuple[program.Program, Future | None]:
     """The program a trial starts in, and the future of the one it moves into (None:
-    it stays). Its own class when compiled; else, when a compiled class fits and one of
-    its epochs costs no more than waiting for the compile and then an epoch of its own
-    (estimated), that class while its own compiles in the background; else its own,
-    compiled now (or awaited if already compiling)."""
+    it stays). Its own class when compiled; else, when a class that fits is compiled (or,
+    when none is, compiling in the background: waiting for it is shorter than a second
+    compile beside it) and starting there pays (``_fallback_pays``), that class while its
+    own compiles in the background; else its own, compiled now (or awaited if compiling).
+    With a spare core, a trial whose own class is a compiled one far costlier than its
+    bucket's general class gets that class compiled in the background (``GENERAL_GAIN``)."""
     cls = shape_class(cfg, ds, epochs, buckets)
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    spare = spare_cores() >= 1.0
     if cls in _PROGRAMS:
-        return _PROGRAMS[cls], None
+        general = _general_class(cfg, ds, buckets)
+        if (not spare or general in _PROGRAMS or general in BACKGROUND.pending
+                or program.class_seconds(general, cfg.batch_size, cfg.layers, steps, COST)
+                > GENERAL_GAIN * program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
+            return _PROGRAMS[cls], None
+        prog = program.Program(general)  # for the trials to come; this one may move in
+        return _PROGRAMS[cls], BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
     fut = BACKGROUND.pending.get(cls)
     fallback = program.best_fit(cls, cfg.width, cfg.layers, list(_PROGRAMS), cfg.batch_size)
-    steps = ds.x_train.shape[0] // cfg.batch_size
-    if fallback is None or program.class_seconds(fallback, cfg.batch_size, cfg.layers, steps, COST) > (
-            COST.compile_seconds + program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
+    if fallback is None and fut is None:
+        fallback = program.best_fit(cls, cfg.width, cfg.layers, list(BACKGROUND.pending), cfg.batch_size)
+    start = None
+    if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, 1 if spare else epochs):
+        start = _ready(fallback)
+    if start is None:
         return (fut.result() if fut is not None else get_program(cls)), None
     if fut is None:
         prog = program.Program(cls)
         fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
-    return _PROGRAMS[fallback], fut
+    return start, fut
+
+
+def _fallback_pays(fallback: program.ShapeClass, own: program.ShapeClass, cfg: Config, steps: int,
+                   epochs: int) -> bool:
+    """Whether ``epochs`` epochs in ``fallback`` cost no more than waiting for ``own``'s
+    compile and then as many epochs of its own (estimated). With a spare core the trial
+    moves into its own class as soon as it is compiled, so one epoch is weighed; on a
+    saturated CPU the padded epochs slow that compile down (measured: a trial ran five
+    epochs 1,024 wide at 1.4-2.6 s each beside an 8 s compile of its own 0.04 s-epoch
+    class), so all of them are."""
+    def cost(c: program.ShapeClass) -> float:
+        return program.class_seconds(c, cfg.batch_size, cfg.layers, steps, COST) * epochs
+
+    return cost(fallback) <= COST.compile_seconds + cost(own)
+
+
+SPARE_CORES: float | None = None
+"""Overrides ``spare_cores`` (tests: decisions must not depend on the machine's load)."""
+
+
+def spare_cores() -> float:
+    """Cores left idle over the last minute: this process's CPUs minus the load average
+    (which counts this worker's own training thread). Below one, a background compile
+    takes CPU from the training, not from an idle core."""
+    if SPARE_CORES is not None:
+        return SPARE_CORES
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        return max(0.0, cpus - os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        return 1.0
+
+
+GENERAL_GAIN = 0.5
+"""A trial that runs in a compiled class at least twice as costly per epoch as its
+bucket's general class (64-row passes, bucket width, layer cap) gets that general class
+compiled in the background: at most one per bucket, shared by every later trial of the
+bucket (the per-trial reuse rule alone left a whole MNIST-sample study in one 1,024-wide
+class at 3x the exact compute)."""
+
+
+def _general_class(cfg: Config, ds: Dataset, buckets: Sequence[int]) -> program.ShapeClass:
+    mb = program.MICRO_BATCH if cfg.batch_size % program.MICRO_BATCH == 0 else cfg.batch_size
+    return program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
+                                 ds.num_classes, buckets, micro_batch=mb)
+
+
+def _ready(cls: program.ShapeClass) -> program.Program | None:
+    """The compiled program of ``cls``, waiting for its background compile if it is
+    still running; None if that compile failed."""
+    fut = BACKGROUND.pending.get(cls)
+    if fut is not None:
+        try:
+            return fut.result()
+        except Exception:  # the background build failed: the trial compiles its own class now
+            return None
+    return _PROGRAMS.get(cls)
 
 
 def device_data(ds: Dataset) -> tuple[jax.Array, ...]:
@@ -486,6 +560,7 @@ def prepare(options: Mapping[str, Any]) -> dict[str, Any]:
     opts = {**OPTION_DEFAULTS, **options}
     ds = cached_dataset(opts)
     device_data(ds)
+    calibrate()
     precompile(ds, _buckets(opts["width_buckets"]))
     return {"dataset": ds.describe(), "device": device.platform}
 
@@ -493,19 +568,58 @@ def prepare(options: Mapping[str, Any]) -> dict[str, Any]:
 FALLBACK_WIDTH = 512
 
 
-def precompile(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
-    """Compile, in the background, a class that can run most trials before their own
-    class is ready: 64-row passes (every batch size of the built-in space), the layer
-    cap, the widest bucket up to ``FALLBACK_WIDTH`` (512 holds 80% of the built-in
-    space's log-uniform 32..1024 widths; a 4-layer epoch of it on Fashion-MNIST costs
-    about one compile on a 2-core CPU, so ``plan`` takes it while a trial's own class
-    compiles). None when bucketing is off."""
+def calibrate(cost: program.CostModel | None = None) -> float:
+    """Set the FLOP-rate prior of ``cost`` (default: this process's ``COST``) from a
+    float32 matmul timed on this CPU (about 20 ms): half its rate (measured on this 2-core
+    VM: numpy's one-thread matmul 130 GFLOP/s, a 512-wide class's epoch about that in
+    ``step_flops``; half leaves room for load). The fixed prior of 2e10 was 3-7x below
+    the measured rates, so a worker's first decisions rejected fallbacks and padding that
+    were in fact cheap. Every epoch then refines it (``CostModel.note_epoch``)."""
+    cost = COST if cost is None else cost
+    a = np.ones((256, 784), np.float32)
+    b = np.ones((784, 512), np.float32)
+    a @ b  # warm the BLAS
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = min(best, time.perf_counter() - t0)
+    cost.flops_per_second = 0.5 * 4 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / max(best, 1e-6)
+    return cost.flops_per_second
+
+
+def fallback_class(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
+    """The class a worker precompiles (``precompile``) so that most trials can start
+    before their own class is ready: 64-row passes (every batch size of the built-in
+    space), the layer cap, and, with a spare core (``spare_cores``), the widest bucket
+    whose one-layer epoch costs at most half a compile at the current rates, but at least
+    the widest up to ``FALLBACK_WIDTH`` (512
+    holds 80% of the built-in space's log-uniform 32..1024 widths; on the 4,000-row MNIST
+    sample 1024 holds them all at a few tenths of a second per epoch). None when
+    bucketing is off."""
     if not buckets:
         return None
-    width = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
-    cls = program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
-                             ds.num_classes)
-    if cls not in _PROGRAMS and cls not in BACKGROUND.pending:
+    steps = ds.x_train.shape[0] // program.MICRO_BATCH
+
+    def at(width: int) -> program.ShapeClass:
+        return program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
+                                  ds.num_classes)
+
+    base = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
+    if spare_cores() < 1.0:  # padded epochs would slow the compiles they wait for
+        return at(base)
+    cheap = [b for b in buckets if program.class_seconds(at(b), program.MICRO_BATCH, 1, steps, COST)
+             <= COST.compile_seconds / 2]
+    return at(max([base, *cheap]))
+
+
+def precompile(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
+    """Start compiling ``fallback_class`` in the background (worker start). The first
+    trial waits for it when nothing compiled fits (``plan``) instead of compiling its own
+    class beside it: two compiles at once on a loaded 2-core VM took 9-12 s each."""
+    cls = fallback_class(ds, buckets)
+    if cls is not None and cls not in _PROGRAMS and cls not in BACKGROUND.pending:
         prog = program.Program(cls)
         BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
     return cls

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -150,11 +152,64 @@ def test_the_worker_precompiles_a_fallback_that_most_trials_can_start_in(sample,
     monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
     monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=30.0, flops_per_second=2e10))
     cls = mlp.precompile(sample, program.WIDTH_BUCKETS)
-    assert (cls.micro_batch, cls.width, cls.layers) == (64, 512, 4) and cls in mlp._PROGRAMS
-    for bs, width, layers in ((512, 480, 4), (64, 40, 1)):
-        got = mlp.train(sample, {"batch_size": bs, "width": width, "layers": layers}, epochs=1)
-        assert got.classes == (cls,) and got.compiles == 0
-    assert mlp.precompile(sample, None) is None
+    # on the 4,000-row sample a one-layer epoch 1,024 wide costs ~1 s here: the widest bucket
+    assert (cls.micro_batch, cls.width, cls.layers) == (64, 1024, 4) and cls in mlp._PROGRAMS
+    got = mlp.train(sample, {"batch_size": 512, "width": 1000, "layers": 4}, epochs=1)
+    assert got.classes == (cls,) and got.compiles == 0
+    narrow = mlp.train(sample, {"batch_size": 64, "width": 40, "layers": 1}, epochs=1)
+    assert narrow.classes[0] == cls  # starts at once; its bucket's class compiles for later ones
+    assert narrow.shape_class.width == 128 and narrow.shape_class in mlp._PROGRAMS
+    again = mlp.train(sample, {"batch_size": 128, "width": 100, "layers": 2}, epochs=1)
+    assert again.classes == (narrow.shape_class,) and again.compiles == 0
+    # on a saturated CPU (padded epochs would slow the compiles), or where such an epoch
+    # costs more than half a compile, the fallback stays 512 wide
+    monkeypatch.setattr(mlp, "SPARE_CORES", 0.5)
+    assert mlp.fallback_class(sample, program.WIDTH_BUCKETS).width == 512
+    monkeypatch.setattr(mlp, "SPARE_CORES", 1.0)
+    monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=0.5, flops_per_second=2e10))
+    assert mlp.fallback_class(sample, program.WIDTH_BUCKETS).width == 512
+    assert mlp.precompile(sample, None) is None and mlp.fallback_class(sample, None) is None
+
+
+def test_with_nothing_compiled_a_trial_waits_for_the_class_compiling_in_the_background(
+        sample, monkeypatch) -> None:
+    """A worker's first trial: the precompiled fallback is still compiling. The trial waits
+    for it (and then moves into its own class) instead of compiling its own beside it."""
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
+    wide = program.ShapeClass(64, 1024, 4, 784, 10)
+    cost = _FixedCost(compile_seconds=1.0, flops_per_second=1e10)  # as _fallback_setup
+    cost.compile_seconds = program.class_seconds(wide, 128, 1, 4000 // 128, cost)
+    monkeypatch.setattr(mlp, "COST", cost)
+    prog, fut = program.Program(wide), Future()
+    mlp.BACKGROUND.pending[wide] = fut
+
+    def finish() -> None:
+        prog.compile(*prog.example_args(*mlp.device_data(sample)[:4]))
+        mlp._PROGRAMS[wide] = prog
+        mlp.BACKGROUND.pending.pop(wide)
+        fut.set_result(prog)
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    params = {"layers": 1, "width": 64, "batch_size": 128, "lr": 3e-3, "dropout": 0.1}
+    got = mlp.train(sample, params, epochs=3, seed=5)
+    worker.join()
+    assert got.classes[0] == wide and got.shape_class.width < wide.width
+    plain = mlp.train(sample, params, epochs=3, seed=5, buckets=None)
+    np.testing.assert_allclose([e.train_loss for e in got.epochs],
+                               [e.train_loss for e in plain.epochs], rtol=1e-4)
+    # no spare core: three padded epochs would cost more than the compile, which they
+    # would slow down; a trial of a new class compiles its own at once
+    monkeypatch.setattr(mlp, "SPARE_CORES", 0.0)
+    other = mlp.train(sample, {**params, "width": 200}, epochs=3, seed=5)
+    assert other.classes == (other.shape_class,) and other.shape_class.width < wide.width
+
+
+def test_calibrate_sets_the_flop_rate_prior_from_this_cpu() -> None:
+    cost = program.CostModel()
+    rate = mlp.calibrate(cost)
+    assert cost.flops_per_second == rate and 1e9 < rate < 1e14
 
 
 class _FixedCost(program.CostModel):
