@@ -166,6 +166,7 @@ class SlotPlanner:
         self.open = bytearray(b"\x01") * n if n is not None else None
         self._ring: tuple[tuple[int, ...], Ring] | None = None
         self._queues: dict[int, list[int]] = {}  # member -> Ring.queue, until a slot of it changes
+        self.contenders: list[int] = []  # live members out of own work at the last steal
 
     def mark(self, slot: int, is_open: bool) -> None:
         if self.open is not None and 0 <= slot < len(self.open):
@@ -259,14 +260,17 @@ class SlotPlanner:
         gone or quiet victim's from the middle (see the module docstring)."""
         ring = self.ring(roster)
         thieves: list[int] = [me]
+        self.contenders = [me]  # the thieves, fresh ones too (rivals of our steal)
         cands: list[tuple[int, int, int, int]] = []  # (tier, -queue length, from the end, slot)
         for member in roster:
             if member == me:
                 continue
             queue = self.queue(member, ring)
             if not queue:
-                if member in live and member not in fresh:
-                    thieves.append(member)
+                if member in live:
+                    self.contenders.append(member)
+                    if member not in fresh:
+                        thieves.append(member)
                 continue
             k = len(queue)
             if member not in live:  # maybe cut off: it runs the near end, its side's
@@ -281,19 +285,29 @@ class SlotPlanner:
         cands.sort()
         return thieves, cands
 
-    def rivals(self, slot: int, me: int, roster: list[int], alive: set[int], k: int) -> list[int]:
+    def rivals(self, slot: int, me: int, roster: list[int], alive: set[int], k: int,
+               contenders: list[int] | None = None) -> list[int]:
         """The live members likeliest to claim ``slot`` too before they hear of our claim:
         its owner (it may be about to run it) and the first ``k`` by the steal weight
-        (whoever wins it as a thief in a view that misses us or our claim)."""
+        (whoever wins it as a thief in a view that misses us or our claim).
+
+        ``contenders``: for a stolen slot, the members out of own work in the steal's
+        view (:attr:`contenders`): only they compete for it. Each of those ranked
+        before us by the steal weight may be idle in its own view (we saw it busy, or
+        starting a trial) and take the slot; so may the next ones (they may see us
+        busy). They get the first ``k`` after us and all before us, up to ``2k``."""
         if self.open is None or k <= 0 or not 0 <= slot < (self.n or 0) or len(roster) < 2:
             return []
-        others = [m for m in roster if m != me and m in alive]
-        if not others:
-            return []
-        ids = np.array(others, dtype=np.uint64)
-        weights = mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT), ids)
-        out = [others[i] for i in np.argsort(weights, kind="stable")[:k]]
+        pool = roster if contenders is None else contenders
+        others = [m for m in pool if m != me and m in alive]
         owner = self.ring(roster).owner_of[slot]
+        out: list[int] = []
+        if others:
+            ids = np.array(others + [me], dtype=np.uint64)
+            order = np.argsort(mix64(np.uint64(slot) ^ np.uint64(STEAL_SALT), ids), kind="stable")
+            ranked = [others[i] for i in order if i < len(others)]
+            n = k if contenders is None else min(2 * k, int(np.flatnonzero(order == len(others))[0]) + k)
+            out = ranked[:n]
         if owner != me and owner in alive and owner not in out:
             out.append(owner)
         return out

@@ -105,7 +105,6 @@ class NodeDriver:
         self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
         self._incarnation = gossip.incarnation
         self._running: set[TrialId] = set()  # trials the worker runs for us
-        self._held: list[StartTrial] = []  # a batch's starts, out once no claim of it waits
         self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
@@ -171,8 +170,10 @@ class NodeDriver:
             self._actions.append(Note(n.kind, None, None, n.text))
         self._pump(now, wall)
 
-    def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float) -> None:
-        """Learn ``records`` out of band, announcing nothing (a warm-started benchmark)."""
+    def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float,
+                            study: tuple[bytes | None, tuple[bytes, ...]] = (None, ())) -> None:
+        """Learn ``records`` out of band, announcing nothing, as a node that joined long
+        ago (a warm-started benchmark); ``study``: (tag, STUDY record) it holds already."""
         membership = self.gossip.membership
         for r in records:
             if r.node != self.node_id:
@@ -181,6 +182,9 @@ class NodeDriver:
         for ev in membership.events:
             self.views.update(ev.node)
         membership.events.clear()
+        self.gossip.assume_joined(now, *study)
+        if study[0] is not None and self.gate is not None:
+            self.gate.synced(now)  # joined long ago: it has synced with the cluster
         self._members_dirty = self._poke = True
         self._pump(now, wall)
 
@@ -261,6 +265,8 @@ class NodeDriver:
         own, self._unconfirmed = self._unconfirmed, []
         if own:
             self.gossip.append_local(own)
+            if self.search is not None and self.search.tell:
+                self._tell_losers()
             push = self.search.push_to if self.search is not None else None
             for e in own if push else ():
                 nodes = push.pop(e.seq, None)
@@ -277,9 +283,6 @@ class NodeDriver:
             for tid in self.search.running:
                 self._actions.append(Note("left", self.node_id, tid, "trial abandoned for reclaim"))
             self.search.leave(wall)
-            for start in self._held:  # never handed to the worker
-                self._running.discard(start.trial)
-            self._held = []
             for tid in sorted(self._running):
                 self._actions.append(StopTrial(tid, Verdict.STOP, "node leaving"))
         if self.leaving or self._leave_pending:
@@ -343,6 +346,8 @@ class NodeDriver:
             if self._search_due(now):
                 self._step(now, wall)
             self._take_own()
+            if search.tell:
+                self._tell_losers()
             self._advertise(now)
         elif not self.observer and not self._study_found and self.ledger.study is not None:
             self._study_found = True
@@ -402,11 +407,11 @@ class NodeDriver:
         search = self.search
         assert search is not None
         self._poke = False
+        starts: list[StartTrial] = []
         for cmd in search.step(now, wall):
             if isinstance(cmd, StartTrial):
                 self._running.add(cmd.trial)
-                search.worker_busy = True  # the worker runs one batch at a time
-                self._held.append(cmd)
+                starts.append(cmd)
                 continue
             if isinstance(cmd, StudyDone):
                 self.done = cmd.reason
@@ -414,11 +419,9 @@ class NodeDriver:
                 if self.linger is not None:
                     self.linger.done(now)
             self._actions.append(cmd)
-        if self._held:
-            # A batch's StartTrials leave together, in one take_actions: the shell hands
-            # them to its worker as one batch (capacity 1: one start, at once).
-            self._actions.extend(self._held)
-            self._held = []
+        # A batch's StartTrials leave together, after the step's other commands, in one
+        # take_actions: the shell hands them to its worker as one batch.
+        self._actions.extend(starts)
         search.worker_busy = bool(self._running) or self._worker_held
         self._seen_len = len(self.ledger)
         if search.refused:
@@ -528,7 +531,7 @@ class NodeDriver:
 
     def _note_recorded(self) -> None:
         """A ``finished`` note for each outcome the search recorded (a stolen trial's
-        waits for its rival window: ``SearchCore._release_held``)."""
+        waits for its result window: ``SearchCore._release_held``)."""
         recorded, self.search.recorded = self.search.recorded, []
         for trial in recorded:
             view = self.ledger.trial(trial)
@@ -550,6 +553,18 @@ class NodeDriver:
             self._unconfirmed.extend(own)
             self._actions.append(Persist(own, own=True))
             self._note_reclaims(own)
+
+    def _tell_losers(self) -> None:
+        """Send the claims the search keeps against rivals to the rivals' owners
+        (``SearchCore.tell``), once each claim is durable (a later persist sends it)."""
+        first = min((e.seq for e in self._unconfirmed), default=None)
+        later: list[tuple[int, list[int]]] = []
+        for seq, nodes in self.search.tell:
+            if first is not None and seq >= first:
+                later.append((seq, nodes))
+            else:
+                self.gossip.push_own(seq, nodes)
+        self.search.tell = later
 
     def _note_reclaims(self, entries: list[Entry]) -> None:
         """Say when a node's running trial was abandoned because the node died or left

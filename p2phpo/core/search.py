@@ -20,9 +20,11 @@ members' shares, and after ``claim_grace`` seconds without work any slot, so
 no view of the membership can stall the search. When two running claims name
 one slot, the lowest
 ``hrw(slot, origin)`` wins; the loser stops and writes RESULT SUPERSEDED.
-A stolen or fallback claim writes its RESULT no sooner than ``steal_delay``
-(``confirm_delay``) after the claim, so rival claims meet before either counts;
-each claim names the members to send it to at once (``push_to``, for the driver).
+A claim that may have a rival (stolen, fallback, or home while this node's
+roster is young) writes its RESULT no sooner than its result window after the claim
+(``result_window``: grows with log2 of the roster), so rival claims meet before
+either counts; each claim names the members to send it to at once (``push_to``,
+for the driver).
 
 Orphans (a RUNNING trial whose owner is gone): ``core/search_orphans.py``.
 """
@@ -102,10 +104,12 @@ class SearchCore(OrphanRules):
         self.members: dict[int, MemberView] = {}
         self._alive: set[int] = set()  # ALIVE members (kept by set_members)
         self._own: dict[TrialId, float] = {}  # own running trial -> start (monotonic)
-        self._window: dict[TrialId, float] = {}  # stolen/fallback claim -> end of its rival window
+        self._window: dict[TrialId, float] = {}  # claim that may meet a rival -> end of its result window
         self._held: dict[TrialId, Outcome] = {}  # finished inside its window: result not written yet
         self.recorded: list[TrialId] = []  # own trials whose outcome got written (driver notes)
         self.push_to: dict[int, list[int]] = {}  # seq of a claim -> members to send it at once
+        self.tell: list[tuple[int, list[int]]] = []  # (seq of a claim we keep, its losers' owners)
+        self._told: set[TrialId] = set()  # rival claims whose owners were told they lost
         self.index = SlotIndex(ledger)
         self._gone_since: dict[int, float] = {}
         self._unknown_since: dict[int, float] = {}  # owner of a running trial, no member
@@ -115,6 +119,7 @@ class SearchCore(OrphanRules):
         self._unmatched_since: float | None = None
         self._roster: list[int] = []
         self._roster_since = -math.inf
+        self._roster_born = math.inf  # when this node first saw another ready member
         self._roster_key: tuple | None = None
         self._members_gen = 0  # bumped when the members' map is replaced or the roster moves
         self._keys_gen = 0  # bumped when a member or a gone member is added or removed
@@ -236,9 +241,13 @@ class SearchCore(OrphanRules):
     def _police_own(self, now: float, wall: float) -> list[Command]:
         self._release_held(now, wall)
         cmds: list[Command] = []
+        for tid in sorted(self._held):
+            if self._rival_reason(tid) is None:
+                self._tell_losers(tid)
         for tid in sorted(self._own):
             reason = self._stop_reason(tid, now)
             if reason is None:
+                self._tell_losers(tid)
                 continue
             started = self._own.pop(tid)
             self._window.pop(tid, None)
@@ -252,7 +261,7 @@ class SearchCore(OrphanRules):
         return cmds
 
     def _release_held(self, now: float, wall: float) -> None:
-        """Close the rival windows (``_maybe_claim``) that ran out: a trial that finished
+        """Close the result windows (``result_window``) that ran out: a trial that finished
         inside its window gets its outcome written now, SUPERSEDED if a rival claim of
         the slot won meanwhile; a trial still running is policed as any other."""
         for tid in sorted(t for t, end in self._window.items() if end <= now):
@@ -262,6 +271,19 @@ class SearchCore(OrphanRules):
                 if self._rival_reason(tid) is not None:
                     outcome = Outcome(Status.SUPERSEDED, duration=outcome.duration)
                 self._record(tid, outcome, wall)
+
+    def _tell_losers(self, tid: TrialId) -> None:
+        """Our claim ``tid`` keeps its slot against running rival claims: name their
+        owners (``tell``, for the driver) to send it to at once. A loser that has not
+        heard of our claim yet would otherwise write its result when its window closes:
+        at 200 nodes a claim was seen 2 s late by its rival, whose own it had seen."""
+        view = self.ledger.trial(tid)
+        losers = [] if view is None else [
+            v.id for v in self.index.views(view.slot)
+            if v.id != tid and v.state is TrialState.RUNNING and v.id not in self._told]
+        if losers:
+            self._told.update(losers)
+            self.tell.append((tid[1], sorted({t[0] for t in losers})))
 
     def _stop_reason(self, tid: TrialId, now: float) -> str | None:
         reason = self._rival_reason(tid)
@@ -336,6 +358,8 @@ class SearchCore(OrphanRules):
         if roster != self._roster:
             self._roster = roster
             self._roster_since = now
+            if len(roster) > 1 and self._roster_born == math.inf:
+                self._roster_born = now
         return roster
 
     def _pick_slot(self, now: float) -> int | None:
@@ -431,24 +455,39 @@ class SearchCore(OrphanRules):
                 return None
         retry_of = None if retry is None else retry.id
         claim = self._write(Claim, wall, slot=slot, params=params, retry_of=retry_of)
-        window = {"grace": self.config.confirm_delay, "home": 0.0}.get(self._pick_kind,
-                                                                       self.config.steal_delay)
-        if window > 0 and len(self._ready_members()) > 1:
-            # A fallback or stolen claim may meet a rival: its result waits until the
-            # claims had time to meet. Thieves agree on a slot only when they agree on
-            # who is a thief, and with trials shorter than a gossip round two idle
-            # thieves each see the other busy (its RESULT still in flight): both would
-            # run and both would count. The trial runs meanwhile (a loser stops as soon
-            # as it sees the winner's claim), so the wait costs no idle time unless the
-            # trial is shorter than the window. Home slots are agreed by construction
-            # (core/budget.py); alone, nobody can hold a rival claim.
+        window = self.result_window(self._pick_kind, now)
+        if window > 0:  # the trial runs meanwhile; a loser stops once it sees the winner
             self._window[claim.key] = now + window
         self._own[claim.key] = now
+        stolen = self._planner.contenders if self._pick_kind in ("steal", "steal2") else None
         rivals = self._planner.rivals(slot, self.node_id, self._roster, self._alive,
-                                      self.config.push_rivals)
+                                      self.config.push_rivals, stolen)
         if rivals:
             self.push_to[claim.seq] = rivals
         return StartTrial(claim.key, slot, dict(params), retry_of)
+
+    def result_window(self, kind: str, now: float) -> float:
+        """Seconds after a claim of ``kind`` (``Pick.kind``) before its RESULT may be
+        written, so rival claims meet before either counts. Thieves agree on a slot
+        only when they agree on who is a thief, and with trials shorter than the
+        claims' travel two that each saw the other busy would both count. Home slots
+        are agreed once every node sees the same roster (``core/budget.py``): no
+        window, unless this node's roster is young (``young_roster`` seconds since it
+        first saw another ready member: views of who owns what differ most while the
+        cluster joins; at 200 nodes two members that did not know each other yet
+        counted one slot twice). A claim takes about log2(members) gossip rounds to
+        reach everyone, so the windows grow with the roster. The wait costs idle time
+        only when the trial is shorter than the window. Alone: no window."""
+        cfg = self.config
+        if kind == "grace":
+            base = cfg.grace_window
+        elif kind != "home" or now - self._roster_born < cfg.young_roster:
+            base = cfg.steal_window
+        else:
+            base = 0.0
+        if base <= 0 or len(self._ready_members()) <= 1:
+            return 0.0
+        return base + cfg.window_growth * math.log2(max(2, len(self._roster)))
 
     def _abandoned(self, slot: int) -> list[TrialView]:
         return [v for v in self.index.views(slot) if v.state is TrialState.ABANDONED]
@@ -477,7 +516,7 @@ class SearchCore(OrphanRules):
 
     def finish(self, trial: TrialId, outcome: Outcome, wall: float) -> None:
         """Our trial ended; ignored if it was already stopped (superseded, timeout).
-        Inside its rival window (``_maybe_claim``) the outcome waits for the next step."""
+        Inside its result window (``result_window``) the outcome waits for the next step."""
         if self._own.pop(trial, None) is None:
             return
         if trial in self._window:

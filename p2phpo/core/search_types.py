@@ -51,8 +51,15 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node claims at once and its worker trains as one batch
-    confirm_delay: float = 0.0  # seconds after a fallback CLAIM before its RESULT (rivals meet first)
-    steal_delay: float = 0.0  # seconds after a stolen slot's CLAIM before its RESULT (the same)
+    # Result windows (SearchCore.result_window): a claim that may have a rival trains at
+    # once, but its RESULT is written no sooner than this long after the CLAIM, so rival
+    # claims meet before either counts. A fallback claim gets ``grace_window``; a stolen
+    # one, and a home claim made while the roster is young, ``steal_window``; both grow by
+    # ``window_growth`` per doubling of the roster (claims take longer to meet).
+    grace_window: float = 0.0
+    steal_window: float = 0.0
+    window_growth: float = 0.0
+    young_roster: float = 0.0  # seconds after a node first sees another ready member: its home claims get a window
     settle: float = 0.0  # seconds the ready roster must be still before a node claims (join storms)
     steal_wait: float = 0.0  # seconds idle before taking a slot a busy thief would win
     gone_wait: float = 0.0  # seconds idle before stealing from a SUSPECT/DEAD/LEFT owner
@@ -71,8 +78,10 @@ class SearchConfig:
                    settle=0.0, steal_wait=profile.probe_interval / 2,
                    gone_wait=profile.probe_interval * 2,
                    heard_window=profile.probe_interval * 4,
-                   confirm_delay=profile.gossip_interval * 3,
-                   steal_delay=profile.gossip_interval * 2, push_rivals=6)
+                   grace_window=profile.gossip_interval * 3,
+                   steal_window=profile.gossip_interval * 2,
+                   window_growth=profile.gossip_interval / 2,
+                   young_roster=profile.probe_interval * 4, push_rivals=6)
 
 
 @dataclass(frozen=True, slots=True)

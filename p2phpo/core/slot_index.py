@@ -32,6 +32,7 @@ class SlotIndex:
         self.best: tuple[float, TrialId] | None = None  # best_key of the best counted trial
         self.direction: str | None = None  # the study's, once adopted: best is kept from then
         self._cursor = 0
+        self._states: dict[int, str] = {}  # slot -> its state, as of the last sync
 
     @property
     def seen(self) -> int:
@@ -47,6 +48,7 @@ class SlotIndex:
             if view is None:
                 continue
             self.heard[tid[0]] = now
+            self._states.pop(view.slot, None)
             trials = self.slots.setdefault(view.slot, [])
             if tid not in trials:
                 trials.append(tid)
@@ -87,6 +89,18 @@ class SlotIndex:
         return self.state(slot) in ("FREE", "REOPENED")
 
     def state(self, slot: int) -> str:
+        """FREE, BUSY, DONE or REOPENED. Kept per slot between syncs: a slot's state
+        changes only with one of its trials (a retry and its original share the slot),
+        and every such change passes through ``sync``, which forgets the kept state.
+        Between a ledger change and the next sync it is computed afresh."""
+        if self._cursor != len(self.ledger.changes):
+            return self._state_of(slot)
+        state = self._states.get(slot)
+        if state is None:
+            state = self._states[slot] = self._state_of(slot)
+        return state
+
+    def _state_of(self, slot: int) -> str:
         views = self.views(slot)
         if not views:
             return "FREE"

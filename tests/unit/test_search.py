@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from p2phpo.core.budget import Ring
 from p2phpo.core.entries import AbandonReason, Status
+from p2phpo.core.hrw import hrw
 from p2phpo.core.ledger import Ledger, TrialState
 from p2phpo.core.search import (
     Exhausted,
@@ -306,7 +307,7 @@ def _double_fallback(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
 
 
 def test_a_double_fallback_claim_of_trials_shorter_than_a_gossip_round_counts_once() -> None:
-    a, b = _double_fallback(SearchConfig(claim_grace=1.0, confirm_delay=0.5))
+    a, b = _double_fallback(SearchConfig(claim_grace=1.0, grace_window=0.5))
     starts = [c for c in a.step(1.0, 1.0) + b.step(1.0, 1.0) if isinstance(c, StartTrial)]
     assert [s.slot for s in starts] == [0, 0]  # both claim slot 0 and run it at once
     for core, start in zip((a, b), starts, strict=True):  # both finish before the claims meet
@@ -323,7 +324,7 @@ def test_a_double_fallback_claim_of_trials_shorter_than_a_gossip_round_counts_on
 
 
 def test_a_double_fallback_claim_stops_the_loser_while_it_runs() -> None:
-    a, b = _double_fallback(SearchConfig(claim_grace=1.0, confirm_delay=0.5))
+    a, b = _double_fallback(SearchConfig(claim_grace=1.0, grace_window=0.5))
     a.step(1.0, 1.0)
     b.step(1.0, 1.0)
     sync(a, b)
@@ -337,7 +338,7 @@ def test_a_double_fallback_claim_stops_the_loser_while_it_runs() -> None:
 
 
 def test_a_node_alone_starts_its_claim_without_the_confirmation_delay() -> None:
-    cfg = SearchConfig(confirm_delay=0.5)
+    cfg = SearchConfig(grace_window=0.5)
     a = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint), (SPEC, "fp1"))
     a.ready = True
     assert [type(c) for c in a.step(0.0, 0.0)] == [StartTrial]
@@ -458,3 +459,109 @@ def test_each_claim_names_the_members_to_tell_at_once() -> None:
         (start,) = [x for x in c.step(0.0, 0.0) if isinstance(x, StartTrial)]
         rivals = c.push_to[start.trial[1]]
         assert c.node_id not in rivals and 1 <= len(rivals) <= 2 and set(rivals) <= {1, 2, 3, 4}
+
+
+# -- result windows: they grow with the roster; home claims get one while it is young ------
+
+
+def _with_roster(size: int, cfg: SearchConfig, now: float = 0.0) -> SearchCore:
+    """Node 1 with a study and ``size`` ready live members (itself included)."""
+    core = SearchCore(1, Ledger(), cfg, lambda s: FakePlan(s.fingerprint, n_trials=4 * size),
+                      (SPEC, "fp1"))
+    genesis(core)
+    core.ready = True
+    core.set_members(now, {m: MemberView("ALIVE", True, "fp1") for m in range(1, size + 1)})
+    core._update_roster(now)
+    return core
+
+
+LAN = SearchConfig(steal_window=0.4, grace_window=0.6, window_growth=0.2, young_roster=4.0)
+
+
+def test_result_windows_grow_with_the_cluster() -> None:
+    # A claim takes longer to reach every node of a bigger cluster (at 200 nodes rival
+    # claims were measured meeting up to ~2 s apart): a fixed 2-round window let one
+    # slot count twice there.
+    small, big = _with_roster(8, LAN), _with_roster(200, LAN)
+    for kind in ("steal", "steal2", "grace"):
+        assert big.result_window(kind, 10.0) > small.result_window(kind, 10.0) > 0
+    assert small.result_window("steal", 10.0) == 0.4 + 0.2 * 3
+    assert big.result_window("steal", 10.0) >= 1.9
+    assert big.result_window("grace", 10.0) > big.result_window("steal", 10.0)
+    alone = _with_roster(1, LAN)
+    assert alone.result_window("steal", 10.0) == alone.result_window("grace", 10.0) == 0.0
+
+
+def test_home_claims_wait_only_while_the_roster_is_young() -> None:
+    core = _with_roster(200, LAN, now=0.0)
+    assert core.result_window("home", 1.0) == core.result_window("steal", 1.0) > 0
+    assert core.result_window("home", 4.5) == 0.0  # settled: home slots are agreed
+    core.set_members(5.0, {m: MemberView("ALIVE", True, "fp1") for m in range(1, 202)})
+    core._update_roster(5.0)  # a member joins late: its own roster is young, ours is not
+    assert core.result_window("home", 5.5) == 0.0
+
+
+def _two_owners(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
+    """Nodes 1 and 2 that each see the other as unknown and their own roster owning
+    slot 0 (views of a cluster still joining: each knows a different third member)."""
+    plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
+    a = SearchCore(1, Ledger(), cfg, plan, (SPEC, "fp1"))
+    b = SearchCore(2, Ledger(), cfg, plan, None)
+    a.ready = b.ready = True
+    genesis(a)
+    sync(a, b)
+    alive = MemberView("ALIVE", True, "fp1")
+    for core in (a, b):
+        me = core.node_id
+        other = next(p for p in range(3, 100) if Ring(sorted([me, p]), 1).head(me, bytearray(b"\x01")) == 0)
+        core.set_members(0.0, {me: alive, other: alive})
+    return a, b
+
+
+def test_two_home_claims_under_young_rosters_count_once() -> None:
+    a, b = _two_owners(LAN)
+    starts = [c for c in a.step(0.0, 0.0) + b.step(0.0, 0.0) if isinstance(c, StartTrial)]
+    assert [s.slot for s in starts] == [0, 0]  # both think slot 0 is their own
+    for core, start in zip((a, b), starts, strict=True):  # a pruned trial, ended early
+        core.finish(start.trial, Outcome(Status.PRUNED, value=0.7, duration=0.5), 0.5)
+        core.step(0.5, 0.5)
+    sync(a, b)  # the claims meet 0.8 s after they were made: inside the window
+    for now in (0.8, 5.0):
+        a.step(now, now)
+        b.step(now, now)
+        sync(a, b)
+    slot0 = sorted(v.state.value for v in a.ledger.trials().values() if v.slot == 0)
+    assert slot0 == ["PRUNED", "SUPERSEDED"]
+    assert a.status()["duplicates"] == 0 and a.running == [] and b.running == []
+
+
+def test_a_held_outcome_keeps_the_worker_until_its_window_closes() -> None:
+    # Others see the held trial RUNNING: a node that claimed more meanwhile would be the
+    # busy member whose slots they rob (measured at 200 nodes: more superseded steals),
+    # and trials shorter than a window would pile up claims.
+    a = _with_roster(2, SearchConfig(steal_window=5.0, young_roster=100.0))  # 8 slots
+    (first,) = [c for c in a.step(1.0, 1.0) if isinstance(c, StartTrial)]
+    a.finish(first.trial, Outcome(Status.COMPLETE, value=0.1, duration=0.1), 1.1)
+    assert [c for c in a.step(1.1, 1.1) if isinstance(c, StartTrial)] == []
+    assert a.ledger.trial(first.trial).state is TrialState.RUNNING and a.running == [first.trial]
+    assert a.get_timer(1.1, 1.1) == 6.0  # the window's end wakes it
+    (second,) = [c for c in a.step(6.0, 6.0) if isinstance(c, StartTrial)]
+    assert a.ledger.trial(first.trial).state is TrialState.COMPLETE and second.slot != first.slot
+
+
+def test_the_winner_of_a_double_claim_names_the_loser_to_tell_at_once() -> None:
+    # The loser may not hear of the winning claim for seconds in a big cluster (it
+    # would write its result when its window closes): the winner, which has seen the
+    # loser's claim, sends its own straight to the loser's owner.
+    a, b = _two_owners(LAN)
+    (sa,) = [c for c in a.step(0.0, 0.0) if isinstance(c, StartTrial)]
+    (sb,) = [c for c in b.step(0.0, 0.0) if isinstance(c, StartTrial)]
+    winner, loser = (a, b) if min([sa.trial, sb.trial], key=lambda t: (hrw(0, t[0]), t)) == sa.trial else (b, a)
+    winner.ledger.merge(loser.ledger.delta_since(winner.ledger.vv))  # one way only
+    winner.tell.clear()
+    assert [c for c in winner.step(0.3, 0.3) if isinstance(c, StopTrial)] == []
+    (own,) = winner.running
+    assert winner.tell == [(own[1], [loser.node_id])]
+    winner.tell.clear()
+    winner.step(0.4, 0.4)
+    assert winner.tell == []  # told once
