@@ -209,9 +209,11 @@ class SimNode:
         self.driver.handle_pushpull_done(peer, ok, now, self.wall(now))
         self._act(now)
 
-    def warm(self, records: list[Any], now: float) -> None:
-        """Know ``records`` from the start (a warm-started benchmark)."""
-        self.driver.handle_warm_members(records, now, self.wall(now))
+    def warm(self, records: list[Any], now: float,
+             study: tuple[bytes | None, tuple[bytes, ...]] = (None, ())) -> None:
+        """Know ``records`` and ``study`` (tag, STUDY record) from the start (a
+        warm-started benchmark)."""
+        self.driver.handle_warm_members(records, now, self.wall(now), study)
         self._act(now)
 
     def trial_step(self, trial: Any, now: float) -> None:

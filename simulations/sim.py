@@ -129,12 +129,19 @@ class Simulation:
         """Boot every node at t=0 already knowing the whole membership (benchmarks at large N).
 
         As if each node had joined long ago: every member table holds every node
-        ALIVE and nothing about the joins is left to gossip. Only the STUDY and
-        the ready flags still have to spread.
+        ALIVE, every node holds the STUDY (as its join push-pull with a seed would
+        have brought it), every member's ready flag is known and nothing about
+        the joins is left to gossip: no join round, no join push-pull.
         """
         nodes = [self.boot(index) for index in range(self.config.nodes)]
-        records = [n.gossip.membership.records()[0] for n in nodes]  # each its own signed Alive
+        first = nodes[0]
+        entry, tag = first.ledger.study, first.gossip.study_tag
+        raw = None if entry is None else first.ledger.raw(entry.origin, entry.seq)
+        study = (tag, (raw,)) if tag is not None and raw is not None else (None, ())
         now = self.heap.now
+        for node in nodes:
+            node.warm([], now, study)  # holds the study: its worker is ready, and says so
+        records = [n.gossip.membership.records()[0] for n in nodes]  # each its own signed Alive
         for node in nodes:
             node.warm(records, now)
 

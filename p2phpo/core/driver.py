@@ -170,8 +170,10 @@ class NodeDriver:
             self._actions.append(Note(n.kind, None, None, n.text))
         self._pump(now, wall)
 
-    def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float) -> None:
-        """Learn ``records`` out of band, announcing nothing (a warm-started benchmark)."""
+    def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float,
+                            study: tuple[bytes | None, tuple[bytes, ...]] = (None, ())) -> None:
+        """Learn ``records`` out of band, announcing nothing, as a node that joined long
+        ago (a warm-started benchmark); ``study``: (tag, STUDY record) it holds already."""
         membership = self.gossip.membership
         for r in records:
             if r.node != self.node_id:
@@ -180,6 +182,9 @@ class NodeDriver:
         for ev in membership.events:
             self.views.update(ev.node)
         membership.events.clear()
+        self.gossip.assume_joined(now, *study)
+        if study[0] is not None and self.gate is not None:
+            self.gate.synced(now)  # joined long ago: it has synced with the cluster
         self._members_dirty = self._poke = True
         self._pump(now, wall)
 

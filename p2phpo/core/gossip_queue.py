@@ -34,6 +34,7 @@ class PiggybackQueue:
         self._limit: dict[Hashable, int] = {}  # items with their own transmission limit
         self._version = 0
         self._bytes = 0
+        self._floor = _MIN_ITEM  # no live item is smaller (the smallest put since the queue was empty)
         self.forgotten = 0
 
     def __len__(self) -> int:
@@ -50,6 +51,8 @@ class PiggybackQueue:
         """Queue ``data`` under ``key`` as never sent (replacing any older item), to be
         sent at most ``limit`` times (None: the limit :meth:`take` is given)."""
         self._remove(key)
+        if not self._items or len(data) < self._floor:
+            self._floor = max(_MIN_ITEM, len(data))
         if limit is None:
             self._limit.pop(key, None)
         else:
@@ -119,12 +122,15 @@ class PiggybackQueue:
         picked: list[tuple[int, Hashable, bytes]] = []
         scanned = misses = 0
         full = False
+        floor = self._floor  # nothing smaller is queued: below it the datagram is full
+        if room < floor:
+            return []
         for t in range(len(tiers)):
             if not live[t]:
                 continue
             slots = tiers[t]
             for i in range(len(slots) - 1, -1, -1):
-                if room < _MIN_ITEM or scanned >= _MAX_SCAN or misses >= _MAX_MISSES:
+                if room < floor or scanned >= _MAX_SCAN or misses >= _MAX_MISSES:
                     full = True
                     break
                 key, version = slots[i]

@@ -169,6 +169,14 @@ class AntiEntropy:
         self.filler_at = -_INF  # when we last asked a peer for the records behind our fillers
         self.filler_turn = 0  # round robin over the ALIVE members for those asks
 
+    def far_behind(self) -> int:
+        """Entries behind a peer past which we catch up over TCP: ``config.far_behind``,
+        or twice the live members if more. In a busy cluster about one entry per member
+        is in flight at any time (every node claims at once at a start), so a fixed 64
+        would send every node of a 1,000-node cluster into a push-pull (each carrying
+        the whole member table) at once."""
+        return max(self.config.far_behind, 2 * self.membership.n_live())
+
     # -- digests and the UDP exchange ----------------------------------------------
     def digest(self) -> Digest:
         return Digest(self.ledger.vv_hash(), len(self.ledger.vv), len(self.ledger))
@@ -187,7 +195,7 @@ class AntiEntropy:
             self.stuck = None
             self.link.emit(InSync(sender))
             return
-        if d.total > len(self.ledger) + self.config.far_behind:
+        if d.total > len(self.ledger) + self.far_behind():
             self.want_tcp(sender, addr, now)
             return
         # Persistent: this peer mismatched last time too, or the previous exchange
@@ -287,7 +295,7 @@ class AntiEntropy:
         else:
             index = self.index.origins(nb)
             base = {o: theirs.get(o, 0) for b in sorted(bset) for o in index.get(b, ())}
-        if sum(max(0, vv[o] - s) for o, s in base.items()) > self.config.far_behind:
+        if sum(max(0, vv[o] - s) for o, s in base.items()) > self.far_behind():
             self.want_tcp(sender, addr, now)
         else:
             self._queue_delta(sender, addr, base, now)

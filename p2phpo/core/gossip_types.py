@@ -27,7 +27,8 @@ class GossipConfig:
     """Times a node sends an entry whole; the rest of its retransmissions only announce
     it (``Have``), and a receiver that lacks it fetches it (lazy push)."""
     far_behind: int = 64
-    """A peer this many entries ahead is caught up over TCP instead of UDP."""
+    """A peer this many entries ahead (or twice the live members, if more) is caught
+    up over TCP instead of UDP."""
     sync_bytes: int = 16 * 1024
     """Most entry bytes one UDP anti-entropy exchange sends."""
     sync_burst: int = 4

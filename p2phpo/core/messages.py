@@ -53,6 +53,7 @@ class MsgType(enum.IntEnum):
     SYNC_VV = 11
     SYNC_REQ = 12
     HAVE = 13
+    HAVES = 14
     PP_STATE = 20
     PP_ENTRIES = 21
     PP_END = 22
@@ -151,6 +152,31 @@ class Have:
 
 
 @dataclass(frozen=True, slots=True)
+class Haves:
+    """``Have`` for several entries in one message: ``pairs`` is origin, seq, origin,
+    seq... (one message to decode per datagram, not one per entry announced)."""
+
+    pairs: tuple[int, ...]
+
+
+MAX_HAVES = 1024
+"""Most (origin, seq) pairs in one ``Haves``."""
+HAVES_HEAD = 4
+"""Bytes a ``Haves`` adds to its packed pairs (array header and type, at most)."""
+_HAVES_TYPE = pack(int(MsgType.HAVES))
+
+
+def have_item(origin: int, seq: int) -> bytes:
+    """One (origin, seq) pair, packed: what the piggyback queue holds for a ``Haves``."""
+    return pack(origin) + pack(seq)
+
+
+def pack_haves(items: list[bytes]) -> bytes:
+    """The packed ``Haves`` message of pairs packed by :func:`have_item`."""
+    return array_header(1 + 2 * len(items)) + _HAVES_TYPE + b"".join(items)
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReq:
     """Bucketed digest: one 4-byte hash per bucket of origins."""
 
@@ -204,7 +230,7 @@ class PPEnd:
 
 Message = (
     Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | Leave | EntryMsg | Digest | SyncReq | SyncVV
-    | Have
+    | Have | Haves
 )
 Frame = PPState | PPEntries | PPEnd
 
@@ -250,6 +276,8 @@ def to_wire(m: Message | Frame) -> list[Any]:
         return [MsgType.SYNC_REQ, m.n_buckets, m.hashes]
     if t is Have:
         return [MsgType.HAVE, m.origin, m.seq]
+    if t is Haves:
+        return [MsgType.HAVES, *m.pairs]
     if t is SyncVV:
         return [MsgType.SYNC_VV, m.n_buckets, list(m.buckets), _vv_flat(m.vv), m.reply]
     if t is PPState:
@@ -356,6 +384,8 @@ _ALIVES = _Memo(1 << 14)
 
 
 _HAVE, _ENTRY, _ALIVE, _U64 = int(MsgType.HAVE), int(MsgType.ENTRY), int(MsgType.ALIVE), (1 << 64) - 1
+_HAVES, _MAX_LEN = int(MsgType.HAVES), 1 + 2 * MAX_HAVES
+_INT = {int}
 
 
 def _decode_one(x: object) -> Message:
@@ -373,15 +403,23 @@ def _decode_one(x: object) -> Message:
                 raw = x[1]
                 if type(raw) is bytes and 1 <= len(raw) <= 65536:
                     return EntryMsg(raw)
+            elif t == _HAVES and n & 1 and 3 <= n <= _MAX_LEN:
+                pairs = x[1:]
+                if set(map(type, pairs)) == _INT and min(pairs) >= 0 and max(pairs) <= _U64:
+                    return Haves(tuple(pairs))
             elif n == 9 and t == _ALIVE:
                 return _ALIVES.get(x, _decode_uncached)  # type: ignore[no-any-return]
     return _decode_uncached(x)
 
 
 def _decode_uncached(x: object) -> Message:
-    f = expect_list(x, 9, min_len=1)
+    f = expect_list(x, _MAX_LEN, min_len=1)
     t = expect_int(f[0], 0, 255)
     u64 = expect_uint64
+    if t == MsgType.HAVES and len(f) >= 3 and len(f) % 2 == 1:
+        return Haves(tuple(u64(v) for v in f[1:]))
+    if len(f) > 9:
+        raise _bad("unknown message type or arity")
     if t == MsgType.PING and len(f) == 3:
         return Ping(u64(f[1]), u64(f[2]))
     if t == MsgType.PING_REQ and len(f) == 6:

@@ -45,7 +45,7 @@ def hostile_message(rng: random.Random, ids: list[int], me: int, keys: list[Iden
     v = hostile_values(rng, ids + [me])
     u, node, meta, (host, port) = v["u64"], v["id"], v["meta"], v["addr"]
     k = rng.choice(keys)
-    kind = rng.randrange(13)
+    kind = rng.randrange(14)
     if kind == 0:
         return [MsgType.PING, u, node]
     if kind == 1:
@@ -74,6 +74,9 @@ def hostile_message(rng: random.Random, ids: list[int], me: int, keys: list[Iden
         return [MsgType.SYNC_VV, 1, [0], flat, True]
     if kind == 11:  # an announcement of an entry nobody holds: the fetch goes nowhere
         return [MsgType.HAVE, node, rng.choice([1, u, 1 << 62])]
+    if kind == 12:  # many announcements in one message, of entries nobody holds
+        pairs = [(rng.choice(ids + [node]), rng.choice([1, u, 1 << 62])) for _ in range(rng.randint(1, 60))]
+        return [MsgType.HAVES, *[x for pair in pairs for x in pair]]
     return [MsgType.ENTRY, b"\x93\x01\x02\x03"]
 
 

@@ -412,3 +412,24 @@ def test_a_lost_entry_filled_as_lost_is_repaired_from_a_peer_that_held_it():
     assert all(n.ledger.fillers() == {} for n in net.by_id.values())
     assert damaged.counts["replaced_fillers"] == 1
 
+
+
+def test_the_announcements_of_a_datagram_travel_as_one_haves_message():
+    """Past its whole copies an entry is only announced; every announcement of one
+    datagram rides in one ``Haves`` message (one decode, not one per entry)."""
+    from p2phpo.core.messages import Have, Haves, decode_messages
+    from p2phpo.core.wire_codec import unpack_strict
+
+    net, nodes = cluster(4)
+    a = nodes[0]
+    entries = add_entries(a, 30)
+    announced: set[tuple[int, int]] = set()
+    for _ in range(40):
+        parts = a.core._piggyback(1200)
+        msgs = decode_messages([unpack_strict(p) for p in parts]) if parts else []
+        assert not any(type(m) is Have for m in msgs)
+        batches = [m for m in msgs if type(m) is Haves]
+        assert len(batches) <= 1
+        for m in batches:
+            announced |= set(zip(m.pairs[::2], m.pairs[1::2], strict=True))
+    assert announced == {(e.origin, e.seq) for e in entries}

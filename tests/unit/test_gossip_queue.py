@@ -55,3 +55,15 @@ def test_an_item_with_its_own_limit_retires_after_it():
     assert q.take(10, limit=5) == [b"l"]  # "short" went twice: retired
     q.put("short", b"s")  # put again without a limit: the queue's limit applies
     assert [q.take(10, limit=5) for _ in range(6)] == [[b"s", b"l"], [b"s", b"l"]] + [[b"s"]] * 3 + [[]]
+
+
+def test_room_below_every_queued_item_takes_nothing_and_counts_nothing_as_sent():
+    q = PiggybackQueue()
+    q.put("a", b"a" * 40)
+    q.put("b", b"b" * 30)
+    assert q.take(29, limit=1) == []  # smaller than the smallest item queued
+    assert q.take(30, limit=1) == [b"b" * 30]  # nothing was counted as sent above
+    assert q.take(40, limit=1) == [b"a" * 40]
+    assert len(q) == 0 and q.nbytes == 0
+    q.put("c", b"c" * 50)  # the queue emptied: a bigger item alone is still found
+    assert q.take(50, limit=1) == [b"c" * 50]
