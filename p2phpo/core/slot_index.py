@@ -32,7 +32,8 @@ class SlotIndex:
         self.best: tuple[float, TrialId] | None = None  # best_key of the best counted trial
         self.direction: str | None = None  # the study's, once adopted: best is kept from then
         self._cursor = 0
-        self._states: dict[int, str] = {}  # slot -> its state, as of the last sync
+        self._counts: dict[int, list[int]] = {}  # slot -> [counted, running] trials, as of the last sync
+        self._was: dict[TrialId, tuple[bool, bool]] = {}  # trial -> (counted, running) then
 
     @property
     def seen(self) -> int:
@@ -48,7 +49,7 @@ class SlotIndex:
             if view is None:
                 continue
             self.heard[tid[0]] = now
-            self._states.pop(view.slot, None)
+            self._count(tid, view)
             trials = self.slots.setdefault(view.slot, [])
             if tid not in trials:
                 trials.append(tid)
@@ -63,6 +64,16 @@ class SlotIndex:
         self._cursor = len(changes)
         while self.state(self.low) == "DONE":
             self.low += 1
+
+    def _count(self, tid: TrialId, view: TrialView) -> None:
+        """Move ``tid`` to its state now in its slot's counts."""
+        now = (view.state.counted, view.state is TrialState.RUNNING)
+        was = self._was.get(tid, (False, False))
+        if now != was:
+            counts = self._counts.setdefault(view.slot, [0, 0])
+            counts[0] += now[0] - was[0]
+            counts[1] += now[1] - was[1]
+            self._was[tid] = now
 
     def follow_best(self, direction: str) -> None:
         """The study was adopted: keep the best trial for ``direction`` from now on."""
@@ -89,16 +100,16 @@ class SlotIndex:
         return self.state(slot) in ("FREE", "REOPENED")
 
     def state(self, slot: int) -> str:
-        """FREE, BUSY, DONE or REOPENED. Kept per slot between syncs: a slot's state
-        changes only with one of its trials (a retry and its original share the slot),
-        and every such change passes through ``sync``, which forgets the kept state.
-        Between a ledger change and the next sync it is computed afresh."""
+        """FREE, BUSY, DONE or REOPENED. From counts of the slot's counted and running
+        trials, kept by ``sync``: every change of a trial's state passes through it
+        (a retry and its original share the slot). Between a ledger change and the
+        next sync it is computed afresh from the trials."""
         if self._cursor != len(self.ledger.changes):
             return self._state_of(slot)
-        state = self._states.get(slot)
-        if state is None:
-            state = self._states[slot] = self._state_of(slot)
-        return state
+        if not self.slots.get(slot):
+            return "FREE"
+        counted, running = self._counts.get(slot, (0, 0))
+        return "DONE" if counted else "BUSY" if running else "REOPENED"
 
     def _state_of(self, slot: int) -> str:
         views = self.views(slot)
