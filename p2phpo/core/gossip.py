@@ -25,15 +25,16 @@ from collections import deque
 from typing import Any
 
 from p2phpo.core import study_bind
-from p2phpo.core.entries import Entry, EntryError, StudyEntry, encode_entry
+from p2phpo.core.entries import Entry, EntryError, encode_entry
+from p2phpo.core.gossip_hearing import Hearing
 from p2phpo.core.gossip_queue import PiggybackQueue
 from p2phpo.core.gossip_swim import Swim
 from p2phpo.core.gossip_sync import AntiEntropy, SyncSession
-from p2phpo.core.gossip_types import (
-    Dropped,
+from p2phpo.core.gossip_types import (  # Dropped, ForeignStudy: re-exported for callers
+    Dropped,  # noqa: F401
     EntriesMerged,
     Event,
-    ForeignStudy,
+    ForeignStudy,  # noqa: F401
     GossipConfig,
     TcpRequest,
 )
@@ -42,14 +43,14 @@ from p2phpo.core.ledger import Ledger
 from p2phpo.core.member_sig import AliveVerifier
 from p2phpo.core.membership import MemberInfo, Membership
 from p2phpo.core.messages import (
+    HAVES_HEAD,
+    MAX_HAVES,
     Ack,
     Addr,
     Alive,
     Dead,
     Digest,
     EntryMsg,
-    HAVES_HEAD,
-    MAX_HAVES,
     Have,
     Haves,
     Leave,
@@ -80,12 +81,10 @@ from p2phpo.core.wire import (
 _INF = float("inf")
 _UNBOUND = (Ping, Alive)
 """What an unbound (first-contact) datagram may carry: replayed anywhere, it gets an Ack."""
-MAX_DROP_ADDRS = 256
-"""Addresses whose drops are counted one by one (the oldest is forgotten first)."""
 _ANTI_ENTROPY = (Digest, SyncReq, SyncVV)
 
 
-class GossipCore:
+class GossipCore(Hearing):
     """One node's SWIM + Lifeguard + ledger dissemination state machine."""
 
     def __init__(
@@ -189,44 +188,6 @@ class GossipCore:
         self._t["probe"] = self._t["join"] = self._t["reconnect"] = _INF
         self.swim.stop()
 
-    def bind_study(self, tag: bytes) -> None:
-        """Our ledger belongs to the study with ``tag`` (``study_tag(fingerprint)``): tag
-        what we send with it and merge ledger traffic only from peers of that study
-        (see ``core/study_bind.py``). Until then only the nodes at our seed addresses
-        are heard, and the first tag one of them sends binds us."""
-        self.study.bind(tag)
-        self.sealer.study = tag  # every datagram's label carries it from now on
-
-    @property
-    def study_tag(self) -> bytes | None:
-        return self.study.tag
-
-    def classify(self, tag: bytes | None, addr: Addr | None, node: int = 0) -> str:
-        """OURS, BLANK or FOREIGN: how to treat the ledger traffic of a peer at ``addr``
-        whose datagram or push-pull carried ``tag``. A member ``node`` that advertises a
-        seed's address is that seed, whatever address it answered from."""
-        m = self.membership.get(node) if node and addr not in self.seeds else None
-        if m is not None and m.addr in self.seeds:
-            addr = m.addr
-        kind = self.study.classify(tag, addr, self.seeds)
-        if self.study.tag is not None:
-            self.sealer.study = self.study.tag  # a joiner took its seed's study just now
-        return kind
-
-    def seed_runs_ours(self) -> bool:
-        return self.study.seed_runs_ours(self.seeds)
-
-    def drop_foreign(self, pairs: list[tuple[Entry, bytes]], sender: int, addr: Addr | None) -> None:
-        """Entries of a peer whose study is not ours: count them, never merge them, and
-        report a STUDY among them (what the driver says to the user)."""
-        if not pairs:
-            return
-        self.count_drop_n(DropReason.OTHER_STUDY, len(pairs))
-        seed = addr is not None and addr in self.seeds
-        for e, _ in pairs:
-            if isinstance(e, StudyEntry):
-                self._events.append(ForeignStudy(e, sender, addr, seed))
-
     def set_meta(self, meta: dict[str, Any], now: float) -> None:
         """Advertise new metadata (ready worker, study fingerprint...) to the cluster."""
         self.membership.set_meta(meta, now)
@@ -306,31 +267,6 @@ class GossipCore:
             "queue_bytes": self.queue.nbytes + self.news.nbytes,
             "queue_forgotten": self.queue.forgotten,
         }
-
-    def count_drop(self, reason: DropReason, addr: Addr | None = None) -> None:
-        self.dropped.add(reason)
-        if addr is not None:
-            self._count_from(addr, reason)
-        self._events.append(Dropped(reason, addr))
-
-    def count_drop_n(self, reason: DropReason, n: int) -> None:
-        """Count ``n`` ledger records dropped by the ledger (one event for all)."""
-        self.dropped.add(reason, n)
-        self._events.append(Dropped(reason, None))
-
-    def _count_from(self, addr: Addr, reason: DropReason) -> None:
-        by = self.drops_by_addr
-        counts = by.pop(addr, None)
-        if counts is None:
-            counts = {}
-            if len(by) >= MAX_DROP_ADDRS:
-                del by[next(iter(by))]
-        by[addr] = counts  # most recently dropping address last
-        counts[reason.value] = counts.get(reason.value, 0) + 1
-
-    def drops_from(self, addr: Addr) -> dict[str, int]:
-        """``{reason: count}`` of what was dropped from ``addr`` (empty if nothing)."""
-        return dict(self.drops_by_addr.get(addr, {}))
 
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> float | None:

@@ -251,10 +251,13 @@ class Survival:
     def note(self, epochs: int) -> None:
         self.runs.append(max(0, int(epochs)))
 
+    def known(self) -> bool:
+        return len(self.runs) >= self.MIN_SEEN
+
     def expected(self, epochs: int, k: int = 1) -> float:
         """Expected epochs of the longest of ``k`` trials (one trial's for k = 1), from
         the trials seen so far, each epoch e counted with P(some member runs >= e)."""
-        if len(self.runs) < self.MIN_SEEN:
+        if not self.known():
             return float(epochs)
         n = len(self.runs)
         return sum(1.0 - (1.0 - sum(r >= e for r in self.runs) / n) ** k for e in range(1, epochs + 1))
@@ -271,12 +274,16 @@ def packing_pays(cfgs: Sequence[mlp.Config], ds: Dataset, epochs: int,
     included) over one trial's expected epochs (``SURVIVAL``), plus the solo classes not
     yet compiled, at this process's measured FLOP rates (the packed steps' own once
     measured) and compile costs. On a small dataset an epoch is milliseconds and a new
-    program seconds: the members then run alone."""
+    program seconds: the members then run alone. A new packed program is not built before
+    ``SURVIVAL`` knows how long trials run here (a node's first batch of 4 spent 20 s
+    building one on the MNIST sample, for members ASHA stopped after an epoch)."""
     if not buckets:
         return True
     layers, bs = cfgs[0].layers, cfgs[0].batch_size
     work = ds.x_train.shape[0] // bs / mlp.COST.flops_per_second  # seconds per FLOP/step, one epoch
     cls = packed_class(cfgs, ds, epochs)
+    if cls not in _PACKED and not SURVIVAL.known():
+        return False  # no new program's build is risked before this worker saw how long trials run
     build = (PACKED_COST.compile_seconds or mlp.COST.compile_seconds) * cls.k
     packed_s = (cls.step_flops(layers) * work * mlp.COST.flops_per_second
                 / (PACKED_COST.flops_per_second or mlp.COST.flops_per_second)

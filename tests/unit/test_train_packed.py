@@ -105,7 +105,7 @@ def test_a_batch_trains_packed_only_when_that_beats_its_members_alone(sample, mo
     monkeypatch.setattr(mlp.COST, "compile_seconds", 3.0)  # solo trials pad to share classes
     monkeypatch.setattr(mlp.COST, "flops_per_second", 1e9)
     monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e-9)
-    monkeypatch.setattr(batched, "SURVIVAL", batched.Survival())  # every member: all epochs
+    monkeypatch.setattr(batched, "SURVIVAL", _all_epochs(5))
     assert batched.packing_pays(cfgs, sample, 5, buckets)  # cheap to build, no padding: it pays
     monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e6)
     fresh = batched.packed_class(cfgs, sample, 5) not in batched._PACKED
@@ -120,7 +120,7 @@ def test_packed_steps_measured_slow_here_make_the_members_run_alone(sample, monk
     monkeypatch.setattr(mlp.COST, "compile_seconds", 3.0)
     monkeypatch.setattr(mlp.COST, "flops_per_second", 1e9)
     monkeypatch.setattr(batched.PACKED_COST, "compile_seconds", 1e-9)
-    monkeypatch.setattr(batched, "SURVIVAL", batched.Survival())  # every member: all epochs
+    monkeypatch.setattr(batched, "SURVIVAL", _all_epochs(5))
     monkeypatch.setattr(batched.PACKED_COST, "flops_per_second", 0.0)
     assert batched.packing_pays(cfgs, sample, 5, buckets)  # unmeasured: the solo rate
     batched.note_rate(1e9, 100.0)  # a packed epoch ran at 1e7 FLOP/s
@@ -145,9 +145,20 @@ def test_the_packing_gate_counts_the_epochs_the_pruner_leaves(sample, monkeypatc
     monkeypatch.setattr(mlp, "_PROGRAMS", {})
     solo = {mlp.shape_class(c, sample, 5, buckets) for c in cfgs}  # compiled already: no build
     monkeypatch.setattr(mlp, "_PROGRAMS", {c: program.Program(c) for c in solo})
-    assert batched.packing_pays(cfgs, sample, 5, buckets)  # nothing seen yet: 5 epochs each
+    fresh = batched.packed_class(cfgs, sample, 5) not in batched._PACKED
+    assert batched.packing_pays(cfgs, sample, 5, buckets) is not fresh  # no build before it knows
+    monkeypatch.setattr(batched, "_PACKED", {batched.packed_class(cfgs, sample, 5): None})
+    assert batched.packing_pays(cfgs, sample, 5, buckets)  # compiled, nothing seen: 5 epochs each
     for epochs in (1, 1, 1, 5):
         batched.SURVIVAL.note(epochs)
     assert batched.SURVIVAL.expected(5) == pytest.approx(2.0)  # 1 + 4 x 1/4
     assert batched.SURVIVAL.expected(5, 2) == pytest.approx(2.75)  # 1 + 4 x (1 - (3/4)^2)
     assert not batched.packing_pays(cfgs, sample, 5, buckets)
+
+
+def _all_epochs(epochs: int) -> batched.Survival:
+    """A worker that saw its trials run all their epochs."""
+    seen = batched.Survival()
+    for _ in range(seen.MIN_SEEN):
+        seen.note(epochs)
+    return seen
