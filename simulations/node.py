@@ -210,10 +210,10 @@ class SimNode:
         self._act(now)
 
     def warm(self, records: list[Any], now: float,
-             study: tuple[bytes | None, tuple[bytes, ...]] = (None, ())) -> None:
+             study: tuple[bytes | None, tuple[bytes, ...]] = (None, ()), *, hold: bool = False) -> None:
         """Know ``records`` and ``study`` (tag, STUDY record) from the start (a
-        warm-started benchmark)."""
-        self.driver.handle_warm_members(records, now, self.wall(now), study)
+        warm-started benchmark); ``hold``: claim nothing before the roster comes."""
+        self.driver.handle_warm_members(records, now, self.wall(now), study, hold=hold)
         self._act(now)
 
     def trial_step(self, trial: Any, now: float) -> None:

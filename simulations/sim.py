@@ -140,7 +140,8 @@ class Simulation:
         study = (tag, (raw,)) if tag is not None and raw is not None else (None, ())
         now = self.heap.now
         for node in nodes:
-            node.warm([], now, study)  # holds the study: its worker is ready, and says so
+            node.warm([], now, study, hold=True)  # holds the study, is ready and says so;
+            # it claims nothing yet: knowing only itself, it would take every slot as its own
         records = [n.gossip.membership.records()[0] for n in nodes]  # each its own signed Alive
         for node in nodes:
             node.warm(records, now)

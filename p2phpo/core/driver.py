@@ -100,6 +100,7 @@ class NodeDriver:
         self._search_timer: float | None = None
         self._poke = True  # the search has an input the ledger does not show
         self._members_dirty = True
+        self._warm_hold = False  # handle_warm_members(hold=True): no step until the roster
         self._unconfirmed: list[Entry] = []  # own entries handed out, not yet durable
         self._study_found = False
         self._leave_pending = False  # LEAVE waits for our ABANDONs to be durable
@@ -171,9 +172,13 @@ class NodeDriver:
         self._pump(now, wall)
 
     def handle_warm_members(self, records: list[MemberRecord], now: float, wall: float,
-                            study: tuple[bytes | None, tuple[bytes, ...]] = (None, ())) -> None:
+                            study: tuple[bytes | None, tuple[bytes, ...]] = (None, ()), *,
+                            hold: bool = False) -> None:
         """Learn ``records`` out of band, announcing nothing, as a node that joined long
-        ago (a warm-started benchmark); ``study``: (tag, STUDY record) it holds already."""
+        ago (a warm-started benchmark); ``study``: (tag, STUDY record) it holds already.
+        ``hold``: open the search (and advertise ready) but claim nothing until the next
+        call brings the roster: alone, a node would claim as if it were the cluster."""
+        self._warm_hold = hold
         membership = self.gossip.membership
         for r in records:
             if r.node != self.node_id:
@@ -343,7 +348,7 @@ class NodeDriver:
         if search is not None and self.fatal is None:
             if self._members_dirty:
                 self.views.send(search, now)
-            if self._search_due(now):
+            if self._search_due(now) and not self._warm_hold:
                 self._step(now, wall)
             self._take_own()
             if search.tell:

@@ -64,6 +64,21 @@ def test_warm_start_gives_every_node_the_whole_membership_and_the_study_runs() -
     assert sum(n.gossip.dropped.as_dict()["bad_signature"] for n in sim.live()) == 0
 
 
+def test_a_warm_started_node_does_not_claim_as_if_it_were_alone() -> None:
+    """A warm node becomes ready before it learns the roster; it must not claim then:
+    knowing only itself, every node took slot 0 (24 claims on one slot at N = 24)."""
+    from collections import Counter
+
+    from simulations.sim import SimConfig, Simulation
+
+    sim = Simulation(SimConfig(nodes=24, seed=2, n_trials=48))
+    sim.start_warm()
+    sim.run_until(1.0)
+    claims = Counter(v.slot for v in sim.live()[0].ledger.trials().values())
+    assert len(claims) >= 20  # nearly every node's first claim is its own slot
+    assert max(claims.values()) <= 3
+
+
 def test_simulated_nodes_sign_their_alive_as_real_nodes_do() -> None:
     from simulations.sim import SimConfig, Simulation
 
