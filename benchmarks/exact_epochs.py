@@ -26,7 +26,11 @@ def main() -> None:
     from p2phpo.train import mlp, worker
 
     os.nice(int(os.environ.get("P2PHPO_WORKER_NICE", "10")))
-    pin = getattr(worker, "_pin_threads", None)
+    try:  # the worker process's own module (older checkouts: worker.py)
+        from p2phpo.train import worker_proc as proc
+    except ImportError:
+        proc = worker
+    pin = getattr(proc, "_pin_threads", None)
     if pin is not None:
         pin(os.environ.get("P2PHPO_WORKER_CPUS", ""))
     ds = mlp.cached_dataset({"dataset": job["dataset"]})
