@@ -289,14 +289,20 @@ def owner_other_than(node: int) -> int:
     return next(p for p in range(3, 100) if Ring(sorted([node, p]), 1).head(p, bytearray(b"\x01")) == 0)
 
 
-def _double_fallback(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
-    """Two nodes that each believe the one slot of a one-trial study is a phantom's."""
+def _one_slot_pair(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
+    """Nodes 1 and 2, both ready, holding a one-trial study (node 1 wrote it)."""
     plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
     a = SearchCore(1, Ledger(), cfg, plan, (SPEC, "fp1"))
     b = SearchCore(2, Ledger(), cfg, plan, None)
     a.ready = b.ready = True
     genesis(a)
     sync(a, b)
+    return a, b
+
+
+def _double_fallback(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
+    """Two nodes that each believe the one slot of a one-trial study is a phantom's."""
+    a, b = _one_slot_pair(cfg)
     alive = MemberView("ALIVE", True, "fp1")
     # Each believes the one slot belongs to a member the other does not know, and
     # that member never claims it: after claim_grace both fall back to it.
@@ -504,12 +510,7 @@ def test_home_claims_wait_only_while_the_roster_is_young() -> None:
 def _two_owners(cfg: SearchConfig) -> tuple[SearchCore, SearchCore]:
     """Nodes 1 and 2 that each see the other as unknown and their own roster owning
     slot 0 (views of a cluster still joining: each knows a different third member)."""
-    plan = lambda s: FakePlan(s.fingerprint, n_trials=1)  # noqa: E731
-    a = SearchCore(1, Ledger(), cfg, plan, (SPEC, "fp1"))
-    b = SearchCore(2, Ledger(), cfg, plan, None)
-    a.ready = b.ready = True
-    genesis(a)
-    sync(a, b)
+    a, b = _one_slot_pair(cfg)
     alive = MemberView("ALIVE", True, "fp1")
     for core in (a, b):
         me = core.node_id
