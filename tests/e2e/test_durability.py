@@ -218,10 +218,11 @@ def test_an_own_record_lost_while_its_only_holder_was_away_comes_back(tmp_path: 
     c.start()  # a, the peer it remembers, is down
     wait_for(lambda: any("lost for good" in e["detail"] for e in c.events()[seen:]),
              90, "c to fill its lost seq and go on")
-    assert export(c.state) != want
     a.start()
     wait_for(lambda: export(c.state) == want, 90, "c to take the real record back")
-    assert any("came back from a peer (seq 2)" in e["detail"] for e in events(c, "repaired", seen))
+    # the event follows the write that the export reads: wait for it, do not race it
+    wait_for(lambda: any("came back from a peer (seq 2)" in e["detail"]
+                         for e in events(c, "repaired", seen)), 30, "c to say its filler yielded")
     for n in (c, a):
         n.signal(signal.SIGINT)
         assert n.wait(30) == 0, n.err.read_text()
