@@ -177,8 +177,9 @@ class NodeDriver(StudyChecks):
                             hold: bool = False) -> None:
         """Learn ``records`` out of band, announcing nothing, as a node that joined long
         ago (a warm-started benchmark); ``study``: (tag, STUDY record) it holds already.
-        ``hold``: open the search (and advertise ready) but claim nothing until the next
-        call brings the roster: alone, a node would claim as if it were the cluster."""
+        ``hold``: open the search, adopt the study and advertise ready, but claim nothing
+        until the next call brings the roster: alone, a node would claim as if it were the
+        cluster."""
         self._warm_hold = hold
         membership = self.gossip.membership
         for r in records:
@@ -349,7 +350,9 @@ class NodeDriver(StudyChecks):
         if search is not None and self.fatal is None:
             if self._members_dirty:
                 self.views.send(search, now)
-            if self._search_due(now) and not self._warm_hold:
+            if self._warm_hold:
+                search.adopt(now, wall)  # ready, and says so; claims wait for the roster
+            elif self._search_due(now):
                 self._step(now, wall)
             self._take_own()
             if search.tell:

@@ -197,6 +197,13 @@ class SearchCore(OrphanRules, RivalRules):
             cmds.append(StudyDone(finished))
         return cmds
 
+    def adopt(self, now: float, wall: float) -> bool:
+        """Take the cluster's study if it is in the ledger, and claim nothing (a warm
+        start's first call: ready, but the roster is not known yet)."""
+        self._now = now
+        self._sync_index()
+        return self.plan is not None or self._adopt(now, wall)
+
     def _adopt(self, now: float, wall: float) -> bool:
         entry = self.ledger.study
         if entry is None:
