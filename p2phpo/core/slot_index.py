@@ -26,6 +26,7 @@ class SlotIndex:
         self.ledger = ledger
         self.slots: dict[int, list[TrialId]] = {}
         self.running: set[TrialId] = set()
+        self.owners: dict[int, int] = {}  # owner -> its trials in ``running``
         self.seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
         self.heard: dict[int, float] = {}  # owner -> when a change to one of its trials came
         self.low = 0  # every slot below is DONE
@@ -54,16 +55,27 @@ class SlotIndex:
             if tid not in trials:
                 trials.append(tid)
             if view.state is TrialState.RUNNING:
-                self.running.add(tid)
+                if tid not in self.running:
+                    self.running.add(tid)
+                    self.owners[tid[0]] = self.owners.get(tid[0], 0) + 1
                 self.seen_at.setdefault(tid, now)
             else:
                 self.seen_at.pop(tid, None)
-                self.running.discard(tid)
+                if tid in self.running:
+                    self.running.remove(tid)
+                    self._drop_owner(tid[0])
                 self._note_best(view)
             changed(view.slot)
         self._cursor = len(changes)
         while self.state(self.low) == "DONE":
             self.low += 1
+
+    def _drop_owner(self, owner: int) -> None:
+        left = self.owners[owner] - 1
+        if left:
+            self.owners[owner] = left
+        else:
+            del self.owners[owner]
 
     def _count(self, tid: TrialId, view: TrialView) -> None:
         """Move ``tid`` to its state now in its slot's counts."""
