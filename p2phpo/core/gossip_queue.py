@@ -158,7 +158,9 @@ class PiggybackQueue:
         # Highest tier first: a tier's picked tail is still its end when it is cut off.
         for t, tail, picked, where in reversed(runs):
             self._promote(t, tail, picked, where, limit)
-        return [cell[_DATA] for _, _, picked, _ in runs for cell in picked]
+        if len(runs) == 1:
+            return list(map(_data, runs[0][2]))
+        return [data for run in runs for data in map(_data, run[2])]
 
     def _fitting_tail(self, cells: list[Cell], head: int, room: int, floor: int,
                       cap: int) -> tuple[list[Cell], int]:

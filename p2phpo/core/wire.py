@@ -220,8 +220,21 @@ class Datagram:
 
 
 def _subkey_aead(cipher: Cipher, key: bytes, sender: int, restart: int, salt: int) -> Aead:
-    info = _SUBKEY_INFO + struct.pack(">QIQ", sender, restart, salt)
-    return cipher.aead(derive(key, info))
+    """The AEAD of one sender life's subkey. A pure function of its arguments, kept in a
+    bounded memo that every Opener and Sealer of the process shares: a simulator's
+    1,000 nodes each meet the same 1,000 senders, one HKDF each instead of 10^6."""
+    memo_key = (cipher, key, sender, restart, salt)
+    aead = _SUBKEYS.get(memo_key)
+    if aead is None:
+        if len(_SUBKEYS) >= _SUBKEYS_CAP:
+            _SUBKEYS.clear()
+        info = _SUBKEY_INFO + struct.pack(">QIQ", sender, restart, salt)
+        aead = _SUBKEYS[memo_key] = cipher.aead(derive(key, info))
+    return aead
+
+
+_SUBKEYS: dict[tuple[Cipher, bytes, int, int, int], Aead] = {}
+_SUBKEYS_CAP = 1 << 14
 
 
 class Sealer:
