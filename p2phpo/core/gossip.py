@@ -325,7 +325,8 @@ class GossipCore(Hearing):
         m = self.membership
         if len(self.queue) or len(self.haves) or len(self.news):
             dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
-            targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
+            live = m.ids(State.ALIVE, State.SUSPECT)  # sorted already
+            targets = sorted(live + dead) if dead else live
             fanout = self.profile.gossip_nodes
             if self.queue.nbytes > fanout * self._budget:
                 fanout *= 2  # a backlog (a busy cluster): twice the datagrams, still within budget
