@@ -28,7 +28,7 @@ Parameters (the study's ``[space]``, docs/study-file.md) and their defaults when
 ``batch_size`` 128. Options (the study's ``[objective]`` table):
 ``dataset`` "mnist", ``data_dir``, ``max_epochs`` 20, ``seed`` 0,
 ``val_size``, ``split_seed`` 0 (the validation split), ``width_step`` 32,
-``width_buckets`` [128, 256, 512, 1024] (an empty list compiles each exact architecture).
+``width_buckets`` [128, 256, 384, 512, 768, 1024] (an empty list compiles each exact architecture).
 """
 
 from __future__ import annotations
@@ -235,25 +235,19 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
     when none is, compiling in the background: waiting for it is shorter than a second
     compile beside it) and starting there pays (``_fallback_pays``), that class while its
     own compiles in the background; else its own, compiled now (or awaited if compiling).
-    With a spare core, a trial whose own class is a compiled one far costlier than its
-    bucket's general class gets that class compiled in the background (``GENERAL_GAIN``)."""
+    A trial that reuses a wider compiled class moves into its own when that one is
+    compiling (``rent`` starts such compiles)."""
     cls = shape_class(cfg, ds, epochs, buckets)
     steps = ds.x_train.shape[0] // cfg.batch_size
-    spare = spare_cores() >= 1.0
     if cls in _PROGRAMS:
-        general = _general_class(cfg, ds, buckets)
-        if (not spare or general in _PROGRAMS or general in BACKGROUND.pending
-                or program.class_seconds(general, cfg.batch_size, cfg.layers, steps, COST)
-                > GENERAL_GAIN * program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
-            return _PROGRAMS[cls], None
-        prog = program.Program(general)  # for the trials to come; this one may move in
-        return _PROGRAMS[cls], BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
+        return _PROGRAMS[cls], BACKGROUND.pending.get(own_class(cfg, ds, epochs, buckets))
     fut = BACKGROUND.pending.get(cls)
     fallback = program.best_fit(cls, cfg.width, cfg.layers, list(_PROGRAMS), cfg.batch_size)
     if fallback is None and fut is None:
         fallback = program.best_fit(cls, cfg.width, cfg.layers, list(BACKGROUND.pending), cfg.batch_size)
     start = None
-    if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, 1 if spare else epochs):
+    epochs_weighed = 1 if spare_cores() >= 1.0 else epochs
+    if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, epochs_weighed):
         start = _ready(fallback)
     if start is None:
         return (fut.result() if fut is not None else get_program(cls)), None
@@ -261,6 +255,44 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
         prog = program.Program(cls)
         fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
     return start, fut
+
+
+def own_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]) -> program.ShapeClass:
+    """The trial's own class: its bucket's (``program.new_class`` without widening)."""
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    return program.new_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
+                             ds.num_classes, buckets, steps, epochs, COST, wider=False)
+
+
+RENT: dict[program.ShapeClass, float] = {}
+"""Per class not compiled: the seconds trials of that class spent so far on the padding
+of the wider compiled classes they reused (estimated share of their measured epochs)."""
+
+
+def rent(ds: Dataset, cfg: Config, own: program.ShapeClass, ran: program.ShapeClass,
+         seconds: float) -> Future | None:
+    """Ski rental for classes: a trial that reuses a wider class ``ran`` (its padding costs
+    it less than a compile, ``pick_class``) adds the padding's share of its epoch's
+    ``seconds`` to ``own``'s rent; once the rent of its trials reaches a compile, ``own``
+    compiles in the background (the trial moves in at an epoch boundary, later trials start
+    there). The reuse rule alone weighs one trial at a time: on the MNIST sample it ran
+    most of a study's trials in a 1,024-wide class at 3x their exact compute, because
+    each single trial's padding cost less than a compile. Returns the future of ``own``'s
+    compile when one is running, else None."""
+    if own == ran or own in _PROGRAMS:
+        return None
+    fut = BACKGROUND.pending.get(own)
+    if fut is not None:
+        return fut
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    est = program.class_seconds(ran, cfg.batch_size, cfg.layers, steps, COST)
+    ratio = program.class_seconds(own, cfg.batch_size, cfg.layers, steps, COST) / max(est, 1e-12)
+    # at most twice the estimate: a first epoch or a burst of load is not padding
+    RENT[own] = RENT.get(own, 0.0) + min(seconds, 2.0 * est) * max(0.0, 1.0 - ratio)
+    if RENT[own] < COST.compile_seconds:
+        return None
+    prog = program.Program(own)
+    return BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
 
 
 def _fallback_pays(fallback: program.ShapeClass, own: program.ShapeClass, cfg: Config, steps: int,
@@ -295,20 +327,6 @@ def spare_cores() -> float:
         return max(0.0, cpus - os.getloadavg()[0])
     except OSError:  # no load average on this platform
         return 1.0
-
-
-GENERAL_GAIN = 0.5
-"""A trial that runs in a compiled class at least twice as costly per epoch as its
-bucket's general class (64-row passes, bucket width, layer cap) gets that general class
-compiled in the background: at most one per bucket, shared by every later trial of the
-bucket (the per-trial reuse rule alone left a whole MNIST-sample study in one 1,024-wide
-class at 3x the exact compute)."""
-
-
-def _general_class(cfg: Config, ds: Dataset, buckets: Sequence[int]) -> program.ShapeClass:
-    mb = program.MICRO_BATCH if cfg.batch_size % program.MICRO_BATCH == 0 else cfg.batch_size
-    return program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
-                                 ds.num_classes, buckets, micro_batch=mb)
 
 
 def _ready(cls: program.ShapeClass) -> program.Program | None:
@@ -380,6 +398,7 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     move: Future | None = None
     if buckets:
         runner, move = plan(cfg, ds, epochs, buckets)
+        own = own_class(cfg, ds, epochs, buckets)
         state = runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
                                   cfg.lr, cfg.weight_decay, cfg.optimizer)
     else:
@@ -405,6 +424,8 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
         if buckets:
             _note_cost(cfg, runner.cls, n_steps, compute, compiling)
+            if move is None and epoch < epochs:
+                move = rent(ds, cfg, own, runner.cls, compute)
         m = EpochMetrics(epoch, loss, acc, seconds, n_steps * cfg.batch_size / compute)
         history.append(m)
         if on_epoch is not None:
@@ -503,26 +524,16 @@ def calibrate(cost: program.CostModel | None = None) -> float:
 def fallback_class(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
     """The class a worker precompiles (``precompile``) so that most trials can start
     before their own class is ready: 64-row passes (every batch size of the built-in
-    space), the layer cap, and, with a spare core (``spare_cores``), the widest bucket
-    whose one-layer epoch costs at most half a compile at the current rates, but at least
-    the widest up to ``FALLBACK_WIDTH`` (512
-    holds 80% of the built-in space's log-uniform 32..1024 widths; on the 4,000-row MNIST
-    sample 1024 holds them all at a few tenths of a second per epoch). None when
-    bucketing is off."""
+    space), the layer cap, and the widest bucket up to ``FALLBACK_WIDTH`` (512 holds 80%
+    of the built-in space's log-uniform 32..1024 widths). Not wider: a 1,024-wide
+    fallback (taken with a spare core before) cost 5-11x the exact epoch of the trials
+    up to 544 wide (CPU seconds, RESULTS.md "fifth pass"), and the reuse rule then kept
+    them there. None when bucketing is off."""
     if not buckets:
         return None
-    steps = ds.x_train.shape[0] // program.MICRO_BATCH
-
-    def at(width: int) -> program.ShapeClass:
-        return program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
-                                  ds.num_classes)
-
-    base = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
-    if spare_cores() < 1.0:  # padded epochs would slow the compiles they wait for
-        return at(base)
-    cheap = [b for b in buckets if program.class_seconds(at(b), program.MICRO_BATCH, 1, steps, COST)
-             <= COST.compile_seconds / 2]
-    return at(max([base, *cheap]))
+    width = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
+    return program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
+                              ds.num_classes)
 
 
 def precompile(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
