@@ -269,15 +269,15 @@ RENT: dict[program.ShapeClass, float] = {}
 of the wider compiled classes they reused (estimated share of their measured epochs)."""
 
 
-def rent(ds: Dataset, cfg: Config, own: program.ShapeClass, ran: program.ShapeClass,
-         seconds: float) -> Future | None:
-    """Ski rental for classes: a trial that reuses a wider class ``ran`` (its padding costs
-    it less than a compile, ``pick_class``) adds the padding's share of its epoch's
-    ``seconds`` to ``own``'s rent; once the rent of its trials reaches a compile, ``own``
-    compiles in the background (the trial moves in at an epoch boundary, later trials start
-    there). The reuse rule alone weighs one trial at a time: on the MNIST sample it ran
-    most of a study's trials in a 1,024-wide class at 3x their exact compute, because
-    each single trial's padding cost less than a compile. Returns the future of ``own``'s
+def rent(ds: Dataset, cfg: Config, own: program.ShapeClass, ran: program.ShapeClass) -> Future | None:
+    """Ski rental for classes: each epoch a trial runs in a wider compiled class ``ran``
+    than its own (its padding cost it less than a compile, ``pick_class``) adds the
+    padding's cost (estimated at the measured rates) to ``own``'s rent; once the rent its
+    trials paid reaches a compile, ``own`` compiles in the background (the trial moves in at
+    an epoch boundary, later trials start there): at most twice the cost of the best choice
+    in hindsight. The reuse rule alone weighs one trial at a time: on the MNIST sample it
+    ran most of a study's trials in a 1,024-wide class at 3x their exact compute, each
+    single trial's padding costing less than a compile. Returns the future of ``own``'s
     compile when one is running, else None."""
     if own == ran or own in _PROGRAMS:
         return None
@@ -285,10 +285,9 @@ def rent(ds: Dataset, cfg: Config, own: program.ShapeClass, ran: program.ShapeCl
     if fut is not None:
         return fut
     steps = ds.x_train.shape[0] // cfg.batch_size
-    est = program.class_seconds(ran, cfg.batch_size, cfg.layers, steps, COST)
-    ratio = program.class_seconds(own, cfg.batch_size, cfg.layers, steps, COST) / max(est, 1e-12)
-    # at most twice the estimate: a first epoch or a burst of load is not padding
-    RENT[own] = RENT.get(own, 0.0) + min(seconds, 2.0 * est) * max(0.0, 1.0 - ratio)
+    extra = (program.class_seconds(ran, cfg.batch_size, cfg.layers, steps, COST)
+             - program.class_seconds(own, cfg.batch_size, cfg.layers, steps, COST))
+    RENT[own] = RENT.get(own, 0.0) + max(0.0, extra)
     if RENT[own] < COST.compile_seconds:
         return None
     prog = program.Program(own)
@@ -424,8 +423,8 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
         if buckets:
             _note_cost(cfg, runner.cls, n_steps, compute, compiling)
-            if move is None and epoch < epochs:
-                move = rent(ds, cfg, own, runner.cls, compute)
+            if move is None:  # (a compile started after the last epoch serves later trials)
+                move = rent(ds, cfg, own, runner.cls)
         m = EpochMetrics(epoch, loss, acc, seconds, n_steps * cfg.batch_size / compute)
         history.append(m)
         if on_epoch is not None:

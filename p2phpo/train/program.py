@@ -314,9 +314,12 @@ def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_cl
                  buckets: Sequence[int], steps: int, epochs: int, compiled: Sequence[ShapeClass],
                  cost: CostModel, k: int = 1) -> ShapeClass:
     """The class a trial runs in: a compiled one when its padding costs less than a
-    compile (``pick_class``); else a new one (``new_class``, as wide as is cheap)."""
+    compile (``pick_class``); else a new one (``new_class``; as wide as is cheap when no
+    compiled class fits the trial at all)."""
+    fits = best_fit(ShapeClass(batch_size, width, layers, n_features, n_classes, k), width, layers,
+                    compiled, batch_size)
     natural = new_class(batch_size, width, layers, n_features, n_classes, buckets, steps, epochs,
-                        cost, k)
+                        cost, k, wider=fits is None)
     return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
 
 
@@ -326,11 +329,11 @@ def new_class(batch_size: int, width: int, layers: int, n_features: int, n_class
     """The class to compile for a trial: as general as costs it less than one compile
     would (steps run as ``MICRO_BATCH``-row passes; the width padded, with ``wider``, to
     the widest bucket whose padding is that cheap, else to its own bucket), down to its
-    exact width and one pass per step when its compute is large. A wide trial that must
-    compile anyway so builds the class that most later trials fit (on the MNIST sample a
+    exact width and one pass per step when its compute is large. A trial that no compiled
+    class fits so builds the class that most later trials fit (on the MNIST sample a
     545-wide trial compiled a 768-wide class, and the next, 980 wide, had to compile
     again); a narrower class for the trials of a bucket comes once their padding has cost
-    a compile (``mlp.rent``, which asks for ``wider=False``)."""
+    a compile (``mlp.rent``)."""
     mb = MICRO_BATCH if batch_size % MICRO_BATCH == 0 else batch_size
     cap = 0 if layers == 0 else LAYER_CAP * math.ceil(layers / LAYER_CAP)
     own = bucket_width(width, buckets)
