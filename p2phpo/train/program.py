@@ -209,12 +209,10 @@ class ShapeClass:
 
 
 OPT_FLOPS = 150.0
-"""What one step's optimizer costs per parameter of the active layers, in matmul FLOPs
-(measured, CPU seconds, one thread: a 64-row step of a 2-layer trial in a 1,024-wide class
-took 8.5 ms, 6 of them the matmuls; the update reads and writes parameters, gradients and
-two moments, memory-bound once a class outgrows the caches). The earlier 16 per parameter
-made a 1,024-wide class look 3x the cost of a 512-wide one for a 480-wide trial; it was
-5x, and the reuse rule kept narrow trials in it."""
+"""One step's optimizer cost per parameter of the active layers, in matmul FLOPs (measured,
+one thread: a 64-row step of a 2-layer trial in a 1,024-wide class took 8.5 ms, 6 of them
+matmuls; the update is memory-bound once a class outgrows the caches). With 16 a 1,024-wide
+class looked 3x a 512-wide one's cost for a 480-wide trial; it was 5x."""
 
 
 def step_flops(batch_size: int, active_layers: int, cls: ShapeClass) -> float:
@@ -327,13 +325,11 @@ def new_class(batch_size: int, width: int, layers: int, n_features: int, n_class
               buckets: Sequence[int], steps: int, epochs: int, cost: CostModel, k: int = 1,
               wider: bool = True) -> ShapeClass:
     """The class to compile for a trial: as general as costs it less than one compile
-    would (steps run as ``MICRO_BATCH``-row passes; the width padded, with ``wider``, to
-    the widest bucket whose padding is that cheap, else to its own bucket), down to its
-    exact width and one pass per step when its compute is large. A trial that no compiled
-    class fits so builds the class that most later trials fit (on the MNIST sample a
-    545-wide trial compiled a 768-wide class, and the next, 980 wide, had to compile
-    again); a narrower class for the trials of a bucket comes once their padding has cost
-    a compile (``mlp.rent``)."""
+    (``MICRO_BATCH``-row passes; the width padded, with ``wider``, to the widest bucket
+    that cheap, else its own), down to its exact width and one pass per step. A trial
+    that no compiled class fits so builds the class most later ones fit (on the MNIST
+    sample a 545-wide trial compiled a 768-wide class, the next, 980 wide, another); a
+    bucket's own class comes once its trials' padding has cost a compile (``mlp.rent``)."""
     mb = MICRO_BATCH if batch_size % MICRO_BATCH == 0 else batch_size
     cap = 0 if layers == 0 else LAYER_CAP * math.ceil(layers / LAYER_CAP)
     own = bucket_width(width, buckets)
