@@ -13,6 +13,8 @@ than a compile (``program.choose_class``). A trial whose class is not compiled
 yet starts in a compiled class that fits while its own compiles on a
 background thread, and moves in at an epoch boundary (``plan``); the worker
 precompiles a fallback class as soon as its data is loaded (``precompile``).
+Once the padding that a bucket's trials paid in wider classes adds up to a
+compile, their own class compiles in the background (``rent``).
 Programs are cached for the life of the process (the worker); JAX's
 persistent cache, when configured, keeps them across restarts (the classes
 repeat exactly, so it hits). One program call trains an epoch (a loop over
@@ -28,7 +30,7 @@ Parameters (the study's ``[space]``, docs/study-file.md) and their defaults when
 ``batch_size`` 128. Options (the study's ``[objective]`` table):
 ``dataset`` "mnist", ``data_dir``, ``max_epochs`` 20, ``seed`` 0,
 ``val_size``, ``split_seed`` 0 (the validation split), ``width_step`` 32,
-``width_buckets`` [128, 256, 512, 1024] (an empty list compiles each exact architecture).
+``width_buckets`` [128, 256, 384, 512, 768, 1024] (an empty list compiles each exact architecture).
 """
 
 from __future__ import annotations
@@ -235,25 +237,19 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
     when none is, compiling in the background: waiting for it is shorter than a second
     compile beside it) and starting there pays (``_fallback_pays``), that class while its
     own compiles in the background; else its own, compiled now (or awaited if compiling).
-    With a spare core, a trial whose own class is a compiled one far costlier than its
-    bucket's general class gets that class compiled in the background (``GENERAL_GAIN``)."""
+    A trial that reuses a wider compiled class moves into its own when that one is
+    compiling (``rent`` starts such compiles)."""
     cls = shape_class(cfg, ds, epochs, buckets)
     steps = ds.x_train.shape[0] // cfg.batch_size
-    spare = spare_cores() >= 1.0
     if cls in _PROGRAMS:
-        general = _general_class(cfg, ds, buckets)
-        if (not spare or general in _PROGRAMS or general in BACKGROUND.pending
-                or program.class_seconds(general, cfg.batch_size, cfg.layers, steps, COST)
-                > GENERAL_GAIN * program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST)):
-            return _PROGRAMS[cls], None
-        prog = program.Program(general)  # for the trials to come; this one may move in
-        return _PROGRAMS[cls], BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
+        return _PROGRAMS[cls], BACKGROUND.pending.get(own_class(cfg, ds, epochs, buckets))
     fut = BACKGROUND.pending.get(cls)
     fallback = program.best_fit(cls, cfg.width, cfg.layers, list(_PROGRAMS), cfg.batch_size)
     if fallback is None and fut is None:
         fallback = program.best_fit(cls, cfg.width, cfg.layers, list(BACKGROUND.pending), cfg.batch_size)
     start = None
-    if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, 1 if spare else epochs):
+    epochs_weighed = 1 if spare_cores() >= 1.0 else epochs
+    if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, epochs_weighed):
         start = _ready(fallback)
     if start is None:
         return (fut.result() if fut is not None else get_program(cls)), None
@@ -261,6 +257,47 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
         prog = program.Program(cls)
         fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
     return start, fut
+
+
+def own_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]) -> program.ShapeClass:
+    """The trial's own class: its bucket's (``program.new_class`` without widening)."""
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    return program.new_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
+                             ds.num_classes, buckets, steps, epochs, COST, wider=False)
+
+
+RENT: dict[program.ShapeClass, float] = {}
+"""Per class not compiled: the seconds trials of that class spent so far on the padding
+of the wider compiled classes they reused (estimated share of their measured epochs)."""
+
+
+def rent(ds: Dataset, cfg: Config, own: program.ShapeClass, ran: program.ShapeClass,
+         seconds: float) -> Future | None:
+    """Ski rental for classes: each epoch (``seconds``) a trial runs in a wider compiled
+    class ``ran`` than its own (its padding cost it less than a compile, ``pick_class``)
+    adds the padding's cost to ``own``'s rent; once the rent its
+    trials paid reaches a compile, ``own`` compiles in the background (the trial moves in at
+    an epoch boundary, later trials start there): at most twice the cost of the best choice
+    in hindsight. The reuse rule alone weighs one trial at a time: on the MNIST sample it
+    ran most of a study's trials in a 1,024-wide class at 3x their exact compute, each
+    single trial's padding costing less than a compile. Returns the future of ``own``'s
+    compile when one is running, else None."""
+    if own == ran or own in _PROGRAMS:
+        return None
+    fut = BACKGROUND.pending.get(own)
+    if fut is not None:
+        return fut
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    there = program.class_seconds(ran, cfg.batch_size, cfg.layers, steps, COST)
+    mine = program.class_seconds(own, cfg.batch_size, cfg.layers, steps, COST)
+    # the padding's share of the measured epoch, or the estimate if higher: a class past
+    # the caches runs below the FLOP rate (a 585-wide trial's epoch in the 1,024-wide class
+    # took 0.5 s, its exact model 0.11 s)
+    RENT[own] = RENT.get(own, 0.0) + max(0.0, there - mine, seconds * (1.0 - mine / max(there, 1e-12)))
+    if RENT[own] < COST.compile_seconds:
+        return None
+    prog = program.Program(own)
+    return BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
 
 
 def _fallback_pays(fallback: program.ShapeClass, own: program.ShapeClass, cfg: Config, steps: int,
@@ -295,20 +332,6 @@ def spare_cores() -> float:
         return max(0.0, cpus - os.getloadavg()[0])
     except OSError:  # no load average on this platform
         return 1.0
-
-
-GENERAL_GAIN = 0.5
-"""A trial that runs in a compiled class at least twice as costly per epoch as its
-bucket's general class (64-row passes, bucket width, layer cap) gets that general class
-compiled in the background: at most one per bucket, shared by every later trial of the
-bucket (the per-trial reuse rule alone left a whole MNIST-sample study in one 1,024-wide
-class at 3x the exact compute)."""
-
-
-def _general_class(cfg: Config, ds: Dataset, buckets: Sequence[int]) -> program.ShapeClass:
-    mb = program.MICRO_BATCH if cfg.batch_size % program.MICRO_BATCH == 0 else cfg.batch_size
-    return program.natural_class(cfg.batch_size, cfg.width, cfg.layers, ds.num_features,
-                                 ds.num_classes, buckets, micro_batch=mb)
 
 
 def _ready(cls: program.ShapeClass) -> program.Program | None:
@@ -380,6 +403,7 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     move: Future | None = None
     if buckets:
         runner, move = plan(cfg, ds, epochs, buckets)
+        own = own_class(cfg, ds, epochs, buckets)
         state = runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
                                   cfg.lr, cfg.weight_decay, cfg.optimizer)
     else:
@@ -405,6 +429,8 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
         if buckets:
             _note_cost(cfg, runner.cls, n_steps, compute, compiling)
+            if move is None:  # (a compile started after the last epoch serves later trials)
+                move = rent(ds, cfg, own, runner.cls, compute)
         m = EpochMetrics(epoch, loss, acc, seconds, n_steps * cfg.batch_size / compute)
         history.append(m)
         if on_epoch is not None:
@@ -491,38 +517,27 @@ def calibrate(cost: program.CostModel | None = None) -> float:
     b = np.ones((784, 512), np.float32)
     a @ b  # warm the BLAS
     best = math.inf
-    for _ in range(3):
+    for _ in range(16):  # the fastest of many short runs: one preempted run read 3 GFLOP/s
         t0 = time.perf_counter()
-        for _ in range(4):
-            a @ b
+        a @ b
         best = min(best, time.perf_counter() - t0)
-    cost.flops_per_second = 0.5 * 4 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / max(best, 1e-6)
+    cost.flops_per_second = 0.5 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / max(best, 1e-6)
     return cost.flops_per_second
 
 
 def fallback_class(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:
     """The class a worker precompiles (``precompile``) so that most trials can start
     before their own class is ready: 64-row passes (every batch size of the built-in
-    space), the layer cap, and, with a spare core (``spare_cores``), the widest bucket
-    whose one-layer epoch costs at most half a compile at the current rates, but at least
-    the widest up to ``FALLBACK_WIDTH`` (512
-    holds 80% of the built-in space's log-uniform 32..1024 widths; on the 4,000-row MNIST
-    sample 1024 holds them all at a few tenths of a second per epoch). None when
-    bucketing is off."""
+    space), the layer cap, and the widest bucket up to ``FALLBACK_WIDTH`` (512 holds 80%
+    of the built-in space's log-uniform 32..1024 widths). Not wider: a 1,024-wide
+    fallback (taken with a spare core before) cost 5-11x the exact epoch of the trials
+    up to 544 wide (CPU seconds, RESULTS.md "fifth pass"), and the reuse rule then kept
+    them there. None when bucketing is off."""
     if not buckets:
         return None
-    steps = ds.x_train.shape[0] // program.MICRO_BATCH
-
-    def at(width: int) -> program.ShapeClass:
-        return program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
-                                  ds.num_classes)
-
-    base = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
-    if spare_cores() < 1.0:  # padded epochs would slow the compiles they wait for
-        return at(base)
-    cheap = [b for b in buckets if program.class_seconds(at(b), program.MICRO_BATCH, 1, steps, COST)
-             <= COST.compile_seconds / 2]
-    return at(max([base, *cheap]))
+    width = max([b for b in buckets if b <= FALLBACK_WIDTH], default=min(buckets))
+    return program.ShapeClass(program.MICRO_BATCH, width, program.LAYER_CAP, ds.num_features,
+                              ds.num_classes)
 
 
 def precompile(ds: Dataset, buckets: Sequence[int] | None) -> program.ShapeClass | None:

@@ -60,10 +60,13 @@ class PackedClass:
         return sum(self.slots)
 
     def step_flops(self, layers: int) -> float:
-        """Matmul FLOPs of one step (forward + backward) at this class's padded shapes."""
+        """Cost of one step in FLOPs at this class's padded shapes: the matmuls (forward +
+        backward) and the optimizer's update of the active layers (``program.OPT_FLOPS`` per
+        parameter, as for a solo class)."""
         per_row = (self.n_features + self.n_classes) * self.total + (layers - 1) * sum(
             w * w for w in self.slots)
-        return 6.0 * self.batch_size * per_row
+        biases = self.total * layers + self.n_classes * self.k
+        return 6.0 * self.batch_size * per_row + program.OPT_FLOPS * (per_row + biases)
 
     def fits(self, need: PackedClass) -> bool:
         """Whether ``need``'s members fit here: same fixed shapes, and each of its slots

@@ -53,10 +53,12 @@ ACT_INDEX = {name: i for i, name in enumerate(ACTIVATION_FNS)}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 OPT_INDEX = {name: i for i, name in enumerate(OPTIMIZERS)}
 GAIN = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "elu": 2.0, "tanh": 1.0, "sigmoid": 1.0}
-# Chosen by measurement (benchmarks/train.py --buckets, RESULTS.md "training"): on the
-# MNIST sample a compile costs ~2-4 s while padding a width up to 2x costs milliseconds
-# per epoch, so coarse buckets win; the reuse rule in ``pick_class`` refines this per trial.
-WIDTH_BUCKETS = (128, 256, 512, 1024)
+# Chosen by measurement (RESULTS.md "training", "fifth pass"): padding costs more than its
+# FLOPs once a class outgrows the caches (a 480-wide trial ran 5x its exact epoch in a
+# 1,024-wide class, 1.3x in a 512-wide one), so the steps above 256 are 1.5x, not 2x;
+# ``pick_class`` reuses a wider class per trial when that is cheaper than a compile, and
+# ``mlp`` compiles a trial's own class once the padding its trials paid reaches a compile.
+WIDTH_BUCKETS = (128, 256, 384, 512, 768, 1024)
 LAYER_CAP = 4
 # Batch sizes that are multiples of MICRO_BATCH can share one program (see ShapeClass,
 # choose_class); each halving of the rows per pass cost ~15% (measured, RESULTS.md "training").
@@ -206,13 +208,21 @@ class ShapeClass:
         return sum(m * n + n for m, n in zip(s[:-1], s[1:], strict=True))
 
 
+OPT_FLOPS = 150.0
+"""One step's optimizer cost per parameter of the active layers, in matmul FLOPs (measured,
+one thread: a 64-row step of a 2-layer trial in a 1,024-wide class took 8.5 ms, 6 of them
+matmuls; the update is memory-bound once a class outgrows the caches). With 16 a 1,024-wide
+class looked 3x a 512-wide one's cost for a 480-wide trial; it was 5x."""
+
+
 def step_flops(batch_size: int, active_layers: int, cls: ShapeClass) -> float:
-    """Estimated FLOPs of one training step of one lane in ``cls``: the matmuls of the
-    active layers at the class's padded width (forward + backward = 6 per weight per
-    row) plus ~16 element-wise FLOPs per parameter of the class (optimizer, masking)."""
+    """Estimated cost of one training step of one lane in ``cls``, in FLOPs: the matmuls
+    of the active layers at the class's padded width (forward + backward = 6 per weight
+    per row) plus the optimizer's update of those layers' padded arrays (``OPT_FLOPS`` per
+    parameter; inactive layers are skipped)."""
     s = [cls.n_features] + [cls.width] * active_layers + [cls.n_classes]
     active = sum(m * n for m, n in zip(s[:-1], s[1:], strict=True))
-    return 6.0 * batch_size * active + 16.0 * cls.n_params()
+    return 6.0 * batch_size * active + OPT_FLOPS * (active + sum(s[1:]))
 
 
 def bucket_width(width: int, buckets: Sequence[int]) -> int:
@@ -289,10 +299,8 @@ def pick_class(natural: ShapeClass, width: int, layers: int, steps: int, epochs:
     penalty) minus the natural class's, over ``steps`` x ``epochs`` steps, at the
     measured FLOP rate.
     """
-    if natural in compiled:
-        return natural
     bs = natural.micro_batch if batch_size is None else batch_size
-    best = best_fit(natural, width, layers, compiled, bs)
+    best = best_fit(natural, width, layers, compiled, bs)  # natural itself when compiled and cheapest
     if best is None:
         return natural
     extra = (class_seconds(best, bs, layers, steps * epochs, cost)
@@ -304,23 +312,37 @@ def choose_class(batch_size: int, width: int, layers: int, n_features: int, n_cl
                  buckets: Sequence[int], steps: int, epochs: int, compiled: Sequence[ShapeClass],
                  cost: CostModel, k: int = 1) -> ShapeClass:
     """The class a trial runs in: a compiled one when its padding costs less than a
-    compile (``pick_class``); else a new one, as general as costs this trial less than
-    one compile would (width padded to its bucket, steps run as ``MICRO_BATCH``-row
-    passes, so that later trials can share it), down to the trial's exact width and
-    one pass per step when its compute is large."""
+    compile (``pick_class``); else a new one (``new_class``; as wide as is cheap when no
+    compiled class fits the trial at all)."""
+    fits = best_fit(ShapeClass(batch_size, width, layers, n_features, n_classes, k), width, layers,
+                    compiled, batch_size)
+    natural = new_class(batch_size, width, layers, n_features, n_classes, buckets, steps, epochs,
+                        cost, k, wider=fits is None)
+    return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
+
+
+def new_class(batch_size: int, width: int, layers: int, n_features: int, n_classes: int,
+              buckets: Sequence[int], steps: int, epochs: int, cost: CostModel, k: int = 1,
+              wider: bool = True) -> ShapeClass:
+    """The class to compile for a trial: as general as costs it less than one compile
+    (``MICRO_BATCH``-row passes; the width padded, with ``wider``, to the widest bucket
+    that cheap, else its own), down to its exact width and one pass per step. A trial
+    that no compiled class fits so builds the class most later ones fit (on the MNIST
+    sample a 545-wide trial compiled a 768-wide class, the next, 980 wide, another); a
+    bucket's own class comes once its trials' padding has cost a compile (``mlp.rent``)."""
     mb = MICRO_BATCH if batch_size % MICRO_BATCH == 0 else batch_size
     cap = 0 if layers == 0 else LAYER_CAP * math.ceil(layers / LAYER_CAP)
-    wide = bucket_width(width, buckets)
+    own = bucket_width(width, buckets)
+    widths = sorted({own, *(b for b in buckets if b > own and wider)}, reverse=True)
     tight = ShapeClass(batch_size, width, cap, n_features, n_classes, k)
 
     def seconds(c: ShapeClass) -> float:
         return class_seconds(c, batch_size, layers, steps * epochs, cost)
 
-    candidates = [dataclasses.replace(tight, micro_batch=mb, width=wide),  # most general first
-                  dataclasses.replace(tight, width=wide), dataclasses.replace(tight, micro_batch=mb),
-                  tight]
-    natural = next((c for c in candidates if seconds(c) - seconds(tight) < cost.compile_seconds), tight)
-    return pick_class(natural, width, layers, steps, epochs, compiled, cost, batch_size)
+    candidates = [dataclasses.replace(tight, micro_batch=m, width=w)  # most general first
+                  for w in widths for m in dict.fromkeys([mb, batch_size])]
+    candidates += [dataclasses.replace(tight, micro_batch=mb), tight]
+    return next((c for c in candidates if seconds(c) - seconds(tight) < cost.compile_seconds), tight)
 
 
 # -- the program -----------------------------------------------------------------------
