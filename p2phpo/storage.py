@@ -12,7 +12,8 @@ Every entry the node holds, its own and merged ones, is appended to
 ``ledger.log``. Its own entries are fsync'ed before ``append`` returns, so
 nothing is gossiped that a crash could lose.
 
-Recovery is per record. On open the log is replayed; a record whose length,
+Recovery is per record (the record format and its replay: ``ledger_log.py``). On
+open the log is replayed; a record whose length,
 checksum or contents do not hold up is skipped and the replay resynchronizes
 on the next record that frames and checks, so one flipped bit costs one
 record, never the intact records after it. Damaged records in the middle are
@@ -32,8 +33,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import struct
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,17 +40,16 @@ from pathlib import Path
 from p2phpo.core.durability import seq_ranges
 from p2phpo.core.entries import (
     Entry,
-    EntryError,
     TrialId,
     encode_entry,
     parse_trial_id,
 )
 from p2phpo.core.identity import SIGNATURE_LEN, Identity
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.records import MAX_RECORD_BYTES, PREV_LEN, Verifier, chain_hash, decode_record
+from p2phpo.core.records import PREV_LEN, Verifier, chain_hash
 from p2phpo.identity_file import IdentityFileError, create_identity, identity_path, load_identity
+from p2phpo.ledger_log import HEADER, Replay, frame_record, replay_bytes, replay_log
 
-_HEADER = struct.Struct(">II")
 LOG_NAME = "ledger.log"
 META_NAME = "node.json"
 LOCK_NAME = "lock"
@@ -73,86 +71,6 @@ class DiskError(StorageError):
     def __init__(self, message: str, why: str = "") -> None:
         super().__init__(message)
         self.why = why or message
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    entries: list[tuple[Entry, bytes]]
-    good_bytes: int  # offset just past the last intact record
-    torn_bytes: int  # bytes after it that do not form an intact record
-    damaged: tuple[tuple[int, int], ...] = ()  # (offset, length) of damaged spans skipped
-
-
-def _frame_at(data: bytes, pos: int) -> tuple[Entry, bytes, int] | None:
-    """The intact record at ``pos``: (entry, raw bytes, end offset), or None."""
-    if pos + _HEADER.size > len(data):
-        return None
-    length, crc = _HEADER.unpack_from(data, pos)
-    start, end = pos + _HEADER.size, pos + _HEADER.size + length
-    if length == 0 or length > MAX_RECORD_BYTES or end > len(data):
-        return None
-    raw = data[start:end]
-    if zlib.crc32(raw) != crc:
-        return None
-    try:
-        return decode_record(raw), raw, end
-    except EntryError:
-        return None
-
-
-def _resync(data: bytes, pos: int) -> int | None:
-    """The first offset after ``pos`` where an intact record starts, or None."""
-    for q in range(pos + 1, len(data) - _HEADER.size + 1):
-        if _frame_at(data, q) is not None:
-            return q
-    return None
-
-
-def _whole_at_end(data: bytes, pos: int) -> bool:
-    """Whether the bytes from ``pos`` on are one whole record whose content is damaged
-    (its header's length ends exactly at the end of the log) rather than a short write."""
-    if pos + _HEADER.size > len(data):
-        return False
-    length, _ = _HEADER.unpack_from(data, pos)
-    return 0 < length <= MAX_RECORD_BYTES and pos + _HEADER.size + length == len(data)
-
-
-def replay_bytes(data: bytes) -> Replay:
-    """Every intact record of a log; damaged spans are skipped. A short last record is
-    a torn tail (a crash mid-write: never fsync'ed, so never gossiped); a whole last
-    record with wrong bytes is damaged like one in the middle (it may have been)."""
-    entries: list[tuple[Entry, bytes]] = []
-    damaged: list[tuple[int, int]] = []
-    pos = 0
-    while pos < len(data):
-        rec = _frame_at(data, pos)
-        if rec is not None:
-            entries.append((rec[0], rec[1]))
-            pos = rec[2]
-            continue
-        nxt = _resync(data, pos)
-        if nxt is None and _whole_at_end(data, pos):
-            damaged.append((pos, len(data) - pos))
-            pos = len(data)
-            break
-        if nxt is None:
-            break  # nothing intact follows: a torn tail
-        damaged.append((pos, nxt - pos))
-        pos = nxt
-    return Replay(entries, pos, len(data) - pos, tuple(damaged))
-
-
-def replay_log(path: Path) -> Replay:
-    """Read every intact record of a log file (see :func:`replay_bytes`)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return Replay([], 0, 0)
-    return replay_bytes(data)
-
-
-def _record(raw: bytes) -> bytes:
-    return _HEADER.pack(len(raw), zlib.crc32(raw)) + raw
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -370,7 +288,7 @@ class Storage:
         if not rep.damaged or sum(rep.damaged[-1]) != len(data):
             return False
         off, n = rep.damaged[-1]
-        record = data[off + _HEADER.size:off + n]
+        record = data[off + HEADER.size:off + n]
         if len(record) < SIGNATURE_LEN + PREV_LEN:
             return True
         prev = record[-SIGNATURE_LEN - PREV_LEN:-SIGNATURE_LEN]
@@ -388,7 +306,7 @@ class Storage:
                 f.write(data[off:off + n])
             f.flush()
             os.fsync(f.fileno())
-        _write_atomic(path, b"".join(_record(raw) for _, raw in rep.entries))
+        _write_atomic(path, b"".join(frame_record(raw) for _, raw in rep.entries))
 
     def missing_own(self) -> list[int]:
         """Own seqs this replica lacks below the highest own seq it holds (held out of order)."""
@@ -459,7 +377,7 @@ class Storage:
                 self._held_on_disk.discard((e.origin, e.seq))
                 continue  # held out of order on open: its record is in the log already
             raw = self.ledger.raw(e.origin, e.seq)
-            buf += _record(raw if raw is not None else encode_entry(e))
+            buf += frame_record(raw if raw is not None else encode_entry(e))
         if not buf:
             return
         self._check()

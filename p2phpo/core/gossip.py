@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from itertools import compress, repeat
+from operator import lt
 from typing import Any
 
 from p2phpo.core import study_bind
@@ -323,7 +325,8 @@ class GossipCore(Hearing):
         m = self.membership
         if len(self.queue) or len(self.haves) or len(self.news):
             dead = [n for n in m.ids(State.DEAD) if now - m.get(n).state_since < self.profile.gossip_to_dead]  # type: ignore[union-attr]
-            targets = sorted(m.ids(State.ALIVE, State.SUSPECT) + dead)
+            live = m.ids(State.ALIVE, State.SUSPECT)  # sorted already
+            targets = sorted(live + dead) if dead else live
             fanout = self.profile.gossip_nodes
             if self.queue.nbytes > fanout * self._budget:
                 fanout *= 2  # a backlog (a busy cluster): twice the datagrams, still within budget
@@ -452,9 +455,11 @@ class GossipCore(Hearing):
             t = type(m)
             if t is Haves:
                 pairs = m.pairs  # type: ignore[union-attr]
-                for i in range(0, len(pairs), 2):
-                    if vv.get(pairs[i], 0) < pairs[i + 1]:
-                        want(sender, addr, pairs[i], pairs[i + 1])
+                origins, seqs = pairs[0::2], pairs[1::2]
+                lacking = list(map(lt, map(vv.get, origins, repeat(0)), seqs))  # C speed:
+                if True in lacking:  # a busy node already holds nearly every entry announced
+                    for origin, seq in compress(zip(origins, seqs), lacking):
+                        want(sender, addr, origin, seq)
             elif t is Have and vv.get(m.origin, 0) < m.seq:  # type: ignore[union-attr]
                 want(sender, addr, m.origin, m.seq)  # type: ignore[union-attr]
 

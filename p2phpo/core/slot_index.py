@@ -26,6 +26,7 @@ class SlotIndex:
         self.ledger = ledger
         self.slots: dict[int, list[TrialId]] = {}
         self.running: set[TrialId] = set()
+        self.owners: dict[int, int] = {}  # owner -> its trials in ``running``
         self.seen_at: dict[TrialId, float] = {}  # running trial -> when this node first saw it
         self.heard: dict[int, float] = {}  # owner -> when a change to one of its trials came
         self.low = 0  # every slot below is DONE
@@ -41,29 +42,46 @@ class SlotIndex:
         return self._cursor
 
     def sync(self, now: float, changed: Callable[[int], None]) -> None:
-        """Take in the ledger's changes since the last call; ``changed(slot)`` for each."""
+        """Take in the ledger's changes since the last call; ``changed(slot)`` for each that
+        can move its slot's state (not a REPORT of a trial still running)."""
         ledger = self.ledger
         changes = ledger.changes
+        running = self.running
         for tid in changes[self._cursor :]:
             view = ledger.trial(tid)
             if view is None:
                 continue
             self.heard[tid[0]] = now
+            if tid in running and view.state is TrialState.RUNNING:
+                # Still running (a REPORT): its slot's state cannot have moved. Every
+                # change of a slot's trials comes through here, so the slot's mark
+                # from when it last moved still holds.
+                continue
             self._count(tid, view)
             trials = self.slots.setdefault(view.slot, [])
             if tid not in trials:
                 trials.append(tid)
             if view.state is TrialState.RUNNING:
-                self.running.add(tid)
+                running.add(tid)
+                self.owners[tid[0]] = self.owners.get(tid[0], 0) + 1
                 self.seen_at.setdefault(tid, now)
             else:
                 self.seen_at.pop(tid, None)
-                self.running.discard(tid)
+                if tid in running:
+                    running.remove(tid)
+                    self._drop_owner(tid[0])
                 self._note_best(view)
             changed(view.slot)
         self._cursor = len(changes)
         while self.state(self.low) == "DONE":
             self.low += 1
+
+    def _drop_owner(self, owner: int) -> None:
+        left = self.owners[owner] - 1
+        if left:
+            self.owners[owner] = left
+        else:
+            del self.owners[owner]
 
     def _count(self, tid: TrialId, view: TrialView) -> None:
         """Move ``tid`` to its state now in its slot's counts."""

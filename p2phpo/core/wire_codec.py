@@ -156,6 +156,7 @@ def unpack_strict(data: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     return obj
 
 
+_CONTAINERS = frozenset((list, dict))
 _NOT_CONTAINER_BYTES = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
 
 
@@ -173,7 +174,10 @@ def check_depth(obj: object, max_depth: int, raw: bytes | None = None) -> None:
         o, d = stack.pop()
         if d > max_depth:
             raise WireError(DropReason.BAD_SCHEMA, f"nesting deeper than {max_depth}")
-        for v in o if type(o) is list else o.values():
+        values = o if type(o) is list else o.values()
+        if _CONTAINERS.isdisjoint(map(type, values)):
+            continue  # a flat container (a Haves' pairs, an entry's bytes): C speed
+        for v in values:
             t = type(v)
             if t is list or t is dict:
                 stack.append((v, d + 1))
