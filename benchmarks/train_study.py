@@ -187,17 +187,21 @@ def summarize(run: dict, horizon: float | None = None, exact: dict[str, float] |
 def compare(checkouts: dict[str, Path], datasets: list[str], budget: float, n_trials: int,
             reps: int, exact_epochs: int = 3) -> dict:
     """One node run per checkout (``{"before": dir, "after": REPO}``), alternating,
-    ``reps`` times per dataset; then the exact models' epoch times of every run's
-    trials, all timed with this checkout's plain model."""
+    ``reps`` times per dataset, the order rotated each repetition (the last run of a
+    round meets the load the others built up: 3-8% slower in RESULTS "fifth pass");
+    then the exact models' epoch times of every run's trials, all timed with this
+    checkout's plain model."""
     out: dict = {}
     tmp = tempfile.mkdtemp(prefix="p2phpo-train-study-")  # kept: the timing logs are the raw data
     out["runs_dir"] = tmp
     for dataset in datasets:
         rows = []
         for rep in range(reps):
-            runs = {name: run_node(checkout, dataset, budget, n_trials,
-                                   Path(tmp) / f"{dataset}-{name}-{rep}")
-                    for name, checkout in checkouts.items()}
+            order = list(checkouts)
+            order = order[rep % len(order):] + order[:rep % len(order)]  # load builds up: rotate
+            done = {name: run_node(checkouts[name], dataset, budget, n_trials,
+                                   Path(tmp) / f"{dataset}-{name}-{rep}") for name in order}
+            runs = {name: done[name] for name in checkouts}
             horizon = min(summarize(r)["wall_s"] for r in runs.values())
             row = {}
             for name, r in runs.items():
