@@ -152,6 +152,23 @@ def test_a_members_death_asks_for_a_pushpull_with_someone_alive() -> None:
     assert d.tcp_requests() == [TcpRequest(B, ADDR[B])]
 
 
+def test_after_the_study_only_a_death_that_leaves_a_trial_behind_asks_for_a_pushpull() -> None:
+    d = make()
+    ready(d, n_trials=1)
+    start = next(a for a in persist_all(d) if isinstance(a, StartTrial))
+    b, c, e = Peer(B), 33, 44
+    ADDR[c], ADDR[e] = ("127.0.0.1", 3), ("127.0.0.1", 4)
+    b.send(d, [Alive(n, 0, ADDR[n], {"ready": True, "study": FP}) for n in (B, c, e)], 1.0)
+    d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.1), 1.5, 1001.5)
+    assert StudyDone("budget of 1 trials used") in persist_all(d, 1.5)
+    d.ledger.new(e, Claim, wall=1.0, slot=0, params={"x": 0.0})  # e's loser, still running
+    d.tcp_requests()
+    b.send(d, [Leave(c, 0)], 2.0)
+    assert d.tcp_requests() == []  # nothing of c's to recover: no push-pull of the member table
+    b.send(d, [Leave(e, 0)], 3.0)
+    assert [r.node for r in d.tcp_requests()] == [B]  # e's running trial must be reclaimed
+
+
 def test_leave_abandons_then_gossips_leave_once_the_abandon_is_durable() -> None:
     d = make()
     ready(d)
