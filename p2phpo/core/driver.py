@@ -110,6 +110,7 @@ class NodeDriver(StudyChecks):
         self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self._settled = False  # done because the budget is counted (``_advertise``)
         self._gone_new: list[int] = []  # members just DEAD or LEFT (``_sync_for_gone``)
         self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
         self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
@@ -447,9 +448,10 @@ class NodeDriver(StudyChecks):
                 continue
             if isinstance(cmd, StudyDone):
                 self.done = cmd.reason
+                self._settled = search.budget_counted
                 self._quiet = False
                 if self.linger is not None:
-                    self.linger.done(now, self.views.known_metas())
+                    self.linger.done(now, self.views.known_metas(), settled=self._settled)
             self._actions.append(cmd)
         # A batch's StartTrials leave together, after the step's other commands, in one
         # take_actions: the shell hands them to its worker as one batch.
@@ -584,8 +586,10 @@ class NodeDriver(StudyChecks):
             "ready": bool(search is not None and search.ready and plan is not None
                           and not search.leaving),
             "study": plan.fingerprint if plan is not None else None}
-        if self.done is not None:
-            meta["done"] = True  # finished peers linger until every peer says this
+        if self.done is not None and not self._settled:
+            # Finished peers linger until every peer is done. Done because the budget is
+            # counted, a peer in sync with us knows it from the ledger (``Linger``): no flag.
+            meta["done"] = True
         if meta != self._meta_sent:
             self._meta_sent = meta
             self.gossip.set_meta(meta, now)

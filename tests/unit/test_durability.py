@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 from p2phpo.core.durability import MAX_WAIT_FACTOR, GateConfig, Linger, RepairGate, seq_ranges
 from p2phpo.core.entries import Abandon, AbandonReason, Claim, Report, Result, Status
@@ -167,21 +168,42 @@ def test_linger_until_peers_are_done_or_the_grace_ends() -> None:
     assert not forever.may_exit(1e9, {}.get) and forever.timer() is None
 
 
-def scan(lg: Linger, workers: set[int], now: float, members: dict[int, tuple[str, dict]]) -> bool:
-    """The exit rule as one pass over every member (what ``Linger`` keeps incrementally)."""
-    workers.update(n for n, (_, meta) in members.items() if meta.get("study"))
-    if lg.done_at is None or lg.forever:
-        return False
-    if now >= lg.done_at + lg.grace:
-        return True
+@dataclass
+class Rule:
+    """The exit rule as one pass over every member, with its own record of the syncs
+    (what ``Linger`` keeps incrementally)."""
 
-    def ok(node: int, state: str, meta: dict) -> bool:
-        if state == "LEFT":
-            return True
-        if not meta.get("done"):
+    grace: float = 30.0
+    done_at: float | None = None
+    settled: bool = False
+    workers: set[int] = field(default_factory=set)
+    in_sync: set[int] = field(default_factory=set)
+    finished: set[int] = field(default_factory=set)
+
+    def synced(self, peer: int) -> None:
+        self.in_sync.add(peer)
+        if self.settled:
+            self.finished.add(peer)
+
+    def done(self, now: float, settled: bool) -> None:
+        self.done_at, self.settled = now, settled
+        if settled:
+            self.finished |= self.in_sync
+
+    def may_exit(self, now: float, members: dict[int, tuple[str, dict]]) -> bool:
+        self.workers.update(n for n, (_, meta) in members.items() if meta.get("study"))
+        if self.done_at is None:
             return False
-        return state == "DEAD" or node in lg._in_sync
-    return all(ok(n, *members[n]) for n in workers if n in members)
+        if now >= self.done_at + self.grace:
+            return True
+
+        def ok(node: int, state: str, meta: dict) -> bool:
+            if state == "LEFT":
+                return True
+            if not meta.get("done") and node not in self.finished:
+                return False
+            return state == "DEAD" or node in self.in_sync
+        return all(ok(n, *members[n]) for n in self.workers if n in members)
 
 
 def test_linger_answers_what_a_scan_of_every_member_answers() -> None:
@@ -189,12 +211,11 @@ def test_linger_answers_what_a_scan_of_every_member_answers() -> None:
     metas = [{}, {"ready": False}, {"ready": True, "study": "f"}, {"ready": True, "study": "f", "done": True},
              {"study": "g", "done": True}, {"done": True}]
     seen = {True: 0, False: 0}  # answers before the grace ends
-    for run in range(300):
-        lg = Linger(grace=30.0)
+    for run in range(400):
+        lg, rule = Linger(grace=30.0), Rule()
         t = Table(lg)
-        workers: set[int] = set()
         nodes = list(range(1, rng.randint(2, 9)))
-        done_at = rng.randint(0, 40)
+        done_at, settled = rng.randint(0, 40), run % 2 == 1
         for step in range(60):
             roll = rng.random()
             node = rng.choice(nodes)
@@ -204,17 +225,39 @@ def test_linger_answers_what_a_scan_of_every_member_answers() -> None:
                 t.forget(node)
             elif roll < 0.85:
                 lg.synced(node)
+                rule.synced(node)
             else:
                 lg.changed()
+                rule.in_sync.clear()
             if step == done_at:  # the driver asks at once (no member event in between)
-                lg.done(float(step), t.members)
+                lg.done(float(step), t.members, settled=settled)
+                rule.done(float(step), settled)
             if lg.done_at is not None:
                 now = float(step) + rng.choice([0.0, 0.0, 0.0, 25.0])
-                want = scan(lg, workers, now, t.members)
+                want = rule.may_exit(now, t.members)
                 assert t.may_exit(now) == want, (run, step)
                 if now < lg.done_at + lg.grace:
                     seen[want] += 1
     assert min(seen.values()) > 500, seen  # both answers were put to the test
+
+
+def test_a_settled_node_counts_a_peer_found_in_sync_as_done_without_its_flag() -> None:
+    lg = Linger(grace=30.0)
+    t = Table(lg)
+    t.set(PEER, "ALIVE", {"ready": True, "study": "f"})
+    lg.synced(PEER)
+    lg.done(10.0, t.members, settled=True)  # it was in sync: it holds the whole budget
+    assert t.may_exit(11.0)
+    lg.changed()
+    assert not t.may_exit(11.0)  # a new entry of ours: it must confirm again
+    t.set(PEER, "DEAD", {"ready": True, "study": "f"})
+    assert t.may_exit(11.0)  # done before it died: not waited for
+    other = Linger(grace=30.0)
+    u = Table(other)
+    u.set(PEER, "ALIVE", {"ready": True, "study": "f"})
+    other.done(10.0, u.members, settled=False)  # e.g. a timeout on our own clock
+    other.synced(PEER)
+    assert not u.may_exit(11.0)  # in sync, but done only when it says so
 
 
 def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> None:
