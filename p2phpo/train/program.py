@@ -195,9 +195,13 @@ class CostModel:
 
     compile_seconds: float = 3.0
     flops_per_second: float = 2e10
+    plain_compile_seconds: float = 1.0  # a trial's exact plain model (``plain.Model``)
 
     def note_compile(self, seconds: float) -> None:
         self.compile_seconds = 0.5 * self.compile_seconds + 0.5 * max(seconds, 0.1)
+
+    def note_plain_compile(self, seconds: float) -> None:
+        self.plain_compile_seconds = 0.5 * self.plain_compile_seconds + 0.5 * max(seconds, 0.05)
 
     def note_epoch(self, flops: float, seconds: float) -> None:
         if seconds > 0 and flops > 0:
