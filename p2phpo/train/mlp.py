@@ -203,39 +203,61 @@ def shape_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int] | 
 
 
 def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
-         ) -> tuple[program.Program | Model, Future | None]:
-    """The program a trial starts in, and the future of the one it moves into (None:
-    it stays). Its own class when compiled; else, when a class that fits is compiled (or,
-    when none is, compiling in the background: waiting for it is shorter than a second
-    compile beside it) and starting there pays (``_fallback_pays``), that class while its
-    own compiles in the background; else its own, compiled now (or awaited if compiling).
+         ) -> tuple[program.Program | Model, Future | None, program.ShapeClass | None]:
+    """The program a trial starts in, the future of the one it moves into (None: it
+    stays), and a class to compile in the background after its first epoch (None: none).
+    Its own class when compiled; else, when a class that fits is compiled (or, when none
+    is, compiling in the background: waiting for it is shorter than a second compile
+    beside it) and starting there pays (``_fallback_pays``), that class while its own
+    compiles in the background; else its own, compiled now (or awaited if compiling).
     A trial that reuses a wider compiled class moves into its own when that one is
-    compiling (``rent`` starts such compiles). A trial that would wait for a compile runs
-    its exact plain model instead when that costs less (``_exact_pays``)."""
+    compiling (``rent`` starts such compiles). A trial that no compiled class fits runs
+    its exact plain model instead of waiting when that costs less (``_exact_pays``)."""
     cls = shape_class(cfg, ds, epochs, buckets)
     steps = ds.x_train.shape[0] // cfg.batch_size
     if cls in _PROGRAMS:
-        return _PROGRAMS[cls], BACKGROUND.pending.get(own_class(cfg, ds, epochs, buckets))
+        return _PROGRAMS[cls], BACKGROUND.pending.get(own_class(cfg, ds, epochs, buckets)), None
     fut = BACKGROUND.pending.get(cls)
     fallback = program.best_fit(cls, cfg.width, cfg.layers, list(_PROGRAMS), cfg.batch_size)
+    compiled_fits = fallback is not None
     if fallback is None and fut is None:
         fallback = program.best_fit(cls, cfg.width, cfg.layers, list(BACKGROUND.pending), cfg.batch_size)
     start = None
     epochs_weighed = 1 if spare_cores() >= 1.0 else epochs
     if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, epochs_weighed):
         start = fallback
-    if _exact_pays(cfg, cls if start is None else start, steps, epochs):
-        if fallback is None and fut is None:  # new ground: later trials will want this class
-            prog = program.Program(cls)
-            BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
-        return get_model(cfg, ds.num_features, ds.num_classes), None
+    awaited = cls if start is None else start
+    if EXACT_START and not compiled_fits and awaited not in EXACT_STARTS and _exact_pays(cfg, awaited, steps, epochs):
+        EXACT_STARTS.add(awaited)  # the next trial that needs it waits: a compile at a time
+        build = None
+        if awaited not in BACKGROUND.pending:  # for later trials (this one pays no padding):
+            mb = program.MICRO_BATCH if cfg.batch_size % program.MICRO_BATCH == 0 else cfg.batch_size
+            build = dataclasses.replace(awaited, micro_batch=mb)  # every batch size's passes
+            EXACT_STARTS.add(build)
+        return get_model(cfg, ds.num_features, ds.num_classes), None, build
     ready = None if start is None else _ready(start)
     if ready is None:
-        return (fut.result() if fut is not None else get_program(cls)), None
+        return (fut.result() if fut is not None else get_program(cls)), None, None
     if fut is None:
         prog = program.Program(cls)
         fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
-    return ready, fut
+    return ready, fut, None
+
+
+EXACT_START = True
+"""Whether ``plan`` may start a trial in its exact plain model (unit tests of the classes
+turn it off: tests/unit/conftest.py)."""
+EXACT_STARTS: set[program.ShapeClass] = set()
+"""Classes a trial did not wait for (it ran its exact model): at most one per class, so a
+study's compiles stay bounded (a plain model serves only its own trial)."""
+
+
+def build_later(ds: Dataset, cls: program.ShapeClass | None) -> None:
+    """Compile ``cls`` in the background (after an exact start's first epoch: not beside
+    its plain model's compile, which two compiles at once on a busy 2-core VM slowed 2x)."""
+    if cls is not None and cls not in _PROGRAMS and cls not in BACKGROUND.pending:
+        prog = program.Program(cls)
+        BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
 
 
 def _exact_pays(cfg: Config, cls: program.ShapeClass, steps: int, epochs: int) -> bool:
@@ -397,8 +419,9 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     compiles0, seconds0 = COMPILE_LOG.compiles, COMPILE_LOG.seconds
     move: Future | None = None
     runner: program.Program | Model
+    build: program.ShapeClass | None = None
     if buckets:
-        runner, move = plan(cfg, ds, epochs, buckets)
+        runner, move, build = plan(cfg, ds, epochs, buckets)
         own = own_class(cfg, ds, epochs, buckets)
     else:
         runner = get_model(cfg, ds.num_features, ds.num_classes)
@@ -424,8 +447,11 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         seconds = time.perf_counter() - t0
         compiling = COMPILE_LOG.mine() - c0
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
-        if buckets and exact and compiling > 0:
-            COST.note_plain_compile(compiling)
+        if buckets and exact:
+            if compiling > 0:
+                COST.note_plain_compile(compiling)
+            build_later(ds, build)
+            build = None
         elif buckets and not exact:
             _note_cost(cfg, runner.cls, n_steps, compute, compiling)
             if move is None:  # (a compile started after the last epoch serves later trials)

@@ -235,11 +235,14 @@ def test_a_trial_that_would_wait_for_a_compile_runs_its_exact_model_instead(
         sample, monkeypatch) -> None:
     """The worker's first trial (its fallback still compiling) and a trial that no compiled
     class fits run their exact plain model when its compile (~1 s) and exact epochs cost less
-    than the wait and the padded epochs; the new class compiles in the background, so the
-    next trial that fits it starts there without a compile."""
+    than the wait and the padded epochs; the new class compiles in the background after the
+    trial's first epoch, so the next trial that fits it starts there without a compile. One
+    exact start per awaited class: the next trial that needs it waits."""
     monkeypatch.setattr(mlp, "_PROGRAMS", {})
     monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
     monkeypatch.setattr(mlp.BACKGROUND, "synchronous", False)
+    monkeypatch.setattr(mlp, "EXACT_START", True)
+    monkeypatch.setattr(mlp, "EXACT_STARTS", set())
     monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=30.0, flops_per_second=2e10))
     fallback = mlp.precompile(sample, program.WIDTH_BUCKETS)  # 512 wide, compiling
     params = {"layers": 3, "width": 46, "batch_size": 64, "lr": 1e-2, "optimizer": "sgd",
@@ -257,6 +260,11 @@ def test_a_trial_that_would_wait_for_a_compile_runs_its_exact_model_instead(
     assert len(mlp._PROGRAMS) == 2 and all(c.width > 545 for c in mlp._PROGRAMS if c != fallback)
     third = mlp.train(sample, {**wide, "width": 600, "lr": 1e-3}, epochs=1, seed=3)
     assert third.shape_class in mlp._PROGRAMS and third.compiles == 0
+    # a second trial while a class it needs is still compiling waits for it
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    mlp.precompile(sample, program.WIDTH_BUCKETS)
+    fourth = mlp.train(sample, {**params, "width": 50}, epochs=1, seed=4)
+    assert fourth.shape_class is not None
 
 
 def test_calibrate_sets_the_flop_rate_prior_from_this_cpu() -> None:
@@ -280,6 +288,8 @@ def test_built_in_study_of_30_trials_compiles_at_most_8_times(sample, monkeypatc
     small = dataclasses.replace(sample, x_train=sample.x_train[:1000], y_train=sample.y_train[:1000])
     monkeypatch.setattr(mlp, "cached_dataset", lambda options: small)
     monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp, "EXACT_START", True)  # as in a node
+    monkeypatch.setattr(mlp, "EXACT_STARTS", set())
     monkeypatch.setattr(plain_models, "_MODELS", {})  # exact starts (``mlp.plan``) compile plain models
     monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=2.0, flops_per_second=2e10))
     spec = StudySpec.load(DEFAULT_STUDY)
