@@ -39,6 +39,8 @@ from pathlib import Path
 
 from p2phpo.core.durability import seq_ranges
 from p2phpo.core.entries import (
+    Abandon,
+    AbandonReason,
     Entry,
     TrialId,
     encode_entry,
@@ -488,6 +490,7 @@ class StateSnapshot:
     ledger: Ledger
     torn_bytes: int
     damaged_records: int = 0
+    unknown_records: int = 0  # seqs below a held record, shown as LOST in this read-only view
 
 
 def read_state(state_dir: str | os.PathLike) -> StateSnapshot:
@@ -504,7 +507,12 @@ def read_state(state_dir: str | os.PathLike) -> StateSnapshot:
     cap = max(256, len(rep.entries))
     ledger = Ledger(max_pending=cap, max_pending_total=cap, verifier=Verifier())
     ledger.merge(rep.entries, trusted=True)
-    return StateSnapshot(meta, ledger, rep.torn_bytes, len(rep.damaged))
+    gaps = ledger.gaps()
+    if gaps:  # a damaged record: show what lies above it (the file is not touched)
+        ledger.merge([Abandon(origin=o, seq=s, wall=0.0, trial=(o, s), reason=AbandonReason.LOST)
+                      for o, seqs in gaps.items() for s in seqs], trusted=True)
+    return StateSnapshot(meta, ledger, rep.torn_bytes, len(rep.damaged),
+                         sum(len(s) for s in gaps.values()))
 
 
 def read_trial_params(state_dir: str | os.PathLike, trial: str) -> dict:

@@ -66,8 +66,10 @@ def ledger_from_dir(state_dir: Path) -> Ledger:
         note(f"note: skipped {snap.torn_bytes} bytes at the end of {root}/ledger.log "
              "(a record being written, or a torn tail)")
     if snap.damaged_records:
-        note(f"note: skipped {snap.damaged_records} damaged record(s) in {root}/ledger.log; "
-             "the node repairs them from its peers when it next starts")
+        note(f"note: skipped {snap.damaged_records} damaged record(s) in {root}/ledger.log "
+             f"({snap.unknown_records} entr{'y' if snap.unknown_records == 1 else 'ies'} unknown here: "
+             "a trial they belong to shows as missing or RUNNING); the node repairs them from its "
+             "peers when it next starts")
     return snap.ledger
 
 
