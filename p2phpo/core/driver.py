@@ -110,6 +110,8 @@ class NodeDriver(StudyChecks):
         self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self._settled = False  # done because the budget is counted (``_advertise``)
+        self._gone_new: list[int] = []  # members just DEAD or LEFT (``_sync_for_gone``)
         self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
         self.watch: JoinWatch | None = None  # join diagnostics (handle_watch)
         self._foreign: set[str] = set()  # fingerprints of other studies met on this key
@@ -126,7 +128,7 @@ class NodeDriver(StudyChecks):
     def handle_datagram(self, data: bytes, addr: Addr, now: float, wall: float) -> None:
         self.gossip.receive_datagram(data, addr, now)
         # Most datagrams change nothing but replay windows: unless one yields an event
-        # or an entry of ours, the exit check (a scan of every member) is skipped.
+        # or an entry of ours, the exit check is skipped.
         self._quiet = True
         try:
             self._pump(now, wall)
@@ -187,7 +189,7 @@ class NodeDriver(StudyChecks):
                 membership.apply_record(r, now)
         membership.outbox.clear()
         for ev in membership.events:
-            self.views.update(ev.node)
+            self._member_changed(ev.node)
         membership.events.clear()
         self.gossip.assume_joined(now, *study)
         if study[0] is not None and self.gate is not None:
@@ -364,6 +366,8 @@ class NodeDriver(StudyChecks):
         elif self._awaits_study() and self.fatal is None:
             self._check_lost_study(now)
         self._members_dirty = False
+        if self._gone_new:
+            self._sync_for_gone()
         if self.done is not None and self.linger is not None and not self._exit_sent and not self._quiet:
             self._check_exit(now)
         self._tcp.extend(self.gossip.tcp_requests(now))
@@ -396,9 +400,29 @@ class NodeDriver(StudyChecks):
         self.search.ready = True
         self._members_dirty = self._poke = True
 
+    def _sync_soon(self) -> None:
+        peer = self.gossip.pushpull_peer()
+        if peer is not None:
+            self._tcp.append(peer)
+
+    def _sync_for_gone(self) -> None:
+        """Members died or left after our study was done. While it runs, each death or
+        leave asks for a push-pull at once (``_drain_events``), so the member's orphans
+        can be reclaimed (``core/search_orphans.py``) and its last entries arrive before
+        its share is stolen. Once done, only for a member that still runs a trial in our
+        ledger: every node syncing the whole member table per death was the O(N^2) cost
+        of a crash wave after a study at N = 1,000."""
+        gone, self._gone_new = self._gone_new, []
+        search = self.search
+        assert search is not None
+        stepped = self.fatal is None and not self._warm_hold  # so the index is current
+        for node in gone:
+            if not stepped or node in search.index.owners:
+                self._sync_soon()
+
     def _check_exit(self, now: float) -> None:
         assert self.linger is not None
-        if self.linger.may_exit(now, self.views.known_metas()):
+        if self.linger.may_exit(now, self.gossip.membership.get):
             self._exit_sent = True
             self._actions.append(MayExit())
 
@@ -424,9 +448,10 @@ class NodeDriver(StudyChecks):
                 continue
             if isinstance(cmd, StudyDone):
                 self.done = cmd.reason
+                self._settled = search.budget_counted
                 self._quiet = False
                 if self.linger is not None:
-                    self.linger.done(now)
+                    self.linger.done(now, self.views.known_metas(), settled=self._settled)
             self._actions.append(cmd)
         # A batch's StartTrials leave together, after the step's other commands, in one
         # take_actions: the shell hands them to its worker as one batch.
@@ -454,12 +479,18 @@ class NodeDriver(StudyChecks):
                 continue  # counted by the gossip core
             else:
                 self._members_dirty = True
-                self.views.update(ev.node)
+                self._member_changed(ev.node)
                 self._actions.append(ev)
                 if isinstance(ev, MemberDead | MemberLeft):
-                    peer = gossip.pushpull_peer()  # sync soon so its orphans can be reclaimed
-                    if peer is not None:
-                        self._tcp.append(peer)
+                    if self.search is not None and self.search.done is not None:
+                        self._gone_new.append(ev.node)  # after the step: ``_sync_for_gone``
+                    else:
+                        self._sync_soon()  # so its orphans can be reclaimed
+
+    def _member_changed(self, node: int) -> None:
+        self.views.update(node)
+        if self.linger is not None:
+            self.linger.member(node, *self.views.metas.get(node, (None, None)))
 
     def _synced(self, peer: int, now: float) -> None:
         """An anti-entropy exchange with ``peer`` completed (digests equal, or a push-pull)."""
@@ -555,8 +586,10 @@ class NodeDriver(StudyChecks):
             "ready": bool(search is not None and search.ready and plan is not None
                           and not search.leaving),
             "study": plan.fingerprint if plan is not None else None}
-        if self.done is not None:
-            meta["done"] = True  # finished peers linger until every peer says this
+        if self.done is not None and not self._settled:
+            # Finished peers linger until every peer is done. Done because the budget is
+            # counted, a peer in sync with us knows it from the ledger (``Linger``): no flag.
+            meta["done"] = True
         if meta != self._meta_sent:
             self._meta_sent = meta
             self.gossip.set_meta(meta, now)

@@ -494,12 +494,18 @@ class SearchCore(OrphanRules, RivalRules):
         future = [t for t in times if t > now]
         return min(future) if future else None
 
+    @property
+    def budget_counted(self) -> bool:
+        """Every slot of the budget has a counted RESULT: a fact of the ledger, so any
+        node holding this ledger sees it too (``core/durability.py``'s ``Linger``)."""
+        n = self.plan.n_trials if self.plan is not None else None
+        return n is not None and self.index.low >= n
+
     def _finished_reason(self, now: float) -> str | None:
         if self.plan is None:
             return None
-        n = self.plan.n_trials
-        if n is not None and self.index.low >= n:
-            return f"budget of {n} trials used"
+        if self.budget_counted:
+            return f"budget of {self.plan.n_trials} trials used"
         closed = self._closed_reason(now)
         if closed and not any(t[0] not in self._gone_since and not self._owner_gone(t[0], now)
                               for t in self.index.running):

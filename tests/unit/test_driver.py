@@ -152,6 +152,23 @@ def test_a_members_death_asks_for_a_pushpull_with_someone_alive() -> None:
     assert d.tcp_requests() == [TcpRequest(B, ADDR[B])]
 
 
+def test_after_the_study_only_a_death_that_leaves_a_trial_behind_asks_for_a_pushpull() -> None:
+    d = make()
+    ready(d, n_trials=1)
+    start = next(a for a in persist_all(d) if isinstance(a, StartTrial))
+    b, c, e = Peer(B), 33, 44
+    ADDR[c], ADDR[e] = ("127.0.0.1", 3), ("127.0.0.1", 4)
+    b.send(d, [Alive(n, 0, ADDR[n], {"ready": True, "study": FP}) for n in (B, c, e)], 1.0)
+    d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.1), 1.5, 1001.5)
+    assert StudyDone("budget of 1 trials used") in persist_all(d, 1.5)
+    d.ledger.new(e, Claim, wall=1.0, slot=0, params={"x": 0.0})  # e's loser, still running
+    d.tcp_requests()
+    b.send(d, [Leave(c, 0)], 2.0)
+    assert d.tcp_requests() == []  # nothing of c's to recover: no push-pull of the member table
+    b.send(d, [Leave(e, 0)], 3.0)
+    assert [r.node for r in d.tcp_requests()] == [B]  # e's running trial must be reclaimed
+
+
 def test_leave_abandons_then_gossips_leave_once_the_abandon_is_durable() -> None:
     d = make()
     ready(d)
@@ -173,7 +190,7 @@ def test_leave_abandons_then_gossips_leave_once_the_abandon_is_durable() -> None
     assert d.gossip.incarnation == inc  # no Alive (a metadata change) to undo the LEAVE
 
 
-def test_metadata_says_ready_with_the_study_and_done_at_the_end() -> None:
+def test_metadata_says_ready_with_the_study_and_done_when_not_the_ledger_says_so() -> None:
     d = make(linger=Linger(5.0))
     assert d.gossip.membership.meta == {"ready": False}
     ready(d, n_trials=1)
@@ -182,8 +199,17 @@ def test_metadata_says_ready_with_the_study_and_done_at_the_end() -> None:
     d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.1), 1.0, 1001.0)
     actions = persist_all(d, 1.0)
     assert StudyDone("budget of 1 trials used") in actions
-    assert d.gossip.membership.meta == {"ready": True, "study": FP, "done": True}
+    assert d.gossip.membership.meta == {"ready": True, "study": FP}  # the ledger says it: no flag
     assert MayExit() in actions  # no peer ran the study: nobody to wait for
+    t = make(linger=Linger(5.0))
+    t.handle_worker_ready(SearchConfig.for_profile(LOCAL),
+                          lambda entry: Plan(entry.fingerprint, n_trials=None, timeout=2.0),
+                          (SPEC, FP), 0.0, 1000.0)
+    running = next(a for a in persist_all(t) if isinstance(a, StartTrial))
+    t.handle_timer(3.0, 1003.0)
+    t.handle_trial_finished(running.trial, Outcome(Status.COMPLETE, 0.1), 3.0, 1003.0)
+    assert any(isinstance(a, StudyDone) for a in persist_all(t, 3.0))
+    assert t.gossip.membership.meta == {"ready": True, "study": FP, "done": True}  # its own clock
 
 
 def test_a_finished_node_waits_for_peers_that_ran_the_study_up_to_the_grace() -> None:
@@ -196,6 +222,17 @@ def test_a_finished_node_waits_for_peers_that_ran_the_study_up_to_the_grace() ->
     assert d.get_timer() is not None and d.get_timer() <= 6.0
     d.handle_timer(6.0, 1006.0)
     assert MayExit() in persist_all(d, 6.0)
+
+
+def test_a_finished_node_exits_once_a_peer_is_found_in_sync_after_the_budget_is_counted() -> None:
+    d = make(linger=Linger(5.0))
+    ready(d, n_trials=1)
+    start = next(a for a in persist_all(d) if isinstance(a, StartTrial))
+    Peer(B).send(d, [Alive(B, 0, ADDR[B], {"ready": True, "study": FP})], 0.5)
+    d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.1), 1.0, 1001.0)
+    assert MayExit() not in persist_all(d, 1.0)  # B has not shown it holds the result
+    d.handle_pushpull_done(B, True, 2.0, 1002.0)  # now it does: it is done too, no flag needed
+    assert MayExit() in persist_all(d, 2.0)
 
 
 def test_the_gate_holds_every_write_until_a_peer_was_synced() -> None:

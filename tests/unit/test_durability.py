@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, field
+
 from p2phpo.core.durability import MAX_WAIT_FACTOR, GateConfig, Linger, RepairGate, seq_ranges
 from p2phpo.core.entries import Abandon, AbandonReason, Claim, Report, Result, Status
 from p2phpo.core.identity import Identity
@@ -114,27 +117,147 @@ def test_fillers_are_not_trials_and_do_not_count() -> None:
     assert led.trials() == {}
 
 
+class Table:
+    """A member table feeding a :class:`Linger` the way the driver does."""
+
+    def __init__(self, lg: Linger) -> None:
+        self.lg = lg
+        self.members: dict[int, tuple[str, dict]] = {}
+
+    def set(self, node: int, state: str, meta: dict) -> None:
+        self.members[node] = (state, meta)
+        self.lg.member(node, state, meta)
+
+    def forget(self, node: int) -> None:  # reaped or evicted: no event
+        del self.members[node]
+
+    def may_exit(self, now: float) -> bool:
+        return self.lg.may_exit(now, self.members.get)
+
+
 def test_linger_until_peers_are_done_or_the_grace_ends() -> None:
     lg = Linger(grace=30.0)
-    working = {PEER: ("ALIVE", {"ready": True, "study": "f"})}
-    assert not lg.may_exit(0.0, working) and lg.timer() is None
-    lg.done(10.0)
-    assert not lg.may_exit(11.0, working) and lg.timer() == 40.0
-    assert not lg.may_exit(11.0, {PEER: ("DEAD", {"ready": True, "study": "f"})})
-    finished = {PEER: ("ALIVE", {"ready": True, "study": "f", "done": True})}
-    assert not lg.may_exit(11.0, finished)  # done, but not yet seen in sync with us
+    t = Table(lg)
+    t.set(PEER, "ALIVE", {"ready": True, "study": "f"})
+    assert not t.may_exit(0.0) and lg.timer() is None
+    lg.done(10.0, t.members)
+    assert not t.may_exit(11.0) and lg.timer() == 40.0
+    t.set(PEER, "DEAD", {"ready": True, "study": "f"})
+    assert not t.may_exit(11.0)
+    t.set(PEER, "ALIVE", {"ready": True, "study": "f", "done": True})
+    assert not t.may_exit(11.0)  # done, but not yet seen in sync with us
     lg.synced(PEER)
-    assert lg.may_exit(11.0, finished)
+    assert t.may_exit(11.0)
     lg.changed()  # an entry arrived: it must confirm again
-    assert not lg.may_exit(11.0, finished)
-    assert lg.may_exit(11.0, {PEER: ("DEAD", {"study": "f", "done": True})})
-    assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"})})
-    assert lg.may_exit(11.0, {PEER: ("LEFT", {"study": "f"}), 0xC3: ("ALIVE", {})})  # observer
-    assert not lg.may_exit(11.0, {PEER: ("ALIVE", {"ready": False})})  # it restarted: wait
-    assert lg.may_exit(40.0, working)
+    assert not t.may_exit(11.0)
+    t.set(PEER, "DEAD", {"study": "f", "done": True})
+    assert t.may_exit(11.0)
+    t.set(PEER, "LEFT", {"study": "f"})
+    assert t.may_exit(11.0)
+    t.set(0xC3, "ALIVE", {})
+    assert t.may_exit(11.0)  # an observer
+    t.set(PEER, "ALIVE", {"ready": False})
+    assert not t.may_exit(11.0)  # it restarted: wait
+    t.set(PEER, "DEAD", {"ready": False})
+    t.forget(PEER)
+    assert t.may_exit(11.0)  # reaped: no longer waited for
+    t.set(PEER, "ALIVE", {"ready": False})
+    assert not t.may_exit(11.0) and t.may_exit(40.0)
     forever = Linger(grace=30.0, forever=True)
-    forever.done(0.0)
-    assert not forever.may_exit(1e9, {}) and forever.timer() is None
+    forever.done(0.0, {})
+    assert not forever.may_exit(1e9, {}.get) and forever.timer() is None
+
+
+@dataclass
+class Rule:
+    """The exit rule as one pass over every member, with its own record of the syncs
+    (what ``Linger`` keeps incrementally)."""
+
+    grace: float = 30.0
+    done_at: float | None = None
+    settled: bool = False
+    workers: set[int] = field(default_factory=set)
+    in_sync: set[int] = field(default_factory=set)
+    finished: set[int] = field(default_factory=set)
+
+    def synced(self, peer: int) -> None:
+        self.in_sync.add(peer)
+        if self.settled:
+            self.finished.add(peer)
+
+    def done(self, now: float, settled: bool) -> None:
+        self.done_at, self.settled = now, settled
+        if settled:
+            self.finished |= self.in_sync
+
+    def may_exit(self, now: float, members: dict[int, tuple[str, dict]]) -> bool:
+        self.workers.update(n for n, (_, meta) in members.items() if meta.get("study"))
+        if self.done_at is None:
+            return False
+        if now >= self.done_at + self.grace:
+            return True
+
+        def ok(node: int, state: str, meta: dict) -> bool:
+            if state == "LEFT":
+                return True
+            if not meta.get("done") and node not in self.finished:
+                return False
+            return state == "DEAD" or node in self.in_sync
+        return all(ok(n, *members[n]) for n in self.workers if n in members)
+
+
+def test_linger_answers_what_a_scan_of_every_member_answers() -> None:
+    rng = random.Random(7)
+    metas = [{}, {"ready": False}, {"ready": True, "study": "f"}, {"ready": True, "study": "f", "done": True},
+             {"study": "g", "done": True}, {"done": True}]
+    seen = {True: 0, False: 0}  # answers before the grace ends
+    for run in range(400):
+        lg, rule = Linger(grace=30.0), Rule()
+        t = Table(lg)
+        nodes = list(range(1, rng.randint(2, 9)))
+        done_at, settled = rng.randint(0, 40), run % 2 == 1
+        for step in range(60):
+            roll = rng.random()
+            node = rng.choice(nodes)
+            if roll < 0.5:
+                t.set(node, rng.choice(["ALIVE", "SUSPECT", "DEAD", "LEFT"]), rng.choice(metas))
+            elif roll < 0.6 and node in t.members and t.members[node][0] in ("DEAD", "LEFT"):
+                t.forget(node)
+            elif roll < 0.85:
+                lg.synced(node)
+                rule.synced(node)
+            else:
+                lg.changed()
+                rule.in_sync.clear()
+            if step == done_at:  # the driver asks at once (no member event in between)
+                lg.done(float(step), t.members, settled=settled)
+                rule.done(float(step), settled)
+            if lg.done_at is not None:
+                now = float(step) + rng.choice([0.0, 0.0, 0.0, 25.0])
+                want = rule.may_exit(now, t.members)
+                assert t.may_exit(now) == want, (run, step)
+                if now < lg.done_at + lg.grace:
+                    seen[want] += 1
+    assert min(seen.values()) > 500, seen  # both answers were put to the test
+
+
+def test_a_settled_node_counts_a_peer_found_in_sync_as_done_without_its_flag() -> None:
+    lg = Linger(grace=30.0)
+    t = Table(lg)
+    t.set(PEER, "ALIVE", {"ready": True, "study": "f"})
+    lg.synced(PEER)
+    lg.done(10.0, t.members, settled=True)  # it was in sync: it holds the whole budget
+    assert t.may_exit(11.0)
+    lg.changed()
+    assert not t.may_exit(11.0)  # a new entry of ours: it must confirm again
+    t.set(PEER, "DEAD", {"ready": True, "study": "f"})
+    assert t.may_exit(11.0)  # done before it died: not waited for
+    other = Linger(grace=30.0)
+    u = Table(other)
+    u.set(PEER, "ALIVE", {"ready": True, "study": "f"})
+    other.done(10.0, u.members, settled=False)  # e.g. a timeout on our own clock
+    other.synced(PEER)
+    assert not u.may_exit(11.0)  # in sync, but done only when it says so
 
 
 def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> None:
