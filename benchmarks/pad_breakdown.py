@@ -3,7 +3,8 @@ this process, the worker's thread settings) in a ladder of programs from the cla
 in down to its exact plain model, so the gap between "training as run" and the exact
 models splits by cause:
 
-1. ``as_run``: the class the trial ran in (replayed with ``mlp.train``: same rules);
+1. ``as_run``: the class the trial ended in (replayed with ``mlp.train``: same rules; a
+   trial that ran its exact plain model has no class and counts 0 here);
 2. ``own``: 64-row passes (or its batch as one pass), its own width bucket, layer cap;
 3. ``bs``: its batch size as one pass, its bucket, layer cap (2 -> 3: the micro-batch loop);
 4. ``width``: its batch as one pass, its exact width, layer cap (3 -> 4: bucket padding);
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="mnist")
     args = ap.parse_args()
     rungs = args.rungs.split(",")
+    mlp.prepare({"dataset": args.dataset})  # as a worker: calibrate, precompile the fallback
     ds = mlp.cached_dataset({"dataset": args.dataset})
     data = mlp.device_data(ds)[:4]
     seq = trials(args.log)
