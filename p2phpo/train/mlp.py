@@ -49,6 +49,7 @@ import jax
 import numpy as np
 
 from p2phpo.train import program
+from p2phpo.train.compiles import COMPILE_LOG, compile_count  # noqa: F401 (re-exported)
 from p2phpo.train.data import Dataset, load_dataset
 from p2phpo.train.plain import Model, TrainState, get_model, init_params  # noqa: F401 (re-exported)
 from p2phpo.trial import TrialPruned
@@ -63,46 +64,6 @@ OPTION_DEFAULTS: dict[str, Any] = {
 }
 ACTIVATIONS = program.ACTIVATION_FNS
 OPTIMIZERS = program.OPTIMIZERS
-
-
-# -- compile counting (from JAX's own compile events, not timing) ---------------
-
-class _CompileLog:
-    """Counts XLA backend compiles and their seconds, process-wide."""
-
-    EVENT = "/jax/core/compile/backend_compile_duration"
-    # Lowering and XLA compile; tracing is left out because nested traces
-    # (a scan body inside a jitted function) would be counted twice.
-    PHASES = ("/jax/core/compile/jaxpr_to_mlir_module_duration", EVENT)
-
-    def __init__(self) -> None:
-        self.compiles = 0
-        self.seconds = 0.0
-        self._by_thread: dict[int, float] = {}
-        self._lock = threading.Lock()
-        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-
-    def _on_duration(self, event: str, duration: float, **_: Any) -> None:
-        if event in self.PHASES:
-            me = threading.get_ident()
-            with self._lock:
-                self.seconds += duration
-                self.compiles += event == self.EVENT
-                self._by_thread[me] = self._by_thread.get(me, 0.0) + duration
-
-    def mine(self) -> float:
-        """Compile seconds of the calling thread (a background compile is not counted
-        against the epoch that trains beside it)."""
-        with self._lock:
-            return self._by_thread.get(threading.get_ident(), 0.0)
-
-
-COMPILE_LOG = _CompileLog()
-
-
-def compile_count() -> int:
-    """Number of XLA compiles so far in this process."""
-    return COMPILE_LOG.compiles
 
 
 # -- configuration ------------------------------------------------------------------
@@ -179,6 +140,7 @@ class _Background:
 
     def __init__(self) -> None:
         self.pending: dict[program.ShapeClass, Future] = {}
+        self.started: dict[program.ShapeClass, float] = {}  # monotonic submit time
         self.synchronous = False
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -186,6 +148,7 @@ class _Background:
     def submit(self, prog: program.Program, args: tuple) -> Future:
         fut: Future = Future()
         self.pending[prog.cls] = fut
+        self.started[prog.cls] = time.monotonic()
         if self.synchronous:
             self._compile(prog, args, fut)
             return fut
@@ -198,6 +161,15 @@ class _Background:
     def _loop(self) -> None:
         while True:
             self._compile(*self._jobs.get())
+
+    def remaining(self, cls: program.ShapeClass) -> float:
+        """Estimated seconds until ``cls`` is compiled: 0 when it is, a compile when it
+        is neither compiled nor compiling."""
+        if cls in _PROGRAMS:
+            return 0.0
+        if cls not in self.pending:
+            return COST.compile_seconds
+        return max(0.0, COST.compile_seconds - (time.monotonic() - self.started.get(cls, time.monotonic())))
 
     def _compile(self, prog: program.Program, args: tuple, fut: Future) -> None:
         t0 = time.perf_counter()
@@ -231,32 +203,75 @@ def shape_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int] | 
 
 
 def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
-         ) -> tuple[program.Program, Future | None]:
-    """The program a trial starts in, and the future of the one it moves into (None:
-    it stays). Its own class when compiled; else, when a class that fits is compiled (or,
-    when none is, compiling in the background: waiting for it is shorter than a second
-    compile beside it) and starting there pays (``_fallback_pays``), that class while its
-    own compiles in the background; else its own, compiled now (or awaited if compiling).
+         ) -> tuple[program.Program | Model, Future | None, program.ShapeClass | None]:
+    """The program a trial starts in, the future of the one it moves into (None: it
+    stays), and a class to compile in the background after its first epoch (None: none).
+    Its own class when compiled; else, when a class that fits is compiled (or, when none
+    is, compiling in the background: waiting for it is shorter than a second compile
+    beside it) and starting there pays (``_fallback_pays``), that class while its own
+    compiles in the background; else its own, compiled now (or awaited if compiling).
     A trial that reuses a wider compiled class moves into its own when that one is
-    compiling (``rent`` starts such compiles)."""
+    compiling (``rent`` starts such compiles). A trial that no compiled class fits runs
+    its exact plain model instead of waiting when that costs less (``_exact_pays``)."""
     cls = shape_class(cfg, ds, epochs, buckets)
     steps = ds.x_train.shape[0] // cfg.batch_size
     if cls in _PROGRAMS:
-        return _PROGRAMS[cls], BACKGROUND.pending.get(own_class(cfg, ds, epochs, buckets))
+        return _PROGRAMS[cls], BACKGROUND.pending.get(own_class(cfg, ds, epochs, buckets)), None
     fut = BACKGROUND.pending.get(cls)
     fallback = program.best_fit(cls, cfg.width, cfg.layers, list(_PROGRAMS), cfg.batch_size)
+    compiled_fits = fallback is not None
     if fallback is None and fut is None:
         fallback = program.best_fit(cls, cfg.width, cfg.layers, list(BACKGROUND.pending), cfg.batch_size)
     start = None
     epochs_weighed = 1 if spare_cores() >= 1.0 else epochs
     if fallback is not None and _fallback_pays(fallback, cls, cfg, steps, epochs_weighed):
-        start = _ready(fallback)
-    if start is None:
-        return (fut.result() if fut is not None else get_program(cls)), None
+        start = fallback
+    awaited = cls if start is None else start
+    if EXACT_START and not compiled_fits and awaited not in EXACT_STARTS and _exact_pays(cfg, awaited, steps, epochs):
+        EXACT_STARTS.add(awaited)  # the next trial that needs it waits: a compile at a time
+        build = None
+        if awaited not in BACKGROUND.pending:  # for later trials (this one pays no padding):
+            mb = program.MICRO_BATCH if cfg.batch_size % program.MICRO_BATCH == 0 else cfg.batch_size
+            build = dataclasses.replace(awaited, micro_batch=mb)  # every batch size's passes
+            EXACT_STARTS.add(build)
+        return get_model(cfg, ds.num_features, ds.num_classes), None, build
+    ready = None if start is None else _ready(start)
+    if ready is None:
+        return (fut.result() if fut is not None else get_program(cls)), None, None
     if fut is None:
         prog = program.Program(cls)
         fut = BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
-    return start, fut
+    return ready, fut, None
+
+
+EXACT_START = True
+"""Whether ``plan`` may start a trial in its exact plain model (unit tests of the classes
+turn it off: tests/unit/conftest.py)."""
+EXACT_STARTS: set[program.ShapeClass] = set()
+"""Classes a trial did not wait for (it ran its exact model): at most one per class, so a
+study's compiles stay bounded (a plain model serves only its own trial)."""
+
+
+def build_later(ds: Dataset, cls: program.ShapeClass | None) -> None:
+    """Compile ``cls`` in the background (after an exact start's first epoch: not beside
+    its plain model's compile, which two compiles at once on a busy 2-core VM slowed 2x)."""
+    if cls is not None and cls not in _PROGRAMS and cls not in BACKGROUND.pending:
+        prog = program.Program(cls)
+        BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
+
+
+def _exact_pays(cfg: Config, cls: program.ShapeClass, steps: int, epochs: int) -> bool:
+    """Whether the trial's exact plain model (compiled now: ~1 s against ~3 s for a class
+    on this VM, then its exact epochs) costs less than waiting for ``cls``'s compile and
+    its epochs there. Only a trial that would wait: the worker's first trials (the fallback
+    is compiling) and one that no compiled class fits (a new class compiles anyway)."""
+    wait = BACKGROUND.remaining(cls)
+    if wait <= 0:
+        return False
+    exact = program.ShapeClass(cfg.batch_size, cfg.width, cfg.layers, cls.n_features, cls.n_classes)
+    mine = program.class_seconds(exact, cfg.batch_size, cfg.layers, steps, COST) * epochs
+    there = program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST) * epochs
+    return COST.plain_compile_seconds + mine < wait + there
 
 
 def own_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]) -> program.ShapeClass:
@@ -392,7 +407,9 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     """Train one configuration for ``epochs`` epochs; ``on_epoch`` may raise to stop.
 
     With ``buckets`` (the default) the trial runs in a shared shape-class
-    program; ``buckets=None`` compiles the exact architecture (the reference).
+    program, or in its exact plain model when that is cheaper than waiting for a
+    class's compile (``plan``); ``buckets=None`` compiles the exact architecture
+    (the reference).
     """
     cfg = Config.from_params(params, width_step)
     seed = int(params.get("seed", seed))
@@ -401,16 +418,19 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {x_tr.shape[0]} training rows")
     compiles0, seconds0 = COMPILE_LOG.compiles, COMPILE_LOG.seconds
     move: Future | None = None
+    runner: program.Program | Model
+    build: program.ShapeClass | None = None
     if buckets:
-        runner, move = plan(cfg, ds, epochs, buckets)
+        runner, move, build = plan(cfg, ds, epochs, buckets)
         own = own_class(cfg, ds, epochs, buckets)
-        state = runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
-                                  cfg.lr, cfg.weight_decay, cfg.optimizer)
     else:
         runner = get_model(cfg, ds.num_features, ds.num_classes)
-        state = runner.init_state(seed, cfg)
+    exact = isinstance(runner, Model)
+    state = (runner.init_state(seed, cfg) if exact else  # type: ignore[call-arg]
+             runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
+                               cfg.lr, cfg.weight_decay, cfg.optimizer))
     history: list[EpochMetrics] = []
-    classes = [runner.cls] if buckets else []
+    classes = [] if exact else [runner.cls]
     n_steps = x_tr.shape[0] // cfg.batch_size
     for epoch in range(1, epochs + 1):
         if move is not None and move.done():  # its own class is ready: move in
@@ -422,12 +442,17 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         t0, c0 = time.perf_counter(), COMPILE_LOG.mine()
         lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout,
                                  batch_size=cfg.batch_size)
-        state, loss, acc = (runner.run if buckets else runner.epoch)(state, lane, x_tr, y_tr, x_va, y_va)
+        state, loss, acc = (runner.epoch if exact else runner.run)(state, lane, x_tr, y_tr, x_va, y_va)
         loss, acc = float(loss), float(acc)
         seconds = time.perf_counter() - t0
         compiling = COMPILE_LOG.mine() - c0
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
-        if buckets:
+        if buckets and exact:
+            if compiling > 0:
+                COST.note_plain_compile(compiling)
+            build_later(ds, build)
+            build = None
+        elif buckets and not exact:
             _note_cost(cfg, runner.cls, n_steps, compute, compiling)
             if move is None:  # (a compile started after the last epoch serves later trials)
                 move = rent(ds, cfg, own, runner.cls, compute)
@@ -438,7 +463,7 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     test_acc = float(runner.evaluate(state.params, lane, x_te, y_te)) if test and history else None
     return TrainResult(cfg, history, history[-1].val_accuracy if history else float("nan"),
                        test_acc, COMPILE_LOG.seconds - seconds0, COMPILE_LOG.compiles - compiles0,
-                       runner.cls if buckets else None, tuple(classes))
+                       None if exact else runner.cls, tuple(classes))
 
 
 def _note_cost(cfg: Config, cls: program.ShapeClass, n_steps: int, compute: float,

@@ -45,13 +45,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from p2phpo.train.optim import (  # noqa: F401 (re-exported: packed.py, tests)
+    B1,
+    B2,
+    EPS,
+    MOMENTUM,
+    OPT_INDEX,
+    OPTIMIZERS,
+    Hyper,
+    OptState,
+    _leaf_update,
+    accumulate,
+    init_opt,
+    layer_of,
+    optimizer_step,
+)
+
 ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu, "gelu": jax.nn.gelu, "tanh": jnp.tanh, "silu": jax.nn.silu,
     "elu": jax.nn.elu, "sigmoid": jax.nn.sigmoid,
 }
 ACT_INDEX = {name: i for i, name in enumerate(ACTIVATION_FNS)}
-OPTIMIZERS = ("adam", "adamw", "sgd")
-OPT_INDEX = {name: i for i, name in enumerate(OPTIMIZERS)}
 GAIN = {"relu": 2.0, "gelu": 2.0, "silu": 2.0, "elu": 2.0, "tanh": 1.0, "sigmoid": 1.0}
 # Chosen by measurement (RESULTS.md "training", "fifth pass"): padding costs more than its
 # FLOPs once a class outgrows the caches (a 480-wide trial ran 5x its exact epoch in a
@@ -99,89 +113,9 @@ def pad_layers(arrays: list[tuple[np.ndarray, np.ndarray]], width: int, layers: 
     return p
 
 
-def layer_of(name: str) -> int | None:
-    """The hidden layer a parameter belongs to (``w2`` -> 2), None for the output layer."""
-    return None if name[1:] == "o" else int(name[1:])
-
-
 def zeros_like_tree(tree: Any) -> Any:
     """Host zeros with the shapes and dtypes of ``tree`` (arrays or ShapeDtypeStructs)."""
     return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), tree)
-
-
-# -- the optimizer: adam / adamw / sgd+momentum chosen by an index ------------------
-
-B1, B2, EPS, MOMENTUM = 0.9, 0.999, 1e-8, 0.9
-
-
-class Hyper(NamedTuple):
-    """A trial's optimizer settings, as data (a new value never recompiles)."""
-
-    lr: jax.Array  # float32
-    weight_decay: jax.Array  # float32
-    kind: jax.Array  # int32 index into OPTIMIZERS
-
-
-class OptState(NamedTuple):
-    """Adam's moments ``mu``/``nu``; sgd keeps its momentum buffer in ``mu``."""
-
-    mu: dict[str, jax.Array]
-    nu: dict[str, jax.Array]
-    count: jax.Array  # int32 steps taken
-    hyper: Hyper
-
-
-def _leaf_update(h: Hyper, c1: jax.Array, c2: jax.Array, p: jax.Array, g: jax.Array,
-                 m: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """One parameter array's step with optax's formulas: adam (coupled L2), adamw
-    (decoupled) or sgd (momentum 0.9, coupled L2). Only the chosen rule runs (a real
-    branch; under ``vmap`` with per-lane optimizers both run and one is selected)."""
-    coupled = jnp.where(h.kind == 1, 0.0, h.weight_decay)  # adamw decays after adam
-    decoupled = h.weight_decay - coupled
-
-    def adam(ops: tuple) -> tuple:
-        p, g, m, v = ops
-        g = g + coupled * p
-        m = (1 - B1) * g + B1 * m
-        v = (1 - B2) * (g * g) + B2 * v
-        return p - h.lr * ((m / c1) / (jnp.sqrt(v / c2) + EPS) + decoupled * p), m, v
-
-    def sgd(ops: tuple) -> tuple:
-        p, g, m, v = ops
-        m = (g + coupled * p) + MOMENTUM * m
-        return p - h.lr * m, m, v
-
-    return jax.lax.cond(h.kind == 2, sgd, adam, (p, g, m, v))
-
-
-def optimizer_step(params: dict, grads: dict, opt: OptState, layers: jax.Array
-                   ) -> tuple[dict, OptState]:
-    """Update every parameter of the ``layers`` active hidden layers and the output layer;
-    an inactive layer's arrays pass through untouched (a real branch: no work)."""
-    count = opt.count + 1
-    c1 = 1 - B1 ** count.astype(jnp.float32)
-    c2 = 1 - B2 ** count.astype(jnp.float32)
-    new_p, new_m, new_v = {}, {}, {}
-    by_layer: dict[int | None, list[str]] = {}
-    for name in params:
-        by_layer.setdefault(layer_of(name), []).append(name)
-    for j, names in by_layer.items():
-        args = [(params[n], grads[n], opt.mu[n], opt.nu[n]) for n in names]
-        if j is None or j == 0:  # the first hidden layer is always active
-            out = [_leaf_update(opt.hyper, c1, c2, *a) for a in args]
-        else:  # one branch per layer (weights and bias)
-            out = jax.lax.cond(j < layers, lambda xs: [_leaf_update(opt.hyper, c1, c2, *a) for a in xs],
-                               lambda xs: [(a[0], a[2], a[3]) for a in xs], args)
-        for n, (p, m, v) in zip(names, out, strict=True):
-            new_p[n], new_m[n], new_v[n] = p, m, v
-    return new_p, OptState(new_m, new_v, count, opt.hyper)
-
-
-def init_opt(params: dict, lr: float, weight_decay: float, optimizer: str) -> OptState:
-    """Zero moments on the host (no compile)."""
-    zeros = {k: np.zeros_like(v) for k, v in params.items()}
-    return OptState(zeros, {k: np.zeros_like(v) for k, v in params.items()}, np.int32(0),
-                    Hyper(np.float32(lr), np.float32(weight_decay), np.int32(OPT_INDEX[optimizer])))
 
 
 # -- the shape class -----------------------------------------------------------------
@@ -261,9 +195,13 @@ class CostModel:
 
     compile_seconds: float = 3.0
     flops_per_second: float = 2e10
+    plain_compile_seconds: float = 1.0  # a trial's exact plain model (``plain.Model``)
 
     def note_compile(self, seconds: float) -> None:
         self.compile_seconds = 0.5 * self.compile_seconds + 0.5 * max(seconds, 0.1)
+
+    def note_plain_compile(self, seconds: float) -> None:
+        self.plain_compile_seconds = 0.5 * self.plain_compile_seconds + 0.5 * max(seconds, 0.05)
 
     def note_epoch(self, flops: float, seconds: float) -> None:
         if seconds > 0 and flops > 0:
@@ -524,7 +462,7 @@ class Program:
 
             def more(part: jax.Array, acc: tuple) -> tuple:
                 loss, g = part_grad(st.params, s, part)
-                return acc[0] + loss, jax.tree_util.tree_map(jnp.add, acc[1], g)
+                return acc[0] + loss, accumulate(acc[1], g, lane.layers)
 
             loss, g = jax.lax.fori_loop(1, parts, more, first)
             params, opt = optimizer_step(st.params, g, st.opt_state, lane.layers)

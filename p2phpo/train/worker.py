@@ -139,7 +139,9 @@ def worker_env(threads: int, cache_dir: str | os.PathLike[str] | None,
     threads = max(1, min(threads, len(cpus)))
     flags = env.get("XLA_FLAGS", "")
     if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        # (a bare ``intra_op_parallelism_threads=1`` after it was a silent no-op: XLA skips
+        # tokens without ``--``, and as ``--intra_op_parallelism_threads`` it aborts, unknown)
+        flags += " --xla_cpu_multi_thread_eigen=false"
     elif threads < len(cpus):
         start = os.getpid() % len(cpus)  # spread the workers of several nodes on one host
         env["P2PHPO_WORKER_CPUS"] = ",".join(str(cpus[(start + i) % len(cpus)]) for i in range(threads))

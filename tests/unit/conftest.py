@@ -28,8 +28,10 @@ def _compiles_in_the_calling_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """Background compiles (``mlp.BACKGROUND``) run at submit in unit tests, so compile
     counts and the classes a trial runs in do not depend on thread timing (one test
     turns the thread back on); class decisions are taken as with one spare core, whatever
-    the machine's load."""
+    the machine's load; a trial runs in a class, not its exact plain model, unless a test
+    turns ``mlp.EXACT_START`` back on."""
     mlp = sys.modules.get("p2phpo.train.mlp")
     if mlp is not None:
         monkeypatch.setattr(mlp.BACKGROUND, "synchronous", True)
         monkeypatch.setattr(mlp, "SPARE_CORES", 1.0)
+        monkeypatch.setattr(mlp, "EXACT_START", False, raising=False)

@@ -13,6 +13,7 @@ from p2phpo.inprocess import run_local
 from p2phpo.runtime.node import DEFAULT_STUDY
 from p2phpo.study import StudySpec
 from p2phpo.train import data, mlp, program
+from p2phpo.train import plain as plain_models
 
 pytestmark = pytest.mark.usefixtures("offline")  # tests/unit/conftest.py
 
@@ -197,11 +198,12 @@ def test_once_trials_paid_a_compile_in_padding_their_own_class_compiles(sample, 
 def test_with_nothing_compiled_a_trial_waits_for_the_class_compiling_in_the_background(
         sample, monkeypatch) -> None:
     """A worker's first trial: the precompiled fallback is still compiling. The trial waits
-    for it (and then moves into its own class) instead of compiling its own beside it."""
+    for it (and then moves into its own class) instead of compiling its own beside it
+    (here its exact plain model's compile is dear: ``plain_compile_seconds``)."""
     monkeypatch.setattr(mlp, "_PROGRAMS", {})
     monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
     wide = program.ShapeClass(64, 1024, 4, 784, 10)
-    cost = _FixedCost(compile_seconds=1.0, flops_per_second=1e10)  # as _fallback_setup
+    cost = _FixedCost(compile_seconds=1.0, flops_per_second=1e10, plain_compile_seconds=1e3)
     cost.compile_seconds = program.class_seconds(wide, 128, 1, 4000 // 128, cost)
     monkeypatch.setattr(mlp, "COST", cost)
     prog, fut = program.Program(wide), Future()
@@ -229,6 +231,42 @@ def test_with_nothing_compiled_a_trial_waits_for_the_class_compiling_in_the_back
     assert other.classes == (other.shape_class,) and other.shape_class.width < wide.width
 
 
+def test_a_trial_that_would_wait_for_a_compile_runs_its_exact_model_instead(
+        sample, monkeypatch) -> None:
+    """The worker's first trial (its fallback still compiling) and a trial that no compiled
+    class fits run their exact plain model when its compile (~1 s) and exact epochs cost less
+    than the wait and the padded epochs; the new class compiles in the background after the
+    trial's first epoch, so the next trial that fits it starts there without a compile. One
+    exact start per awaited class: the next trial that needs it waits."""
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp.BACKGROUND, "pending", {})
+    monkeypatch.setattr(mlp.BACKGROUND, "synchronous", False)
+    monkeypatch.setattr(mlp, "EXACT_START", True)
+    monkeypatch.setattr(mlp, "EXACT_STARTS", set())
+    monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=30.0, flops_per_second=2e10))
+    fallback = mlp.precompile(sample, program.WIDTH_BUCKETS)  # 512 wide, compiling
+    params = {"layers": 3, "width": 46, "batch_size": 64, "lr": 1e-2, "optimizer": "sgd",
+              "dropout": 0.2}
+    first = mlp.train(sample, params, epochs=2, seed=1)
+    assert first.shape_class is None and first.classes == () and first.compiles == 1
+    plain = mlp.train(sample, params, epochs=2, seed=1, buckets=None)
+    assert [e.train_loss for e in first.epochs] == [e.train_loss for e in plain.epochs]
+    mlp.BACKGROUND.pending[fallback].result(timeout=300)
+    wide = {"layers": 2, "width": 545, "batch_size": 512, "lr": 3e-3}  # no compiled class fits
+    second = mlp.train(sample, wide, epochs=1, seed=2)
+    assert second.shape_class is None and second.compiles == 1
+    for fut in list(mlp.BACKGROUND.pending.values()):
+        fut.result(timeout=300)
+    assert len(mlp._PROGRAMS) == 2 and all(c.width > 545 for c in mlp._PROGRAMS if c != fallback)
+    third = mlp.train(sample, {**wide, "width": 600, "lr": 1e-3}, epochs=1, seed=3)
+    assert third.shape_class in mlp._PROGRAMS and third.compiles == 0
+    # a second trial while a class it needs is still compiling waits for it
+    monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    mlp.precompile(sample, program.WIDTH_BUCKETS)
+    fourth = mlp.train(sample, {**params, "width": 50}, epochs=1, seed=4)
+    assert fourth.shape_class is not None
+
+
 def test_calibrate_sets_the_flop_rate_prior_from_this_cpu() -> None:
     cost = program.CostModel()
     rate = mlp.calibrate(cost)
@@ -250,6 +288,9 @@ def test_built_in_study_of_30_trials_compiles_at_most_8_times(sample, monkeypatc
     small = dataclasses.replace(sample, x_train=sample.x_train[:1000], y_train=sample.y_train[:1000])
     monkeypatch.setattr(mlp, "cached_dataset", lambda options: small)
     monkeypatch.setattr(mlp, "_PROGRAMS", {})
+    monkeypatch.setattr(mlp, "EXACT_START", True)  # as in a node
+    monkeypatch.setattr(mlp, "EXACT_STARTS", set())
+    monkeypatch.setattr(plain_models, "_MODELS", {})  # exact starts (``mlp.plan``) compile plain models
     monkeypatch.setattr(mlp, "COST", _FixedCost(compile_seconds=2.0, flops_per_second=2e10))
     spec = StudySpec.load(DEFAULT_STUDY)
     spec = dataclasses.replace(spec, target=None, objective_options={
@@ -262,7 +303,7 @@ def test_built_in_study_of_30_trials_compiles_at_most_8_times(sample, monkeypatc
     assert len(views) == 30 and len(widths) > 20  # TPE drew many different widths
     assert sum(v.state.name == "COMPLETE" for v in views) >= 5
     assert 1 <= compiles <= 8, compiles
-    assert len(mlp._PROGRAMS) == compiles
+    assert len(mlp._PROGRAMS) + len(plain_models._MODELS) == compiles
 
 
 def test_batched_lanes_equal_solo_trials_and_a_pruned_member_leaves_alone(sample) -> None:
