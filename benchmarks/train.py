@@ -107,6 +107,7 @@ def plain_runner(ds: data.Dataset, layers: int, width: int, batch: int) -> Calla
 def measure(ds: data.Dataset, layers: int, width: int, batch: int, reps: int) -> dict:
     """Best epoch of each, ours and plain interleaved so that load from others hits both."""
     params = {"layers": layers, "width": width, "batch_size": batch, "lr": 1e-3}
+    mlp.EXACT_START = False  # this measures the shape-class program against the plain model
     first = mlp.train(ds, params, epochs=1)
     second = mlp.train(ds, {**params, "lr": 3e-3}, epochs=1)
     plain = plain_runner(ds, layers, width, batch)
