@@ -28,6 +28,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
+import class_padding  # noqa: E402 (benchmarks/, this script's folder)
+
 from p2phpo.train import mlp, program  # noqa: E402
 
 RUNGS = ("as_run", "own", "bs", "width", "depth", "exact")
@@ -38,17 +40,8 @@ class _Stop(Exception):
 
 
 def steady(run, state, cfg: mlp.Config, data: tuple, seed: int = 0) -> float:
-    """Fastest of epochs 2-3 (CPU seconds; epoch 1 may compile)."""
-    best = float("inf")
-    for epoch in range(1, 4):
-        lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout,
-                                 batch_size=cfg.batch_size)
-        t0 = time.process_time()
-        state, _, acc = run(state, lane, *data)
-        float(acc)
-        if epoch > 1:
-            best = min(best, time.process_time() - t0)
-    return best
+    """Fastest of epochs 2-3 (CPU seconds; epoch 1 may compile), with the trial's dropout."""
+    return class_padding.steady(run, state, cfg, data, seed=seed, dropout=cfg.dropout, epochs=3)
 
 
 def trials(log: str) -> list[tuple[dict, int]]:
