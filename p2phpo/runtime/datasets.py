@@ -26,7 +26,7 @@ from typing import Any
 
 from p2phpo.core import dataset_xfer as dx
 from p2phpo.core.wire import Role, TcpSession, WireError
-from p2phpo.runtime.tcp import READ_CHUNK, TcpSettings
+from p2phpo.runtime.tcp import READ_CHUNK, TcpSettings, send
 from p2phpo.train.data import DatasetError
 
 READ_TIMEOUT = 15.0
@@ -152,19 +152,19 @@ async def _fetch_from(name: str, addr: tuple[str, int], s: TcpSettings, node_id:
                      label_hash=s.label_hash, accept_labels=s.accept_labels, max_frame=s.max_frame)
     xfer = _Transfer(name, accept, on_progress, limit)
     try:
-        writer.write(tcp.data_to_send())
+        send(writer, tcp.data_to_send())
         pending: list[Any] = []
         while not tcp.established:
             pending += tcp.feed(await _read(reader))
         # One byte first: enough to learn the blob's fingerprint, size and hash (and to
         # resume a broken transfer from the bytes already on disk).
-        writer.write(tcp.data_to_send() + tcp.seal_frame(dx.get_frame(0, 1)))
+        send(writer, tcp.data_to_send() + tcp.seal_frame(dx.get_frame(0, 1)))
         while True:
             for frame in pending:
                 nxt = xfer.receive(frame)
                 if xfer.done is not None:
                     return xfer.done
-                writer.write(tcp.data_to_send() + tcp.seal_frame(dx.get_frame(nxt)))
+                send(writer, tcp.data_to_send() + tcp.seal_frame(dx.get_frame(nxt)))
             await writer.drain()
             pending = tcp.feed(await _read(reader))
     except WireError as exc:

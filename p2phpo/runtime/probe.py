@@ -15,7 +15,7 @@ import asyncio
 import os
 
 from p2phpo.core.wire import Role, TcpSession, WireError
-from p2phpo.runtime.tcp import READ_CHUNK, TcpSettings
+from p2phpo.runtime.tcp import READ_CHUNK, TcpSettings, send
 
 PROBE_TIMEOUT = 3.0
 
@@ -29,7 +29,7 @@ async def probe_seed(addr: tuple[str, int], s: TcpSettings, node_id: int,
         tcp = TcpSession(s.keyring, role=Role.CLIENT, nonce=os.urandom(16), sender=node_id,
                          label_hash=s.label_hash, accept_labels=s.accept_labels,
                          max_frame=s.max_frame)
-        writer.write(tcp.data_to_send())
+        send(writer, tcp.data_to_send())
         await writer.drain()
         while not tcp.established:
             data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)

@@ -100,6 +100,20 @@ class _Stream:
         self.held = 0
 
 
+
+def send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """``writer.write`` that reports a connection the peer already closed as a
+    ``ConnectionResetError`` (uvloop raises ``RuntimeError`` for a write to a closed
+    transport, which would escape the handlers' connection-error paths)."""
+    if writer.is_closing():
+        raise ConnectionResetError("the peer closed the connection")
+    try:
+        writer.write(data)
+    except RuntimeError:
+        if writer.is_closing():
+            raise ConnectionResetError("the peer closed the connection") from None
+        raise
+
 async def _exchange(
     core: GossipCore,
     stream: _Stream,
@@ -117,7 +131,7 @@ async def _exchange(
     while True:
         hello = tcp.data_to_send()  # handshake bytes always go before any frame
         if hello:
-            writer.write(hello)
+            send(writer, hello)
         frames = []
         if tcp.established and not started:
             started = True
@@ -125,7 +139,7 @@ async def _exchange(
         for obj in objs:
             frames += sync.receive(obj, loop.time())
         for f in frames:
-            writer.write(tcp.seal_frame(f))
+            send(writer, tcp.seal_frame(f))
         on_change()
         await asyncio.wait_for(writer.drain(), s.deadline)
         if sync.done:
@@ -221,7 +235,7 @@ class PushPullServer:
             pending = await stream.feed(until - loop.time())
             out = stream.tcp.data_to_send()
             if out:
-                writer.write(out)
+                send(writer, out)
                 await asyncio.wait_for(writer.drain(), max(0.001, until - loop.time()))
         return pending
 
