@@ -51,12 +51,10 @@ async def _answer_then_reset(rt: GossipRuntime) -> tuple[asyncio.AbstractServer,
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tcp = _session(rt.core, rt.tcp, Role.SERVER)
-        while not tcp.peer_proven:
-            data = await reader.read(65536)
-            if not data:
-                break
+        data = await reader.read(65536)
+        if data:
             tcp.feed(data)
-            writer.write(tcp.data_to_send())
+            writer.write(tcp.data_to_send())  # our hello: the client has something to answer
         _reset(writer)
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
