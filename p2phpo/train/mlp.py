@@ -53,75 +53,15 @@ import numpy as np
 
 from p2phpo.train import program
 from p2phpo.train.compiles import COMPILE_LOG, compile_count  # noqa: F401 (re-exported)
+from p2phpo.train.config import ACTIVATIONS, OPTIMIZERS, PARAM_DEFAULTS, Config, round_width  # noqa: F401 (re-exported)
 from p2phpo.train.data import Dataset, load_dataset
 from p2phpo.train.plain import Model, TrainState, get_model, init_params  # noqa: F401 (re-exported)
 from p2phpo.trial import TrialPruned
 
-PARAM_DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3, "layers": 2, "width": 256, "activation": "relu", "dropout": 0.0,
-    "optimizer": "adam", "weight_decay": 0.0, "batch_size": 128,
-}
 OPTION_DEFAULTS: dict[str, Any] = {
     "dataset": "mnist", "data_dir": None, "max_epochs": 20, "seed": 0, "val_size": None,
     "split_seed": 0, "width_step": 32, "width_buckets": list(program.WIDTH_BUCKETS),
 }
-ACTIVATIONS = program.ACTIVATION_FNS
-OPTIMIZERS = program.OPTIMIZERS
-
-
-# -- configuration ------------------------------------------------------------------
-
-def round_width(width: float, step: int = 32) -> int:
-    """Round to the nearest multiple of ``step`` (at least ``step``)."""
-    return max(step, step * round(float(width) / step))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Config:
-    """One trial's hyperparameters, validated, width already rounded."""
-
-    lr: float
-    layers: int
-    width: int
-    activation: str
-    dropout: float
-    optimizer: str
-    weight_decay: float
-    batch_size: int
-
-    def __post_init__(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.layers < 0 or self.layers > 16:
-            raise ValueError(f"layers must be in 0..16, got {self.layers}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], width_step: int = 32) -> Config:
-        unknown = sorted(set(params) - set(PARAM_DEFAULTS) - {"seed"})
-        if unknown:
-            raise ValueError(f"mnist-mlp does not take the parameter(s) {', '.join(unknown)}; "
-                             f"it takes {', '.join(PARAM_DEFAULTS)}")
-        p = {**PARAM_DEFAULTS, **{k: v for k, v in params.items() if k != "seed"}}
-        return cls(lr=float(p["lr"]), layers=int(p["layers"]),
-                   width=round_width(p["width"], width_step), activation=str(p["activation"]),
-                   dropout=float(p["dropout"]), optimizer=str(p["optimizer"]),
-                   weight_decay=float(p["weight_decay"]), batch_size=int(p["batch_size"]))
-
-    def arch(self) -> tuple:
-        """What shapes the compiled code: trials with equal arch share it."""
-        return (self.layers, self.width, self.activation, self.optimizer, self.batch_size,
-                self.dropout > 0)
-
 
 _PROGRAMS: dict[program.ShapeClass, program.Program] = {}
 COST = program.CostModel()
@@ -237,6 +177,9 @@ def plan(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]
             mb = program.MICRO_BATCH if cfg.batch_size % program.MICRO_BATCH == 0 else cfg.batch_size
             build = dataclasses.replace(awaited, micro_batch=mb)  # every batch size's passes
             EXACT_STARTS.add(build)
+            if BACKGROUND.pending:  # queued behind the compile running now, not beside the
+                build_later(ds, build)  # plain one: it starts when that one ends
+                build = None
         return get_model(cfg, ds.num_features, ds.num_classes), None, build
     ready = None if start is None else _ready(start)
     if ready is None:
@@ -256,8 +199,11 @@ study's compiles stay bounded (a plain model serves only its own trial)."""
 
 
 def build_later(ds: Dataset, cls: program.ShapeClass | None) -> None:
-    """Compile ``cls`` in the background (after an exact start's first epoch: not beside
-    its plain model's compile, which two compiles at once on a busy 2-core VM slowed 2x)."""
+    """Compile ``cls`` in the background: after an exact start's first epoch (not beside
+    its plain model's compile, which two compiles at once on a busy 2-core VM slowed 2x),
+    or at once when another background compile runs (one thread: it waits for that one
+    instead of idling until the epoch ends; in a quiet node run the next wide trial waited
+    1.4 s for a class submitted after the 545-wide trial's first epoch)."""
     if cls is not None and cls not in _PROGRAMS and cls not in BACKGROUND.pending:
         prog = program.Program(cls)
         BACKGROUND.submit(prog, prog.example_args(*device_data(ds)[:4]))
@@ -275,6 +221,23 @@ def _exact_pays(cfg: Config, cls: program.ShapeClass, steps: int, epochs: int) -
     mine = program.class_seconds(exact, cfg.batch_size, cfg.layers, steps, COST) * epochs
     there = program.class_seconds(cls, cfg.batch_size, cfg.layers, steps, COST) * epochs
     return COST.plain_compile_seconds + mine < wait + there
+
+
+FAST_SAVES = 0.45
+"""Share of a plain model's compile that a fast one saves (``plain.FAST_COMPILE``: 1.29 ->
+0.72 CPU s measured, 1.27 -> 0.78 for a 2-layer 545-wide one); its epochs take about twice
+as long (0.011 -> 0.023 s, 0.070 -> 0.161 s)."""
+
+
+def _fast_pays(cfg: Config, ds: Dataset, epochs: int) -> bool:
+    """Whether an exact start compiles its plain model fast (``Model.run``): when the extra
+    cost of all its epochs at about twice the time stays below what the faster compile
+    saves. The worker's first trial (its compile is on the critical path beside the
+    fallback's) is usually such a one: a ~0.5 s shorter start for 5 x ~0.01 s."""
+    steps = ds.x_train.shape[0] // cfg.batch_size
+    exact = program.ShapeClass(cfg.batch_size, cfg.width, cfg.layers, ds.num_features, ds.num_classes)
+    mine = program.class_seconds(exact, cfg.batch_size, cfg.layers, steps, COST) * epochs
+    return mine < FAST_SAVES * COST.plain_compile_seconds
 
 
 def own_class(cfg: Config, ds: Dataset, epochs: int, buckets: Sequence[int]) -> program.ShapeClass:
@@ -429,6 +392,7 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
     else:
         runner = get_model(cfg, ds.num_features, ds.num_classes)
     exact = isinstance(runner, Model)
+    fast = bool(buckets) and exact and _fast_pays(cfg, ds, epochs)
     state = (runner.init_state(seed, cfg) if exact else  # type: ignore[call-arg]
              runner.init_state(seed, cfg.width, cfg.layers, program.GAIN[cfg.activation],
                                cfg.lr, cfg.weight_decay, cfg.optimizer))
@@ -445,13 +409,14 @@ def train(ds: Dataset, params: Mapping[str, Any], *, epochs: int, seed: int = 0,
         t0, c0 = time.perf_counter(), COMPILE_LOG.mine()
         lane = program.lane_data(seed, epoch, cfg.width, cfg.layers, cfg.activation, cfg.dropout,
                                  batch_size=cfg.batch_size)
-        state, loss, acc = (runner.epoch if exact else runner.run)(state, lane, x_tr, y_tr, x_va, y_va)
+        state, loss, acc = (runner.run(state, lane, x_tr, y_tr, x_va, y_va, fast=fast) if exact
+                            else runner.run(state, lane, x_tr, y_tr, x_va, y_va))
         loss, acc = float(loss), float(acc)
         seconds = time.perf_counter() - t0
         compiling = COMPILE_LOG.mine() - c0
         compute = max(seconds - compiling, 1e-9)  # samples/s without compiling
         if buckets and exact:
-            if compiling > 0:
+            if compiling > 0 and not fast:
                 COST.note_plain_compile(compiling)
             build_later(ds, build)
             build = None

@@ -17,7 +17,7 @@ import optax
 from p2phpo.train import program
 
 if TYPE_CHECKING:
-    from p2phpo.train.mlp import Config
+    from p2phpo.train.config import Config
 
 
 class TrainState(NamedTuple):
@@ -54,6 +54,19 @@ class Model:
         self.tx = _make_tx(cfg.optimizer)
         self.epoch = jax.jit(self._epoch)
         self.evaluate = jax.jit(self._accuracy)
+        self._exe: dict[bool, Any] = {}  # the epoch compiled ahead of time, by ``fast``
+
+    def run(self, state: TrainState, lane: program.Lane, x: jax.Array, y: jax.Array,
+            xv: jax.Array, yv: jax.Array, *, fast: bool = False
+            ) -> tuple[TrainState, jax.Array, jax.Array]:
+        """One epoch (``epoch``) through an ahead-of-time executable, compiled on the first
+        call; ``fast`` compiles it without XLA's backend optimizations (``FAST_COMPILE``:
+        measured, a 3-layer 46-wide model's compile 1.29 -> 0.72 CPU s, its epochs ~2x)."""
+        exe = self._exe.get(fast)
+        if exe is None:
+            lowered = self.epoch.lower(state, lane, x, y, xv, yv)
+            exe = self._exe[fast] = lowered.compile(FAST_COMPILE) if fast else lowered.compile()
+        return exe(state, lane, x, y, xv, yv)
 
     def init_state(self, seed: int, cfg: Config) -> TrainState:
         params = program.init_arrays(seed, self.sizes, self.gain)
@@ -97,6 +110,9 @@ class Model:
     def _accuracy(self, params: list, lane: program.Lane, x: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean(jnp.argmax(self.forward(params, x), axis=-1) == y)
 
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+"""XLA options of a ``fast`` compile (``Model.run``)."""
 
 _MODELS: dict[tuple, Model] = {}
 
