@@ -137,6 +137,9 @@ class NodeDriver(StudyChecks):
 
     def handle_timer(self, now: float, wall: float) -> None:
         self.gossip.handle_timer(now)
+        if self.linger is not None and self.done is not None and not self._exit_sent:
+            for node in self.linger.to_ask(now, self.gossip.profile.gossip_interval):
+                self.gossip.swim.ask_digest(node, now)
         self._pump(now, wall)
 
     def sync_session(self, *, initiator: bool, peer: Addr | None = None) -> SyncSession:
