@@ -273,6 +273,16 @@ class Linger:
         for node, (state, meta) in (members or {}).items():
             self.member(node, state, meta)
 
+    def settle(self) -> None:
+        """Done for another reason (a timeout), our ledger now shows the budget counted:
+        settled after all, so peers in sync with us are done (the class docstring)."""
+        if self.done_at is None or self.settled:
+            return
+        self.settled = True
+        self._finished.update(self._in_sync)
+        for peer in sorted(self._in_sync & self._blocked):
+            self.member(peer, *self._workers[peer])
+
     def member(self, node: int, state: str | None, meta: Mapping | None) -> None:
         """``node``'s (state, meta) changed (``state`` None: no longer a member)."""
         if self.done_at is None:

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 
 from simulations.runner import build, converged, run_scenario
-from simulations.sim import SimConfig
 from simulations.scenarios import SCENARIOS
+from simulations.sim import SimConfig
 
 SEEDS = range(10)
 

@@ -258,6 +258,8 @@ def test_a_settled_node_counts_a_peer_found_in_sync_as_done_without_its_flag() -
     other.done(10.0, u.members, settled=False)  # e.g. a timeout on our own clock
     other.synced(PEER)
     assert not u.may_exit(11.0)  # in sync, but done only when it says so
+    other.settle()  # then our ledger shows the budget counted: it holds that ledger too
+    assert u.may_exit(11.0)
 
 
 def test_a_finished_node_asks_the_peers_it_waits_for_one_per_interval_in_turn() -> None:
