@@ -16,6 +16,7 @@ from p2phpo.core.wire import Keyring
 from p2phpo.keys import KeyFileError, load_keyring
 from p2phpo.runtime.metrics import MetricsError, parse_metrics
 from p2phpo.runtime.node import DEFAULT_PORT, NodeError, NodeOptions
+from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport, parse_peer
 from p2phpo.study import MAX_BATCH, StudyError, StudySpec
 from p2phpo.train import objectives
 from p2phpo.ui.errors import note
@@ -32,6 +33,18 @@ def load_key(key_file: str | os.PathLike[str] | None) -> Keyring | None:
                             warn=lambda text: note(f"warning: {text}"))
     except KeyFileError as exc:
         raise NodeError(str(exc).strip("'\"")) from None
+
+
+def _check_addresses(seeds: list[str], bind: str, advertise: str | None) -> None:
+    """Every address option readable (names are resolved later, by the runtime)."""
+    try:
+        for seed in seeds:
+            parse_peer(seed, DEFAULT_PORT)
+        parse_hostport(bind, 0)
+        if advertise:
+            parse_peer(advertise, DEFAULT_PORT)
+    except RuntimeConfigError as exc:
+        raise NodeError(str(exc).rstrip(".")) from None
 
 
 def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
@@ -52,6 +65,7 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
         raise NodeError(f"--batch must be a number of trials from 1 to {MAX_BATCH}, not {batch}")
     if profile not in PROFILES:
         raise NodeError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    _check_addresses(seeds or [], bind, advertise)
     if metrics is not None:
         try:
             parse_metrics(metrics)

@@ -65,7 +65,6 @@ from p2phpo.core.search import (
     StopTrial,
     StudyDone,
 )
-from p2phpo.core.study_diff import difference, spec_diff
 from p2phpo.core.verdict import Verdict
 from p2phpo.core.wire import study_tag
 
@@ -137,6 +136,9 @@ class NodeDriver(StudyChecks):
 
     def handle_timer(self, now: float, wall: float) -> None:
         self.gossip.handle_timer(now)
+        if self.linger is not None and self.done is not None and not self._exit_sent:
+            for node in self.linger.to_ask(now, self.gossip.profile.gossip_interval):
+                self.gossip.swim.ask_digest(node, now)
         self._pump(now, wall)
 
     def sync_session(self, *, initiator: bool, peer: Addr | None = None) -> SyncSession:
@@ -203,16 +205,9 @@ class NodeDriver(StudyChecks):
         """The worker loaded the study ``local_study`` = (normalized spec, fingerprint):
         start searching (None: adopt whatever STUDY the cluster has). ``from_cluster``: the spec came from the cluster's STUDY (no
         ``--study``), so a different fingerprint can only mean different data."""
-        entry = self.ledger.study
-        fp = local_study[1] if local_study is not None else ""
-        if from_cluster and entry is not None and entry.fingerprint != fp:
-            assert local_study is not None
-            if spec_diff(local_study[0], entry.spec):
-                self._fail(2, "this node's study differs from the cluster's study in: "
-                              + difference(local_study[0], entry.spec))
-            else:
-                self._fail(2, "this node's dataset differs from the cluster's (study fingerprint "
-                              f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
+        why = self._differs_from_cluster(local_study) if from_cluster else None
+        if why is not None:
+            self._fail(2, why)
             return
         self._ready_search = (config, make_plan, local_study)
         self._pump(now, wall)
@@ -458,6 +453,10 @@ class NodeDriver(StudyChecks):
         self._actions.extend(starts)
         search.worker_busy = bool(self._running) or self._worker_held
         self._seen_len = len(self.ledger)
+        if self.done is not None and not self._settled and search.budget_counted:
+            self._settled = True  # done by a timeout, and now the budget is counted too
+            if self.linger is not None:
+                self.linger.settle()
         if search.refused:
             self._fail(2, search.refused)
         t = search.get_timer(now, wall)

@@ -12,7 +12,7 @@ from typing import Any
 
 from p2phpo.core.driver_actions import Note
 from p2phpo.core.gossip_types import ForeignStudy
-from p2phpo.core.study_diff import difference, study_name
+from p2phpo.core.study_diff import difference, spec_diff, study_name
 
 
 class StudyChecks:
@@ -55,6 +55,19 @@ class StudyChecks:
                           f"another study on this cluster key, {other}, which differs in "
                           f"{what}; nothing was merged (to join that study, start this node with a "
                           "fresh --state-dir; to keep both, give each its own --cluster)")
+
+    def _differs_from_cluster(self, local_study: tuple[dict, str] | None) -> str | None:
+        """Why a worker that loaded the cluster's STUDY (no ``--study``) holds another
+        fingerprint, if it does: a different spec, or else different data."""
+        entry = self.ledger.study
+        fp = local_study[1] if local_study is not None else ""
+        if entry is None or entry.fingerprint == fp:
+            return None
+        assert local_study is not None
+        if spec_diff(local_study[0], entry.spec):
+            return "this node's study differs from the cluster's study in: " + difference(local_study[0], entry.spec)
+        return ("this node's dataset differs from the cluster's (study fingerprint "
+                f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
 
     def _check_twin(self) -> None:
         """A live node signs Alives with our identity (a copy of this state dir, or this

@@ -257,6 +257,8 @@ class Linger:
         self._blocked: set[int] = set()  # known workers neither LEFT nor done
         self._awaiting: set[int] = set()  # known workers done and not DEAD/LEFT
         self._n_synced = 0  # len(self._awaiting & self._in_sync)
+        self._ask_at: float | None = None  # when :meth:`to_ask` names the next peer
+        self._asked = -1  # the last peer it named (round robin by id)
 
     def done(self, now: float, members: Mapping[int, tuple[str, Mapping]] | None = None,
              settled: bool = False) -> None:
@@ -270,6 +272,16 @@ class Linger:
             self._finished.update(self._in_sync)
         for node, (state, meta) in (members or {}).items():
             self.member(node, state, meta)
+
+    def settle(self) -> None:
+        """Done for another reason (a timeout), our ledger now shows the budget counted:
+        settled after all, so peers in sync with us are done (the class docstring)."""
+        if self.done_at is None or self.settled:
+            return
+        self.settled = True
+        self._finished.update(self._in_sync)
+        for peer in sorted(self._in_sync & self._blocked):
+            self.member(peer, *self._workers[peer])
 
     def member(self, node: int, state: str | None, meta: Mapping | None) -> None:
         """``node``'s (state, meta) changed (``state`` None: no longer a member)."""
@@ -326,4 +338,28 @@ class Linger:
     def timer(self) -> float | None:
         if self.done_at is None or self.forever:
             return None
-        return self.done_at + self.grace
+        end = self.done_at + self.grace
+        return end if self._ask_at is None else min(end, self._ask_at)
+
+    def to_ask(self, now: float, interval: float) -> list[int]:
+        """The peer to ask for its digest now, if any (the shell sends it a PING whose
+        ACK carries it; ours goes with the PING). Left to the probes, whose digests
+        reach ~2 random peers a second, from about N = 48 up every exit came at the
+        grace. One peer per gossip ``interval``, round robin over the peers a sync
+        would release (awaiting, and blocked ones too when ``settled``), and only
+        while all of them can be asked before the grace ends: past that the grace
+        decides anyway, and the datagrams would be spent for nothing."""
+        if self.done_at is None or self.forever or (self._ask_at is not None and now < self._ask_at):
+            return []
+        self._ask_at = None
+        left = len(self._awaiting) - self._n_synced + (len(self._blocked) if self.settled else 0)
+        if left <= 0 or left * interval > self.done_at + self.grace - now:
+            return []  # nobody to ask, or too many: asked again on the next timer
+        self._ask_at = now + interval
+        pool = self._awaiting | self._blocked if self.settled else self._awaiting
+        waiting = sorted(pool - self._in_sync)
+        if not waiting:
+            return []
+        after = [n for n in waiting if n > self._asked]
+        self._asked = after[0] if after else waiting[0]
+        return [self._asked]

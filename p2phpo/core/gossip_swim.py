@@ -47,7 +47,8 @@ class Swim:
         return self.rng.sample(pool, min(k, len(pool)))
 
     def ping(self, kind: str, expiry: float) -> int:
-        """A new unbound PING's seq (``kind``: join or reconnect); its ACK asks for a push-pull."""
+        """A new unbound PING's seq (``kind``: join or reconnect, whose ACK asks for a
+        push-pull, or digest)."""
         seq = self.next_seq()
         self.pings[seq] = (kind, expiry)
         return seq
@@ -110,6 +111,15 @@ class Swim:
         )
         self.link.send(addr, [Ping(seq, target), self.ae.digest()], to=target)
 
+    def ask_digest(self, node: int, now: float) -> None:
+        """A PING outside the probe cycle, our digest with it; the ACK brings ``node``'s.
+        A finished node asks the peers its exit waits for (``core/durability.py``)."""
+        m = self.membership.get(node)
+        if m is None or m.state != State.ALIVE or self.membership.leaving:
+            return
+        seq = self.ping("digest", now + self.profile.probe_interval)
+        self.link.send(m.addr, [Ping(seq, node), self.ae.digest()], to=node)
+
     def reconnect(self, now: float) -> None:
         dead = self.membership.ids(State.DEAD)
         if not dead or self.membership.leaving:
@@ -158,7 +168,7 @@ class Swim:
             self.link.send(r.addr, [Ack(r.seq)], to=r.origin)
             return
         ping = self.pings.pop(seq, None)
-        if ping is not None:
+        if ping is not None and ping[0] != "digest":  # a join's or reconnect's: push-pull
             self.ae.want_tcp(sender, addr, now)
 
     def _addr_of(self, node: int) -> Addr:

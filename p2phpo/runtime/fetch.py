@@ -16,7 +16,7 @@ from p2phpo.core.joinwatch import explain
 from p2phpo.core.wire import Keyring
 from p2phpo.runtime.node import DEFAULT_PORT, Node, NodeError, NodeOptions
 from p2phpo.runtime.resolve import ResolveError, resolve
-from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
+from p2phpo.runtime.udp import RuntimeConfigError, parse_peer
 
 
 def observer_options(seed: str, keyring: Keyring | None, cluster: str = "default",
@@ -31,7 +31,7 @@ def observer_options(seed: str, keyring: Keyring | None, cluster: str = "default
 async def _observer_bind(seed: str, keyed: bool, insecure: bool) -> str:
     """An ephemeral bind that can reach ``seed``: its loopback if it is on this machine."""
     try:
-        host, port = parse_hostport(seed, DEFAULT_PORT)
+        host, port = parse_peer(seed, DEFAULT_PORT)
         addr = (await resolve(host, port))[0]
     except RuntimeConfigError as exc:
         raise NodeError(f"--seed {seed}: {str(exc).rstrip('.')}") from None

@@ -51,7 +51,7 @@ from p2phpo.runtime.driver_runtime import DriverRuntime
 from p2phpo.runtime.node_net import MetricsError, NodeNet
 from p2phpo.runtime.node_view import NodeView
 from p2phpo.runtime.resolve import only_self, show
-from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport
+from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport, parse_peer
 from p2phpo.storage import DiskError, Storage, StorageError
 from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train import objectives
@@ -166,7 +166,7 @@ class Node(NodeView):
                 restart=restart, incarnation=incarnation, insecure=o.insecure,
                 advertise=o.advertise, identity=identity,
             )
-            seeds = [parse_hostport(s, DEFAULT_PORT) for s in o.seeds]
+            seeds = [parse_peer(s, DEFAULT_PORT) for s in o.seeds]
         except RuntimeConfigError as exc:
             raise NodeError(str(exc).rstrip(".") + ".") from None
         assert isinstance(rt, DriverRuntime)
@@ -209,7 +209,7 @@ class Node(NodeView):
         out = []
         for text in self.storage.remembered_peers():
             try:
-                addr = parse_hostport(text, DEFAULT_PORT)
+                addr = parse_peer(text, DEFAULT_PORT)
             except RuntimeConfigError:
                 continue
             if addr not in seeds and addr not in out:

@@ -69,6 +69,15 @@ def parse_hostport(text: str, default_port: int = 7946) -> Addr:
     return host, port
 
 
+def parse_peer(text: str, default_port: int = 7946) -> Addr:
+    """A peer's address (``--seed``, ``--advertise``): :func:`parse_hostport`, port 1-65535."""
+    host, port = parse_hostport(text, default_port)
+    if port == 0:
+        raise RuntimeConfigError(f"{text.strip()!r}: port 0 is no peer's port (0 only asks the OS "
+                                 "for a free port when binding); give the port the peer listens on.")
+    return host, port
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -182,7 +191,7 @@ class GossipRuntime:
         node's Alive; ``node_id`` must be its id. Without it (protocol tests only)
         the core neither signs nor requires signed Alives."""
         bind_addr = parse_hostport(bind, 0) if isinstance(bind, str) else bind
-        adv = parse_hostport(advertise) if isinstance(advertise, str) else advertise
+        adv = parse_peer(advertise) if isinstance(advertise, str) else advertise
         check_bind(bind_addr[0], keyring, insecure)
         secure = keyring is not None
         ring = keyring if keyring is not None else Keyring([INSECURE_KEY], cipher=Cipher.NULL)

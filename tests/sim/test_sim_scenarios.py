@@ -6,10 +6,13 @@ A larger sweep is one command away:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from simulations.runner import run_scenario
+from simulations.runner import build, converged, run_scenario
 from simulations.scenarios import SCENARIOS
+from simulations.sim import SimConfig
 
 SEEDS = range(10)
 
@@ -31,6 +34,22 @@ def test_steady_cluster_with_3x_speed_spread_has_no_overshoot_or_duplicates() ->
         assert m["overshoot"] == 0 and m["duplicates"] == 0
         assert m["counted"] == m["n_trials"] == 32
         assert 0.0 < m["busy_fraction"] <= 1.0
+
+
+def test_a_finished_cluster_may_exit_seconds_after_the_study_not_at_the_grace() -> None:
+    # 24 nodes: left to the probes' digests (~2 peers a second) every node waited for
+    # its 30 s grace; asking the peers it waits for takes a few seconds.
+    sim, _, heal_at = build("steady", replace(SimConfig(), nodes=24, seed=3))
+    t, done = heal_at, None
+    while done is None or t < done + 12.0:
+        t += 1.0
+        sim.run_until(t)
+        if done is None and converged(sim):
+            done = t
+        assert t < 300.0
+    exits = [node.may_exit for node in sim.nodes.values()]
+    assert None not in exits
+    assert max(exits) <= done + 10.0  # the grace is 30 s
 
 
 def test_crashes_are_detected_and_reported() -> None:

@@ -258,6 +258,43 @@ def test_a_settled_node_counts_a_peer_found_in_sync_as_done_without_its_flag() -
     other.done(10.0, u.members, settled=False)  # e.g. a timeout on our own clock
     other.synced(PEER)
     assert not u.may_exit(11.0)  # in sync, but done only when it says so
+    other.settle()  # then our ledger shows the budget counted: it holds that ledger too
+    assert u.may_exit(11.0)
+
+
+def test_a_finished_node_asks_the_peers_it_waits_for_one_per_interval_in_turn() -> None:
+    lg = Linger(grace=30.0)
+    t = Table(lg)
+    for node in (5, 3, 9):
+        t.set(node, "ALIVE", {"ready": True, "study": "f"})
+    t.set(7, "ALIVE", {"ready": True, "study": "f", "done": True})
+    assert lg.to_ask(0.0, 0.2) == []  # not done
+    lg.done(10.0, t.members, settled=True)
+    assert lg.to_ask(10.0, 0.2) == [3] and lg.timer() == 10.2
+    assert lg.to_ask(10.1, 0.2) == []  # one per interval
+    lg.synced(5)
+    assert lg.to_ask(10.2, 0.2) == [7]  # 5 is in sync: skipped
+    assert lg.to_ask(10.4, 0.2) == [9] and lg.to_ask(10.6, 0.2) == [3]  # round robin
+    for node in (3, 7, 9):
+        lg.synced(node)
+    assert t.may_exit(10.7) and lg.to_ask(10.8, 0.2) == [] and lg.timer() == 40.0
+    lg.changed()  # a late entry: every peer must confirm again
+    assert lg.to_ask(11.0, 0.2) == [5]  # on from the last one asked (3)
+    unsettled = Linger(grace=30.0)  # done on its own clock: a peer is done when it says so
+    u = Table(unsettled)
+    u.set(5, "ALIVE", {"ready": True, "study": "f"})
+    u.set(7, "DEAD", {"ready": True, "study": "f", "done": True})
+    unsettled.done(10.0, u.members)
+    assert unsettled.to_ask(10.0, 0.2) == []  # 5 is not done: a sync would not release it
+    many = Linger(grace=30.0)
+    m = Table(many)
+    for node in range(1, 201):
+        m.set(node, "ALIVE", {"ready": True, "study": "f", "done": True})
+    many.done(0.0, m.members)
+    assert many.to_ask(0.0, 0.2) == []  # 200 asks take 40 s: the grace decides anyway
+    for node in range(1, 101):
+        many.synced(node)
+    assert many.to_ask(0.4, 0.2) == [101]  # 100 left fit in the 29.6 s left
 
 
 def test_entries_of_other_nodes_lost_from_the_log_are_said_to_be_repaired() -> None:

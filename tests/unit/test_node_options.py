@@ -19,6 +19,10 @@ from p2phpo.runtime.node import DEFAULT_STUDY, NodeError
     ({"profile": "moon"}, "unknown profile 'moon'; use one of lan, local, wan"),
     ({"batch": 0}, "--batch must be a number of trials from 1 to 64, not 0"),
     ({"batch": 65}, "--batch must be a number of trials from 1 to 64, not 65"),
+    ({"seeds": ["localhost:0"]}, "'localhost:0': port 0 is no peer's port"),
+    ({"seeds": ["10.0.0.2:7946", "host:99999"]}, "cannot read 'host:99999' as host:port"),
+    ({"advertise": "10.0.0.2:0"}, "'10.0.0.2:0': port 0 is no peer's port"),
+    ({"bind": "127.0.0.1:x"}, "cannot read '127.0.0.1:x' as host:port"),
 ])
 def test_a_bad_option_is_one_sentence(kwargs: dict, sentence: str) -> None:
     with pytest.raises(NodeError, match=sentence.replace("(", r"\(").replace("+", r"\+")):
@@ -46,10 +50,15 @@ def test_good_options_carry_the_loaded_study_and_key(tmp_path: Path, monkeypatch
     assert load_key(None) is None  # no key file, no P2PHPO_KEY: the null cipher
 
 
-def test_the_cli_says_it_and_exits_2_before_anything_starts(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["node", "--profile", "moon", "--state-dir", str(tmp_path / "s")])
+@pytest.mark.parametrize("args, sentence", [
+    (["--profile", "moon"], "unknown profile 'moon'"),
+    (["--seed", "localhost:0"], "port 0 is no peer's port"),
+])
+def test_the_cli_says_it_and_exits_2_before_anything_starts(tmp_path: Path, args: list[str],
+                                                            sentence: str) -> None:
+    result = CliRunner().invoke(app, ["node", *args, "--state-dir", str(tmp_path / "s")])
     assert result.exit_code == 2
-    assert "unknown profile 'moon'" in result.output
+    assert sentence in result.output
     assert not (tmp_path / "s").exists()  # no state dir was created
 
 
