@@ -32,6 +32,9 @@ import numpy as np
 Value = int | float | str | bool
 
 
+MAX_INT = 2**53  # an int parameter's bounds: exact as floats (the samplers' unit space)
+
+
 class SpaceError(ValueError):
     """A search space that cannot be used; the message says why in one sentence."""
 
@@ -62,6 +65,8 @@ class Float:
         low, high = _num(name, "low", self.low), _num(name, "high", self.high)
         if low >= high:
             raise SpaceError(f"parameter {name!r}: low ({low}) must be below high ({high})")
+        if not math.isfinite(high - low):
+            raise SpaceError(f"parameter {name!r}: high - low must be a finite number, got {high - low}")
         if self.log and low <= 0:
             raise SpaceError(f"parameter {name!r}: log scale needs low > 0, got {low}")
         if self.step is not None:
@@ -139,6 +144,9 @@ class Int:
                 raise SpaceError(f"parameter {name!r}: {field} must be an integer, got {v!r}")
         if self.low >= self.high:
             raise SpaceError(f"parameter {name!r}: low ({self.low}) must be below high ({self.high})")
+        if max(-self.low, self.high) > MAX_INT:  # the samplers work in floats
+            raise SpaceError(f"parameter {name!r}: low and high must be within +-2**53, "
+                             f"got [{self.low}, {self.high}]")
         if self.log and self.low < 1:
             raise SpaceError(f"parameter {name!r}: log scale needs low >= 1, got {self.low}")
         if self.step < 1:

@@ -43,6 +43,8 @@ _STUDY_KEYS = {"name", "direction", "metric", "seed", "n_trials", "timeout", "ta
                "trial_timeout", "max_retries", "batch"}
 _TABLES = {"study", "sampler", "pruner", "objective", "space"}
 MAX_BATCH = 64  # trials one node trains at once, at most
+MAX_TRIALS = 1_000_000  # a budget's slots: each node keeps a byte per slot (core/budget.py)
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what msgpack carries (the STUDY entry)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -136,7 +138,10 @@ class StudySpec:
         spec = cls(space, sampler=sampler, sampler_options=tables["sampler"], pruner=pruner,
                    pruner_options=tables["pruner"], objective=objective,
                    objective_options=tables["objective"], **study)
-        return spec._completed()
+        spec = spec._completed()
+        for table, values in spec.to_dict().items():
+            _check_values(values, f"[{table}]")
+        return spec
 
     def _completed(self) -> StudySpec:
         """Validate sampler and pruner and spell out their options."""
@@ -214,6 +219,9 @@ def _study_fields(t: dict[str, Any]) -> dict[str, Any]:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise StudyError(f"[study] {key} must be an integer >= {low}, got {v!r}")
         out[key] = v
+    if out["n_trials"] is not None and out["n_trials"] > MAX_TRIALS:
+        raise StudyError(f"[study] n_trials must be at most {MAX_TRIALS:,}, got {out['n_trials']:,}; "
+                         "for an open-ended study leave it out and set timeout or target")
     if out["batch"] is not None and out["batch"] > MAX_BATCH:
         raise StudyError(f"[study] batch must be at most {MAX_BATCH}, got {out['batch']}")
     for key in ("timeout", "trial_timeout"):
@@ -233,6 +241,24 @@ def _options(obj: Any, *skip: str) -> dict[str, Any]:
     for k in ("name", *skip):
         d.pop(k, None)
     return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items() if v is not None}
+
+
+def _check_values(v: Any, where: str) -> None:
+    """Every value of a spec travels in the STUDY entry: tables, lists, strings,
+    booleans, finite floats and 64-bit integers only (a TOML date, or 2**70, would
+    fail only when the entry is written)."""
+    if isinstance(v, Mapping):
+        for key, x in v.items():
+            _check_values(x, f"{where} {key}" if where.endswith("]") else f"{where}.{key}")
+    elif isinstance(v, list | tuple):
+        for x in v:
+            _check_values(x, where)
+    elif isinstance(v, int) and not isinstance(v, bool) and not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
+        raise StudyError(f"{where}: {v} is out of range (integers must fit in 64 bits)")
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise StudyError(f"{where}: {v} is not a finite number")
+    elif not isinstance(v, str | int | float | bool | list | tuple | Mapping):
+        raise StudyError(f"{where}: {v!r} is not a string, number, boolean, list or table")
 
 
 def _drop_none(d: Any) -> Any:

@@ -107,6 +107,7 @@ class Simulation:
         self.retired: set[int] = set()  # ids whose disk was lost: never coming back
         self.metrics = Metrics(self)
         self._trace = hashlib.blake2b(digest_size=16)
+        self._trace_buf: list[str] = []
         self._tcp: dict[int, _Tcp] = {}
         self._decoded: dict[bytes, Entry] = {}
         self.verifier = Verifier()  # one memo of signature verdicts for every simulated node
@@ -355,9 +356,19 @@ class Simulation:
             self._on_tcp(node, sid, wired, now)
 
     def _trace_event(self, t: float, kind: str, node: int, detail: Any) -> None:
-        self._trace.update(f"{t!r}|{kind}|{node}|{detail!r};".encode())
+        # Hashed in batches (one ``update`` of the joined text hashes the same as one
+        # per event); ``trace_hash`` takes what is still pending.
+        buf = self._trace_buf
+        buf.append(f"{t!r}|{kind}|{node}|{detail!r};")
+        if len(buf) >= 4096:
+            self._flush_trace()
+
+    def _flush_trace(self) -> None:
+        self._trace.update("".join(self._trace_buf).encode())
+        self._trace_buf.clear()
 
     def trace_hash(self) -> str:
+        self._flush_trace()
         h = self._trace.copy()
         for node_id in sorted(self.nodes):
             led = self.nodes[node_id].ledger

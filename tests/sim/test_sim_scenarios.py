@@ -52,6 +52,14 @@ def test_a_finished_cluster_may_exit_seconds_after_the_study_not_at_the_grace() 
     assert max(exits) <= done + 10.0  # the grace is 30 s
 
 
+def test_a_big_budget_is_given_the_time_it_takes_after_half_the_nodes_die() -> None:
+    # 200 trials of ~30 s on the 4 survivors: ~1,500 s of healed phase (the cap was 240 s)
+    config = replace(SimConfig(), n_trials=200)
+    result = run_scenario("kill-half", nodes=8, seed=21301, config=config)
+    assert all(v["ok"] for v in result["invariants"].values()), result["invariants"]
+    assert result["metrics"]["counted"] == 200
+
+
 def test_crashes_are_detected_and_reported() -> None:
     result = run_scenario("kill-half", nodes=8, seed=1)
     m = result["metrics"]

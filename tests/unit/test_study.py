@@ -91,6 +91,16 @@ def test_bad_durations_are_refused(text):
     (("[space]", "[pruner]\nname = \"hyperband\"\n[space]"), r"\[pruner\].*max_resource"),
     (("[space]", "[pruner]\nname = \"asha\"\neta = 3\n[space]"), "no option"),
     (("name = \"t\"", "name = \"t\"\nname = \"u\""), "not valid TOML"),
+    # too big for a node's memory or for the STUDY entry (msgpack): said, not a crash
+    (("n_trials = 10", "n_trials = 10_000_000_000_000"), "n_trials must be at most 1,000,000"),
+    (("n_trials = 10", "n_trials = 10\nseed = 1_180_591_620_717_411_303_424"),
+     r"\[study\] seed: 1180591620717411303424 is out of range"),
+    (("[space]", "[objective]\nmax_epochs = 1_180_591_620_717_411_303_424\n[space]"),
+     r"\[objective\] max_epochs: .* out of range"),
+    (("[space]", "[objective]\nwhen = 1979-05-27\n[space]"), r"\[objective\] when: .* not a string"),
+    (("low = 0, high = 1", "low = -1e308, high = 1e308"), "high - low must be a finite number"),
+    (("type = \"float\", low = 0, high = 1", "type = \"int\", low = 0, high = 9_007_199_254_740_993"),
+     r"low and high must be within \+-2\*\*53"),
 ])
 def test_mistakes_are_reported_in_one_sentence(patch, message):
     old, new = patch

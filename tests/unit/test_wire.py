@@ -370,3 +370,38 @@ def test_any_msgpack_messages_round_trip(messages, cipher):
             s.seal(messages)
         return
     assert o.open(s.seal(messages), 0.0).messages == messages
+
+
+def test_accept_after_an_uncommitted_open_keeps_the_same_replay_state_as_a_committing_open():
+    """``accept`` (one pass over the replay tables) against ``open`` with commit (the
+    check, then the record): same refusals, same windows, same evictions, over
+    random senders, lives and counters with room for only three windows."""
+    import random
+
+    rng = random.Random(5)
+    lives = [(s, r, salt) for s in (7, 8, 9) for r in (1, 2) for salt in (5, 6)]
+    sealers = {life: Sealer(Keyring([K1], cipher=Cipher.NULL), *life, LABEL) for life in lives}
+    sent: list[bytes] = []
+    one, two = (Opener(Keyring([K1], cipher=Cipher.NULL), [LABEL], window_bits=16, max_windows=3)
+                for _ in range(2))
+    for _ in range(3000):
+        if sent and rng.random() < 0.4:
+            data = rng.choice(sent[-40:])  # a replay, or a late one inside the window
+        else:
+            data = sealers[rng.choice(lives)].seal([1])
+            sent.append(data)
+        outcomes = []
+        try:
+            one.open(data, 0.0)
+            outcomes.append("ok")
+        except WireError as e:
+            outcomes.append(e.reason)
+        try:
+            two.accept(two.open(data, 0.0, commit=False))
+            outcomes.append("ok")
+        except WireError as e:
+            outcomes.append(e.reason)
+        assert outcomes[0] == outcomes[1]
+        assert one.snapshot() == two.snapshot()
+        assert one._windows.keys() == two._windows.keys()  # the same recency order
+        assert one._newest.keys() == two._newest.keys()
