@@ -250,7 +250,7 @@ def test_a_trial_that_would_wait_for_a_compile_runs_its_exact_model_instead(
     first = mlp.train(sample, params, epochs=2, seed=1)
     assert first.shape_class is None and first.classes == () and first.compiles == 1
     plain = mlp.train(sample, params, epochs=2, seed=1, buckets=None)
-    # its epochs are cheap, so it compiled without XLA's backend optimizations: the same
+    # its epochs are cheap, so it compiled without XLA's optimizations: the same
     # model, float rounding apart
     np.testing.assert_allclose([e.train_loss for e in first.epochs],
                                [e.train_loss for e in plain.epochs], rtol=1e-5)
@@ -273,7 +273,7 @@ def test_a_trial_that_would_wait_for_a_compile_runs_its_exact_model_instead(
 
 def test_an_exact_start_with_cheap_epochs_compiles_fast(sample, monkeypatch) -> None:
     """An exact start whose epochs cost little compiles its plain model without XLA's
-    backend optimizations (about half the compile, epochs about twice as long): the worker's
+    backend optimizations (a quarter of the compile, epochs ~3.5x as long): the worker's
     first trial starts sooner. One whose epochs cost more, or that runs many, does not."""
     monkeypatch.setattr(mlp, "COST", _FixedCost(flops_per_second=6e10, plain_compile_seconds=1.2))
     tiny = mlp.Config.from_params({"layers": 3, "width": 46, "batch_size": 64})
