@@ -17,7 +17,8 @@ Once the padding that a bucket's trials paid in wider classes adds up to a
 compile, their own class compiles in the background (``rent``). A trial that no
 compiled class fits runs its exact plain model instead of waiting for a class's
 compile when that is cheaper (``plan``: the worker's first trial, the first trial
-wider than every compiled class).
+wider than every compiled class), compiled without XLA's optimizations when its
+epochs are cheap (``_fast_pays``).
 Programs are cached for the life of the process (the worker); JAX's
 persistent cache, when configured, keeps them across restarts (the classes
 repeat exactly, so it hits). One program call trains an epoch (a loop over
