@@ -458,7 +458,7 @@ class GossipCore(Hearing):
                 origins, seqs = pairs[0::2], pairs[1::2]
                 lacking = list(map(lt, map(vv.get, origins, repeat(0)), seqs))  # C speed:
                 if True in lacking:  # a busy node already holds nearly every entry announced
-                    for origin, seq in compress(zip(origins, seqs), lacking):
+                    for origin, seq in compress(zip(origins, seqs, strict=False), lacking):
                         want(sender, addr, origin, seq)
             elif t is Have and vv.get(m.origin, 0) < m.seq:  # type: ignore[union-attr]
                 want(sender, addr, m.origin, m.seq)  # type: ignore[union-attr]
