@@ -447,33 +447,8 @@ class Opener:
         real sender off. Raises WireError(REPLAY) if the counter was recorded
         since it was opened.
         """
-        # The replay check and ``_record`` in one pass (once per datagram received):
-        # each replay table is looked up once, and nothing changes before a refusal.
-        sender, counter = dg.sender, dg.counter
-        restart, salt = dg.epoch.restart, dg.epoch.salt
-        newest = self._newest.peek(sender)
-        if newest is not None and restart < newest[0]:
-            raise WireError(DropReason.REPLAY, "stale epoch")
-        wk = (sender, restart, salt)
-        win = self._windows.peek(wk)
-        if win is None:
-            self._windows.put(wk, [counter, 1])
-        else:
-            if counter > win[0]:
-                win[1] = ((win[1] << (counter - win[0])) | 1) & self._wmask
-                win[0] = counter
-            else:
-                d = win[0] - counter
-                if d >= self._wbits or (win[1] >> d) & 1:
-                    raise WireError(DropReason.REPLAY, f"counter {counter}")
-                win[1] |= 1 << d
-            self._windows.touch(wk)
-        if not vouched:
-            return
-        if newest is None or restart > newest[0] or (restart == newest[0] and salt != newest[1]):
-            self._newest.put(sender, (restart, salt))
-        else:
-            self._newest.touch(sender)  # refresh recency
+        self._check_replay(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter)
+        self._record(dg.sender, dg.epoch.restart, dg.epoch.salt, dg.counter, vouched)
 
     def _record(self, sender: int, restart: int, salt: int, counter: int, vouched: bool = True) -> None:
         wk = (sender, restart, salt)

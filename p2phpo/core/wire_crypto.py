@@ -118,10 +118,6 @@ class Lru(Generic[K, V]):
         """Like get, without touching the recency order."""
         return self._d.get(k)
 
-    def touch(self, k: K) -> None:
-        """Mark ``k`` (present) as the most recently used."""
-        self._d.move_to_end(k)
-
     def put(self, k: K, v: V) -> None:
         self._d[k] = v
         self._d.move_to_end(k)
