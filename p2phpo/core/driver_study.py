@@ -65,7 +65,8 @@ class StudyChecks:
             return None
         assert local_study is not None
         if spec_diff(local_study[0], entry.spec):
-            return "this node's study differs from the cluster's study in: " + difference(local_study[0], entry.spec)
+            return ("this node's study differs from the cluster's study in: "
+                    + difference(local_study[0], entry.spec))
         return ("this node's dataset differs from the cluster's (study fingerprint "
                 f"{fp[:12]} here, {entry.fingerprint[:12]} in the cluster); check --data-dir")
 
