@@ -15,7 +15,12 @@ the node's own export:
 - best validation accuracy of a COMPLETE trial (the study maximizes it);
 - batches: how many trials started in a batch of more than one (node events).
 
+A K given as ``K/L`` caps the node's worker lanes at L (``P2PHPO_WORKER_LANES``):
+``4/1`` is K = 4 on one worker (batches packed or member after member), plain ``4``
+one worker per core with each member on its own (``p2phpo/train/lanes.py``).
+
     python benchmarks/batch_node.py --ks 1 2 4 8 --widths 256 1024 --trials 32 --reps 2
+    python benchmarks/batch_node.py --ks 1 4 4/1 --widths 256 --trials 32 --reps 2
 """
 
 from __future__ import annotations
@@ -55,13 +60,15 @@ def study_text(dataset: str, n_trials: int, width: int, epochs: int) -> str:
 
 
 def run_node(k: int, dataset: str, n_trials: int, width: int, epochs: int, tmp: Path,
-             data_dir: str | None) -> dict:
+             data_dir: str | None, lanes: int | None = None) -> dict:
     tmp.mkdir(parents=True)
     study = tmp / "study.toml"
     study.write_text(study_text(dataset, n_trials, width, epochs))
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path, "P2PHPO_OFFLINE": "1",
            "XDG_CACHE_HOME": str(tmp / "cache")}
+    if lanes is not None:  # the most workers the node starts (p2phpo/train/lanes.py)
+        env["P2PHPO_WORKER_LANES"] = str(lanes)
     cmd = [sys.executable, "-m", "p2phpo", "node", "--study", str(study), "--bind",
            f"127.0.0.1:{free_port()}", "--state-dir", str(tmp / "state"), "--grace", "0",
            "--no-ui", "--batch", str(k),
@@ -81,11 +88,20 @@ def run_node(k: int, dataset: str, n_trials: int, width: int, epochs: int, tmp: 
     return summarize(k, width, rows, events, wall, code)
 
 
+def parse_k(text: str) -> tuple[int, int | None]:
+    """``K`` or ``K/L``: batch capacity K, at most L worker lanes (default: the node's)."""
+    k, _, lanes = text.partition("/")
+    return int(k), (int(lanes) if lanes else None)
+
+
 def summarize(k: int, width: int, rows: list[dict], events: list[dict], wall: float,
               code: int) -> dict:
     done = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED", "FAILED")]
     first = min(r["started"] for r in rows)
-    last = max(r["started"] + (r["duration"] or 0.0) for r in done)
+    # a trial's end: its "finished" event (a batch member may wait for a worker lane
+    # after its claim, so started + duration would end it early); else started + duration
+    ends = [e["wall"] for e in events if e.get("event") == "finished" and "wall" in e]
+    last = max(ends) if ends else max(r["started"] + (r["duration"] or 0.0) for r in done)
     span = last - first
     epochs = sum(len(r["reports"]) for r in done)
     best = max((r["value"] for r in done if r["state"] == "COMPLETE"), default=None)
@@ -101,7 +117,8 @@ def summarize(k: int, width: int, rows: list[dict], events: list[dict], wall: fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--ks", nargs="+", default=["1", "2", "4", "8"],
+                    help="batch capacities; K/L caps the node's worker lanes at L (4/1: one worker)")
     ap.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--trials", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=5)
@@ -116,9 +133,10 @@ def main() -> None:
         for width in args.widths:
             order = args.ks[rep % len(args.ks):] + args.ks[:rep % len(args.ks)]
             for k in order:
-                r = run_node(k, args.dataset, args.trials, width, args.epochs,
-                             tmp / f"w{width}-k{k}-r{rep}", args.data_dir)
-                r["rep"] = rep
+                kk, lanes = parse_k(k)
+                r = run_node(kk, args.dataset, args.trials, width, args.epochs,
+                             tmp / f"w{width}-k{k.replace('/', 'l')}-r{rep}", args.data_dir, lanes)
+                r["rep"], r["k"] = rep, k
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     table = []
@@ -134,10 +152,10 @@ def main() -> None:
                           "trials_per_hour_wall": statistics.median(r["trials_per_hour_wall"] for r in mine),
                           "best_val_accuracy": [r["best_val_accuracy"] for r in mine],
                           "started_in_a_batch": [r["started_in_a_batch"] for r in mine]})
-    print(f"{'W':>5} {'K':>2} {'trials/h':>9} {'x K=1':>6} {'epochs/h':>9} {'x K=1':>6} "
+    print(f"{'W':>5} {'K':>4} {'trials/h':>9} {'x K=1':>6} {'epochs/h':>9} {'x K=1':>6} "
           f"{'trials/h (wall)':>15}  best val acc")
     for t in table:
-        print(f"{t['width_max']:>5} {t['k']:>2} {t['trials_per_hour']:>9.0f} {t['vs_k1']:>6.2f} "
+        print(f"{t['width_max']:>5} {t['k']:>4} {t['trials_per_hour']:>9.0f} {t['vs_k1']:>6.2f} "
               f"{t['epochs_per_hour']:>9.0f} {t['epochs_vs_k1']:>6.2f} {t['trials_per_hour_wall']:>15.0f}  "
               + " ".join(f"{v:.4f}" if v is not None else "-" for v in t["best_val_accuracy"]))
     OUT.mkdir(exist_ok=True)

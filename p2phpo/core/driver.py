@@ -232,18 +232,28 @@ class NodeDriver(StudyChecks):
         self._running.discard(trial)
         self._worker_held = not worker_free
         if self.search is not None:
-            self.search.worker_busy = bool(self._running) or self._worker_held
+            self.search.worker_busy = self._busy()
             if outcome is not None:
                 self.search.finish(trial, outcome, wall)
                 self._note_recorded()
         self._poke = True
         self._pump(now, wall)
 
+    def _busy(self) -> bool:
+        """Whether the worker can take no new trial now: it runs a batch (a batch is
+        claimed whole, when every member ended), or with ``SearchConfig.refill`` (lanes:
+        members run on their own) when it runs ``capacity`` trials; or is held."""
+        if self._worker_held:
+            return True
+        if self.search is not None and self.search.config.refill:
+            return len(self._running) >= self.search.config.capacity
+        return bool(self._running)
+
     def handle_worker_free(self, now: float, wall: float) -> None:
         """The worker finished what it did after its last trial: it may take the next."""
         self._worker_held = False
         if self.search is not None:
-            self.search.worker_busy = bool(self._running)
+            self.search.worker_busy = self._busy()
         self._poke = True
         self._pump(now, wall)
 
@@ -252,7 +262,7 @@ class NodeDriver(StudyChecks):
         if trial is not None:
             self._running.discard(trial)
         if self.search is not None:
-            self.search.worker_busy = bool(self._running) or self._worker_held
+            self.search.worker_busy = self._busy()
             self.search.setup_failed(trial, wall)
         self._poke = True
         self._pump(now, wall)
@@ -451,7 +461,7 @@ class NodeDriver(StudyChecks):
         # A batch's StartTrials leave together, after the step's other commands, in one
         # take_actions: the shell hands them to its worker as one batch.
         self._actions.extend(starts)
-        search.worker_busy = bool(self._running) or self._worker_held
+        search.worker_busy = self._busy()
         self._seen_len = len(self.ledger)
         if self.done is not None and not self._settled and search.budget_counted:
             self._settled = True  # done by a timeout, and now the budget is counted too

@@ -51,6 +51,9 @@ class SearchConfig:
     claim_grace: float = 2.0  # seconds an unmatched idle node waits before claiming anyway
     reclaim_fallback: float = 30.0  # reclaim a gone owner's trials after this long even unsynced
     capacity: int = 1  # trials this node claims at once and its worker trains as one batch
+    # True: ``capacity`` trials run side by side, each on its own (worker lanes): a trial
+    # that ends frees its place for a new claim at once instead of at the batch's end
+    refill: bool = False
     # Result windows (SearchCore.result_window): a claim that may have a rival trains at
     # once, but its RESULT is written no sooner than this long after the CLAIM, so rival
     # claims meet before either counts. A fallback claim gets ``grace_window``; a stolen

@@ -53,8 +53,9 @@ from p2phpo.runtime.node_view import NodeView
 from p2phpo.runtime.resolve import only_self, show
 from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport, parse_peer
 from p2phpo.storage import DiskError, Storage, StorageError
-from p2phpo.study import StudyError, StudySpec, make_plan, spec_from_entry
+from p2phpo.study import Plan, StudyError, StudySpec, make_plan, spec_from_entry
 from p2phpo.train import objectives
+from p2phpo.train.lanes import WorkerLanes, lanes_for
 from p2phpo.train.worker import SetupError, TrialStatus, WorkerClient
 from p2phpo.ui.errors import bind_error
 from p2phpo.ui.snapshot import (
@@ -108,7 +109,7 @@ class Node(NodeView):
         self.error: str | None = None
         self.events: list[Event] = []
         self.spec: StudySpec | None = None
-        self.worker: WorkerClient | None = None
+        self.worker: WorkerLanes | None = None
         self.worker_info: dict[str, Any] = {}
         self.storage: Storage | None = None
         self.rt: DriverRuntime | None = None
@@ -440,9 +441,13 @@ class Node(NodeView):
         if self.opts.data_dir:
             options["data_dir"] = self.opts.data_dir
         options = self.net.worker_options(options)
-        worker = WorkerClient(self.spec.objective, options,
-                              cache_dir=self.storage.root / "jax-cache",
-                              stderr_path=self.storage.root / "node.log")
+        capacity = self.opts.batch or self.spec.batch or 1
+        lanes = lanes_for(capacity)  # a batch's members train side by side, one per core
+        threads = {} if lanes == 1 else {"threads": max(1, ((os.cpu_count() or 2) - 1) // lanes)}
+        worker = WorkerLanes([WorkerClient(self.spec.objective, options,
+                                           cache_dir=self.storage.root / "jax-cache",
+                                           stderr_path=self.storage.root / "node.log", **threads)
+                              for _ in range(lanes)])
         try:
             self.worker_info = await worker.start()
         except SetupError as exc:
@@ -455,7 +460,8 @@ class Node(NodeView):
         self.worker = worker
         ds = self.worker_info.get("dataset") or {}
         if ds:
-            self._event("ready", self.node_id, detail=f"dataset {ds.get('name')} from {ds.get('source')}")
+            self._event("ready", self.node_id, detail=f"dataset {ds.get('name')} from {ds.get('source')}"
+                        + (f", {worker.lanes} workers" if worker.lanes > 1 else ""))
         spec = self.spec
         fp = spec.fingerprint(str(ds.get("fingerprint", "")))
         entry = self.ledger.study
@@ -477,9 +483,12 @@ class Node(NodeView):
                 return
         config = SearchConfig.for_profile(PROFILES[self.opts.profile], max_retries=spec.max_retries,
                                           trial_timeout=spec.trial_timeout)
-        config = dataclasses.replace(config, capacity=self.opts.batch or spec.batch or 1)
+        config = dataclasses.replace(config, capacity=capacity, refill=worker.lanes > 1)
         assert self.driver is not None
-        self.rt.call(self.driver.handle_worker_ready, config, make_plan, (spec.to_dict(), fp),
+        # members trained side by side in their own workers need no shared shape class:
+        # the sampler draws each one freely (class filling slows TPE's search, RESULTS.md)
+        plans = make_plan if worker.lanes == 1 else free_batch_plan
+        self.rt.call(self.driver.handle_worker_ready, config, plans, (spec.to_dict(), fp),
                      from_cluster=self.opts.spec is None)
 
     async def _refetch(self, why: str) -> None:
@@ -529,12 +538,18 @@ class Node(NodeView):
                                                on_result=on_result)
         except SetupError as exc:
             for tid in ids:
-                rt.call(driver.handle_setup_failed, ids[tid])
+                if tid not in ended:
+                    rt.call(driver.handle_setup_failed, ids[tid])
             self.request_stop(2, f"the worker could not restart: {exc}")
             return
         for tid, out in outs.items():
             if tid not in ended:
                 on_result(tid, out)
+
+def free_batch_plan(entry: Any) -> Plan:
+    """``make_plan`` without class filling: a batch's members are drawn each on its own."""
+    return Plan(StudySpec.from_dict(entry.spec), entry.fingerprint, batch_keys=())
+
 
 class _QuietFileHandler(logging.handlers.RotatingFileHandler):
     """node.log: a full or failing disk drops log lines instead of printing tracebacks."""

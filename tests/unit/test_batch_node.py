@@ -47,7 +47,7 @@ class Plan:
         return value > 100  # a report above 100 is pruned
 
 
-def node(capacity: int, n_trials: int = 6) -> tuple[NodeDriver, Plan]:
+def node(capacity: int, n_trials: int = 6, refill: bool = False) -> tuple[NodeDriver, Plan]:
     ledger = Ledger()
     gossip = GossipCore(7, GossipConfig(profile=LOCAL, addr=("127.0.0.1", 1)), random.Random(7),
                         ledger, Sealer(RING, 7, 0, 0, LABEL), Opener(RING, [LABEL]),
@@ -56,7 +56,7 @@ def node(capacity: int, n_trials: int = 6) -> tuple[NodeDriver, Plan]:
     plan = Plan("fp", n_trials=n_trials)
     config = SearchConfig.for_profile(LOCAL)
     d.handle_worker_ready(SearchConfig(**{**{k: getattr(config, k) for k in config.__slots__},
-                                          "capacity": capacity}),
+                                          "capacity": capacity, "refill": refill}),
                           lambda entry: plan, (SPEC, "fp"), 0.0, 1000.0)
     return d, plan
 
@@ -95,6 +95,24 @@ def test_a_node_with_capacity_4_starts_4_trials_as_one_batch_and_claims_again_af
     assert views[t[0]].state.name == "PRUNED" and views[t[0]].value == 500.0
     assert list(views[t[1]].reports) == [1, 2] and views[t[1]].value == 0.0
     assert not views[t[2]].reports and views[t[3]].state.name == "COMPLETE"
+
+
+def test_with_refill_a_member_that_ends_frees_its_place_for_a_new_claim_at_once() -> None:
+    d, plan = node(4, n_trials=7, refill=True)  # worker lanes: members run on their own
+    (batch,) = starts_of(d)
+    t = [s.trial for s in batch]
+    assert [s.slot for s in batch] == [0, 1, 2, 3]
+    assert d.handle_trial_report(t[0], 1, 500.0, 1.0, 1001.0) is Verdict.PRUNE
+    d.handle_trial_finished(t[0], Outcome(Status.PRUNED, duration=1.0), 1.0, 1001.0)
+    (more,) = starts_of(d, 1.0)  # while the other three still train
+    assert [s.slot for s in more] == [4]
+    assert plan.batches[-1] == [{"x": 0.1}, {"x": 0.2}, {"x": 0.3}]  # the trials it runs beside
+    for i, tid in enumerate(t[1:3]):
+        d.handle_trial_finished(tid, Outcome(Status.COMPLETE, 0.1 * i, duration=2.0), 2.0, 1002.0)
+    assert [[s.slot for s in b] for b in starts_of(d, 2.0)] == [[5, 6]]  # two places freed
+    assert starts_of(d, 3.0) == []  # 4 running, and the budget of 7 is all claimed
+    views = {v.id: v for v in d.ledger.trials().values()}
+    assert views[t[0]].state.name == "PRUNED" and views[t[1]].state.name == "COMPLETE"
 
 
 def test_capacity_1_is_unchanged_one_trial_at_a_time_with_no_batch_given() -> None:
