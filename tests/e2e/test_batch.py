@@ -4,6 +4,7 @@ mid-batch has every trial of its batch reclaimed."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def test_batched_nodes_run_the_exact_budget_and_a_node_killed_mid_batch_is_recla
         assert any(r["retry_of"] == tid for r in rows)
     runs = batches(a, 4)
     assert runs, "node a ran no batch of 4"
+    if len(os.sched_getaffinity(0)) >= 2:  # one worker per core: members trained side by side
+        assert any("2 workers" in e.get("detail", "") for e in a.events() if e["event"] == "ready")
     ended_early = 0
     for batch in runs:
         members = [by_trial[t] for t in batch]
