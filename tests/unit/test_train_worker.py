@@ -6,6 +6,7 @@ import asyncio
 import math
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,45 @@ def test_stopping_one_member_of_a_batch_lets_the_others_finish(tmp_path: Path, o
     for tid, value in (("ab:1", 1.0), ("ab:3", 3.0)):
         assert out[tid].status is TrialStatus.COMPLETE and out[tid].value == value
         assert [s for t, s in seen if t == tid] == [1, 2, 3]
+
+
+def test_a_worker_spawned_before_the_node_imports_is_adopted(tmp_path: Path, monkeypatch) -> None:
+    from p2phpo.train import early
+
+    (tmp_path / "loud_obj.py").write_text(
+        "import os\n"
+        "def objective(trial):\n"
+        "    os.write(1, b'hello from the early worker\\n')\n"
+        "    trial.report(0.5, 1)\n"
+        "    return 0.75\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(tmp_path)]))
+    assert early.wanted(["p2phpo", "node", "--study", "s.toml"], {})
+    assert not early.wanted(["p2phpo", "node", "--observer"], {})
+    assert not early.wanted(["p2phpo", "status"], {})
+    assert not early.wanted(["p2phpo", "node"], {"P2PHPO_EARLY_WORKER": "0"})
+    assert early.spawn(["p2phpo", "status"]) is None
+
+    async def main(proc, **kw):
+        client = WorkerClient("loud_obj:objective", {}, stderr_path=tmp_path / "worker.log",
+                              cache_dir=tmp_path / "jax-cache", **kw)
+        await client.start()
+        try:
+            pid = client.pid
+            return pid, await client.run("ab:1", 0, {}, lambda step, value: Verdict.CONTINUE)
+        finally:
+            await client.close()
+            assert proc.poll() is not None  # nothing left behind
+
+    # Spawned as the node would spawn it: the node's client takes it (same process), its
+    # output goes to the node's log (told in the init frame), the trial runs.
+    proc = early.spawn(["p2phpo", "node", "--study", "s.toml"])
+    assert proc is not None and early.spawn(["p2phpo", "node"]) is None  # one at a time
+    pid, out = asyncio.run(main(proc))
+    assert pid == proc.pid and out.status is TrialStatus.COMPLETE and out.value == 0.75
+    assert b"hello from the early worker" in (tmp_path / "worker.log").read_bytes()
+    # A client that would spawn it otherwise (another nice) kills it and spawns its own.
+    proc = early.spawn(["p2phpo", "node"])
+    assert proc is not None
+    pid, out = asyncio.run(main(proc, nice=0))
+    assert pid != proc.pid and out.status is TrialStatus.COMPLETE and proc.returncode is not None
+    assert early.take(sys.executable, {}) is None
