@@ -4,7 +4,6 @@ optuna-dashboard (a real server on 127.0.0.1, read through its HTTP API)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import p2phpo as hp
 from p2phpo.core.entries import trial_id_str
 from p2phpo.export import write_optuna
+from tests.e2e.cluster import free_port
 
 optuna = pytest.importorskip("optuna", reason="the optuna extra is not installed")
 
@@ -53,12 +53,6 @@ def test_trials_dataframe_and_optunas_plots_work_on_the_export(exported):
     assert len(optuna.visualization.plot_intermediate_values(study).data) == 20
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str):
     with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - 127.0.0.1 only
         return json.loads(r.read())
@@ -68,7 +62,7 @@ def test_the_export_opens_in_optuna_dashboard(exported):
     pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed "
                         "(pip install 'p2phpo[dev]')")
     result, db = exported
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", "from optuna_dashboard._cli import main; main()",
          f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port), "--quiet"],

@@ -23,20 +23,6 @@ from tests.e2e.cluster import NodeProc, export, wait_for, write_study
 from tests.e2e.forge import send_records
 
 
-@pytest.fixture
-def nodes(tmp_path: Path):
-    made: list[NodeProc] = []
-
-    def make(name: str, *args: str, allow: bool = True) -> NodeProc:
-        n = NodeProc(name, tmp_path, list(args), allow=allow)
-        made.append(n)
-        return n
-
-    yield make
-    for n in made:
-        n.kill()
-
-
 def node_id(n: NodeProc) -> int:
     return int(json.loads((n.state / "node.json").read_text())["node_id"], 16)
 
