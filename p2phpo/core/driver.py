@@ -109,6 +109,7 @@ class NodeDriver(StudyChecks):
         self._worker_held = False  # busy after a trial (handle_worker_free)
         self._ready_search: tuple[Any, ...] | None = None  # worker ready, gate still shut
         self._exit_sent = False
+        self._linger_noted = False  # the "lingering" note (crashed peers waited for) went out
         self._settled = False  # done because the budget is counted (``_advertise``)
         self._gone_new: list[int] = []  # members just DEAD or LEFT (``_sync_for_gone``)
         self._quiet = False  # this input changed nothing the exit check reads (see handle_datagram)
@@ -430,6 +431,9 @@ class NodeDriver(StudyChecks):
         if self.linger.may_exit(now, self.gossip.membership.get):
             self._exit_sent = True
             self._actions.append(MayExit())
+        elif not self._linger_noted and (crashed := self.linger.crashed()):
+            self._linger_noted = True  # say once why a finished node does not exit yet
+            self._actions.append(Note("lingering", self.node_id, None, self.linger.crashed_note(crashed)))
 
     def _search_due(self, now: float) -> bool:
         """Whether the search's inputs changed (or a timer of its fell due).

@@ -335,6 +335,20 @@ class Linger:
                 return False
         return self._n_synced == len(self._awaiting)
 
+    def crashed(self) -> list[int]:
+        """The peers that ran the study, are not done and are DEAD: waited for until the
+        grace ends (they may restart), so a finished node does not exit yet."""
+        if self.done_at is None or self.forever:
+            return []
+        return sorted(n for n in self._blocked if self._workers[n][0] == "DEAD")
+
+    def crashed_note(self, crashed: list[int]) -> str:
+        """One sentence for the event log: why this finished node waits, and how long."""
+        assert self.done_at is not None
+        names = ", ".join(f"{n:016x}" for n in crashed[:3]) + (", ..." if len(crashed) > 3 else "")
+        return (f"study done; waiting up to {self.grace:g} s after it for {len(crashed)} crashed "
+                f"peer(s) that ran it ({names}) in case one restarts (--grace sets the wait)")
+
     def timer(self) -> float | None:
         if self.done_at is None or self.forever:
             return None

@@ -37,7 +37,7 @@ EVENT_STYLE = {
     "listening": "green", "joined": "green", "alive": "green", "suspected": "yellow", "dead": "bold red",
     "refuted": "cyan", "left": "dim", "reclaimed": "magenta", "done": "bold green",
     "finished": "green", "started": "cyan", "refused": "bold red",
-    "waiting": "bold yellow", "alone": "bold yellow", "rejecting": "bold red",
+    "waiting": "bold yellow", "alone": "bold yellow", "rejecting": "bold red", "lingering": "yellow",
 }
 MAX_EVENTS = 10
 

@@ -17,15 +17,15 @@ from p2phpo.core.entries import Abandon, AbandonReason, Claim, Result, Status, S
 from p2phpo.core.gossip import GossipConfig, GossipCore
 from p2phpo.core.gossip_types import TcpRequest
 from p2phpo.core.ledger import Ledger
-from p2phpo.core.messages import Alive, Leave, encode_message
+from p2phpo.core.messages import Alive, Dead, Leave, encode_message
 from p2phpo.core.profiles import LOCAL
 from p2phpo.core.search import Outcome, SearchConfig, StartTrial, StopTrial, StudyDone
 from p2phpo.core.wire import Cipher, Keyring, Opener, Sealer, label_hash
 
 RING = Keyring([bytes(32)], cipher=Cipher.NULL)
 LABEL = label_hash("driver-test")
-A, B = 11, 22
-ADDR = {A: ("127.0.0.1", 1), B: ("127.0.0.1", 2)}
+A, B, C = 11, 22, 33
+ADDR = {A: ("127.0.0.1", 1), B: ("127.0.0.1", 2), C: ("127.0.0.1", 3)}
 SPEC = {"study": {"name": "t", "direction": "minimize"}, "space": {"x": {"type": "float"}}}
 FP = "fp1"
 
@@ -220,6 +220,23 @@ def test_a_finished_node_waits_for_peers_that_ran_the_study_up_to_the_grace() ->
     d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.1), 1.0, 1001.0)
     assert MayExit() not in persist_all(d, 1.0)
     assert d.get_timer() is not None and d.get_timer() <= 6.0
+    d.handle_timer(6.0, 1006.0)
+    assert MayExit() in persist_all(d, 6.0)
+
+
+def test_a_finished_node_says_once_that_it_waits_for_a_crashed_peer() -> None:
+    d = make(linger=Linger(5.0))
+    ready(d, n_trials=1)
+    start = next(a for a in persist_all(d) if isinstance(a, StartTrial))
+    Peer(B).send(d, [Alive(B, 0, ADDR[B], {"ready": True, "study": FP})], 0.5)
+    Peer(C).send(d, [Alive(C, 0, ADDR[C], {}), Dead(B, 0, C)], 0.6)  # C found B dead
+    assert d.gossip.membership.get(B).state.name == "DEAD"
+    d.handle_trial_finished(start.trial, Outcome(Status.COMPLETE, 0.1), 1.0, 1001.0)
+    notes = [a for a in persist_all(d, 1.0) if isinstance(a, Note) and a.kind == "lingering"]
+    assert len(notes) == 1 and f"{B:016x}" in notes[0].detail and "5 s" in notes[0].detail
+    d.handle_timer(3.0, 1003.0)
+    acts = persist_all(d, 3.0)
+    assert MayExit() not in acts and not [a for a in acts if isinstance(a, Note)]  # said once
     d.handle_timer(6.0, 1006.0)
     assert MayExit() in persist_all(d, 6.0)
 
