@@ -19,6 +19,7 @@ from p2phpo.runtime.node import DEFAULT_PORT, NodeError, NodeOptions
 from p2phpo.runtime.udp import RuntimeConfigError, parse_hostport, parse_peer
 from p2phpo.study import MAX_BATCH, StudyError, StudySpec
 from p2phpo.train import objectives
+from p2phpo.train.lanes import lanes_cap
 from p2phpo.ui.errors import note
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -63,6 +64,10 @@ def node_options(*, study: Path | None = None, seeds: list[str] | None = None,
         raise NodeError(f"--grace must be a number of seconds >= 0, not {grace}")
     if batch is not None and not 1 <= batch <= MAX_BATCH:
         raise NodeError(f"--batch must be a number of trials from 1 to {MAX_BATCH}, not {batch}")
+    try:
+        lanes_cap(os.environ)
+    except ValueError as exc:
+        raise NodeError(str(exc)) from None
     if profile not in PROFILES:
         raise NodeError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
     _check_addresses(seeds or [], bind, advertise)

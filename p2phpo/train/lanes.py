@@ -47,9 +47,22 @@ def lanes_for(capacity: int, cpus: int | None = None,
     ``P2PHPO_WORKER_LANES``; one for capacity 1."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cap = (os.environ if env is None else env).get(LANES_ENV, "")
-    limit = int(cap) if cap.strip().isdigit() and int(cap) > 0 else cpus
+    try:
+        limit = lanes_cap(os.environ if env is None else env) or cpus
+    except ValueError:
+        limit = cpus  # ``p2phpo node`` refuses it first (``lanes_cap``)
     return max(1, min(int(capacity), int(cpus), limit))
+
+
+def lanes_cap(env: Mapping[str, str]) -> int | None:
+    """``P2PHPO_WORKER_LANES`` in ``env``: None when unset or empty; ValueError (one
+    sentence) unless a whole number >= 1."""
+    cap = env.get(LANES_ENV, "").strip()
+    if not cap:
+        return None
+    if not (cap.isascii() and cap.isdigit()) or int(cap) < 1:
+        raise ValueError(f"{LANES_ENV}={cap!r} must be a whole number of workers >= 1 (or unset)")
+    return int(cap)
 
 
 class WorkerLanes:

@@ -29,6 +29,15 @@ def test_a_bad_option_is_one_sentence(kwargs: dict, sentence: str) -> None:
         node_options(**kwargs)
 
 
+@pytest.mark.parametrize("value", ["junk", "0", "-2", "1.5", "٣"])
+def test_a_bad_worker_lanes_variable_is_one_sentence(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("P2PHPO_WORKER_LANES", value)
+    with pytest.raises(NodeError, match="P2PHPO_WORKER_LANES=.* must be a whole number of workers >= 1"):
+        node_options()
+    monkeypatch.setenv("P2PHPO_WORKER_LANES", " 2 ")
+    node_options()  # a good one passes
+
+
 def test_a_missing_key_file_or_study_file_is_named(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("P2PHPO_KEY", raising=False)
     with pytest.raises(NodeError) as err:

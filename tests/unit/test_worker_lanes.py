@@ -51,7 +51,7 @@ def test_lanes_one_per_core_at_most_one_per_member_and_capped_by_the_environment
     assert lanes_for(4, cpus=2, env={}) == 2
     assert lanes_for(4, cpus=16, env={}) == 4
     assert lanes_for(8, cpus=16, env={"P2PHPO_WORKER_LANES": "1"}) == 1
-    assert lanes_for(8, cpus=16, env={"P2PHPO_WORKER_LANES": "junk"}) == 8
+    assert lanes_for(8, cpus=16, env={"P2PHPO_WORKER_LANES": "junk"}) == 8  # `node` refuses it first
 
 
 def test_a_pruned_member_frees_its_lane_for_the_next_while_the_others_train(tmp_path: Path) -> None:
