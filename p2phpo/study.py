@@ -33,6 +33,7 @@ from p2phpo.pruners import Pruner, PrunerError, ReportIndex, get_pruner
 from p2phpo.samplers import GridExhausted, SamplerContext, SamplerError, get_sampler, sampler_rng
 from p2phpo.samplers.grid import GridSampler
 from p2phpo.space import Space, SpaceError, Value
+from p2phpo.train import builtin_check
 
 
 class StudyError(ValueError):
@@ -141,6 +142,11 @@ class StudySpec:
         spec = spec._completed()
         for table, values in spec.to_dict().items():
             _check_values(values, f"[{table}]")
+        if spec.objective == "mnist-mlp":
+            try:
+                builtin_check.check(spec.space, spec.objective_options)
+            except ValueError as e:
+                raise StudyError(str(e)) from None
         return spec
 
     def _completed(self) -> StudySpec:

@@ -19,6 +19,7 @@ n_trials = 10
 [space]
 x = { type = "float", low = 0, high = 1 }
 """
+CUSTOM = '[objective]\nname = "examples.custom_objective:objective"\n'
 
 
 def test_the_example_study_file_loads():
@@ -30,8 +31,8 @@ def test_the_example_study_file_loads():
 
 
 def test_fingerprint_ignores_whitespace_key_order_and_spelled_out_defaults():
-    a = StudySpec.from_toml(MINIMAL)
-    b = StudySpec.from_toml("""
+    a = StudySpec.from_toml(MINIMAL + CUSTOM)
+    b = StudySpec.from_toml(CUSTOM + """
 [space]
 x = {high = 1.0, low = 0.0, type = "float", log = false}
 
@@ -49,8 +50,8 @@ direction = "minimize"
 
 
 def test_fingerprint_changes_with_the_spec_and_the_dataset():
-    a = StudySpec.from_toml(MINIMAL)
-    b = StudySpec.from_toml(MINIMAL.replace("n_trials = 10", "n_trials = 11"))
+    a = StudySpec.from_toml(MINIMAL + CUSTOM)
+    b = StudySpec.from_toml(MINIMAL.replace("n_trials = 10", "n_trials = 11") + CUSTOM)
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint("data-1") != a.fingerprint("data-2")
 
@@ -107,6 +108,35 @@ def test_mistakes_are_reported_in_one_sentence(patch, message):
     with pytest.raises(StudyError, match=message) as e:
         StudySpec.from_toml(MINIMAL.replace(old, new, 1))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("patch, message", [
+    (("max_epochs = 5", "max_epochs = 0"), r"\[objective\] max_epochs must be a whole number of epochs >= 1, got 0"),
+    (("max_epochs = 5", "max_epochs = 5\nbatch = 4"), r"mnist-mlp does not take the option\(s\) batch"),
+    (("max_epochs = 5", "max_epochs = 5\nwidth_buckets = [0, 512]"), r"width_buckets must be a list of positive widths"),
+    (("high = 1024, log = true", "high = 100000000, log = true"), r"\[space\] width must be from 1 to 16,384 units, got 100000000"),
+    (("values = [64, 128, 256, 512]", "values = [0, 64]"), r"\[space\] batch_size must be a whole number of rows >= 1, got 0"),
+    (('"relu", "gelu", "tanh"', '"relu", "swish"'), r"\[space\] activation must be one of relu, .*, got 'swish'"),
+    (("low = 0.0, high = 0.5", "low = 0.0, high = 1.0"), r"\[space\] dropout must be a number from 0 up to \(not including\) 1"),
+    (("layers       = { type", "units = { type = \"int\", low = 1, high = 4 }\nlayers       = { type"),
+     r"\[space\] mnist-mlp does not take the parameter\(s\) units"),
+])
+def test_what_the_built_in_objective_cannot_train_is_refused_in_one_sentence(patch, message):
+    old, new = patch
+    text = EXAMPLE.read_text()
+    assert old in text
+    with pytest.raises(StudyError, match=message) as e:
+        StudySpec.from_toml(text.replace(old, new, 1))
+    assert "\n" not in str(e.value)
+
+
+def test_the_built_in_objective_check_knows_the_trainer_names():
+    from p2phpo.train import builtin_check, mlp, optim
+
+    assert builtin_check.ACTIVATION_NAMES == tuple(mlp.ACTIVATIONS)
+    assert builtin_check.OPTIMIZER_NAMES == tuple(optim.OPTIMIZERS)
+    assert set(builtin_check.PARAMS) == set(mlp.PARAM_DEFAULTS)
+    assert set(builtin_check.OPTIONS) == set(mlp.OPTION_DEFAULTS) | {"label_column"}
 
 
 def test_missing_file_is_a_study_error(tmp_path):
