@@ -4,14 +4,16 @@
 ledger before it starts its worker, which then spends ~0.35 s importing JAX and
 the trainer: one after the other, on a machine with a core to spare. The command
 line calls :func:`spawn` first thing (this module imports only ``os``, ``subprocess``
-and ``sys``), so the worker imports JAX beside the node's imports; the node's
+and ``sys``, and ``tomllib`` to read ``--study``'s objective), so the worker imports
+JAX beside the node's imports; the node's
 :class:`~p2phpo.train.worker.WorkerClient` then adopts it (:func:`take`) when it was
 spawned exactly as it would spawn one itself (same interpreter, same environment
 but for the compile cache, which comes in the init frame with the log file), and
 otherwise kills it and spawns its own. A worker spawned early that nobody takes
 is killed when the node exits (and dies with it, ``PR_SET_PDEATHSIG``).
 
-``P2PHPO_EARLY_WORKER=0`` turns it off.
+``P2PHPO_EARLY_WORKER=0`` turns it off; a ``--study`` whose objective is not the
+built-in one gets no early worker (it would import JAX for nothing).
 """
 
 from __future__ import annotations
@@ -74,10 +76,35 @@ def _comparable(env: Mapping[str, str]) -> dict[str, str]:
 
 def wanted(argv: Sequence[str], env: Mapping[str, str]) -> bool:
     """Whether this command line starts a node that will run a worker: ``node``, not an
-    observer, not ``--help``, not turned off."""
+    observer, not ``--help``, not turned off, and not a study whose objective is not the
+    built-in one (:func:`custom_study`: the early worker imports the built-in trainer)."""
     args = list(argv[1:])
     return (bool(args) and args[0] == "node" and env.get("P2PHPO_EARLY_WORKER", "1") != "0"
-            and not any(a in ("--observer", "--help", "-h") for a in args))
+            and not any(a in ("--observer", "--help", "-h") for a in args)
+            and not custom_study(args))
+
+
+def custom_study(args: Sequence[str]) -> bool:
+    """Whether ``--study FILE`` in ``args`` names an objective other than ``mnist-mlp``
+    (its worker would import JAX for nothing). False when there is no such option or the
+    file cannot be read (the node says why itself)."""
+    path = None
+    for i, a in enumerate(args):
+        if a == "--study" and i + 1 < len(args):
+            path = args[i + 1]
+        elif a.startswith("--study="):
+            path = a.split("=", 1)[1]
+    if path is None:
+        return False
+    try:
+        import tomllib
+
+        with open(path, "rb") as f:
+            objective = tomllib.load(f).get("objective", {})
+        name = objective.get("name", "mnist-mlp") if isinstance(objective, dict) else "mnist-mlp"
+    except (OSError, ValueError):
+        return False
+    return name != "mnist-mlp"
 
 
 def spawn(argv: Sequence[str] | None = None, verdict_timeout: float = 1.0) -> subprocess.Popen | None:

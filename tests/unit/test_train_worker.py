@@ -372,3 +372,18 @@ def test_a_worker_spawned_before_the_node_imports_is_adopted(tmp_path: Path, mon
     pid, out = asyncio.run(main(proc, nice=0))
     assert pid != proc.pid and out.status is TrialStatus.COMPLETE and proc.returncode is not None
     assert early.take(sys.executable, {}) is None
+
+
+def test_no_early_worker_for_a_study_whose_objective_is_not_the_built_in_one(tmp_path) -> None:
+    from p2phpo.train import early
+
+    custom = tmp_path / "c.toml"
+    custom.write_text('[objective]\nname = "examples.custom_objective:objective"\n')
+    builtin = tmp_path / "b.toml"
+    builtin.write_text('[objective]\nmax_epochs = 3\n')
+    assert not early.wanted(["p2phpo", "node", "--study", str(custom)], {})
+    assert not early.wanted(["p2phpo", "node", f"--study={custom}"], {})
+    assert early.wanted(["p2phpo", "node", "--study", str(builtin)], {})
+    assert early.wanted(["p2phpo", "node", "--seed", "h:1"], {})  # a joiner: most clusters run mnist-mlp
+    (tmp_path / "bad.toml").write_text("[objective\n")
+    assert early.wanted(["p2phpo", "node", "--study", str(tmp_path / "bad.toml")], {})  # the node says why
