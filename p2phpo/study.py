@@ -142,7 +142,7 @@ class StudySpec:
         spec = spec._completed()
         for table, values in spec.to_dict().items():
             _check_values(values, f"[{table}]")
-        if spec.objective == "mnist-mlp":
+        if spec.objective == builtin_check.NAME:
             try:
                 builtin_check.check(spec.space, spec.objective_options)
             except ValueError as e:

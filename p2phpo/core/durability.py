@@ -255,6 +255,7 @@ class Linger:
         self._finished: set[int] = set()  # peers in sync with us while we were settled
         self._in_sync: set[int] = set()  # peers in sync since our ledger last changed
         self._blocked: set[int] = set()  # known workers neither LEFT nor done
+        self._crashed: set[int] = set()  # the blocked ones that are DEAD (``crashed``)
         self._awaiting: set[int] = set()  # known workers done and not DEAD/LEFT
         self._n_synced = 0  # len(self._awaiting & self._in_sync)
         self._ask_at: float | None = None  # when :meth:`to_ask` names the next peer
@@ -291,6 +292,7 @@ class Linger:
             return
         self._workers[node] = (state, meta)
         self._blocked.discard(node)
+        self._crashed.discard(node)
         if node in self._awaiting:
             self._awaiting.discard(node)
             self._n_synced -= node in self._in_sync
@@ -298,6 +300,8 @@ class Linger:
             return
         if not ((meta or {}).get("done") or node in self._finished):
             self._blocked.add(node)
+            if state == "DEAD":
+                self._crashed.add(node)
         elif state != "DEAD":
             self._awaiting.add(node)
             self._n_synced += node in self._in_sync
@@ -338,9 +342,9 @@ class Linger:
     def crashed(self) -> list[int]:
         """The peers that ran the study, are not done and are DEAD: waited for until the
         grace ends (they may restart), so a finished node does not exit yet."""
-        if self.done_at is None or self.forever:
-            return []
-        return sorted(n for n in self._blocked if self._workers[n][0] == "DEAD")
+        if self.done_at is None or self.forever or not self._crashed:
+            return []  # O(1) while nobody crashed: asked on every datagram after the study
+        return sorted(self._crashed)
 
     def crashed_note(self, crashed: list[int]) -> str:
         """One sentence for the event log: why this finished node waits, and how long."""

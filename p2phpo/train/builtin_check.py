@@ -18,6 +18,8 @@ from typing import Any
 
 from p2phpo.space import Choice, Space
 
+NAME = "mnist-mlp"
+"""The built-in objective's name in a study file."""
 ACTIVATION_NAMES = ("relu", "gelu", "tanh", "silu", "elu", "sigmoid")
 """``program.ACTIVATION_FNS``'s names (a test keeps the two equal)."""
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")

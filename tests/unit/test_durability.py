@@ -205,6 +205,11 @@ class Rule:
             return state == "DEAD" or node in self.in_sync
         return all(ok(n, *members[n]) for n in self.workers if n in members)
 
+    def crashed(self, members: dict[int, tuple[str, dict]]) -> list[int]:
+        """Workers that are DEAD and not done: what a finished node waits for."""
+        return sorted(n for n in self.workers if n in members and members[n][0] == "DEAD"
+                      and not members[n][1].get("done") and n not in self.finished)
+
 
 def test_linger_answers_what_a_scan_of_every_member_answers() -> None:
     rng = random.Random(7)
@@ -236,6 +241,8 @@ def test_linger_answers_what_a_scan_of_every_member_answers() -> None:
                 now = float(step) + rng.choice([0.0, 0.0, 0.0, 25.0])
                 want = rule.may_exit(now, t.members)
                 assert t.may_exit(now) == want, (run, step)
+                if now < lg.done_at + lg.grace:  # (a reaped member may linger in the note)
+                    assert [n for n in lg.crashed() if n in t.members] == rule.crashed(t.members), (run, step)
                 if now < lg.done_at + lg.grace:
                     seen[want] += 1
     assert min(seen.values()) > 500, seen  # both answers were put to the test
